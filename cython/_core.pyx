@@ -1,0 +1,270 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Thin layer between the C core (cython/zk) and the Python API (zkalloc_np).
+
+It builds the PyDataMem_Handler structs and capsules numpy needs, swaps
+numpy's default handler capsule for the process-wide install, and turns the
+core's error codes into exceptions.  Decisions live in C or in Python, not here.
+"""
+from cpython.ref cimport PyObject
+from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer, PyCapsule_SetPointer
+from libc.stdint cimport uint8_t, uint64_t, uintptr_t
+from libc.string cimport memcpy, strncpy
+
+cimport numpy as cnp
+
+cdef extern from "numpy/ndarraytypes.h":
+    ctypedef struct PyDataMemAllocator:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr, size_t size) noexcept nogil
+
+    ctypedef struct PyDataMem_Handler:
+        char name[127]
+        uint8_t version
+        PyDataMemAllocator allocator
+
+cdef extern from "numpy/arrayobject.h":
+    object PyDataMem_SetHandler(object handler)
+    object PyDataMem_GetHandler()
+    PyObject *PyDataMem_DefaultHandler
+
+cdef extern from "zkalloc.h" nogil:
+    enum:
+        ZK_OK
+        ZK_EINVAL
+        ZK_ENOMEM
+        ZK_ECORRUPT
+        ZK_NCLASSES
+    ctypedef enum zk_option:
+        ZK_OPT_MIN_BYTES
+        ZK_OPT_CACHE_BYTES
+        ZK_OPT_HUGEPAGES
+        ZK_OPT_LAZY_ZERO_BYTES
+        ZK_OPT_THREAD_CACHE_BYTES
+        ZK_OPT_COUNT
+    int zk_option_set(zk_option opt, uint64_t value)
+    uint64_t zk_option_get(zk_option opt)
+    uint64_t zk_option_min(zk_option opt)
+    uint64_t zk_option_max(zk_option opt)
+    uint64_t zk_option_default(zk_option opt)
+
+    int zk_class_of(size_t nbytes)
+    size_t zk_class_bytes(int cls)
+
+    size_t zk_cache_soften()
+    size_t zk_cache_release()
+    int zk_cache_reserve(size_t nbytes, int count)
+    size_t zk_cache_usable(const void *ptr)
+    int zk_check(const char **what)
+
+    ctypedef struct zk_fallback:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size)
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize)
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size)
+        void (*free)(void *ctx, void *ptr, size_t size)
+    ctypedef struct zk_route:
+        pass
+    zk_route zk_route_cache
+    zk_route zk_route_passthrough
+    void zk_handler_set_fallback(const zk_fallback *fallback)
+    void *zk_h_malloc(void *ctx, size_t size)
+    void *zk_h_calloc(void *ctx, size_t nelem, size_t elsize)
+    void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
+    void zk_h_free(void *ctx, void *ptr, size_t size)
+
+    ctypedef struct zk_stats_snapshot:
+        uint64_t hits, misses, small_allocs, foreign_frees, invalid_frees
+        uint64_t bytes_in_use, peak_bytes_in_use
+        uint64_t bytes_cached, peak_bytes_cached
+        uint64_t bytes_mapped, peak_bytes_mapped
+        uint64_t evictions, evicted_bytes, uncached_frees, map_failures
+        uint64_t calloc_fresh, calloc_memset, calloc_discard
+        uint64_t realloc_same, realloc_remap, realloc_copy
+        uint64_t softened_bytes, released_bytes
+        uint64_t class_hits[92]
+        uint64_t class_misses[92]
+        uint64_t class_in_use[92]
+        uint64_t class_cached[92]
+    void zk_stats_read(zk_stats_snapshot *out)
+    void zk_stats_reset_counters()
+
+cnp.import_array()
+
+HANDLER_NAME = "zkalloc"
+NCLASSES = ZK_NCLASSES
+
+# Option ids, in the order of zk_option.
+OPTIONS = {
+    "min_bytes": ZK_OPT_MIN_BYTES,
+    "cache_bytes": ZK_OPT_CACHE_BYTES,
+    "hugepages": ZK_OPT_HUGEPAGES,
+    "lazy_zero_bytes": ZK_OPT_LAZY_ZERO_BYTES,
+    "thread_cache_bytes": ZK_OPT_THREAD_CACHE_BYTES,
+}
+
+cdef PyDataMem_Handler original_default   # numpy's default, copied at import
+cdef PyDataMem_Handler *original_default_ptr
+cdef PyDataMem_Handler zk_handler          # name "zkalloc", routes to the cache
+cdef PyDataMem_Handler passthrough_handler # numpy's name, frees still checked
+cdef zk_fallback fallback
+
+
+cdef void fill_handler(PyDataMem_Handler *h, const char *name, void *ctx) noexcept:
+    strncpy(h.name, name, 126)
+    h.name[126] = 0
+    h.version = 1
+    h.allocator.ctx = ctx
+    h.allocator.malloc = zk_h_malloc
+    h.allocator.calloc = zk_h_calloc
+    h.allocator.realloc = zk_h_realloc
+    h.allocator.free = zk_h_free
+
+
+cdef void setup() except *:
+    global original_default_ptr
+    original_default_ptr = <PyDataMem_Handler *>PyCapsule_GetPointer(<object>PyDataMem_DefaultHandler, "mem_handler")
+    memcpy(&original_default, original_default_ptr, sizeof(PyDataMem_Handler))
+    fallback.ctx = original_default.allocator.ctx
+    fallback.malloc = original_default.allocator.malloc
+    fallback.calloc = original_default.allocator.calloc
+    fallback.realloc = original_default.allocator.realloc
+    fallback.free = original_default.allocator.free
+    zk_handler_set_fallback(&fallback)
+    fill_handler(&zk_handler, b"zkalloc", &zk_route_cache)
+    fill_handler(&passthrough_handler, original_default.name, &zk_route_passthrough)
+
+
+setup()
+
+#: The one capsule of the zkalloc handler: installed() sets it, numpy-allocator
+#: and other code can compare against it by identity.
+handler_capsule = PyCapsule_New(&zk_handler, "mem_handler", NULL)
+
+
+def set_context_handler(handler):
+    """PyDataMem_SetHandler: set `handler` (a capsule, or None for numpy's
+    default) in the current context; returns the previous one."""
+    return PyDataMem_SetHandler(handler)
+
+
+def get_context_handler():
+    """PyDataMem_GetHandler: the handler capsule in effect in this context."""
+    return PyDataMem_GetHandler()
+
+
+def point_default_at_zkalloc(bint on):
+    """Make numpy's default handler capsule route to the cache (on) or pass
+    every request to numpy's original functions (off).  Either way frees of
+    pointers the cache owns come back to it."""
+    PyCapsule_SetPointer(<object>PyDataMem_DefaultHandler, &zk_handler if on else &passthrough_handler)
+
+
+def default_points_at_numpy():
+    """Whether numpy's default capsule still holds numpy's own handler."""
+    return PyCapsule_GetPointer(<object>PyDataMem_DefaultHandler, "mem_handler") == <void *>original_default_ptr
+
+
+def usable_bytes(uintptr_t address):
+    """Usable size of an in-use cache region starting at address, 0 if the
+    cache does not own it."""
+    return zk_cache_usable(<void *>address)
+
+
+cdef zk_option option_id(str name) except *:
+    return <zk_option>OPTIONS[name]
+
+
+def option_set(str name, uint64_t value):
+    if zk_option_set(option_id(name), value) != ZK_OK:
+        raise ValueError(f"{name}={value} is out of range "
+                         f"[{zk_option_min(option_id(name))}, {zk_option_max(option_id(name))}]")
+
+
+def option_get(str name):
+    return zk_option_get(option_id(name))
+
+
+def option_range(str name):
+    return zk_option_min(option_id(name)), zk_option_max(option_id(name))
+
+
+def option_default(str name):
+    return zk_option_default(option_id(name))
+
+
+def class_of(size_t nbytes):
+    """Size-class index of a request, or -1 when it is larger than every class."""
+    return zk_class_of(nbytes)
+
+
+def class_bytes(int cls):
+    """Bytes of size class cls (0 when out of range)."""
+    return zk_class_bytes(cls)
+
+
+def soften():
+    with nogil:
+        n = zk_cache_soften()
+    return n
+
+
+def release():
+    with nogil:
+        n = zk_cache_release()
+    return n
+
+
+def reserve(size_t nbytes, int count):
+    cdef int rc
+    with nogil:
+        rc = zk_cache_reserve(nbytes, count)
+    if rc == ZK_EINVAL:
+        raise ValueError(f"reserve: nbytes={nbytes} is larger than the largest size class")
+    if rc == ZK_ENOMEM:
+        raise MemoryError(f"reserve: the kernel refused a region of {nbytes} bytes")
+    return rc
+
+
+def check():
+    """Walk the core's structures; raise AssertionError naming a broken invariant."""
+    cdef const char *what = NULL
+    if zk_check(&what) != ZK_OK:
+        raise AssertionError("zkalloc invariant broken: " + what.decode())
+
+
+def stats_snapshot():
+    """Every counter of the core as a dict; per-class arrays as lists."""
+    cdef zk_stats_snapshot s
+    zk_stats_read(&s)
+    cdef dict raw = s
+    out = {k: v for k, v in raw.items() if not k.startswith("class_")}
+    out["classes"] = [
+        (zk_class_bytes(c), s.class_hits[c], s.class_misses[c], s.class_in_use[c], s.class_cached[c])
+        for c in range(ZK_NCLASSES)
+    ]
+    return out
+
+
+def reset_counters():
+    zk_stats_reset_counters()
+
+
+# Raw access to the handler functions, for tests of the core through the very
+# entry points numpy calls (addresses as ints).
+def raw_malloc(size_t size):
+    return <uintptr_t>zk_h_malloc(&zk_route_cache, size)
+
+
+def raw_calloc(size_t nelem, size_t elsize):
+    return <uintptr_t>zk_h_calloc(&zk_route_cache, nelem, elsize)
+
+
+def raw_realloc(uintptr_t address, size_t size):
+    return <uintptr_t>zk_h_realloc(&zk_route_cache, <void *>address, size)
+
+
+def raw_free(uintptr_t address, size_t size=0):
+    zk_h_free(&zk_route_cache, <void *>address, size)

@@ -1,0 +1,672 @@
+/*
+ * The cache: idle regions kept resident, per size class.
+ *
+ * Two tiers:
+ *  - a thread cache: per thread, a few atomic slots per class.  Its owner
+ *    pushes and pops without a lock; any other thread may only take a region
+ *    out of a slot (atomic exchange), which is how release(), trim() and fork
+ *    reclaim regions a thread holds.
+ *  - the shared pool: per-class LIFO lists (the most recently freed region is
+ *    the warmest) threaded through one LRU list across classes, under one
+ *    mutex.  One lock is enough: a region is >= 4 KiB that its user will
+ *    touch, so the lock is held for nanoseconds against microseconds of work.
+ *
+ * Accounting: a region is either in use (bytes_in_use) or idle (bytes_cached,
+ * wherever it sits).  Every idle byte is reserved against the cap before the
+ * region is parked, so idle memory never exceeds the cap, even briefly.
+ *
+ * Lock order: registry_lock -> pool_lock -> descriptor lock (zk_region.c).
+ * No syscall that can take long (mmap, munmap) runs under pool_lock; soften()
+ * is the one exception, by design (see there).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "zk_internal.h"
+
+#define TCACHE_SLOTS 2
+#define REMAP_MIN_BYTES ((size_t)1 << 20)   /* below this memcpy beats mremap */
+
+typedef struct {
+    zk_region *head, *tail;
+} class_list;
+
+typedef struct zk_tcache {
+    _Atomic(zk_region *) slots[ZK_NCLASSES][TCACHE_SLOTS];
+    _Atomic uint64_t bytes;
+    struct zk_tcache *prev, *next;   /* registry, under registry_lock */
+} zk_tcache;
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static class_list pool_classes[ZK_NCLASSES];
+static zk_region *lru_newest, *lru_oldest;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static zk_tcache *registry;
+static pthread_key_t tcache_key;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static bool tcache_key_ok;
+static _Thread_local zk_tcache *my_tcache;
+static _Thread_local bool my_tcache_closed;   /* the thread is exiting */
+
+static void init_once_fn(void);
+
+/* ---- idle accounting ---------------------------------------------------- */
+
+/* Reserve r's bytes against the cap; false if they do not fit. */
+static bool count_idle(zk_region *r)
+{
+    uint64_t cap = zk_opt_cache_bytes();
+    uint64_t cur = atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed);
+    do {
+        if (r->bytes > cap || cur > cap - r->bytes)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&zk_stats.bytes_cached, &cur, cur + r->bytes,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    zk_stats_raise_peak(&zk_stats.peak_bytes_cached, cur + r->bytes);
+    atomic_fetch_add_explicit(&zk_stats.class_cached[r->cls], 1, memory_order_relaxed);
+    return true;
+}
+
+static void uncount_idle(zk_region *r)
+{
+    zk_stats_gauge_sub(&zk_stats.bytes_cached, r->bytes);
+    atomic_fetch_sub_explicit(&zk_stats.class_cached[r->cls], 1, memory_order_relaxed);
+}
+
+static void count_in_use(zk_region *r)
+{
+    zk_stats_gauge_add(&zk_stats.bytes_in_use, &zk_stats.peak_bytes_in_use, r->bytes);
+    atomic_fetch_add_explicit(&zk_stats.class_in_use[r->cls], 1, memory_order_relaxed);
+}
+
+static void uncount_in_use(zk_region *r)
+{
+    zk_stats_gauge_sub(&zk_stats.bytes_in_use, r->bytes);
+    atomic_fetch_sub_explicit(&zk_stats.class_in_use[r->cls], 1, memory_order_relaxed);
+}
+
+/* ---- shared pool (pool_lock held) ---------------------------------------- */
+
+static void pool_link(zk_region *r)
+{
+    class_list *cl = &pool_classes[r->cls];
+    r->cls_prev = NULL;
+    r->cls_next = cl->head;
+    if (cl->head != NULL)
+        cl->head->cls_prev = r;
+    else
+        cl->tail = r;
+    cl->head = r;
+
+    r->lru_prev = NULL;
+    r->lru_next = lru_newest;
+    if (lru_newest != NULL)
+        lru_newest->lru_prev = r;
+    else
+        lru_oldest = r;
+    lru_newest = r;
+}
+
+static void pool_unlink(zk_region *r)
+{
+    class_list *cl = &pool_classes[r->cls];
+    if (r->cls_prev != NULL) r->cls_prev->cls_next = r->cls_next; else cl->head = r->cls_next;
+    if (r->cls_next != NULL) r->cls_next->cls_prev = r->cls_prev; else cl->tail = r->cls_prev;
+    if (r->lru_prev != NULL) r->lru_prev->lru_next = r->lru_next; else lru_newest = r->lru_next;
+    if (r->lru_next != NULL) r->lru_next->lru_prev = r->lru_prev; else lru_oldest = r->lru_prev;
+    r->cls_prev = r->cls_next = r->lru_prev = r->lru_next = NULL;
+}
+
+/* Take the least recently freed region out of the pool, uncounted; the
+ * caller unmaps it after dropping the lock.  Chained through free_next. */
+static zk_region *pool_evict_oldest(zk_region *chain)
+{
+    zk_region *victim = lru_oldest;
+    pool_unlink(victim);
+    uncount_idle(victim);
+    victim->free_next = chain;
+    return victim;
+}
+
+static void destroy_chain(zk_region *chain, _Atomic uint64_t *event, _Atomic uint64_t *event_bytes)
+{
+    while (chain != NULL) {
+        zk_region *next = chain->free_next;
+        if (event != NULL)
+            zk_count(event, 1);
+        if (event_bytes != NULL)
+            zk_count(event_bytes, chain->bytes);
+        zk_region_destroy(chain);
+        chain = next;
+    }
+}
+
+static zk_region *pool_pop(int cls)
+{
+    pthread_mutex_lock(&pool_lock);
+    zk_region *r = pool_classes[cls].head;
+    if (r != NULL)
+        pool_unlink(r);
+    pthread_mutex_unlock(&pool_lock);
+    return r;
+}
+
+/* Park an idle region in the pool, evicting least recently used regions
+ * until it fits under the cap.  False if it cannot fit at all. */
+static bool pool_put(zk_region *r)
+{
+    zk_region *evicted = NULL;
+    bool parked = false;
+    pthread_mutex_lock(&pool_lock);
+    if (r->bytes <= zk_opt_cache_bytes()) {
+        while (!(parked = count_idle(r)) && lru_oldest != NULL)
+            evicted = pool_evict_oldest(evicted);
+        if (parked)
+            pool_link(r);
+    }
+    pthread_mutex_unlock(&pool_lock);
+    destroy_chain(evicted, &zk_stats.evictions, &zk_stats.evicted_bytes);
+    return parked;
+}
+
+/* ---- thread caches -------------------------------------------------------- */
+
+static zk_region *tcache_take_slot(zk_tcache *tc, int cls, int i)
+{
+    /* A plain load first: most slots are empty and an exchange is a locked
+     * instruction. */
+    if (atomic_load_explicit(&tc->slots[cls][i], memory_order_relaxed) == NULL)
+        return NULL;
+    zk_region *r = atomic_exchange_explicit(&tc->slots[cls][i], NULL, memory_order_acq_rel);
+    if (r != NULL)
+        atomic_fetch_sub_explicit(&tc->bytes, r->bytes, memory_order_relaxed);
+    return r;
+}
+
+static zk_region *tcache_pop(zk_tcache *tc, int cls)
+{
+    for (int i = 0; i < TCACHE_SLOTS; i++) {
+        zk_region *r = tcache_take_slot(tc, cls, i);
+        if (r != NULL)
+            return r;
+    }
+    return NULL;
+}
+
+/* Only the owner pushes, so a slot it sees empty stays empty until it fills
+ * it: other threads only ever empty slots. */
+static bool tcache_push(zk_tcache *tc, zk_region *r)
+{
+    uint64_t held = atomic_load_explicit(&tc->bytes, memory_order_relaxed);
+    if (r->bytes > zk_opt_thread_cache_bytes() || held > zk_opt_thread_cache_bytes() - r->bytes)
+        return false;
+    for (int i = 0; i < TCACHE_SLOTS; i++) {
+        if (atomic_load_explicit(&tc->slots[r->cls][i], memory_order_relaxed) != NULL)
+            continue;
+        if (!count_idle(r))
+            return false;
+        atomic_fetch_add_explicit(&tc->bytes, r->bytes, memory_order_relaxed);
+        atomic_store_explicit(&tc->slots[r->cls][i], r, memory_order_release);
+        return true;
+    }
+    return false;
+}
+
+/* Move every region of tc into the pool (pool_lock held); they are already
+ * counted as idle. */
+static void tcache_drain_locked(zk_tcache *tc)
+{
+    for (int cls = 0; cls < ZK_NCLASSES; cls++)
+        for (int i = 0; i < TCACHE_SLOTS; i++) {
+            zk_region *r = tcache_take_slot(tc, cls, i);
+            if (r != NULL)
+                pool_link(r);
+        }
+}
+
+static void registry_unlink(zk_tcache *tc)
+{
+    if (tc->prev != NULL) tc->prev->next = tc->next; else registry = tc->next;
+    if (tc->next != NULL) tc->next->prev = tc->prev;
+}
+
+/* pthread key destructor: the thread is exiting; its regions go to the pool. */
+static void tcache_close(void *arg)
+{
+    zk_tcache *tc = arg;
+    pthread_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&pool_lock);
+    tcache_drain_locked(tc);
+    pthread_mutex_unlock(&pool_lock);
+    registry_unlink(tc);
+    pthread_mutex_unlock(&registry_lock);
+    munmap(tc, sizeof *tc);
+    my_tcache = NULL;
+    my_tcache_closed = true;   /* frees after this point use the pool only */
+}
+
+static zk_tcache *tcache_open(void)
+{
+    zk_tcache *tc = mmap(NULL, sizeof *tc, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (tc == MAP_FAILED)
+        return NULL;
+    if (pthread_setspecific(tcache_key, tc) != 0) {
+        munmap(tc, sizeof *tc);
+        return NULL;
+    }
+    pthread_mutex_lock(&registry_lock);
+    tc->prev = NULL;
+    tc->next = registry;
+    if (registry != NULL)
+        registry->prev = tc;
+    registry = tc;
+    pthread_mutex_unlock(&registry_lock);
+    return tc;
+}
+
+/* This thread's cache, or NULL where it has none (exiting, or no memory for
+ * one): the pool alone then serves it, still correctly. */
+static zk_tcache *tcache_mine(void)
+{
+    if (my_tcache != NULL || my_tcache_closed)
+        return my_tcache;
+    pthread_once(&init_once, init_once_fn);
+    if (!tcache_key_ok)
+        return NULL;
+    my_tcache = tcache_open();
+    my_tcache_closed = my_tcache == NULL;
+    return my_tcache;
+}
+
+/* Empty every thread cache into the pool. */
+static void drain_all_tcaches(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&pool_lock);
+    for (zk_tcache *tc = registry; tc != NULL; tc = tc->next)
+        tcache_drain_locked(tc);
+    pthread_mutex_unlock(&pool_lock);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+/* Hold every lock across fork() so the child never inherits one taken by a
+ * thread that does not exist there (the classic allocator fork deadlock). */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&pool_lock);
+    zk_region_lock_for_fork();
+}
+
+static void fork_parent(void)
+{
+    zk_region_unlock_after_fork();
+    pthread_mutex_unlock(&pool_lock);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* In the child only the forking thread lives on: the other threads' caches
+ * would never be drained by their exit, so adopt their regions now. */
+static void fork_child(void)
+{
+    zk_region_unlock_after_fork();
+    zk_tcache *tc = registry;
+    while (tc != NULL) {
+        zk_tcache *next = tc->next;
+        if (tc != my_tcache) {
+            tcache_drain_locked(tc);
+            registry_unlink(tc);
+            munmap(tc, sizeof *tc);
+        }
+        tc = next;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void init_once_fn(void)
+{
+    tcache_key_ok = pthread_key_create(&tcache_key, tcache_close) == 0;
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void zk_cache_init(void)
+{
+    pthread_once(&init_once, init_once_fn);
+}
+
+/* ---- allocation ------------------------------------------------------------- */
+
+/* An idle region of class cls from this thread's cache or the pool, now in use. */
+static zk_region *take_cached(int cls)
+{
+    zk_tcache *tc = tcache_mine();
+    zk_region *r = tc != NULL ? tcache_pop(tc, cls) : NULL;
+    if (r == NULL)
+        r = pool_pop(cls);
+    if (r == NULL)
+        return NULL;
+    uncount_idle(r);
+    atomic_store_explicit(&r->state, ZK_REGION_IN_USE, memory_order_relaxed);
+    return r;
+}
+
+static zk_region *map_new(int cls)
+{
+    zk_region *r = zk_region_create(cls);
+    if (r == NULL && zk_cache_release() > 0)
+        r = zk_region_create(cls);   /* idle regions were in the way of a limit */
+    if (r == NULL)
+        zk_count(&zk_stats.map_failures, 1);
+    return r;
+}
+
+static zk_region *obtain(size_t bytes)
+{
+    int cls = zk_class_of(bytes != 0 ? bytes : 1);
+    if (cls < 0)
+        return NULL;
+    zk_region *r = take_cached(cls);
+    if (r != NULL) {
+        zk_count(&zk_stats.hits, 1);
+        zk_count(&zk_stats.class_hits[cls], 1);
+    } else {
+        r = map_new(cls);
+        if (r == NULL)
+            return NULL;
+        zk_count(&zk_stats.misses, 1);
+        zk_count(&zk_stats.class_misses[cls], 1);
+    }
+    count_in_use(r);
+    return r;
+}
+
+void *zk_cache_alloc(size_t bytes)
+{
+    zk_region *r = obtain(bytes);
+    if (r == NULL)
+        return NULL;
+    r->flags &= ~ZK_RF_ZERO;   /* its user will write it */
+    return (void *)r->base;
+}
+
+/* Zero a region about to be handed out by calloc.  A fresh mapping already
+ * is.  Otherwise memset of resident pages is the default: on these machines
+ * it runs at ~27 GB/s, while MADV_DONTNEED makes every page touched later
+ * fault again (~2.4 us per 4 KiB page, ~1.7 GB/s), which only wins when far
+ * fewer than 1/16 of the pages get touched.  lazy_zero_bytes opts very large
+ * sparse buffers into MADV_DONTNEED. */
+static void zero_for_calloc(zk_region *r, size_t bytes)
+{
+    if (r->flags & ZK_RF_ZERO) {
+        zk_count(&zk_stats.calloc_fresh, 1);
+        return;
+    }
+    size_t lazy = zk_opt_lazy_zero_bytes();
+    if (lazy != 0 && bytes >= lazy &&
+        zk_os_discard((void *)r->base, zk_round_up(bytes, zk_os_page_size())) == 0) {
+        zk_count(&zk_stats.calloc_discard, 1);
+        return;
+    }
+    memset((void *)r->base, 0, bytes);
+    zk_count(&zk_stats.calloc_memset, 1);
+}
+
+void *zk_cache_calloc(size_t bytes)
+{
+    zk_region *r = obtain(bytes);
+    if (r == NULL)
+        return NULL;
+    zero_for_calloc(r, bytes);
+    r->flags &= ~ZK_RF_ZERO;
+    return (void *)r->base;
+}
+
+/* ---- free ------------------------------------------------------------------- */
+
+static void park(zk_region *r)
+{
+    zk_tcache *tc = tcache_mine();
+    if (tc != NULL && tcache_push(tc, r))
+        return;
+    if (pool_put(r))
+        return;
+    zk_count(&zk_stats.uncached_frees, 1);
+    zk_region_destroy(r);
+}
+
+int zk_cache_free(void *ptr)
+{
+    zk_region *r = zk_pagemap_get(ptr);
+    if (r == NULL)
+        return 0;
+    unsigned expected = ZK_REGION_IN_USE;
+    /* The exchange makes a double free (or two racing frees) harmless: only
+     * one caller moves the region to idle. */
+    if (!atomic_compare_exchange_strong_explicit(&r->state, &expected, ZK_REGION_IDLE,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        zk_count(&zk_stats.invalid_frees, 1);
+        return 1;
+    }
+    uncount_in_use(r);
+    park(r);
+    return 1;
+}
+
+size_t zk_cache_usable(const void *ptr)
+{
+    zk_region *r = zk_pagemap_get(ptr);
+    if (r == NULL || atomic_load_explicit(&r->state, memory_order_acquire) != ZK_REGION_IN_USE)
+        return 0;
+    return r->bytes;
+}
+
+/* ---- realloc ---------------------------------------------------------------- */
+
+void *zk_cache_realloc(void *ptr, size_t bytes)
+{
+    zk_region *r = zk_pagemap_get(ptr);
+    int ncls = zk_class_of(bytes != 0 ? bytes : 1);
+    if (r == NULL || ncls < 0 || atomic_load_explicit(&r->state, memory_order_acquire) != ZK_REGION_IN_USE)
+        return NULL;
+    if (ncls == r->cls) {
+        zk_count(&zk_stats.realloc_same, 1);
+        return ptr;
+    }
+    if (ncls > r->cls && r->bytes >= REMAP_MIN_BYTES) {
+        uncount_in_use(r);
+        int rc = zk_region_grow(r, ncls);
+        count_in_use(r);
+        if (rc == ZK_OK) {
+            zk_count(&zk_stats.realloc_remap, 1);
+            return (void *)r->base;
+        }
+    }
+    void *moved = zk_cache_alloc(bytes);
+    if (moved == NULL)
+        return NULL;
+    memcpy(moved, ptr, bytes < r->bytes ? bytes : r->bytes);
+    zk_cache_free(ptr);
+    zk_count(&zk_stats.realloc_copy, 1);
+    return moved;
+}
+
+/* ---- maintenance ------------------------------------------------------------ */
+
+/* MADV_FREE every idle region: the kernel may take the pages under memory
+ * pressure, and until it does they stay warm.  This runs under pool_lock on
+ * purpose: a region handed out while the advice is in flight could lose
+ * bytes its new owner just wrote. */
+size_t zk_cache_soften(void)
+{
+    drain_all_tcaches();
+    size_t total = 0;
+    pthread_mutex_lock(&pool_lock);
+    for (zk_region *r = lru_newest; r != NULL; r = r->lru_next) {
+        if (zk_os_soften((void *)r->base, r->bytes) == 0)
+            total += r->bytes;
+        r->flags &= ~ZK_RF_ZERO;   /* old bytes or zeros: unknown */
+    }
+    pthread_mutex_unlock(&pool_lock);
+    zk_count(&zk_stats.softened_bytes, total);
+    return total;
+}
+
+/* Evict (oldest first) until idle bytes fit under the cap; with `all`, evict
+ * everything. */
+static size_t evict(bool all)
+{
+    zk_region *evicted = NULL;
+    size_t total = 0;
+    pthread_mutex_lock(&pool_lock);
+    while (lru_oldest != NULL &&
+           (all || atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) > zk_opt_cache_bytes())) {
+        total += lru_oldest->bytes;
+        evicted = pool_evict_oldest(evicted);
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (all)
+        destroy_chain(evicted, NULL, &zk_stats.released_bytes);
+    else
+        destroy_chain(evicted, &zk_stats.evictions, &zk_stats.evicted_bytes);
+    return total;
+}
+
+size_t zk_cache_release(void)
+{
+    drain_all_tcaches();
+    return evict(true);
+}
+
+void zk_cache_trim(void)
+{
+    if (atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) <= zk_opt_cache_bytes())
+        return;
+    drain_all_tcaches();   /* thread caches count against the cap too */
+    evict(false);
+}
+
+int zk_cache_reserve(size_t bytes, int count)
+{
+    int cls = zk_class_of(bytes != 0 ? bytes : 1);
+    if (cls < 0 || count < 0)
+        return ZK_EINVAL;
+    zk_region *held = NULL;
+    int got = 0;
+    for (; got < count; got++) {
+        zk_region *r = obtain(bytes);
+        if (r == NULL)
+            break;
+        zk_os_populate((void *)r->base, r->bytes);
+        r->flags &= ~ZK_RF_ZERO;
+        r->free_next = held;
+        held = r;
+    }
+    while (held != NULL) {
+        zk_region *next = held->free_next;
+        zk_cache_free((void *)held->base);
+        held = next;
+    }
+    if (count > 0 && got == 0)
+        return ZK_ENOMEM;
+    /* The cap may have refused some: report what this class holds now. */
+    int64_t cached = atomic_load_explicit(&zk_stats.class_cached[cls], memory_order_relaxed);
+    return cached < got ? (int)cached : got;
+}
+
+/* ---- invariant check --------------------------------------------------------- */
+
+typedef struct {
+    uint64_t in_use, idle_marked, idle_unmarked, mapped;
+    const char *error;
+} check_totals;
+
+static const char *check_idle(zk_region *r)
+{
+    if (atomic_load_explicit(&r->state, memory_order_relaxed) != ZK_REGION_IDLE)
+        return "a cached region is not marked idle";
+    if (zk_pagemap_get((void *)r->base) != r)
+        return "a cached region is missing from the ownership map";
+    if (r->flags & ZK_RF_MARK)
+        return "a region is cached twice";
+    if (zk_class_bytes(r->cls) > r->bytes)
+        return "a cached region is smaller than its class";
+    r->flags |= ZK_RF_MARK;
+    return NULL;
+}
+
+static void check_descriptor(zk_region *r, void *arg)
+{
+    check_totals *t = arg;
+    unsigned state = atomic_load_explicit(&r->state, memory_order_relaxed);
+    t->mapped += r->bytes;
+    if (zk_pagemap_get((void *)r->base) != r && t->error == NULL)
+        t->error = "a mapped region is missing from the ownership map";
+    if (state == ZK_REGION_IN_USE)
+        t->in_use += r->bytes;
+    else if (r->flags & ZK_RF_MARK)
+        t->idle_marked += r->bytes;
+    else
+        t->idle_unmarked += r->bytes;
+    r->flags &= ~ZK_RF_MARK;
+}
+
+static const char *check_locked(void)
+{
+    uint64_t listed = 0, lru_count = 0;
+    const char *err = NULL;
+    for (zk_region *r = lru_newest; r != NULL && err == NULL; r = r->lru_next) {
+        err = check_idle(r);
+        lru_count++;
+    }
+    for (int cls = 0; cls < ZK_NCLASSES && err == NULL; cls++)
+        for (zk_region *r = pool_classes[cls].head; r != NULL; r = r->cls_next) {
+            listed++;
+            if (r->cls != cls || !(r->flags & ZK_RF_MARK))
+                err = "class lists and the LRU list disagree";
+        }
+    if (err == NULL && listed != lru_count)
+        err = "class lists and the LRU list disagree";
+    for (zk_tcache *tc = registry; tc != NULL && err == NULL; tc = tc->next)
+        for (int cls = 0; cls < ZK_NCLASSES && err == NULL; cls++)
+            for (int i = 0; i < TCACHE_SLOTS && err == NULL; i++) {
+                zk_region *r = atomic_load_explicit(&tc->slots[cls][i], memory_order_acquire);
+                if (r != NULL && (err = check_idle(r)) == NULL && r->cls != cls)
+                    err = "a thread cache holds a region in the wrong class";
+            }
+    check_totals t = {0, 0, 0, 0, NULL};
+    zk_region_foreach(check_descriptor, &t);   /* also clears every mark */
+    if (err != NULL)
+        return err;
+    if (t.error != NULL)
+        return t.error;
+    if (t.idle_unmarked != 0)
+        return "an idle region is in no list: it was lost";
+    if (t.in_use != atomic_load_explicit(&zk_stats.bytes_in_use, memory_order_relaxed))
+        return "bytes_in_use does not match the regions in use";
+    if (t.idle_marked != atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed))
+        return "bytes_cached does not match the idle regions";
+    if (t.mapped != atomic_load_explicit(&zk_stats.bytes_mapped, memory_order_relaxed))
+        return "bytes_mapped does not match the mapped regions";
+    if (t.idle_marked > zk_opt_cache_bytes())
+        return "idle bytes exceed the cap";
+    return NULL;
+}
+
+/* Meant for tests: exact only while no other thread allocates or frees. */
+int zk_check(const char **what)
+{
+    pthread_mutex_lock(&registry_lock);
+    pthread_mutex_lock(&pool_lock);
+    const char *err = check_locked();
+    pthread_mutex_unlock(&pool_lock);
+    pthread_mutex_unlock(&registry_lock);
+    if (what != NULL)
+        *what = err;
+    return err == NULL ? ZK_OK : ZK_ECORRUPT;
+}

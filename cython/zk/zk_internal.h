@@ -1,0 +1,103 @@
+/*
+ * Shared between the core's files, never seen by the Cython layer.
+ */
+#ifndef ZK_INTERNAL_H
+#define ZK_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zkalloc.h"
+
+#define ZK_HUGE_BYTES ((size_t)2 << 20)   /* THP size on x86_64 and 4K-page aarch64 */
+
+static inline size_t zk_round_up(size_t n, size_t align)
+{
+    return (n + align - 1) & ~(align - 1);
+}
+
+/* ---- regions ------------------------------------------------------------ */
+enum { ZK_REGION_UNUSED = 0, ZK_REGION_IN_USE = 1, ZK_REGION_IDLE = 2 };
+
+/* Region flags: only touched by the thread that holds the region
+ * (its user, the thread cache owning the slot, or a holder of the pool lock). */
+enum {
+    ZK_RF_ZERO = 1u,   /* every byte is known to be zero (fresh mapping) */
+    ZK_RF_MARK = 2u,   /* scratch bit for zk_check() */
+};
+
+typedef struct zk_region {
+    uintptr_t base;
+    size_t bytes;                     /* mapped length, the class size */
+    int cls;
+    unsigned flags;
+    _Atomic unsigned state;           /* ZK_REGION_* */
+    struct zk_region *cls_prev, *cls_next;   /* shared pool, one list per class */
+    struct zk_region *lru_prev, *lru_next;   /* shared pool, all classes, LRU order */
+    struct zk_region *free_next;             /* descriptor free list */
+} zk_region;
+
+/* zk_region.c: descriptors, and mapping or unmapping a whole region */
+zk_region *zk_region_create(int cls);
+void zk_region_destroy(zk_region *r);
+int zk_region_grow(zk_region *r, int ncls);   /* ZK_OK or ZK_ENOMEM */
+size_t zk_region_alignment(size_t bytes);
+/* Calls fn on every descriptor that describes a mapped region (for checks). */
+void zk_region_foreach(void (*fn)(zk_region *r, void *arg), void *arg);
+void zk_region_lock_for_fork(void);
+void zk_region_unlock_after_fork(void);
+
+/* ---- ownership map (zk_pagemap.c) --------------------------------------- */
+zk_region *zk_pagemap_get(const void *ptr);
+int zk_pagemap_set(const void *ptr, zk_region *r);   /* ZK_OK or ZK_ENOMEM */
+void zk_pagemap_clear(const void *ptr);
+
+/* ---- OS layer (zk_os.c) ------------------------------------------------- */
+size_t zk_os_page_size(void);
+uint64_t zk_os_physical_bytes(void);
+void *zk_os_map(size_t bytes, size_t align);
+void *zk_os_reserve(size_t bytes, size_t align);
+void zk_os_unmap(void *p, size_t bytes);
+void zk_os_advise_huge(void *p, size_t bytes);
+int zk_os_discard(void *p, size_t bytes);
+int zk_os_soften(void *p, size_t bytes);
+void zk_os_populate(void *p, size_t bytes);
+int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes);
+
+/* ---- statistics (zk_stats.c) -------------------------------------------- */
+typedef struct {
+    _Atomic uint64_t hits, misses, small_allocs, foreign_frees, invalid_frees;
+    _Atomic uint64_t bytes_in_use, peak_bytes_in_use;
+    _Atomic uint64_t bytes_cached, peak_bytes_cached;
+    _Atomic uint64_t bytes_mapped, peak_bytes_mapped;
+    _Atomic uint64_t evictions, evicted_bytes, uncached_frees, map_failures;
+    _Atomic uint64_t calloc_fresh, calloc_memset, calloc_discard;
+    _Atomic uint64_t realloc_same, realloc_remap, realloc_copy;
+    _Atomic uint64_t softened_bytes, released_bytes;
+    _Atomic uint64_t class_hits[ZK_NCLASSES], class_misses[ZK_NCLASSES];
+    _Atomic int64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
+} zk_stats_counters;
+
+extern zk_stats_counters zk_stats;
+
+static inline void zk_count(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+void zk_stats_gauge_add(_Atomic uint64_t *gauge, _Atomic uint64_t *peak, uint64_t n);
+void zk_stats_raise_peak(_Atomic uint64_t *peak, uint64_t now);
+void zk_stats_gauge_sub(_Atomic uint64_t *gauge, uint64_t n);
+
+/* ---- settings ----------------------------------------------------------- */
+/* Hot-path reads of settings, relaxed: a setting changed by another thread
+ * takes effect at that thread's next request. */
+size_t zk_opt_min_bytes(void);
+size_t zk_opt_cache_bytes(void);
+bool zk_opt_hugepages(void);
+size_t zk_opt_lazy_zero_bytes(void);
+size_t zk_opt_thread_cache_bytes(void);
+
+#endif

@@ -1,0 +1,79 @@
+/*
+ * Settings: one table, each with its default and its valid range.  Parsing
+ * environment strings is the Python layer's job (it names the variable in the
+ * error); this file only validates numbers and stores them.
+ */
+#include "zk_internal.h"
+
+#define GiB ((uint64_t)1 << 30)
+#define MiB ((uint64_t)1 << 20)
+#define KiB ((uint64_t)1 << 10)
+#define ADDRESS_SPACE ((uint64_t)1 << 47)
+
+typedef struct {
+    uint64_t min, max;
+    uint64_t (*default_value)(void);
+} zk_option_spec;
+
+static uint64_t default_min_bytes(void) { return 64 * KiB; }
+static uint64_t default_hugepages(void) { return 1; }
+static uint64_t default_lazy_zero_bytes(void) { return 0; }   /* see README: memset wins here */
+static uint64_t default_thread_cache_bytes(void) { return 256 * MiB; }
+
+/* min(physical RAM / 8, 1 GiB), the zk-alloc default. */
+static uint64_t default_cache_bytes(void)
+{
+    uint64_t eighth = zk_os_physical_bytes() / 8;
+    return eighth != 0 && eighth < GiB ? eighth : GiB;
+}
+
+static const zk_option_spec specs[ZK_OPT_COUNT] = {
+    [ZK_OPT_MIN_BYTES] = {1, ZK_MAX_CLASS_BYTES, default_min_bytes},
+    [ZK_OPT_CACHE_BYTES] = {0, ADDRESS_SPACE, default_cache_bytes},
+    [ZK_OPT_HUGEPAGES] = {0, 1, default_hugepages},
+    [ZK_OPT_LAZY_ZERO_BYTES] = {0, ADDRESS_SPACE, default_lazy_zero_bytes},
+    [ZK_OPT_THREAD_CACHE_BYTES] = {0, ADDRESS_SPACE, default_thread_cache_bytes},
+};
+
+/* 0 means "not set yet": every valid setting but min_bytes may be 0, so the
+ * stored value is value + 1. */
+static _Atomic uint64_t stored[ZK_OPT_COUNT];
+
+static bool valid(zk_option opt) { return (unsigned)opt < ZK_OPT_COUNT; }
+
+uint64_t zk_option_get(zk_option opt)
+{
+    if (!valid(opt))
+        return 0;
+    uint64_t v = atomic_load_explicit(&stored[opt], memory_order_relaxed);
+    if (v != 0)
+        return v - 1;
+    /* First read: store the default, so hot paths never recompute it (the
+     * cache cap's default costs a sysinfo() call).  A set() that races wins. */
+    uint64_t d = specs[opt].default_value();
+    uint64_t unset = 0;
+    atomic_compare_exchange_strong_explicit(&stored[opt], &unset, d + 1, memory_order_relaxed,
+                                            memory_order_relaxed);
+    return zk_option_get(opt);
+}
+
+int zk_option_set(zk_option opt, uint64_t value)
+{
+    if (!valid(opt) || value < specs[opt].min || value > specs[opt].max)
+        return ZK_EINVAL;
+    atomic_store_explicit(&stored[opt], value + 1, memory_order_relaxed);
+    if (opt == ZK_OPT_CACHE_BYTES)
+        zk_cache_trim();   /* a lower cap applies now, not at the next free */
+    return ZK_OK;
+}
+
+uint64_t zk_option_min(zk_option opt) { return valid(opt) ? specs[opt].min : 0; }
+uint64_t zk_option_max(zk_option opt) { return valid(opt) ? specs[opt].max : 0; }
+uint64_t zk_option_default(zk_option opt) { return valid(opt) ? specs[opt].default_value() : 0; }
+
+size_t zk_opt_min_bytes(void) { return (size_t)zk_option_get(ZK_OPT_MIN_BYTES); }
+size_t zk_opt_cache_bytes(void) { return (size_t)zk_option_get(ZK_OPT_CACHE_BYTES); }
+bool zk_opt_hugepages(void) { return zk_option_get(ZK_OPT_HUGEPAGES) != 0; }
+size_t zk_opt_lazy_zero_bytes(void) { return (size_t)zk_option_get(ZK_OPT_LAZY_ZERO_BYTES); }
+size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_option_get(ZK_OPT_THREAD_CACHE_BYTES); }
+

@@ -1,0 +1,100 @@
+/*
+ * Statistics: relaxed atomic counters, read as one snapshot.
+ *
+ * Counters are only ever incremented; gauges (bytes in use, cached, mapped)
+ * go both ways and keep a peak.  A snapshot taken while other threads run is
+ * not a consistent cut across counters, only each counter is exact.
+ */
+#include <string.h>
+
+#include "zk_internal.h"
+
+zk_stats_counters zk_stats;
+
+static uint64_t load(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+void zk_stats_raise_peak(_Atomic uint64_t *peak, uint64_t now)
+{
+    uint64_t seen = atomic_load_explicit(peak, memory_order_relaxed);
+    while (now > seen &&
+           !atomic_compare_exchange_weak_explicit(peak, &seen, now, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+}
+
+void zk_stats_gauge_add(_Atomic uint64_t *gauge, _Atomic uint64_t *peak, uint64_t n)
+{
+    zk_stats_raise_peak(peak, atomic_fetch_add_explicit(gauge, n, memory_order_relaxed) + n);
+}
+
+void zk_stats_gauge_sub(_Atomic uint64_t *gauge, uint64_t n)
+{
+    atomic_fetch_sub_explicit(gauge, n, memory_order_relaxed);
+}
+
+static uint64_t load_count(_Atomic int64_t *c)
+{
+    int64_t v = atomic_load_explicit(c, memory_order_relaxed);
+    return v > 0 ? (uint64_t)v : 0;   /* transiently negative under races */
+}
+
+void zk_stats_read(zk_stats_snapshot *out)
+{
+    memset(out, 0, sizeof *out);
+    out->hits = load(&zk_stats.hits);
+    out->misses = load(&zk_stats.misses);
+    out->small_allocs = load(&zk_stats.small_allocs);
+    out->foreign_frees = load(&zk_stats.foreign_frees);
+    out->invalid_frees = load(&zk_stats.invalid_frees);
+    out->bytes_in_use = load(&zk_stats.bytes_in_use);
+    out->peak_bytes_in_use = load(&zk_stats.peak_bytes_in_use);
+    out->bytes_cached = load(&zk_stats.bytes_cached);
+    out->peak_bytes_cached = load(&zk_stats.peak_bytes_cached);
+    out->bytes_mapped = load(&zk_stats.bytes_mapped);
+    out->peak_bytes_mapped = load(&zk_stats.peak_bytes_mapped);
+    out->evictions = load(&zk_stats.evictions);
+    out->evicted_bytes = load(&zk_stats.evicted_bytes);
+    out->uncached_frees = load(&zk_stats.uncached_frees);
+    out->map_failures = load(&zk_stats.map_failures);
+    out->calloc_fresh = load(&zk_stats.calloc_fresh);
+    out->calloc_memset = load(&zk_stats.calloc_memset);
+    out->calloc_discard = load(&zk_stats.calloc_discard);
+    out->realloc_same = load(&zk_stats.realloc_same);
+    out->realloc_remap = load(&zk_stats.realloc_remap);
+    out->realloc_copy = load(&zk_stats.realloc_copy);
+    out->softened_bytes = load(&zk_stats.softened_bytes);
+    out->released_bytes = load(&zk_stats.released_bytes);
+    for (int c = 0; c < ZK_NCLASSES; c++) {
+        out->class_hits[c] = load(&zk_stats.class_hits[c]);
+        out->class_misses[c] = load(&zk_stats.class_misses[c]);
+        out->class_in_use[c] = load_count(&zk_stats.class_in_use[c]);
+        out->class_cached[c] = load_count(&zk_stats.class_cached[c]);
+    }
+}
+
+/* Zero the event counters so a caller can measure one stretch of code; the
+ * gauges describe memory that still exists and are left alone.  Peaks restart
+ * from the current values. */
+void zk_stats_reset_counters(void)
+{
+    _Atomic uint64_t *events[] = {
+        &zk_stats.hits, &zk_stats.misses, &zk_stats.small_allocs, &zk_stats.foreign_frees,
+        &zk_stats.invalid_frees, &zk_stats.evictions, &zk_stats.evicted_bytes,
+        &zk_stats.uncached_frees, &zk_stats.map_failures, &zk_stats.calloc_fresh,
+        &zk_stats.calloc_memset, &zk_stats.calloc_discard, &zk_stats.realloc_same,
+        &zk_stats.realloc_remap, &zk_stats.realloc_copy, &zk_stats.softened_bytes,
+        &zk_stats.released_bytes,
+    };
+    for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+        atomic_store_explicit(events[i], 0, memory_order_relaxed);
+    for (int c = 0; c < ZK_NCLASSES; c++) {
+        atomic_store_explicit(&zk_stats.class_hits[c], 0, memory_order_relaxed);
+        atomic_store_explicit(&zk_stats.class_misses[c], 0, memory_order_relaxed);
+    }
+    atomic_store_explicit(&zk_stats.peak_bytes_in_use, load(&zk_stats.bytes_in_use), memory_order_relaxed);
+    atomic_store_explicit(&zk_stats.peak_bytes_cached, load(&zk_stats.bytes_cached), memory_order_relaxed);
+    atomic_store_explicit(&zk_stats.peak_bytes_mapped, load(&zk_stats.bytes_mapped), memory_order_relaxed);
+}

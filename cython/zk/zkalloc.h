@@ -1,0 +1,111 @@
+/*
+ * zkalloc core: the public C interface.
+ *
+ * A resident size-class cache for large numpy data buffers.  This header is
+ * all the Cython layer sees.  Nothing here knows about Python: errors are
+ * returned as negative ZK_E* codes, never printed, never aborted on.
+ */
+#ifndef ZKALLOC_H
+#define ZKALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- error codes ------------------------------------------------------ */
+enum {
+    ZK_OK = 0,
+    ZK_EINVAL = -1,     /* a setting's value is out of range */
+    ZK_ENOMEM = -2,     /* the kernel refused memory */
+    ZK_ECORRUPT = -3,   /* zk_check() found a broken invariant */
+};
+
+/* ---- settings (zk_options.c) ------------------------------------------ */
+typedef enum {
+    ZK_OPT_MIN_BYTES = 0,       /* smallest request served by the cache */
+    ZK_OPT_CACHE_BYTES,         /* cap on idle (cached) bytes */
+    ZK_OPT_HUGEPAGES,           /* 1: MADV_HUGEPAGE on regions >= 2 MiB */
+    ZK_OPT_LAZY_ZERO_BYTES,     /* calloc of >= this many bytes: MADV_DONTNEED; 0 = never */
+    ZK_OPT_THREAD_CACHE_BYTES,  /* idle bytes one thread may hold without a lock */
+    ZK_OPT_COUNT
+} zk_option;
+
+int zk_option_set(zk_option opt, uint64_t value);   /* ZK_OK or ZK_EINVAL */
+uint64_t zk_option_get(zk_option opt);
+uint64_t zk_option_min(zk_option opt);
+uint64_t zk_option_max(zk_option opt);
+uint64_t zk_option_default(zk_option opt);
+
+/* ---- size classes (zk_sizeclass.c) ------------------------------------ */
+#define ZK_NCLASSES 92          /* 4 KiB .. 64 GiB, 4 classes per power of two */
+#define ZK_MAX_CLASS_BYTES ((uint64_t)1 << 36)
+
+int zk_class_of(size_t bytes);          /* -1 when larger than the largest class */
+size_t zk_class_bytes(int cls);         /* page-rounded size of a class */
+
+/* ---- the cache (zk_cache.c) ------------------------------------------- */
+void zk_cache_init(void);   /* registers fork handlers; idempotent */
+void *zk_cache_alloc(size_t bytes);
+void *zk_cache_calloc(size_t bytes);
+/* Grow or shrink a region this cache owns; NULL (old region untouched) on failure. */
+void *zk_cache_realloc(void *ptr, size_t bytes);
+/* 1 if ptr was a region of this cache (now freed), 0 if the pointer is foreign. */
+int zk_cache_free(void *ptr);
+/* Usable bytes of an in-use region this cache owns, 0 if foreign or idle. */
+size_t zk_cache_usable(const void *ptr);
+
+size_t zk_cache_soften(void);                   /* MADV_FREE idle regions; bytes advised */
+size_t zk_cache_release(void);                  /* unmap idle regions; bytes unmapped */
+int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENOMEM */
+void zk_cache_trim(void);                       /* evict until idle bytes <= cap */
+/* Walks every structure; ZK_OK or ZK_ECORRUPT (with *what set to a reason). */
+int zk_check(const char **what);
+
+/* ---- NEP 49 shaped entry points (zk_handler.c) ------------------------- */
+/* The allocator functions requests fall back to: numpy's original default. */
+typedef struct {
+    void *ctx;
+    void *(*malloc)(void *ctx, size_t size);
+    void *(*calloc)(void *ctx, size_t nelem, size_t elsize);
+    void *(*realloc)(void *ctx, void *ptr, size_t new_size);
+    void (*free)(void *ctx, void *ptr, size_t size);
+} zk_fallback;
+
+typedef enum {
+    ZK_ROUTE_CACHE = 0,         /* large requests come from the cache */
+    ZK_ROUTE_PASSTHROUGH = 1,   /* every request goes to the fallback; frees still checked */
+} zk_route_kind;
+
+typedef struct { zk_route_kind kind; } zk_route;
+
+extern zk_route zk_route_cache;
+extern zk_route zk_route_passthrough;
+
+void zk_handler_set_fallback(const zk_fallback *fallback);
+void *zk_h_malloc(void *ctx, size_t size);
+void *zk_h_calloc(void *ctx, size_t nelem, size_t elsize);
+void *zk_h_realloc(void *ctx, void *ptr, size_t new_size);
+void zk_h_free(void *ctx, void *ptr, size_t size);
+
+/* ---- statistics (zk_stats.c) ------------------------------------------ */
+typedef struct {
+    uint64_t hits, misses;
+    uint64_t small_allocs;          /* below min_bytes: sent to the fallback */
+    uint64_t foreign_frees;         /* pointers this cache did not allocate */
+    uint64_t invalid_frees;         /* a pointer of ours that was not in use */
+    uint64_t bytes_in_use, peak_bytes_in_use;
+    uint64_t bytes_cached, peak_bytes_cached;
+    uint64_t bytes_mapped, peak_bytes_mapped;
+    uint64_t evictions, evicted_bytes;
+    uint64_t uncached_frees;        /* freed regions larger than the cap */
+    uint64_t map_failures;
+    uint64_t calloc_fresh, calloc_memset, calloc_discard;
+    uint64_t realloc_same, realloc_remap, realloc_copy;
+    uint64_t softened_bytes, released_bytes;
+    uint64_t class_hits[ZK_NCLASSES], class_misses[ZK_NCLASSES];
+    uint64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
+} zk_stats_snapshot;
+
+void zk_stats_read(zk_stats_snapshot *out);
+void zk_stats_reset_counters(void);  /* hits/misses/events; not the byte gauges */
+
+#endif

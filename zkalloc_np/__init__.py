@@ -1,0 +1,1 @@
+from zkalloc_np import _core
