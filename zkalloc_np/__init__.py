@@ -1,1 +1,78 @@
-from zkalloc_np import _core
+"""zkalloc-np: numpy's large buffers kept resident, for prover code.
+
+    import zkalloc_np as zkalloc
+
+    with zkalloc.installed():        # this thread / context
+        run_prover_round()
+
+    zkalloc.install()                # every thread of the process
+    print(zkalloc.stats())
+
+Requests of at least ``min_bytes`` (64 KiB by default) are rounded up to a
+size class (4 per power of two) and served from idle resident regions when
+one is cached, so a loop that allocates and frees the same sizes stops
+page-faulting.  Smaller requests go to numpy's own allocator.
+"""
+from __future__ import annotations
+
+from . import _core
+from ._install import install, installed, is_installed, owns, uninstall
+from ._settings import configure, load_environment
+from ._settings import current as settings
+from ._settings import sources as setting_sources
+from ._stats import ClassStats, Stats
+
+__all__ = [
+    "ClassStats", "Stats", "check", "configure", "install", "installed", "is_installed",
+    "owns", "release", "reserve", "reset_stats", "setting_sources", "settings", "soften",
+    "stats", "uninstall",
+]
+
+__version__ = "0.1.0"
+HANDLER_NAME: str = _core.HANDLER_NAME
+
+
+def stats() -> Stats:
+    """A snapshot of the cache's counters and gauges (see Stats)."""
+    from ._stats import snapshot
+    return snapshot(installed=is_installed())
+
+
+def reset_stats() -> None:
+    """Zero hit/miss/event counters; byte gauges stay, peaks restart from now."""
+    _core.reset_counters()
+
+
+def soften() -> int:
+    """MADV_FREE every idle region: the kernel may reclaim them under memory
+    pressure, until then they stay warm.  Returns the bytes advised."""
+    return _core.soften()
+
+
+def release() -> int:
+    """Unmap every idle region (all threads' caches included); returns bytes
+    given back.  Arrays in use are not touched."""
+    return _core.release()
+
+
+def reserve(nbytes: int, count: int = 1) -> int:
+    """Pre-fault `count` regions big enough for `nbytes` and leave them cached,
+    so a hot loop's first round does not fault.  Returns how many are cached
+    (fewer when the cap refuses some).  MemoryError if none can be mapped."""
+    from ._settings import parse_size
+    nbytes = parse_size(nbytes, "reserve(nbytes)")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**31:
+        raise ValueError(f"reserve(count): expected a non-negative int, got {count!r}")
+    if nbytes == 0:
+        raise ValueError("reserve(nbytes): must be positive")
+    return _core.reserve(nbytes, count)
+
+
+def check() -> None:
+    """Verify the core's invariants (no region lost, cached twice, or
+    miscounted); AssertionError naming the broken one.  Exact only while no
+    other thread allocates."""
+    _core.check()
+
+
+load_environment()

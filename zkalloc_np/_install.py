@@ -1,0 +1,104 @@
+"""Putting the cache behind numpy: scoped (contextvar) and process-wide.
+
+Scoped, ``installed()``: NEP 49's PyDataMem_SetHandler sets the handler in the
+current context only; new threads start with numpy's default.
+
+Process-wide, ``install()``: numpy exports its default handler capsule
+(PyDataMem_DefaultHandler) and every context that set no handler of its own
+uses it, new threads and Dask task contexts included.  We point that capsule
+at the zkalloc handler.  Arrays made before the swap hold the same capsule,
+so their frees arrive at zkalloc with pointers it never made: the core
+recognises them by address and passes them, with every small request, to
+numpy's original functions.
+
+``uninstall()`` does not point the capsule back at numpy's functions: arrays
+allocated while installed hold that capsule and would then be freed by glibc.
+It points it at a pass-through handler instead (numpy's name, numpy's
+functions for every new request) that still sends the cache's own pointers
+home.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._settings import configure
+
+_install_lock = threading.Lock()
+_installed = False
+
+
+@contextlib.contextmanager
+def installed(**settings: Any) -> Iterator[None]:
+    """Serve numpy arrays created in this block (this thread/context) from the cache.
+
+    Settings, if given, are applied with configure() first; they are
+    process-wide and stay in effect after the block.  Arrays that outlive the
+    block stay valid and are freed into the cache later.  Blocks nest, and
+    blocks in different threads are independent.
+    """
+    if settings:
+        configure(**settings)
+    previous = _core.set_context_handler(_core.handler_capsule)
+    try:
+        yield
+    finally:
+        _core.set_context_handler(previous)
+
+
+def install(**settings: Any) -> None:
+    """Make zkalloc numpy's default handler in every thread of the process.
+
+    Covers threads started before and after the call, and contexts that never
+    set a handler.  Calling it again is harmless.  A context inside a
+    ``with installed():`` or another library's handler keeps that handler.
+    """
+    global _installed
+    if settings:
+        configure(**settings)
+    with _install_lock:
+        _core.point_default_at_zkalloc(True)
+        _installed = True
+
+
+def uninstall() -> None:
+    """Stop serving new default-handler requests from the cache.
+
+    Arrays allocated while installed stay valid and return to the cache when
+    freed.  Without a prior install() this does nothing.
+    """
+    global _installed
+    with _install_lock:
+        if _installed:
+            _core.point_default_at_zkalloc(False)
+            _installed = False
+
+
+def is_installed() -> bool:
+    """Whether install() is in effect (process-wide)."""
+    return _installed
+
+
+def _data_owner(array: np.ndarray) -> np.ndarray | None:
+    """The array whose buffer `array` views (itself if it owns its data)."""
+    while not array.flags.owndata:
+        base = array.base
+        if not isinstance(base, np.ndarray):
+            return None   # a view of bytes, mmap, another buffer protocol object
+        array = base
+    return array
+
+
+def owns(array: np.ndarray) -> bool:
+    """Whether the array's data (or, for a view, its base's) came from the cache."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"owns() takes a numpy.ndarray, not {type(array).__name__}")
+    owner = _data_owner(array)
+    if owner is None:
+        return False
+    return _core.usable_bytes(owner.__array_interface__["data"][0]) > 0

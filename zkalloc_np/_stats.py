@@ -1,0 +1,108 @@
+"""Statistics: a frozen snapshot of the core's counters."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from . import _core, _settings, _system
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    """One size class: its size, hits and misses, regions in use and cached."""
+
+    bytes: int
+    hits: int
+    misses: int
+    in_use: int
+    cached: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What the cache has done and holds.
+
+    hits/misses count cache-served requests (a hit reuses a resident region, a
+    miss maps a new one); small_allocs counts requests below min_bytes sent to
+    numpy's own allocator.  bytes_* are gauges with their peaks: in_use is
+    held by live arrays, cached is idle and resident (at most cap_bytes),
+    mapped is both together.  evictions are idle regions unmapped to stay
+    under the cap; uncached_frees are regions too large to cache at all.
+    """
+
+    hits: int
+    misses: int
+    hit_rate: float
+    small_allocs: int
+    foreign_frees: int
+    invalid_frees: int
+    bytes_in_use: int
+    peak_bytes_in_use: int
+    bytes_cached: int
+    peak_bytes_cached: int
+    bytes_mapped: int
+    peak_bytes_mapped: int
+    evictions: int
+    evicted_bytes: int
+    uncached_frees: int
+    map_failures: int
+    calloc_fresh: int
+    calloc_memset: int
+    calloc_discard: int
+    realloc_same: int
+    realloc_remap: int
+    realloc_copy: int
+    softened_bytes: int
+    released_bytes: int
+    cap_bytes: int
+    min_bytes: int
+    thp: bool
+    installed: bool
+    classes: tuple[ClassStats, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (classes as a list of dicts), ready for json.dumps."""
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        lines = [
+            f"zkalloc: {self.hits} hits, {self.misses} misses (hit rate {self.hit_rate:.1%}), "
+            f"{self.small_allocs} small requests left to numpy",
+            f"  in use {fmt_bytes(self.bytes_in_use)} (peak {fmt_bytes(self.peak_bytes_in_use)}), "
+            f"cached {fmt_bytes(self.bytes_cached)} of cap {fmt_bytes(self.cap_bytes)} "
+            f"(peak {fmt_bytes(self.peak_bytes_cached)}), mapped {fmt_bytes(self.bytes_mapped)}",
+            f"  evictions {self.evictions} ({fmt_bytes(self.evicted_bytes)}), "
+            f"too large to cache {self.uncached_frees}, huge pages {'on' if self.thp else 'off'}, "
+            f"process-wide install {'on' if self.installed else 'off'}",
+        ]
+        for c in self.classes:
+            lines.append(f"  class {fmt_bytes(c.bytes):>10}: {c.hits} hits, {c.misses} misses, "
+                         f"{c.in_use} in use, {c.cached} cached")
+        return "\n".join(lines)
+
+
+def fmt_bytes(n: int) -> str:
+    """Human-readable binary size: 512.0 MiB."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def snapshot(installed: bool) -> Stats:
+    raw = _core.stats_snapshot()
+    classes = tuple(ClassStats(*row) for row in raw.pop("classes") if any(row[1:]))
+    requests = raw["hits"] + raw["misses"]
+    settings = _settings.current()
+    return Stats(
+        **raw,
+        hit_rate=raw["hits"] / requests if requests else 0.0,
+        cap_bytes=settings["cache_bytes"],
+        min_bytes=settings["min_bytes"],
+        thp=bool(settings["hugepages"]) and _system.thp_possible(),
+        installed=installed,
+        classes=classes,
+    )
