@@ -11,6 +11,9 @@
  *    mutex.  One lock is enough: a region is >= 4 KiB that its user will
  *    touch, so the lock is held for nanoseconds against microseconds of work.
  *
+ * LRU order comes from a stamp taken when a region is freed, so regions that
+ * wait in thread caches keep their age when they are drained into the pool.
+ *
  * Accounting: a region is either in use (bytes_in_use) or idle (bytes_cached,
  * wherever it sits).  Every idle byte is reserved against the cap before the
  * region is parked, so idle memory never exceeds the cap, even briefly.
@@ -90,24 +93,33 @@ static void uncount_in_use(zk_region *r)
 
 /* ---- shared pool (pool_lock held) ---------------------------------------- */
 
+/* Insert r in both lists at the place its stamp gives (newest first).  A
+ * region just freed is the newest and goes in front in O(1); regions drained
+ * from thread caches walk back to where they belong. */
 static void pool_link(zk_region *r)
 {
     class_list *cl = &pool_classes[r->cls];
-    r->cls_prev = NULL;
-    r->cls_next = cl->head;
-    if (cl->head != NULL)
-        cl->head->cls_prev = r;
-    else
-        cl->tail = r;
-    cl->head = r;
+    zk_region *after = cl->head;   /* first node older than r */
+    zk_region *before = NULL;
+    while (after != NULL && after->stamp > r->stamp) {
+        before = after;
+        after = after->cls_next;
+    }
+    r->cls_prev = before;
+    r->cls_next = after;
+    if (before != NULL) before->cls_next = r; else cl->head = r;
+    if (after != NULL) after->cls_prev = r; else cl->tail = r;
 
-    r->lru_prev = NULL;
-    r->lru_next = lru_newest;
-    if (lru_newest != NULL)
-        lru_newest->lru_prev = r;
-    else
-        lru_oldest = r;
-    lru_newest = r;
+    after = lru_newest;
+    before = NULL;
+    while (after != NULL && after->stamp > r->stamp) {
+        before = after;
+        after = after->lru_next;
+    }
+    r->lru_prev = before;
+    r->lru_next = after;
+    if (before != NULL) before->lru_next = r; else lru_newest = r;
+    if (after != NULL) after->lru_prev = r; else lru_oldest = r;
 }
 
 static void pool_unlink(zk_region *r)
@@ -429,13 +441,25 @@ void *zk_cache_calloc(size_t bytes)
 
 /* ---- free ------------------------------------------------------------------- */
 
+static _Atomic uint64_t lru_clock;
+
+/* Keep a region just freed: in this thread's cache when it fits, else in the
+ * pool, evicting the least recently freed regions to stay under the cap.
+ * When the pool alone cannot make room, the older regions sit in thread
+ * caches: drain them into the pool (in stamp order) and evict from there. */
 static void park(zk_region *r)
 {
+    r->stamp = atomic_fetch_add_explicit(&lru_clock, 1, memory_order_relaxed) + 1;
     zk_tcache *tc = tcache_mine();
     if (tc != NULL && tcache_push(tc, r))
         return;
     if (pool_put(r))
         return;
+    if (r->bytes <= zk_opt_cache_bytes()) {
+        drain_all_tcaches();
+        if (pool_put(r))
+            return;
+    }
     zk_count(&zk_stats.uncached_frees, 1);
     zk_region_destroy(r);
 }

@@ -34,6 +34,7 @@ typedef struct zk_region {
     int cls;
     unsigned flags;
     _Atomic unsigned state;           /* ZK_REGION_* */
+    uint64_t stamp;                   /* when it was last freed: LRU order */
     struct zk_region *cls_prev, *cls_next;   /* shared pool, one list per class */
     struct zk_region *lru_prev, *lru_next;   /* shared pool, all classes, LRU order */
     struct zk_region *free_next;             /* descriptor free list */

@@ -1,0 +1,92 @@
+"""Many threads: arrays handed across threads, stamped and checked."""
+import queue
+import random
+import threading
+
+import numpy as np
+
+import zkalloc_np as zk
+
+THREADS = 8
+ROUNDS = 60
+SIZES = [64 * 1024, 100 * 1024, 1 << 20, 3 << 20, 5 << 20, 9 << 20]
+
+
+def test_cross_thread_frees_no_corruption_no_leak(fresh):
+    zk.install()
+    inboxes = [queue.Queue() for _ in range(THREADS)]
+    errors = []
+
+    def check_and_drop(item):
+        stamp, arr = item
+        if not (arr == stamp).all():
+            errors.append(f"stamp {stamp} corrupted")
+
+    def worker(me):
+        rng = random.Random(me)
+        for i in range(ROUNDS):
+            stamp = me * 1000 + i
+            n = rng.choice(SIZES) // 8
+            arr = np.zeros(n, np.int64) if i % 2 else np.empty(n, np.int64)
+            if i % 2 and arr.any():
+                errors.append("np.zeros was not zero")
+            arr.fill(stamp)
+            inboxes[rng.randrange(THREADS)].put((stamp, arr))
+            while True:
+                try:
+                    check_and_drop(inboxes[me].get_nowait())
+                except queue.Empty:
+                    break
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for box in inboxes:
+        while not box.empty():
+            check_and_drop(box.get())
+    assert errors == []
+    s = zk.stats()
+    assert s.bytes_in_use == 0
+    assert s.hits > 0
+    zk.check()
+
+
+def test_thread_exit_returns_its_cache(fresh):
+    def worker():
+        with zk.installed():
+            a = np.ones(1 << 20)
+            del a   # parked in this thread's cache
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    zk.check()   # the exited thread's region is in the shared pool, not lost
+    with zk.installed():
+        b = np.ones(1 << 20)
+    assert zk.owns(b)
+    assert zk.stats().hits == 1
+
+
+def test_release_reaches_other_threads_caches(fresh):
+    parked = threading.Event()
+    done = threading.Event()
+
+    def worker():
+        with zk.installed():
+            a = np.ones(1 << 20)
+            del a
+        parked.set()
+        done.wait()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        parked.wait()
+        assert zk.stats().bytes_cached == 8 << 20
+        assert zk.release() == 8 << 20
+        assert zk.stats().bytes_cached == 0 and zk.stats().bytes_mapped == 0
+    finally:
+        done.set()
+        t.join()
