@@ -1,0 +1,1 @@
+"""zkalloc-np benchmarks: prover allocation patterns, one allocator per subprocess."""
