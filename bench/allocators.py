@@ -21,6 +21,10 @@ ALLOCATORS = {
         Allocator("default", "numpy's default handler (glibc malloc)"),
         Allocator("zkalloc", "zkalloc, scoped: with zkalloc.installed()"),
         Allocator("zkalloc-global", "zkalloc, process-wide: zkalloc.install()"),
+        Allocator("zkalloc-lazy", "zkalloc scoped, np.zeros by MADV_DONTNEED (lazy_zero_bytes=64K)",
+                  env={"ZKALLOC_LAZY_ZERO_BYTES": "64K"}),
+        Allocator("zkalloc-nothp", "zkalloc scoped, no MADV_HUGEPAGE (hugepages=0)",
+                  env={"ZKALLOC_HUGEPAGES": "0"}),
         Allocator("ideal", "one preallocated buffer reused (out=): the limit", ideal=True),
     ]
 }

@@ -1,5 +1,5 @@
 """Benchmark patterns.  Each module exposes PATTERN (its name), SIZES (default
 sizes in bytes) and run(size, rounds, ideal) -> list of seconds per round."""
-from . import fill
+from . import fill, first_touch, zeros
 
-PATTERNS = {fill.PATTERN: fill}
+PATTERNS = {p.PATTERN: p for p in (fill, zeros.dense, zeros.sparse, first_touch)}
