@@ -1,4 +1,5 @@
-"""Build: the C11 core as a static library with strict warnings, linked into
+"""Build: the C11 core as a static library with strict warnings (build_clib;
+build_ext links it in by itself), linked into
 one Cython extension, zkalloc_np._core.
 
 ZKALLOC_CFLAGS adds flags to the core (for example sanitizers)."""
@@ -25,7 +26,6 @@ extension = Extension(
     sources=["cython/_core.pyx"],
     include_dirs=[CORE_DIR, numpy.get_include()],
     define_macros=numpy_defines,
-    libraries=["zkcore"],
     extra_link_args=os.environ.get("ZKALLOC_LDFLAGS", "").split(),
 )
 
