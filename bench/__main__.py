@@ -52,13 +52,17 @@ def _combine(passes: list[dict]) -> dict:
     return record
 
 
+def _fmt_size(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size} B"
+
+
 def _table(records: list[dict], allocators: list[str]) -> str:
     lines = []
     keys = sorted({(r["pattern"], r["size"]) for r in records})
     for pattern, size in keys:
         row = {r["allocator"]: r for r in records if (r["pattern"], r["size"]) == (pattern, size)}
         base, ideal = row.get("default"), row.get("ideal")
-        lines.append(f"{pattern} {size >> 20} MiB")
+        lines.append(f"{pattern} {_fmt_size(size)}")
         for name in allocators:
             r = row.get(name)
             if r is None:
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             for p in range(args.passes):
                 order = allocators if p % 2 == 0 else allocators[::-1]
                 for name in order:
-                    print(f"  {pattern} {size >> 20} MiB: {name} (pass {p + 1}/{args.passes})",
+                    print(f"  {pattern} {_fmt_size(size)}: {name} (pass {p + 1}/{args.passes})",
                           file=sys.stderr, flush=True)
                     runs[name].append(_run_worker(name, pattern, size, args.rounds, args.warmup))
             records += [_combine(runs[a]) for a in allocators]

@@ -24,6 +24,7 @@ static zk_fallback fallback;   /* set once at import, before any install */
 void zk_handler_set_fallback(const zk_fallback *f)
 {
     fallback = *f;
+    zk_options_init();
     zk_cache_init();
 }
 
@@ -80,7 +81,7 @@ void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
 {
     if (ptr == NULL)
         return zk_h_malloc(ctx, new_size);
-    if (zk_cache_usable(ptr) == 0)
+    if (!zk_maybe_region_start(ptr) || zk_cache_usable(ptr) == 0)
         return fallback.realloc(fallback.ctx, ptr, new_size);   /* not ours */
     if (!use_cache(ctx, new_size))
         return move_to_fallback(ptr, new_size);
@@ -90,7 +91,7 @@ void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
 void zk_h_free(void *ctx, void *ptr, size_t size)
 {
     (void)ctx;
-    if (ptr == NULL || zk_cache_free(ptr))
+    if (ptr == NULL || (zk_maybe_region_start(ptr) && zk_cache_free(ptr)))
         return;
     zk_count(&zk_stats.foreign_frees, 1);
     fallback.free(fallback.ctx, ptr, size);

@@ -51,6 +51,12 @@ void zk_region_lock_for_fork(void);
 void zk_region_unlock_after_fork(void);
 
 /* ---- ownership map (zk_pagemap.c) --------------------------------------- */
+/* Every region starts on a page: an address that does not is foreign, no
+ * lookup needed (glibc's chunks are 16 bytes past a page or finer). */
+static inline bool zk_maybe_region_start(const void *ptr)
+{
+    return ((uintptr_t)ptr & 4095u) == 0 && ptr != NULL;
+}
 zk_region *zk_pagemap_get(const void *ptr);
 int zk_pagemap_set(const void *ptr, zk_region *r);   /* ZK_OK or ZK_ENOMEM */
 void zk_pagemap_clear(const void *ptr);
@@ -92,13 +98,20 @@ void zk_stats_gauge_add(_Atomic uint64_t *gauge, _Atomic uint64_t *peak, uint64_
 void zk_stats_raise_peak(_Atomic uint64_t *peak, uint64_t now);
 void zk_stats_gauge_sub(_Atomic uint64_t *gauge, uint64_t n);
 
-/* ---- settings ----------------------------------------------------------- */
-/* Hot-path reads of settings, relaxed: a setting changed by another thread
- * takes effect at that thread's next request. */
-size_t zk_opt_min_bytes(void);
-size_t zk_opt_cache_bytes(void);
-bool zk_opt_hugepages(void);
-size_t zk_opt_lazy_zero_bytes(void);
-size_t zk_opt_thread_cache_bytes(void);
+/* ---- settings (zk_options.c) -------------------------------------------- */
+/* Relaxed reads: a setting changed by another thread takes effect at this
+ * thread's next request. */
+extern _Atomic uint64_t zk_option_values[ZK_OPT_COUNT];
+void zk_options_init(void);
+
+static inline uint64_t zk_opt(zk_option opt)
+{
+    return atomic_load_explicit(&zk_option_values[opt], memory_order_relaxed);
+}
+static inline size_t zk_opt_min_bytes(void) { return (size_t)zk_opt(ZK_OPT_MIN_BYTES); }
+static inline size_t zk_opt_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_CACHE_BYTES); }
+static inline bool zk_opt_hugepages(void) { return zk_opt(ZK_OPT_HUGEPAGES) != 0; }
+static inline size_t zk_opt_lazy_zero_bytes(void) { return (size_t)zk_opt(ZK_OPT_LAZY_ZERO_BYTES); }
+static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_THREAD_CACHE_BYTES); }
 
 #endif

@@ -35,33 +35,30 @@ static const zk_option_spec specs[ZK_OPT_COUNT] = {
     [ZK_OPT_THREAD_CACHE_BYTES] = {0, ADDRESS_SPACE, default_thread_cache_bytes},
 };
 
-/* 0 means "not set yet": every valid setting but min_bytes may be 0, so the
- * stored value is value + 1. */
-static _Atomic uint64_t stored[ZK_OPT_COUNT];
+/* Current values, read on hot paths through the inline accessors in
+ * zk_internal.h.  zk_options_init() stores the defaults before any request
+ * can arrive (the Cython layer calls it at import, through
+ * zk_handler_set_fallback). */
+_Atomic uint64_t zk_option_values[ZK_OPT_COUNT];
 
 static bool valid(zk_option opt) { return (unsigned)opt < ZK_OPT_COUNT; }
 
+void zk_options_init(void)
+{
+    for (int opt = 0; opt < ZK_OPT_COUNT; opt++)
+        atomic_store_explicit(&zk_option_values[opt], specs[opt].default_value(), memory_order_relaxed);
+}
+
 uint64_t zk_option_get(zk_option opt)
 {
-    if (!valid(opt))
-        return 0;
-    uint64_t v = atomic_load_explicit(&stored[opt], memory_order_relaxed);
-    if (v != 0)
-        return v - 1;
-    /* First read: store the default, so hot paths never recompute it (the
-     * cache cap's default costs a sysinfo() call).  A set() that races wins. */
-    uint64_t d = specs[opt].default_value();
-    uint64_t unset = 0;
-    atomic_compare_exchange_strong_explicit(&stored[opt], &unset, d + 1, memory_order_relaxed,
-                                            memory_order_relaxed);
-    return zk_option_get(opt);
+    return valid(opt) ? atomic_load_explicit(&zk_option_values[opt], memory_order_relaxed) : 0;
 }
 
 int zk_option_set(zk_option opt, uint64_t value)
 {
     if (!valid(opt) || value < specs[opt].min || value > specs[opt].max)
         return ZK_EINVAL;
-    atomic_store_explicit(&stored[opt], value + 1, memory_order_relaxed);
+    atomic_store_explicit(&zk_option_values[opt], value, memory_order_relaxed);
     if (opt == ZK_OPT_CACHE_BYTES)
         zk_cache_trim();   /* a lower cap applies now, not at the next free */
     return ZK_OK;
@@ -70,10 +67,3 @@ int zk_option_set(zk_option opt, uint64_t value)
 uint64_t zk_option_min(zk_option opt) { return valid(opt) ? specs[opt].min : 0; }
 uint64_t zk_option_max(zk_option opt) { return valid(opt) ? specs[opt].max : 0; }
 uint64_t zk_option_default(zk_option opt) { return valid(opt) ? specs[opt].default_value() : 0; }
-
-size_t zk_opt_min_bytes(void) { return (size_t)zk_option_get(ZK_OPT_MIN_BYTES); }
-size_t zk_opt_cache_bytes(void) { return (size_t)zk_option_get(ZK_OPT_CACHE_BYTES); }
-bool zk_opt_hugepages(void) { return zk_option_get(ZK_OPT_HUGEPAGES) != 0; }
-size_t zk_opt_lazy_zero_bytes(void) { return (size_t)zk_option_get(ZK_OPT_LAZY_ZERO_BYTES); }
-size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_option_get(ZK_OPT_THREAD_CACHE_BYTES); }
-
