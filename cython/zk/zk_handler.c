@@ -35,33 +35,32 @@ static bool use_cache(void *ctx, size_t bytes)
            (uint64_t)bytes <= ZK_MAX_CLASS_BYTES;
 }
 
+/* The cache's answer to a request, or NULL when the fallback must serve it:
+ * too small, too large, a pass-through route, or the kernel refused a new
+ * mapping (map count, address space), in which case the fallback may still
+ * succeed or fail the same way. */
+static void *from_cache(void *ctx, size_t size, bool zeroed)
+{
+    if (!use_cache(ctx, size)) {
+        if (((const zk_route *)ctx)->kind == ZK_ROUTE_CACHE)
+            zk_count(&zk_stats.small_allocs, 1);
+        return NULL;
+    }
+    return zeroed ? zk_cache_calloc(size) : zk_cache_alloc(size);
+}
+
 void *zk_h_malloc(void *ctx, size_t size)
 {
-    if (use_cache(ctx, size)) {
-        void *p = zk_cache_alloc(size);
-        if (p != NULL)
-            return p;
-        /* The kernel refused a new mapping (map count, address space):
-         * the fallback may still serve it, or fail the same way. */
-    } else {
-        zk_count(&zk_stats.small_allocs, 1);
-    }
-    return fallback.malloc(fallback.ctx, size);
+    void *p = from_cache(ctx, size, false);
+    return p != NULL ? p : fallback.malloc(fallback.ctx, size);
 }
 
 void *zk_h_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     if (elsize != 0 && nelem > SIZE_MAX / elsize)
         return NULL;   /* numpy raises MemoryError */
-    size_t size = nelem * elsize;
-    if (use_cache(ctx, size)) {
-        void *p = zk_cache_calloc(size);
-        if (p != NULL)
-            return p;
-    } else {
-        zk_count(&zk_stats.small_allocs, 1);
-    }
-    return fallback.calloc(fallback.ctx, nelem, elsize);
+    void *p = from_cache(ctx, nelem * elsize, true);
+    return p != NULL ? p : fallback.calloc(fallback.ctx, nelem, elsize);
 }
 
 /* Move an owned region's bytes to a fallback allocation (the new size is
