@@ -1,0 +1,104 @@
+"""A hypothesis state machine over the raw handler entry points: random
+malloc/calloc/realloc/free across class boundaries, settings changed while
+blocks are live, release/soften; every live block keeps its stamp and the
+core's invariants hold after every step."""
+import ctypes
+
+import numpy as np
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+
+import zkalloc_np as zk
+from zkalloc_np import _core
+
+KiB, MiB = 1 << 10, 1 << 20
+SIZES = st.one_of(
+    st.sampled_from([1, 4095, 4096, 64 * KiB - 1, 64 * KiB, 80 * KiB, MiB, 2 * MiB - 1, 2 * MiB, 2 * MiB + 1]),
+    st.integers(min_value=1, max_value=6 * MiB),
+)
+
+
+def view(address, size):
+    return np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
+
+
+class CacheMachine(RuleBasedStateMachine):
+    blocks = Bundle("blocks")
+
+    def __init__(self):
+        super().__init__()
+        self.saved = zk.settings()
+        self.next_stamp = 1
+        self.live = {}   # address -> (size, stamp)
+
+    def _stamp(self, address, size):
+        stamp = self.next_stamp % 251 + 1
+        self.next_stamp += 1
+        view(address, size)[:] = stamp
+        self.live[address] = (size, stamp)
+        return address
+
+    @rule(target=blocks, size=SIZES)
+    def malloc(self, size):
+        address = _core.raw_malloc(size)
+        assert address != 0 and address not in self.live
+        return self._stamp(address, size)
+
+    @rule(target=blocks, size=SIZES)
+    def calloc(self, size):
+        address = _core.raw_calloc(1, size)
+        assert address != 0 and address not in self.live
+        assert not view(address, size).any(), "calloc returned dirty memory"
+        return self._stamp(address, size)
+
+    @rule(target=blocks, block=consumes(blocks), size=SIZES)
+    def realloc(self, block, size):
+        old_size, stamp = self.live.pop(block)
+        address = _core.raw_realloc(block, size)
+        assert address != 0
+        kept = min(old_size, size)
+        assert (view(address, kept) == stamp).all(), "realloc lost bytes"
+        return self._stamp(address, size)
+
+    @rule(block=consumes(blocks))
+    def free(self, block):
+        size, stamp = self.live.pop(block)
+        assert (view(block, size) == stamp).all(), "a live block was overwritten"
+        _core.raw_free(block, size)
+
+    @rule(cap=st.sampled_from([0, 3 * MiB, 16 * MiB, 1 << 30]))
+    def set_cap(self, cap):
+        zk.configure(cache_bytes=cap)
+        assert zk.stats().bytes_cached <= cap
+
+    @rule(min_bytes=st.sampled_from([1, 4096, 64 * KiB, MiB]))
+    def set_min_bytes(self, min_bytes):
+        zk.configure(min_bytes=min_bytes)
+
+    @rule()
+    def release(self):
+        zk.release()
+        assert zk.stats().bytes_cached == 0
+
+    @rule()
+    def soften(self):
+        zk.soften()
+
+    @invariant()
+    def consistent(self):
+        zk.check()
+        for address, (size, stamp) in self.live.items():
+            v = view(address, size)
+            assert v[0] == stamp and v[-1] == stamp
+
+    def teardown(self):
+        for address, (size, _) in self.live.items():
+            _core.raw_free(address, size)
+        zk.configure(**self.saved)
+        zk.check()
+        assert zk.stats().bytes_in_use == 0
+
+
+TestCacheMachine = CacheMachine.TestCase
+TestCacheMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
