@@ -90,3 +90,27 @@ def test_release_reaches_other_threads_caches(fresh):
     finally:
         done.set()
         t.join()
+
+
+def test_fromstring_realloc_without_gil_in_threads(fresh):
+    # Text-mode fromstring grows its buffer with realloc and releases the GIL
+    # while it parses: the handler must be thread-safe on its own.
+    zk.install(min_bytes=4096)
+    text = " ".join(str(i) for i in range(300_000))
+    expected = np.arange(300_000, dtype=np.float64)
+    results = []
+
+    def worker():
+        for _ in range(3):
+            results.append(np.array_equal(np.fromstring(text, sep=" "), expected))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 12
+    del expected
+    s = zk.stats()
+    assert s.realloc_remap + s.realloc_copy + s.realloc_same > 0
+    assert s.bytes_in_use == 0
