@@ -126,7 +126,11 @@ int zk_region_grow(zk_region *r, int ncls)
     if (zk_os_move(old, r->bytes, target, nbytes) != 0) {
         zk_pagemap_clear(target);
         zk_pagemap_set(old, r);   /* its leaf exists: cannot fail */
-        zk_os_unmap(target, nbytes);
+        /* The target is left mapped on purpose: with MREMAP_FIXED the kernel
+         * unmaps the target before some of its checks, so after a failure the
+         * range may already be free and handed to another thread's mmap.
+         * Unmapping it could destroy that mapping; leaving it costs only
+         * PROT_NONE address space, on a path that needs a kernel refusal. */
         return ZK_ENOMEM;
     }
     if (nbytes >= ZK_HUGE_BYTES && zk_opt_hugepages())
