@@ -354,13 +354,33 @@ void zk_cache_init(void)
 
 /* ---- allocation ------------------------------------------------------------- */
 
-/* An idle region of class cls from this thread's cache or the pool, now in use. */
+/* Before mapping anew, look in the other threads' caches: a region freed by
+ * one thread must serve a request of another (producer/consumer threads,
+ * a thread that has just exited and whose cache is not drained yet).  The
+ * pool is checked again under registry_lock, which a draining thread holds,
+ * so a region moving from a cache to the pool is seen in one place or the
+ * other.  Only on the slow path: it costs a scan of every thread's slots. */
+static zk_region *take_from_anywhere(zk_tcache *mine, int cls)
+{
+    pthread_mutex_lock(&registry_lock);
+    zk_region *r = pool_pop(cls);
+    for (zk_tcache *tc = registry; tc != NULL && r == NULL; tc = tc->next)
+        if (tc != mine)
+            r = tcache_pop(tc, cls);
+    pthread_mutex_unlock(&registry_lock);
+    return r;
+}
+
+/* An idle region of class cls, now in use: this thread's cache first (no
+ * lock), then the pool, then other threads' caches. */
 static zk_region *take_cached(int cls)
 {
     zk_tcache *tc = tcache_mine();
     zk_region *r = tc != NULL ? tcache_pop(tc, cls) : NULL;
     if (r == NULL)
         r = pool_pop(cls);
+    if (r == NULL)
+        r = take_from_anywhere(tc, cls);
     if (r == NULL)
         return NULL;
     uncount_idle(r);
