@@ -114,3 +114,27 @@ def test_fromstring_realloc_without_gil_in_threads(fresh):
     s = zk.stats()
     assert s.realloc_remap + s.realloc_copy + s.realloc_same > 0
     assert s.bytes_in_use == 0
+
+
+def test_region_parked_by_a_live_thread_serves_another(fresh):
+    parked, done = threading.Event(), threading.Event()
+
+    def producer():
+        with zk.installed():
+            a = np.ones(1 << 20)
+            del a   # now idle in this (still running) thread's cache
+        parked.set()
+        done.wait()
+
+    t = threading.Thread(target=producer)
+    t.start()
+    try:
+        parked.wait()
+        with zk.installed():
+            b = np.ones(1 << 20)
+        s = zk.stats()
+        assert (s.hits, s.misses, s.bytes_mapped) == (1, 1, 8 << 20)
+        del b
+    finally:
+        done.set()
+        t.join()
