@@ -73,3 +73,41 @@ def test_fromstring_wrong_free_size(fresh):
             del a
     assert zk.stats().bytes_in_use == 0
     assert zk.stats().invalid_frees == 0
+
+
+def test_realloc_after_free_is_refused(fresh):
+    p = _core.raw_malloc(MiB)
+    _core.raw_free(p)
+    assert _core.raw_realloc(p, 2 * MiB) == 0   # never passed on to glibc
+    _core.raw_free(p)                          # a double free: counted, ignored
+    assert zk.stats().invalid_frees == 2
+    zk.check()
+
+
+def test_failed_remap_falls_back_to_copy_and_leaks_nothing():
+    # The limit leaves room for the mremap target reservation but not for the
+    # move: the grow must fall back to a copy, after giving the reservation back.
+    from conftest import run_python
+    result = run_python("""
+        import ctypes, resource, numpy as np, zkalloc_np as zk
+        from zkalloc_np import _core
+        MiB = 1 << 20
+        p = _core.raw_malloc(8 * MiB)
+        ctypes.memset(p, 7, 8 * MiB)
+        vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 80 * MiB, resource.RLIM_INFINITY))
+        q = _core.raw_realloc(p, 64 * MiB)
+        assert q != 0
+        grown = np.ctypeslib.as_array((ctypes.c_uint8 * (64 * MiB)).from_address(q))
+        assert (grown[:8 * MiB] == 7).all()
+        s = zk.stats()
+        _core.raw_free(q)
+        zk.release()
+        zk.check()
+        after = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+        assert after <= vm + 4 * MiB, f"{(after - vm) >> 20} MiB of address space left behind"
+        print(s.realloc_remap, s.realloc_copy)
+    """)
+    assert result.returncode == 0, result.stderr
+    remap, copy = map(int, result.stdout.split())
+    assert remap + copy == 1

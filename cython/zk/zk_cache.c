@@ -322,8 +322,67 @@ static void fork_parent(void)
     pthread_mutex_unlock(&registry_lock);
 }
 
+/* Child side of fork: a walk over every descriptor, with all three locks
+ * held.  Idle regions the dead threads were moving between lists (mid-free,
+ * mid-eviction) are in no list: adopt the ones still mapped, forget the ones
+ * whose unmap had begun (the map entry is cleared first).  Then every gauge
+ * is recounted from what the child really holds. */
+typedef struct {
+    zk_region *forget;
+    uint64_t in_use, cached, mapped;
+    int64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
+} fork_census;
+
+static bool in_pool(zk_region *r) { return r->lru_prev != NULL || lru_newest == r; }
+
+static void census_region(zk_region *r, void *arg)
+{
+    fork_census *c = arg;
+    unsigned state = atomic_load_explicit(&r->state, memory_order_relaxed);
+    if (state == ZK_REGION_IDLE && !(r->flags & ZK_RF_MARK) && !in_pool(r)) {
+        if (zk_pagemap_get((void *)r->base) != r) {
+            r->free_next = c->forget;
+            c->forget = r;
+            return;
+        }
+        pool_link(r);
+    }
+    r->flags &= ~ZK_RF_MARK;
+    c->mapped += r->bytes;
+    if (state == ZK_REGION_IN_USE) {
+        c->in_use += r->bytes;
+        c->class_in_use[r->cls]++;
+    } else {
+        c->cached += r->bytes;
+        c->class_cached[r->cls]++;
+    }
+}
+
+/* Mark the regions in a thread cache: they are idle but in no pool list. */
+static void mark_tcache(zk_tcache *tc)
+{
+    for (int cls = 0; cls < ZK_NCLASSES; cls++)
+        for (int i = 0; i < TCACHE_SLOTS; i++) {
+            zk_region *r = atomic_load_explicit(&tc->slots[cls][i], memory_order_relaxed);
+            if (r != NULL)
+                r->flags |= ZK_RF_MARK;
+        }
+}
+
+static void store_census(const fork_census *c)
+{
+    atomic_store_explicit(&zk_stats.bytes_in_use, c->in_use, memory_order_relaxed);
+    atomic_store_explicit(&zk_stats.bytes_cached, c->cached, memory_order_relaxed);
+    atomic_store_explicit(&zk_stats.bytes_mapped, c->mapped, memory_order_relaxed);
+    for (int cls = 0; cls < ZK_NCLASSES; cls++) {
+        atomic_store_explicit(&zk_stats.class_in_use[cls], c->class_in_use[cls], memory_order_relaxed);
+        atomic_store_explicit(&zk_stats.class_cached[cls], c->class_cached[cls], memory_order_relaxed);
+    }
+}
+
 /* In the child only the forking thread lives on: the other threads' caches
- * would never be drained by their exit, so adopt their regions now. */
+ * would never be drained by their exit, so adopt their regions now, and
+ * recount, since a dead thread may have been between two steps of a free. */
 static void fork_child(void)
 {
     zk_region_unlock_after_fork();
@@ -337,8 +396,19 @@ static void fork_child(void)
         }
         tc = next;
     }
+    if (my_tcache != NULL)
+        mark_tcache(my_tcache);
+    fork_census census;
+    memset(&census, 0, sizeof census);
+    zk_region_foreach(census_region, &census);
+    store_census(&census);
     pthread_mutex_unlock(&pool_lock);
     pthread_mutex_unlock(&registry_lock);
+    while (census.forget != NULL) {
+        zk_region *next = census.forget->free_next;
+        zk_region_forget(census.forget);
+        census.forget = next;
+    }
 }
 
 static void init_once_fn(void)
@@ -490,8 +560,10 @@ int zk_cache_free(void *ptr)
     if (r == NULL)
         return 0;
     unsigned expected = ZK_REGION_IN_USE;
-    /* The exchange makes a double free (or two racing frees) harmless: only
-     * one caller moves the region to idle. */
+    /* Only one of two racing frees moves the region to idle.  A stale
+     * second free is caught here only until the address is mapped again for
+     * another region: like any allocator, this one cannot survive every
+     * double free. */
     if (!atomic_compare_exchange_strong_explicit(&r->state, &expected, ZK_REGION_IDLE,
                                                  memory_order_acq_rel, memory_order_acquire)) {
         zk_count(&zk_stats.invalid_frees, 1);
@@ -500,6 +572,15 @@ int zk_cache_free(void *ptr)
     uncount_in_use(r);
     park(r);
     return 1;
+}
+
+int zk_cache_state(const void *ptr)
+{
+    zk_region *r = zk_pagemap_get(ptr);
+    if (r == NULL)
+        return ZK_PTR_FOREIGN;
+    return atomic_load_explicit(&r->state, memory_order_acquire) == ZK_REGION_IN_USE ? ZK_PTR_IN_USE
+                                                                                     : ZK_PTR_IDLE;
 }
 
 size_t zk_cache_usable(const void *ptr)
@@ -533,7 +614,7 @@ void *zk_cache_realloc(void *ptr, size_t bytes)
     }
     void *moved = zk_cache_alloc(bytes);
     if (moved == NULL)
-        return NULL;
+        return ncls < r->cls ? ptr : NULL;   /* a shrink can always stay put */
     memcpy(moved, ptr, bytes < r->bytes ? bytes : r->bytes);
     zk_cache_free(ptr);
     zk_count(&zk_stats.realloc_copy, 1);
@@ -644,20 +725,24 @@ static const char *check_idle(zk_region *r)
     return NULL;
 }
 
+/* Never writes an in-use region: its owner may be changing its flags or,
+ * in realloc, its address right now (check() is exact only when quiescent,
+ * but must never corrupt). */
 static void check_descriptor(zk_region *r, void *arg)
 {
     check_totals *t = arg;
-    unsigned state = atomic_load_explicit(&r->state, memory_order_relaxed);
+    unsigned state = atomic_load_explicit(&r->state, memory_order_acquire);
     t->mapped += r->bytes;
     if (zk_pagemap_get((void *)r->base) != r && t->error == NULL)
         t->error = "a mapped region is missing from the ownership map";
-    if (state == ZK_REGION_IN_USE)
+    if (state == ZK_REGION_IN_USE) {
         t->in_use += r->bytes;
-    else if (r->flags & ZK_RF_MARK)
+    } else if (r->flags & ZK_RF_MARK) {
         t->idle_marked += r->bytes;
-    else
+        r->flags &= ~ZK_RF_MARK;
+    } else {
         t->idle_unmarked += r->bytes;
-    r->flags &= ~ZK_RF_MARK;
+    }
 }
 
 static const char *check_locked(void)

@@ -80,11 +80,18 @@ void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
 {
     if (ptr == NULL)
         return zk_h_malloc(ctx, new_size);
-    if (!zk_maybe_region_start(ptr) || zk_cache_usable(ptr) == 0)
-        return fallback.realloc(fallback.ctx, ptr, new_size);   /* not ours */
+    int state = zk_maybe_region_start(ptr) ? zk_cache_state(ptr) : ZK_PTR_FOREIGN;
+    if (state == ZK_PTR_FOREIGN)
+        return fallback.realloc(fallback.ctx, ptr, new_size);
+    if (state == ZK_PTR_IDLE) {
+        zk_count(&zk_stats.invalid_frees, 1);   /* realloc after free: refuse, never pass on */
+        return NULL;
+    }
     if (!use_cache(ctx, new_size))
         return move_to_fallback(ptr, new_size);
-    return zk_cache_realloc(ptr, new_size);
+    void *p = zk_cache_realloc(ptr, new_size);
+    /* The kernel refused a bigger region: the fallback may still have room. */
+    return p != NULL ? p : move_to_fallback(ptr, new_size);
 }
 
 void zk_h_free(void *ctx, void *ptr, size_t size)

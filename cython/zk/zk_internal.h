@@ -44,6 +44,7 @@ typedef struct zk_region {
 zk_region *zk_region_create(int cls);
 void zk_region_destroy(zk_region *r);
 int zk_region_grow(zk_region *r, int ncls);   /* ZK_OK or ZK_ENOMEM */
+void zk_region_forget(zk_region *r);
 size_t zk_region_alignment(size_t bytes);
 /* Calls fn on every descriptor that describes a mapped region (for checks). */
 void zk_region_foreach(void (*fn)(zk_region *r, void *arg), void *arg);
@@ -59,6 +60,7 @@ static inline bool zk_maybe_region_start(const void *ptr)
 }
 zk_region *zk_pagemap_get(const void *ptr);
 int zk_pagemap_set(const void *ptr, zk_region *r);   /* ZK_OK or ZK_ENOMEM */
+int zk_pagemap_prepare(const void *ptr);              /* ZK_OK or ZK_ENOMEM */
 void zk_pagemap_clear(const void *ptr);
 
 /* ---- OS layer (zk_os.c) ------------------------------------------------- */
@@ -72,6 +74,7 @@ int zk_os_discard(void *p, size_t bytes);
 int zk_os_soften(void *p, size_t bytes);
 void zk_os_populate(void *p, size_t bytes);
 int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes);
+void zk_os_drop_failed_target(void *target, size_t bytes);
 
 /* ---- statistics (zk_stats.c) -------------------------------------------- */
 typedef struct {

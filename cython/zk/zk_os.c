@@ -7,25 +7,30 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "zk_internal.h"
 
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000   /* Linux 4.17 */
+#endif
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23   /* Linux 5.14; older kernels answer EINVAL */
 #endif
 
-static size_t page_size_cached;
+static _Atomic size_t page_size_cached;
 
 size_t zk_os_page_size(void)
 {
-    size_t p = page_size_cached;
+    size_t p = atomic_load_explicit(&page_size_cached, memory_order_relaxed);
     if (p == 0) {
         long v = sysconf(_SC_PAGESIZE);
         p = v > 0 ? (size_t)v : 4096;
-        page_size_cached = p;   /* benign race: every thread stores the same value */
+        /* every thread stores the same value */
+        atomic_store_explicit(&page_size_cached, p, memory_order_relaxed);
     }
     return p;
 }
@@ -127,4 +132,42 @@ int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes)
 {
     void *p = mremap(old, old_bytes, new_bytes, MREMAP_MAYMOVE | MREMAP_FIXED, target);
     return p == MAP_FAILED ? -1 : 0;
+}
+
+/* Whether /proc/self/maps shows exactly [p, p+bytes) as one PROT_NONE
+ * private mapping: the reservation zk_os_reserve() made, untouched. */
+static bool is_own_reservation(void *p, size_t bytes)
+{
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (maps == NULL)
+        return false;
+    uintptr_t lo, hi, want_lo = (uintptr_t)p, want_hi = (uintptr_t)p + bytes;
+    char perms[8];
+    char line[512];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, maps) != NULL)
+        found = sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && lo == want_lo && hi == want_hi &&
+                strcmp(perms, "---p") == 0;
+    fclose(maps);
+    return found;
+}
+
+/* After a failed zk_os_move(): give back the target reservation if it is
+ * still ours.  Kernels differ: some unmap an MREMAP_FIXED target before the
+ * check that fails, and then another thread's mmap may already sit there.
+ * So: if the range can be mapped anew without replacing anything, it was
+ * free (now ours again, unmap it); if something is there, unmap it only if
+ * it is exactly our untouched PROT_NONE reservation; otherwise leave it. */
+void zk_os_drop_failed_target(void *target, size_t bytes)
+{
+    void *again = mmap(target, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+                       -1, 0);
+    if (again == target) {
+        munmap(target, bytes);
+        return;
+    }
+    if (again != MAP_FAILED)
+        munmap(again, bytes);   /* a kernel before 4.17 took the flag as a hint */
+    if (is_own_reservation(target, bytes))
+        munmap(target, bytes);
 }

@@ -65,6 +65,15 @@ static zk_leaf_entry *leaf_for(size_t t)
     return expected;
 }
 
+/* Make sure an entry for ptr can be set later without allocating. */
+int zk_pagemap_prepare(const void *ptr)
+{
+    size_t t, l;
+    if (!split(ptr, &t, &l) || leaf_for(t) == NULL)
+        return ZK_ENOMEM;
+    return ZK_OK;
+}
+
 int zk_pagemap_set(const void *ptr, zk_region *r)
 {
     size_t t, l;

@@ -108,9 +108,11 @@ void zk_region_destroy(zk_region *r)
 /* Move r to a mapping of class ncls with mremap: no byte is copied, the
  * grown tail reads as zeros.  On failure r is exactly as before.
  *
- * Order matters for the ownership map: the target is registered while it is
- * still our PROT_NONE reservation, and the old address is cleared before
- * mremap unmaps it (see zk_pagemap.c for why). */
+ * Order matters for the ownership map: the old address is cleared before
+ * mremap unmaps it, and the target is registered only once the move has
+ * succeeded (its leaf is made first, so that cannot fail), because a failed
+ * MREMAP_FIXED may already have freed the target for another thread's mmap
+ * (see zk_pagemap.c for why an entry must never outlive our mapping). */
 int zk_region_grow(zk_region *r, int ncls)
 {
     size_t nbytes = zk_class_bytes(ncls);
@@ -118,21 +120,17 @@ int zk_region_grow(zk_region *r, int ncls)
     void *target = zk_os_reserve(nbytes, zk_region_alignment(nbytes));
     if (target == NULL)
         return ZK_ENOMEM;
-    if (zk_pagemap_set(target, r) != ZK_OK) {
+    if (zk_pagemap_prepare(target) != ZK_OK) {
         zk_os_unmap(target, nbytes);
         return ZK_ENOMEM;
     }
     zk_pagemap_clear(old);
     if (zk_os_move(old, r->bytes, target, nbytes) != 0) {
-        zk_pagemap_clear(target);
         zk_pagemap_set(old, r);   /* its leaf exists: cannot fail */
-        /* The target is left mapped on purpose: with MREMAP_FIXED the kernel
-         * unmaps the target before some of its checks, so after a failure the
-         * range may already be free and handed to another thread's mmap.
-         * Unmapping it could destroy that mapping; leaving it costs only
-         * PROT_NONE address space, on a path that needs a kernel refusal. */
+        zk_os_drop_failed_target(target, nbytes);
         return ZK_ENOMEM;
     }
+    zk_pagemap_set(target, r);    /* leaf prepared above: cannot fail */
     if (nbytes >= ZK_HUGE_BYTES && zk_opt_hugepages())
         zk_os_advise_huge(target, nbytes);
     zk_stats_gauge_add(&zk_stats.bytes_mapped, &zk_stats.peak_bytes_mapped, nbytes - r->bytes);
@@ -140,6 +138,13 @@ int zk_region_grow(zk_region *r, int ncls)
     r->bytes = nbytes;
     r->cls = ncls;
     return ZK_OK;
+}
+
+/* Drop the descriptor of a region whose unmap another thread had begun
+ * (fork child): its address is no longer ours to touch. */
+void zk_region_forget(zk_region *r)
+{
+    descriptor_free(r);
 }
 
 void zk_region_foreach(void (*fn)(zk_region *r, void *arg), void *arg)

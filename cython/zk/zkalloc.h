@@ -50,6 +50,9 @@ void *zk_cache_calloc(size_t bytes);
 void *zk_cache_realloc(void *ptr, size_t bytes);
 /* 1 if ptr was a region of this cache (now freed), 0 if the pointer is foreign. */
 int zk_cache_free(void *ptr);
+/* What the cache knows of a pointer. */
+enum { ZK_PTR_FOREIGN = 0, ZK_PTR_IN_USE = 1, ZK_PTR_IDLE = 2 };
+int zk_cache_state(const void *ptr);
 /* Usable bytes of an in-use region this cache owns, 0 if foreign or idle. */
 size_t zk_cache_usable(const void *ptr);
 
