@@ -100,15 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(s) << 20 for s in args.sizes.split(",")] if args.sizes else PATTERNS[pattern].SIZES
         if args.quick:
             sizes = sizes[:1]
+        names = [a for a in allocators if not (ALLOCATORS[a].ideal and not getattr(PATTERNS[pattern], "HAS_IDEAL", True))]
         for size in sizes:
-            runs = {a: [] for a in allocators}
+            runs = {a: [] for a in names}
             for p in range(args.passes):
-                order = allocators if p % 2 == 0 else allocators[::-1]
+                order = names if p % 2 == 0 else names[::-1]
                 for name in order:
                     print(f"  {pattern} {_fmt_size(size)}: {name} (pass {p + 1}/{args.passes})",
                           file=sys.stderr, flush=True)
                     runs[name].append(_run_worker(name, pattern, size, args.rounds, args.warmup))
-            records += [_combine(runs[a]) for a in allocators]
+            records += [_combine(runs[a]) for a in names]
     print(_table(records, allocators))
     if args.json:
         with open(args.json, "w") as f:

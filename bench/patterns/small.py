@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 PATTERN = "small"
+HAS_IDEAL = False
 SIZES = [800, 8192]
 EXPRESSIONS = 1000
 
