@@ -1,4 +1,5 @@
 """Many threads: arrays handed across threads, stamped and checked."""
+import contextlib
 import queue
 import random
 import threading
@@ -69,27 +70,43 @@ def test_thread_exit_returns_its_cache(fresh):
     assert zk.stats().hits == 1
 
 
-def test_release_reaches_other_threads_caches(fresh):
-    parked = threading.Event()
-    done = threading.Event()
+@contextlib.contextmanager
+def region_parked_in_a_live_thread():
+    """A thread frees an 8 MiB array (idle in its own cache) and stays alive
+    for the body of the with block."""
+    parked, done = threading.Event(), threading.Event()
 
-    def worker():
+    def producer():
         with zk.installed():
             a = np.ones(1 << 20)
             del a
         parked.set()
         done.wait()
 
-    t = threading.Thread(target=worker)
+    t = threading.Thread(target=producer)
     t.start()
     try:
         parked.wait()
-        assert zk.stats().bytes_cached == 8 << 20
-        assert zk.release() == 8 << 20
-        assert zk.stats().bytes_cached == 0 and zk.stats().bytes_mapped == 0
+        yield
     finally:
         done.set()
         t.join()
+
+
+def test_release_reaches_other_threads_caches(fresh):
+    with region_parked_in_a_live_thread():
+        assert zk.stats().bytes_cached == 8 << 20
+        assert zk.release() == 8 << 20
+        assert zk.stats().bytes_cached == 0 and zk.stats().bytes_mapped == 0
+
+
+def test_region_parked_by_a_live_thread_serves_another(fresh):
+    with region_parked_in_a_live_thread():
+        with zk.installed():
+            b = np.ones(1 << 20)
+        s = zk.stats()
+        assert (s.hits, s.misses, s.bytes_mapped) == (1, 1, 8 << 20)
+        del b
 
 
 def test_fromstring_realloc_without_gil_in_threads(fresh):
@@ -115,26 +132,3 @@ def test_fromstring_realloc_without_gil_in_threads(fresh):
     assert s.realloc_remap + s.realloc_copy + s.realloc_same > 0
     assert s.bytes_in_use == 0
 
-
-def test_region_parked_by_a_live_thread_serves_another(fresh):
-    parked, done = threading.Event(), threading.Event()
-
-    def producer():
-        with zk.installed():
-            a = np.ones(1 << 20)
-            del a   # now idle in this (still running) thread's cache
-        parked.set()
-        done.wait()
-
-    t = threading.Thread(target=producer)
-    t.start()
-    try:
-        parked.wait()
-        with zk.installed():
-            b = np.ones(1 << 20)
-        s = zk.stats()
-        assert (s.hits, s.misses, s.bytes_mapped) == (1, 1, 8 << 20)
-        del b
-    finally:
-        done.set()
-        t.join()
