@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(s) << 20 for s in args.sizes.split(",")] if args.sizes else PATTERNS[pattern].SIZES
         if args.quick:
             sizes = sizes[:1]
-        names = [a for a in allocators if not (ALLOCATORS[a].ideal and not getattr(PATTERNS[pattern], "HAS_IDEAL", True))]
+        has_ideal = getattr(PATTERNS[pattern], "HAS_IDEAL", True)
+        names = [a for a in allocators if has_ideal or not ALLOCATORS[a].ideal]
         for size in sizes:
             runs = {a: [] for a in names}
             for p in range(args.passes):

@@ -27,7 +27,6 @@ cdef extern from "numpy/ndarraytypes.h":
 
 cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
-    object PyDataMem_GetHandler()
     PyObject *PyDataMem_DefaultHandler
 
 cdef extern from "zkalloc.h" nogil:
@@ -48,7 +47,6 @@ cdef extern from "zkalloc.h" nogil:
     uint64_t zk_option_get(zk_option opt)
     uint64_t zk_option_min(zk_option opt)
     uint64_t zk_option_max(zk_option opt)
-    uint64_t zk_option_default(zk_option opt)
 
     int zk_class_of(size_t nbytes)
     size_t zk_class_bytes(int cls)
@@ -150,11 +148,6 @@ def set_context_handler(handler):
     return PyDataMem_SetHandler(handler)
 
 
-def get_context_handler():
-    """PyDataMem_GetHandler: the handler capsule in effect in this context."""
-    return PyDataMem_GetHandler()
-
-
 def point_default_at_zkalloc(bint on):
     """Make numpy's default handler capsule route to the cache (on) or pass
     every request to numpy's original functions (off).  Either way frees of
@@ -189,10 +182,6 @@ def option_get(str name):
 
 def option_range(str name):
     return zk_option_min(option_id(name)), zk_option_max(option_id(name))
-
-
-def option_default(str name):
-    return zk_option_default(option_id(name))
 
 
 def class_of(size_t nbytes):

@@ -84,14 +84,20 @@ def test_install_applies_settings(fresh):
 def test_install_in_fresh_process_covers_everything():
     result = run_python("""
         import threading, numpy as np, zkalloc_np as zk
+        from zkalloc_np import _core
+        assert _core.default_points_at_numpy()   # importing changes nothing
         early = np.ones(1 << 20)
         zk.install()
+        assert not _core.default_points_at_numpy()
         out = []
         t = threading.Thread(target=lambda: out.append(zk.owns(np.ones(1 << 20))))
         t.start(); t.join()
         assert out == [True], out
         assert not zk.owns(early)
         del early
+        zk.uninstall()
+        # the pass-through stays: arrays made while installed may still be alive
+        assert not _core.default_points_at_numpy()
         zk.check()
         print("ok", zk.stats().hits + zk.stats().misses)
     """)

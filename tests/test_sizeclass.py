@@ -11,7 +11,7 @@ def test_classes_are_increasing_page_multiples():
     sizes = [_core.class_bytes(c) for c in range(_core.NCLASSES)]
     assert sizes[0] == 4096
     assert all(s % 4096 == 0 for s in sizes)
-    assert all(a < b for a, b in zip(sizes, sizes[1:]))
+    assert all(a < b for a, b in zip(sizes, sizes[1:], strict=False))
     assert MAX_CLASS == 1 << 36
 
 

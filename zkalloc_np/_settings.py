@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from . import _core
@@ -113,12 +114,12 @@ def sources() -> dict[str, str]:
         return dict(_sources)
 
 
-def load_environment(environ: dict[str, str] | None = None) -> None:
+def load_environment(environ: Mapping[str, str] | None = None) -> None:
     """Apply the ZKALLOC_* environment variables; raises ValueError naming the
     variable on a bad value (at import, before any array is touched)."""
-    environ = os.environ if environ is None else environ
-    present = {name: var for name, var in ENV_VARS.items() if var in environ}
-    what = {name: f"{var}={environ[var]!r}" for name, var in present.items()}
-    values = {name: _to_core_value(name, environ[var], what[name]) for name, var in present.items()}
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    present = {name: var for name, var in ENV_VARS.items() if var in env}
+    what = {name: f"{var}={env[var]!r}" for name, var in present.items()}
+    values = {name: _to_core_value(name, env[var], what[name]) for name, var in present.items()}
     with _lock:
         _apply(values, {name: f"env {var}" for name, var in present.items()}, what)

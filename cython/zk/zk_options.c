@@ -66,4 +66,3 @@ int zk_option_set(zk_option opt, uint64_t value)
 
 uint64_t zk_option_min(zk_option opt) { return valid(opt) ? specs[opt].min : 0; }
 uint64_t zk_option_max(zk_option opt) { return valid(opt) ? specs[opt].max : 0; }
-uint64_t zk_option_default(zk_option opt) { return valid(opt) ? specs[opt].default_value() : 0; }

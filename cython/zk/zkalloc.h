@@ -33,7 +33,6 @@ int zk_option_set(zk_option opt, uint64_t value);   /* ZK_OK or ZK_EINVAL */
 uint64_t zk_option_get(zk_option opt);
 uint64_t zk_option_min(zk_option opt);
 uint64_t zk_option_max(zk_option opt);
-uint64_t zk_option_default(zk_option opt);
 
 /* ---- size classes (zk_sizeclass.c) ------------------------------------ */
 #define ZK_NCLASSES 92          /* 4 KiB .. 64 GiB, 4 classes per power of two */
