@@ -58,7 +58,8 @@ def measure(log_n: int, rounds: int) -> DemoRow:
 def run(log_sizes: tuple[int, ...] = (20, 22), rounds: int = 3, echo: Callable[[str], None] = print) -> list[DemoRow]:
     """Run the demo and print a table and zkalloc's stats; returns the rows."""
     echo("zkalloc-np demo: polynomial multiplication by NTT over BabyBear (p = 15*2^27+1),")
-    echo(f"plain numpy expressions, {rounds} rounds per allocator, alternating; median seconds per round.\n")
+    echo(f"plain numpy expressions, {rounds} round{'s' if rounds != 1 else ''} per allocator, alternating; "
+         "median seconds per round.\n")
     echo(f"{'points':>8}  {'numpy default':>14}  {'zkalloc':>10}  {'speedup':>8}")
     reset_stats()
     rows = []
