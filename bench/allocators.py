@@ -31,18 +31,21 @@ ALLOCATORS = {
 
 
 @contextlib.contextmanager
-def activated(name: str) -> Iterator[None]:
-    """Inside the worker: put allocator `name` in place for the block."""
+def _process_wide() -> Iterator[None]:
+    import zkalloc_np as zk
+    zk.install()
+    try:
+        yield
+    finally:
+        zk.uninstall()
+
+
+def activated(name: str) -> contextlib.AbstractContextManager[None]:
+    """Inside the worker: the context that puts allocator `name` in place
+    (numpy default and the ideal need none)."""
+    if name == "zkalloc-global":
+        return _process_wide()
     if name.startswith("zkalloc"):
         import zkalloc_np as zk
-        if name == "zkalloc-global":
-            zk.install()
-            try:
-                yield
-            finally:
-                zk.uninstall()
-            return
-        with zk.installed():
-            yield
-        return
-    yield
+        return zk.installed()
+    return contextlib.nullcontext()

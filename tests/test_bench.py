@@ -11,19 +11,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quick_fill_run_writes_sane_records(tmp_path):
     out = tmp_path / "fill.json"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "fill", "--allocators", "default,zkalloc,ideal",
+        [sys.executable, "-m", "bench", "--quick", "--only", "fill", "--allocators", "default,zkalloc,zkalloc-global,ideal",
          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert {"cpu", "cores", "thp_enabled", "numpy"} <= set(data["machine"])
     records = data["records"]
-    assert [r["allocator"] for r in records] == ["default", "zkalloc", "ideal"]
+    assert [r["allocator"] for r in records] == ["default", "zkalloc", "zkalloc-global", "ideal"]
     for r in records:
         for key in ("median_s", "min_s", "max_s"):
             assert math.isfinite(r[key]) and r[key] > 0
         assert r["min_s"] <= r["median_s"] <= r["max_s"]
         assert r["peak_rss_bytes"] > r["size"]
-    assert records[1]["hit_rate"] > 0
+    assert records[1]["hit_rate"] > 0 and records[2]["hit_rate"] > 0   # both really ran under zkalloc
     assert "fill 8 MiB" in result.stdout
 
 

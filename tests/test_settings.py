@@ -8,7 +8,7 @@ from conftest import MiB, run_python
 
 @pytest.mark.parametrize("text,expected", [
     ("1048576", MiB), ("64K", 64 << 10), ("512M", 512 * MiB), ("2G", 2 << 30),
-    ("64KiB", 64 << 10), ("1 gb", 1 << 30), ("0", 0), (4096, 4096),
+    ("64KiB", 64 << 10), ("1 gb", 1 << 30), ("0", 0), (4096, 4096), (1e9, 10**9), (2.0, 2),
 ])
 def test_parse_size(text, expected):
     assert parse_size(text, "x") == expected
