@@ -6,7 +6,9 @@ numpy's default handler capsule for the process-wide install, and turns the
 core's error codes into exceptions.  Decisions live in C or in Python, not here.
 """
 from cpython.ref cimport PyObject
-from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer, PyCapsule_SetPointer
+from cpython.pycapsule cimport (PyCapsule_New, PyCapsule_GetPointer, PyCapsule_SetPointer,
+                               PyCapsule_GetDestructor, PyCapsule_IsValid)
+from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint8_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, strncpy
 
@@ -42,6 +44,7 @@ cdef extern from "zkalloc.h" nogil:
         ZK_OPT_HUGEPAGES
         ZK_OPT_LAZY_ZERO_BYTES
         ZK_OPT_THREAD_CACHE_BYTES
+        ZK_OPT_ARENA_MIN_BYTES
         ZK_OPT_COUNT
     int zk_option_set(zk_option opt, uint64_t value)
     uint64_t zk_option_get(zk_option opt)
@@ -63,10 +66,14 @@ cdef extern from "zkalloc.h" nogil:
         void *(*calloc)(void *ctx, size_t nelem, size_t elsize)
         void *(*realloc)(void *ctx, void *ptr, size_t new_size)
         void (*free)(void *ctx, void *ptr, size_t size)
-    ctypedef struct zk_route:
+    ctypedef struct zk_arena:
         pass
+    ctypedef struct zk_route:
+        zk_arena *arena
     zk_route zk_route_cache
     zk_route zk_route_passthrough
+    zk_route zk_route_secret_strict
+    zk_route zk_route_secret_lenient
     void zk_handler_set_fallback(const zk_fallback *fallback)
     void *zk_h_malloc(void *ctx, size_t size)
     void *zk_h_calloc(void *ctx, size_t nelem, size_t elsize)
@@ -82,12 +89,43 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t calloc_fresh, calloc_memset, calloc_discard
         uint64_t realloc_same, realloc_remap, realloc_copy
         uint64_t softened_bytes, released_bytes
+        uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use
+        uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes
+        uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes
+        uint64_t secret_unprotected, secret_failures
         uint64_t class_hits[92]
         uint64_t class_misses[92]
         uint64_t class_in_use[92]
         uint64_t class_cached[92]
     void zk_stats_read(zk_stats_snapshot *out)
     void zk_stats_reset_counters()
+
+    ctypedef struct zk_arena_stats:
+        uint64_t arrays, bytes_allocated, live_arrays, live_bytes, peak_bytes
+        uint64_t chunks, chunk_bytes, chunks_reused, grown_chunks, rewinds, small_allocs
+        uint64_t realloc_in_place, realloc_moved, invalid_frees, failures
+        uint64_t escaped_arrays, escaped_bytes, pinned_chunks, reset_ns
+        int closed
+    zk_arena *zk_arena_create(size_t capacity, size_t min_bytes, size_t first_chunk_bytes)
+    zk_route *zk_arena_route(zk_arena *a)
+    void zk_arena_reset(zk_arena *a)
+    void zk_arena_destroy(zk_arena *a)
+    void zk_arena_stats_read(zk_arena *a, zk_arena_stats *out)
+    size_t zk_arena_usable(zk_arena *a, const void *ptr)
+
+    enum:
+        ZK_SECRET_GUARDED
+        ZK_SECRET_LOCKED
+        ZK_SECRET_NODUMP
+        ZK_SECRET_WIPEONFORK
+        ZK_SECRET_ALL
+    ctypedef struct zk_secret_info:
+        uint64_t data_bytes, mapped_bytes
+        unsigned protections
+    int zk_secret_lookup(const void *ptr, zk_secret_info *out)
+    unsigned zk_secret_last_failure(int *err)
+    unsigned zk_secret_probe(int *err)
+    void zk_secure_wipe(void *p, size_t n)
 
 cnp.import_array()
 
@@ -101,12 +139,24 @@ OPTIONS = {
     "hugepages": ZK_OPT_HUGEPAGES,
     "lazy_zero_bytes": ZK_OPT_LAZY_ZERO_BYTES,
     "thread_cache_bytes": ZK_OPT_THREAD_CACHE_BYTES,
+    "arena_min_bytes": ZK_OPT_ARENA_MIN_BYTES,
 }
+
+#: Secret protections, as bits of secret_info()["protections"].
+SECRET_PROTECTIONS = {
+    "guarded": ZK_SECRET_GUARDED,
+    "locked": ZK_SECRET_LOCKED,
+    "dontdump": ZK_SECRET_NODUMP,
+    "wipeonfork": ZK_SECRET_WIPEONFORK,
+}
+SECRET_ALL = ZK_SECRET_ALL
 
 cdef PyDataMem_Handler original_default   # numpy's default, copied at import
 cdef PyDataMem_Handler *original_default_ptr
 cdef PyDataMem_Handler zk_handler          # name "zkalloc", routes to the cache
 cdef PyDataMem_Handler passthrough_handler # numpy's name, frees still checked
+cdef PyDataMem_Handler secret_strict_handler
+cdef PyDataMem_Handler secret_lenient_handler
 cdef zk_fallback fallback
 
 
@@ -133,6 +183,8 @@ cdef void setup() except *:
     zk_handler_set_fallback(&fallback)
     fill_handler(&zk_handler, b"zkalloc", &zk_route_cache)
     fill_handler(&passthrough_handler, original_default.name, &zk_route_passthrough)
+    fill_handler(&secret_strict_handler, b"zkalloc-secret", &zk_route_secret_strict)
+    fill_handler(&secret_lenient_handler, b"zkalloc-secret", &zk_route_secret_lenient)
 
 
 setup()
@@ -140,6 +192,96 @@ setup()
 #: The one capsule of the zkalloc handler: installed() sets it, numpy-allocator
 #: and other code can compare against it by identity.
 handler_capsule = PyCapsule_New(&zk_handler, "mem_handler", NULL)
+
+#: Handlers of secret() blocks, strict and lenient.
+secret_capsules = {
+    True: PyCapsule_New(&secret_strict_handler, "mem_handler", NULL),
+    False: PyCapsule_New(&secret_lenient_handler, "mem_handler", NULL),
+}
+
+
+# ---- phases: one handler capsule per arena --------------------------------
+# numpy keeps a reference to the capsule in every array it allocated through
+# it, so the capsule (and the arena it owns) lives exactly as long as the last
+# such array: the destructor is where the arena may go.
+
+cdef void destroy_arena_capsule(object capsule) noexcept:
+    cdef PyDataMem_Handler *h = <PyDataMem_Handler *>PyCapsule_GetPointer(capsule, "mem_handler")
+    zk_arena_destroy((<zk_route *>h.allocator.ctx).arena)
+    free(h)
+
+
+cdef zk_arena *arena_of(object capsule) except NULL:
+    if not PyCapsule_IsValid(capsule, "mem_handler") or \
+            PyCapsule_GetDestructor(capsule) != <void *>destroy_arena_capsule:
+        raise TypeError("not a phase capsule")
+    cdef PyDataMem_Handler *h = <PyDataMem_Handler *>PyCapsule_GetPointer(capsule, "mem_handler")
+    return (<zk_route *>h.allocator.ctx).arena
+
+
+def arena_capsule(size_t capacity, size_t min_bytes, size_t first_chunk_bytes):
+    """A new arena behind its own handler capsule (name "zkalloc-phase")."""
+    cdef zk_arena *a
+    with nogil:
+        a = zk_arena_create(capacity, min_bytes, first_chunk_bytes)
+    if a == NULL:
+        raise MemoryError(f"phase: could not reserve an arena of {capacity} bytes")
+    cdef PyDataMem_Handler *h = <PyDataMem_Handler *>malloc(sizeof(PyDataMem_Handler))
+    if h == NULL:
+        zk_arena_destroy(a)
+        raise MemoryError("phase: no memory for a handler")
+    fill_handler(h, b"zkalloc-phase", zk_arena_route(a))
+    return PyCapsule_New(h, "mem_handler", destroy_arena_capsule)
+
+
+def arena_reset(capsule):
+    """Close the capsule's arena (O(chunks)); later requests go to the cache."""
+    cdef zk_arena *a = arena_of(capsule)
+    with nogil:
+        zk_arena_reset(a)
+
+
+def arena_usable(capsule, uintptr_t address):
+    """Bytes of the live arena allocation at address, 0 if it is not one."""
+    return zk_arena_usable(arena_of(capsule), <void *>address)
+
+
+def arena_stats(capsule):
+    cdef zk_arena_stats st
+    zk_arena_stats_read(arena_of(capsule), &st)
+    return st
+
+
+# ---- secret memory ---------------------------------------------------------
+
+def secret_info(uintptr_t address):
+    """{data_bytes, mapped_bytes, protections} of a live secret allocation
+    starting at address, or None."""
+    cdef zk_secret_info info
+    if not zk_secret_lookup(<void *>address, &info):
+        return None
+    return info
+
+
+def secret_last_failure():
+    """(protection bits that failed, errno) of this thread's last secret allocation."""
+    cdef int err = 0
+    cdef unsigned failed = zk_secret_last_failure(&err)
+    return failed, err
+
+
+def secret_probe():
+    """(protection bits that work here, errno of the first that did not)."""
+    cdef int err = 0
+    cdef unsigned ok
+    with nogil:
+        ok = zk_secret_probe(&err)
+    return ok, err
+
+
+def secure_wipe(uintptr_t address, size_t nbytes):
+    """The wipe secret memory gets on free, on memory the caller owns (tests)."""
+    zk_secure_wipe(<void *>address, nbytes)
 
 
 def set_context_handler(handler):

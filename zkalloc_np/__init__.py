@@ -17,15 +17,19 @@ from __future__ import annotations
 
 from . import _core
 from ._install import install, installed, is_installed, owns, uninstall
+from ._phase import Phase, PhaseStats, PhaseTotals, phase
+from ._secret import (SecretInfo, SecretMemoryError, SecretWarning, is_secret, secret, secret_empty,
+                      secret_info, secret_zeros)
 from ._settings import configure, load_environment
 from ._settings import current as settings
 from ._settings import sources as setting_sources
 from ._stats import ClassStats, Stats
 
 __all__ = [
-    "ClassStats", "Stats", "check", "configure", "install", "installed", "is_installed",
-    "owns", "release", "reserve", "reset_stats", "setting_sources", "settings", "soften",
-    "stats", "uninstall",
+    "ClassStats", "Phase", "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
+    "SecretWarning", "Stats", "check", "configure", "install", "installed", "is_installed",
+    "is_secret", "owns", "phase", "release", "reserve", "reset_stats", "secret", "secret_empty",
+    "secret_info", "secret_zeros", "setting_sources", "settings", "soften", "stats", "uninstall",
 ]
 
 __version__ = "0.1.0"
@@ -39,8 +43,11 @@ def stats() -> Stats:
 
 
 def reset_stats() -> None:
-    """Zero hit/miss/event counters; byte gauges stay, peaks restart from now."""
+    """Zero hit/miss/event counters and the per-phase totals; byte gauges
+    stay, peaks restart from now."""
+    from ._phase import reset_phase_totals
     _core.reset_counters()
+    reset_phase_totals()
 
 
 def soften() -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _core, _settings, _system
+from ._phase import PhaseTotals, phase_totals
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,13 @@ class Stats:
     held by live arrays, cached is idle and resident (at most cap_bytes),
     mapped is both together.  evictions are idle regions unmapped to stay
     under the cap; uncached_frees are regions too large to cache at all.
+
+    arena_chunk*_in_use: cache regions phases hold as arena chunks (counted in
+    bytes_in_use too).  secret_*: secret arrays live now (arrays, bytes,
+    mapped_bytes with guard pages, locked_bytes), and events: allocs,
+    wiped_arrays/bytes (freed and wiped), unprotected (strict=False arrays
+    that lack a protection), failures (refused allocations).  Secret memory
+    is never in the cache's counters.  phases: totals per phase name.
     """
 
     hits: int
@@ -55,11 +63,23 @@ class Stats:
     realloc_copy: int
     softened_bytes: int
     released_bytes: int
+    arena_chunks_in_use: int
+    arena_chunk_bytes_in_use: int
+    secret_arrays: int
+    secret_bytes: int
+    secret_mapped_bytes: int
+    secret_locked_bytes: int
+    secret_allocs: int
+    secret_wiped_arrays: int
+    secret_wiped_bytes: int
+    secret_unprotected: int
+    secret_failures: int
     cap_bytes: int
     min_bytes: int
     thp: bool
     installed: bool
     classes: tuple[ClassStats, ...]
+    phases: dict[str, PhaseTotals] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (classes as a list of dicts), ready for json.dumps."""
@@ -76,6 +96,14 @@ class Stats:
             f"too large to cache {self.uncached_frees}, huge pages {'on' if self.thp else 'off'}, "
             f"process-wide install {'on' if self.installed else 'off'}",
         ]
+        if self.secret_allocs or self.secret_arrays:
+            lines.append(f"  secret: {self.secret_arrays} arrays live ({fmt_bytes(self.secret_bytes)}, "
+                         f"{fmt_bytes(self.secret_locked_bytes)} locked), {self.secret_wiped_arrays} wiped, "
+                         f"{self.secret_unprotected} unprotected, {self.secret_failures} refused")
+        for name, totals in self.phases.items():
+            lines.append(f"  phase {name!r}: {totals.phases} runs, {totals.arrays} arrays, "
+                         f"{fmt_bytes(totals.bytes_allocated)} allocated, peak {fmt_bytes(totals.peak_bytes)}, "
+                         f"{totals.escaped_arrays} escaped")
         for c in self.classes:
             lines.append(f"  class {fmt_bytes(c.bytes):>10}: {c.hits} hits, {c.misses} misses, "
                          f"{c.in_use} in use, {c.cached} cached")
@@ -105,4 +133,5 @@ def snapshot(installed: bool) -> Stats:
         thp=bool(settings["hugepages"]) and _system.thp_possible(),
         installed=installed,
         classes=classes,
+        phases=phase_totals(),
     )

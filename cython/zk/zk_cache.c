@@ -468,12 +468,13 @@ static zk_region *map_new(int cls)
     return r;
 }
 
-static zk_region *obtain(size_t bytes)
+static zk_region *obtain(size_t bytes, bool *hit)
 {
     int cls = zk_class_of(bytes != 0 ? bytes : 1);
     if (cls < 0)
         return NULL;
     zk_region *r = take_cached(cls);
+    *hit = r != NULL;
     if (r != NULL) {
         zk_count(&zk_stats.hits, 1);
         zk_count(&zk_stats.class_hits[cls], 1);
@@ -490,7 +491,8 @@ static zk_region *obtain(size_t bytes)
 
 void *zk_cache_alloc(size_t bytes)
 {
-    zk_region *r = obtain(bytes);
+    bool hit;
+    zk_region *r = obtain(bytes, &hit);
     if (r == NULL)
         return NULL;
     r->flags &= ~ZK_RF_ZERO;   /* its user will write it */
@@ -521,11 +523,23 @@ static void zero_for_calloc(zk_region *r, size_t bytes)
 
 void *zk_cache_calloc(size_t bytes)
 {
-    zk_region *r = obtain(bytes);
+    bool hit;
+    zk_region *r = obtain(bytes, &hit);
     if (r == NULL)
         return NULL;
     zero_for_calloc(r, bytes);
     r->flags &= ~ZK_RF_ZERO;
+    return (void *)r->base;
+}
+
+void *zk_cache_take(size_t bytes, size_t *usable, bool *zeroed, bool *hit)
+{
+    zk_region *r = obtain(bytes, hit);
+    if (r == NULL)
+        return NULL;
+    *zeroed = (r->flags & ZK_RF_ZERO) != 0;
+    *usable = r->bytes;
+    r->flags &= ~ZK_RF_ZERO;   /* its user will write it */
     return (void *)r->base;
 }
 
@@ -684,7 +698,8 @@ int zk_cache_reserve(size_t bytes, int count)
     zk_region *held = NULL;
     int got = 0;
     for (; got < count; got++) {
-        zk_region *r = obtain(bytes);
+        bool hit;
+        zk_region *r = obtain(bytes, &hit);
         if (r == NULL)
             break;
         zk_os_populate((void *)r->base, r->bytes);

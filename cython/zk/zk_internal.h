@@ -86,6 +86,10 @@ typedef struct {
     _Atomic uint64_t calloc_fresh, calloc_memset, calloc_discard;
     _Atomic uint64_t realloc_same, realloc_remap, realloc_copy;
     _Atomic uint64_t softened_bytes, released_bytes;
+    _Atomic uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
+    _Atomic uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
+    _Atomic uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
+    _Atomic uint64_t secret_unprotected, secret_failures;
     _Atomic uint64_t class_hits[ZK_NCLASSES], class_misses[ZK_NCLASSES];
     _Atomic int64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
 } zk_stats_counters;
@@ -100,6 +104,32 @@ static inline void zk_count(_Atomic uint64_t *c, uint64_t n)
 void zk_stats_gauge_add(_Atomic uint64_t *gauge, _Atomic uint64_t *peak, uint64_t n);
 void zk_stats_raise_peak(_Atomic uint64_t *peak, uint64_t now);
 void zk_stats_gauge_sub(_Atomic uint64_t *gauge, uint64_t n);
+
+/* ---- the cache, as the arena uses it (zk_cache.c) ----------------------- */
+/* zk_cache_alloc that also says whether the region is known to be all zeros
+ * (a fresh mapping) and whether it was a resident one (a hit). */
+void *zk_cache_take(size_t bytes, size_t *usable, bool *zeroed, bool *hit);
+
+/* ---- arenas (zk_arena.c) ------------------------------------------------ */
+typedef enum {
+    ZK_ARENA_SERVED,    /* the arena answered (NULL: no memory for a chunk) */
+    ZK_ARENA_SMALL,     /* below the arena's min_bytes: numpy's allocator */
+    ZK_ARENA_CLOSED,    /* the phase is over: the size-class cache serves it */
+} zk_arena_verdict;
+
+void zk_arena_init(void);
+void *zk_arena_alloc(zk_arena *a, size_t bytes, bool zeroed, zk_arena_verdict *verdict);
+/* 1 when ptr belongs to the arena (and is now freed), 0 when it does not. */
+int zk_arena_free(zk_arena *a, void *ptr);
+/* Resize without moving when the space allows; NULL when it must move. */
+void *zk_arena_resize_in_place(zk_arena *a, void *ptr, size_t bytes);
+
+/* ---- secret memory (zk_secret.c) ---------------------------------------- */
+void zk_secret_init(void);
+void *zk_secret_alloc(size_t bytes, bool strict);
+/* 1 when ptr was a secret allocation (now wiped and unmapped), 0 if not. */
+int zk_secret_free(void *ptr);
+size_t zk_secret_usable(const void *ptr);
 
 /* ---- settings (zk_options.c) -------------------------------------------- */
 /* Relaxed reads: a setting changed by another thread takes effect at this
@@ -116,5 +146,6 @@ static inline size_t zk_opt_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_CAC
 static inline bool zk_opt_hugepages(void) { return zk_opt(ZK_OPT_HUGEPAGES) != 0; }
 static inline size_t zk_opt_lazy_zero_bytes(void) { return (size_t)zk_opt(ZK_OPT_LAZY_ZERO_BYTES); }
 static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_THREAD_CACHE_BYTES); }
+static inline size_t zk_opt_arena_min_bytes(void) { return (size_t)zk_opt(ZK_OPT_ARENA_MIN_BYTES); }
 
 #endif

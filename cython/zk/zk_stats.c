@@ -67,6 +67,17 @@ void zk_stats_read(zk_stats_snapshot *out)
     out->realloc_copy = load(&zk_stats.realloc_copy);
     out->softened_bytes = load(&zk_stats.softened_bytes);
     out->released_bytes = load(&zk_stats.released_bytes);
+    out->arena_chunks_in_use = load(&zk_stats.arena_chunks_in_use);
+    out->arena_chunk_bytes_in_use = load(&zk_stats.arena_chunk_bytes_in_use);
+    out->secret_arrays = load(&zk_stats.secret_arrays);
+    out->secret_bytes = load(&zk_stats.secret_bytes);
+    out->secret_mapped_bytes = load(&zk_stats.secret_mapped_bytes);
+    out->secret_locked_bytes = load(&zk_stats.secret_locked_bytes);
+    out->secret_allocs = load(&zk_stats.secret_allocs);
+    out->secret_wiped_arrays = load(&zk_stats.secret_wiped_arrays);
+    out->secret_wiped_bytes = load(&zk_stats.secret_wiped_bytes);
+    out->secret_unprotected = load(&zk_stats.secret_unprotected);
+    out->secret_failures = load(&zk_stats.secret_failures);
     for (int c = 0; c < ZK_NCLASSES; c++) {
         out->class_hits[c] = load(&zk_stats.class_hits[c]);
         out->class_misses[c] = load(&zk_stats.class_misses[c]);
@@ -86,7 +97,8 @@ void zk_stats_reset_counters(void)
         &zk_stats.uncached_frees, &zk_stats.map_failures, &zk_stats.calloc_fresh,
         &zk_stats.calloc_memset, &zk_stats.calloc_discard, &zk_stats.realloc_same,
         &zk_stats.realloc_remap, &zk_stats.realloc_copy, &zk_stats.softened_bytes,
-        &zk_stats.released_bytes,
+        &zk_stats.released_bytes, &zk_stats.secret_allocs, &zk_stats.secret_wiped_arrays,
+        &zk_stats.secret_wiped_bytes, &zk_stats.secret_unprotected, &zk_stats.secret_failures,
     };
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
         atomic_store_explicit(events[i], 0, memory_order_relaxed);

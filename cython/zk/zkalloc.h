@@ -26,6 +26,7 @@ typedef enum {
     ZK_OPT_HUGEPAGES,           /* 1: MADV_HUGEPAGE on regions >= 2 MiB */
     ZK_OPT_LAZY_ZERO_BYTES,     /* calloc of >= this many bytes: MADV_DONTNEED; 0 = never */
     ZK_OPT_THREAD_CACHE_BYTES,  /* idle bytes one thread may hold without a lock */
+    ZK_OPT_ARENA_MIN_BYTES,     /* default: smallest request a phase's arena serves */
     ZK_OPT_COUNT
 } zk_option;
 
@@ -75,18 +76,89 @@ typedef struct {
 typedef enum {
     ZK_ROUTE_CACHE = 0,         /* large requests come from the cache */
     ZK_ROUTE_PASSTHROUGH = 1,   /* every request goes to the fallback; frees still checked */
+    ZK_ROUTE_ARENA = 2,         /* large requests bump-allocated from one phase's arena */
+    ZK_ROUTE_SECRET = 3,        /* every request gets its own locked, guarded mapping */
 } zk_route_kind;
 
-typedef struct { zk_route_kind kind; } zk_route;
+struct zk_arena;
+
+/* What a handler's ctx points at: where its requests go. */
+typedef struct {
+    zk_route_kind kind;
+    int strict;                 /* ZK_ROUTE_SECRET: fail when a protection fails */
+    struct zk_arena *arena;     /* ZK_ROUTE_ARENA: the phase's arena */
+} zk_route;
 
 extern zk_route zk_route_cache;
 extern zk_route zk_route_passthrough;
+extern zk_route zk_route_secret_strict;
+extern zk_route zk_route_secret_lenient;
 
 void zk_handler_set_fallback(const zk_fallback *fallback);
 void *zk_h_malloc(void *ctx, size_t size);
 void *zk_h_calloc(void *ctx, size_t nelem, size_t elsize);
 void *zk_h_realloc(void *ctx, void *ptr, size_t new_size);
 void zk_h_free(void *ctx, void *ptr, size_t size);
+
+/* ---- arenas: the scratch memory of one phase (zk_arena.c) ------------- */
+typedef struct zk_arena zk_arena;
+
+typedef struct {
+    uint64_t arrays;            /* allocations served from the arena */
+    uint64_t bytes_allocated;   /* their requested bytes, summed */
+    uint64_t live_arrays, live_bytes, peak_bytes;
+    uint64_t chunks;            /* chunks taken from the cache over the arena's life */
+    uint64_t chunk_bytes;       /* their bytes, summed */
+    uint64_t chunks_reused;     /* of those, resident regions the cache already held */
+    uint64_t grown_chunks;      /* chunks added because the first one was full */
+    uint64_t rewinds;           /* a chunk emptied while open: its space reused */
+    uint64_t small_allocs;      /* below the arena's min_bytes: numpy's allocator */
+    uint64_t realloc_in_place, realloc_moved;
+    uint64_t invalid_frees;
+    uint64_t failures;          /* a chunk could not be mapped: MemoryError */
+    uint64_t escaped_arrays, escaped_bytes;   /* alive when the arena was reset */
+    uint64_t pinned_chunks;     /* chunks kept for escaped arrays, now */
+    uint64_t reset_ns;
+    int closed;
+} zk_arena_stats;
+
+/* capacity 0: grow geometrically from first_chunk_bytes.  NULL: no memory. */
+zk_arena *zk_arena_create(size_t capacity, size_t min_bytes, size_t first_chunk_bytes);
+zk_route *zk_arena_route(zk_arena *a);
+/* Close the arena: chunks with no live array go back to the cache, the rest
+ * wait for their last array.  O(chunks), never O(arrays). */
+void zk_arena_reset(zk_arena *a);
+/* Free the arena itself; only once no allocation of it can be freed again
+ * (the handler capsule that owns it is gone). */
+void zk_arena_destroy(zk_arena *a);
+void zk_arena_stats_read(zk_arena *a, zk_arena_stats *out);
+/* Requested bytes of a live allocation of this arena, 0 when ptr is not one. */
+size_t zk_arena_usable(zk_arena *a, const void *ptr);
+
+/* ---- secret memory (zk_secret.c) --------------------------------------- */
+enum {
+    ZK_SECRET_GUARDED = 1u,     /* PROT_NONE pages before and after */
+    ZK_SECRET_LOCKED = 2u,      /* mlock: never swapped */
+    ZK_SECRET_NODUMP = 4u,      /* MADV_DONTDUMP: not in core dumps */
+    ZK_SECRET_WIPEONFORK = 8u,  /* MADV_WIPEONFORK: a forked child reads zeros */
+    ZK_SECRET_ALL = 15u,
+};
+
+typedef struct {
+    uint64_t data_bytes;        /* what was asked for */
+    uint64_t mapped_bytes;      /* the mapping, guard pages included */
+    unsigned protections;       /* ZK_SECRET_* applied */
+} zk_secret_info;
+
+/* 1 and *out filled when ptr is the data of a live secret allocation. */
+int zk_secret_lookup(const void *ptr, zk_secret_info *out);
+/* The protections this thread's last secret allocation failed to apply, and
+ * the errno of the first failure (0 when nothing failed). */
+unsigned zk_secret_last_failure(int *err);
+/* Try every protection on one page and undo it; returns those that worked. */
+unsigned zk_secret_probe(int *err);
+/* Zero n bytes with stores the compiler may not remove. */
+void zk_secure_wipe(void *p, size_t n);
 
 /* ---- statistics (zk_stats.c) ------------------------------------------ */
 typedef struct {
@@ -103,6 +175,10 @@ typedef struct {
     uint64_t calloc_fresh, calloc_memset, calloc_discard;
     uint64_t realloc_same, realloc_remap, realloc_copy;
     uint64_t softened_bytes, released_bytes;
+    uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
+    uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
+    uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
+    uint64_t secret_unprotected, secret_failures;
     uint64_t class_hits[ZK_NCLASSES], class_misses[ZK_NCLASSES];
     uint64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
 } zk_stats_snapshot;

@@ -1,0 +1,161 @@
+"""Secret arrays: locked, guarded, never dumped, wiped on free.
+
+    with zkalloc.secret():              # every array made here is secret
+        witness = np.frombuffer(raw, dtype=np.uint64).copy()
+    key = zkalloc.secret_zeros(4, np.uint64)
+
+Each secret array gets its own mapping with a PROT_NONE guard page on both
+sides, mlock (never swapped), MADV_DONTDUMP (never in a core dump) and
+MADV_WIPEONFORK (a forked child reads zeros); on free it is wiped with
+explicit_bzero, unlocked and unmapped.  It never enters the size-class cache.
+
+What it cannot reach: copies.  A temporary numpy makes outside the block, a
+value converted to a Python int, bytes a library copies into its own buffers,
+registers: those are ordinary memory, as in every secret-memory allocator.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import errno
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _core, _system
+
+_depth: contextvars.ContextVar[int] = contextvars.ContextVar("zkalloc_secret_depth", default=0)
+
+
+class SecretMemoryError(MemoryError):
+    """Secret memory could not get a protection it requires (strict mode)."""
+
+
+class SecretWarning(RuntimeWarning):
+    """strict=False: secret memory goes on without some protection."""
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    """The protections one secret array has."""
+
+    nbytes: int
+    mapped_bytes: int       # its mapping, guard pages included
+    guarded: bool
+    locked: bool
+    dontdump: bool
+    wipeonfork: bool
+
+    @property
+    def fully_protected(self) -> bool:
+        return self.guarded and self.locked and self.dontdump and self.wipeonfork
+
+
+def secret_active() -> bool:
+    """Whether this context is inside a secret() block."""
+    return _depth.get() > 0
+
+
+def _names(bits: int) -> list[str]:
+    return [name for name, bit in _core.SECRET_PROTECTIONS.items() if bits & bit]
+
+
+def _explain(failed: int, err: int) -> str:
+    """A message naming what failed and how to fix it."""
+    what = ", ".join(_names(failed)) or "mapping"
+    reason = f"{errno.errorcode.get(err, err)}: {os.strerror(err)}" if err else "refused"
+    text = f"secret memory: could not apply {what} ({reason})."
+    if failed & _core.SECRET_PROTECTIONS["locked"]:
+        soft, hard = _system.memlock_limit()
+        text += (f" mlock is limited by RLIMIT_MEMLOCK, now {_fmt_limit(soft)} (hard {_fmt_limit(hard)}),"
+                 " unless the process has CAP_IPC_LOCK. Raise it with `ulimit -l unlimited` (or a number of"
+                 " KiB) in the shell that starts Python, LimitMEMLOCK= in a systemd unit, or"
+                 " `--ulimit memlock=-1` for docker; or pass strict=False to go on without locking.")
+    else:
+        text += " Pass strict=False to go on without it."
+    return text
+
+
+def _fmt_limit(value: int) -> str:
+    import resource
+    return "unlimited" if value == resource.RLIM_INFINITY else f"{value} bytes"
+
+
+def _check_protections(strict: bool) -> None:
+    ok, err = _core.secret_probe()
+    missing = _core.SECRET_ALL & ~ok
+    if not missing:
+        return
+    if strict:
+        raise SecretMemoryError(_explain(missing, err))
+    warnings.warn(_explain(missing, err).replace("Pass strict=False to go on without it.", "Going on without it."),
+                  SecretWarning, stacklevel=4)
+
+
+@contextlib.contextmanager
+def secret(strict: bool = True) -> Iterator[None]:
+    """Give every numpy array created in this block (this thread/context, any
+    size) secret memory.
+
+    strict=True (the default): if a protection cannot be applied (usually
+    mlock, against RLIMIT_MEMLOCK), raise SecretMemoryError naming the limit
+    and how to raise it, at entry or at the allocation that hit it.
+    strict=False: warn (SecretWarning) and go on; secret_info() says what
+    each array got.  Inside a phase(), secret memory wins.
+    """
+    if not isinstance(strict, bool):
+        raise TypeError(f"secret(strict): expected a bool, got {strict!r}")
+    _check_protections(strict)
+    token = _depth.set(_depth.get() + 1)
+    previous = _core.set_context_handler(_core.secret_capsules[strict])
+    try:
+        yield
+    except MemoryError as exc:
+        failed, err = _core.secret_last_failure()
+        if failed and not isinstance(exc, SecretMemoryError):
+            raise SecretMemoryError(_explain(failed, err)) from exc
+        raise
+    finally:
+        _core.set_context_handler(previous)
+        _depth.reset(token)
+
+
+def secret_empty(shape: Any, dtype: Any = float, *, strict: bool = True) -> np.ndarray:
+    """np.empty in secret memory (the contents are zeros: a fresh mapping)."""
+    with secret(strict=strict):
+        return np.empty(shape, dtype)
+
+
+def secret_zeros(shape: Any, dtype: Any = float, *, strict: bool = True) -> np.ndarray:
+    """np.zeros in secret memory."""
+    with secret(strict=strict):
+        return np.zeros(shape, dtype)
+
+
+def _data_address(array: np.ndarray) -> int | None:
+    from ._install import _data_owner
+    owner = _data_owner(array)
+    return None if owner is None else owner.__array_interface__["data"][0]
+
+
+def secret_info(array: np.ndarray) -> SecretInfo | None:
+    """The protections of a secret array (or of the secret array a view
+    looks into); None when its memory is not secret."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"secret_info() takes a numpy.ndarray, not {type(array).__name__}")
+    address = _data_address(array)
+    raw = None if address is None else _core.secret_info(address)
+    if raw is None:
+        return None
+    bits = raw["protections"]
+    flags = {name: bool(bits & bit) for name, bit in _core.SECRET_PROTECTIONS.items()}
+    return SecretInfo(nbytes=raw["data_bytes"], mapped_bytes=raw["mapped_bytes"], **flags)
+
+
+def is_secret(array: np.ndarray) -> bool:
+    """Whether the array's memory (its base's, for a view) is secret memory."""
+    return secret_info(array) is not None
