@@ -37,7 +37,7 @@
 #define ALIGN 64
 #define HEADER 64
 #define FIRST_CHUNK_BYTES ((size_t)4 << 20)
-#define MAX_GROWTH_BYTES ((size_t)256 << 20)   /* geometric growth stops doubling here */
+#define MAX_GROWTH_BYTES ((size_t)256 << 20)   /* growth stops following live bytes here */
 #define LIVE_MAGIC 0x7a6b2d6c6976650aull
 #define DEAD_MAGIC 0x7a6b2d646561640aull
 
@@ -62,7 +62,7 @@ struct zk_arena {
     zk_chunk *chunks;
     zk_chunk *current;
     size_t min_bytes;
-    size_t next_chunk_bytes;
+    size_t first_chunk_bytes;
     zk_arena_stats st;
 };
 
@@ -198,12 +198,20 @@ static void *bump(zk_arena *a, zk_chunk *c, size_t bytes, size_t span, size_t *t
     return (void *)(c->base + data_off);
 }
 
+/* Size of the next chunk: as large as what lives in the arena now (so an
+ * arena whose arrays accumulate doubles its capacity each time, geometric
+ * growth), but no larger (so an arena that is only fragmented, a long-lived
+ * array in the middle of a chunk of dead temporaries, adds a chunk the size
+ * of its working set rather than doubling without need). */
 static size_t growth_bytes(zk_arena *a, size_t span)
 {
-    return a->next_chunk_bytes > span ? a->next_chunk_bytes : span;
+    size_t want = a->st.live_bytes < MAX_GROWTH_BYTES ? a->st.live_bytes : MAX_GROWTH_BYTES;
+    if (want < a->first_chunk_bytes)
+        want = a->first_chunk_bytes;
+    return want > span ? want : span;
 }
 
-/* Link a chunk made outside the lock; the next chunk doubles, up to a step. */
+/* Link a chunk made outside the lock. */
 static void adopt_chunk(zk_arena *a, zk_chunk *c, bool hit)
 {
     chunk_link(a, c);
@@ -212,9 +220,6 @@ static void adopt_chunk(zk_arena *a, zk_chunk *c, bool hit)
     a->st.chunk_bytes += c->bytes;
     a->st.chunks_reused += hit;
     a->st.grown_chunks += a->st.chunks > 1;
-    size_t next = c->bytes < MAX_GROWTH_BYTES ? 2 * c->bytes : MAX_GROWTH_BYTES;
-    if (next > a->next_chunk_bytes)
-        a->next_chunk_bytes = next;
 }
 
 /* No chunk had room: map one (unlocked), the growth size first, exactly the
@@ -386,7 +391,7 @@ zk_arena *zk_arena_create(size_t capacity, size_t min_bytes, size_t first_chunk_
     a->route.kind = ZK_ROUTE_ARENA;
     a->route.arena = a;
     a->min_bytes = min_bytes != 0 ? min_bytes : zk_opt_arena_min_bytes();
-    a->next_chunk_bytes = first_chunk_bytes != 0 ? first_chunk_bytes : FIRST_CHUNK_BYTES;
+    a->first_chunk_bytes = first_chunk_bytes != 0 ? first_chunk_bytes : FIRST_CHUNK_BYTES;
     if (capacity == 0)
         return a;
     /* Reserve the capacity up front as one region. */
