@@ -269,3 +269,43 @@ def test_arena_that_cannot_grow_raises_memory_error():
     """)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["memoryerror", "True", "True"]
+
+
+def test_fork_while_other_threads_run_phases_and_secrets():
+    out = run_python("""
+        import os, threading
+        import numpy as np
+        import zkalloc_np as zk
+        stop = threading.Event()
+
+        def churn(secret):
+            while not stop.is_set():
+                if secret:
+                    with zk.secret(strict=False):
+                        a = np.ones(5000)
+                else:
+                    with zk.phase():
+                        a = [np.ones(1 << 17) for _ in range(4)]
+                del a
+
+        threads = [threading.Thread(target=churn, args=(s,)) for s in (False, True, False)]
+        for t in threads:
+            t.start()
+        for _ in range(20):
+            pid = os.fork()
+            if pid == 0:
+                with zk.phase() as ph:
+                    ok = np.ones(1 << 18).sum() == (1 << 18)
+                with zk.secret(strict=False):
+                    ok = ok and np.ones(100).sum() == 100
+                os._exit(0 if ok and ph.stats.arrays >= 1 else 1)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        stop.set()
+        for t in threads:
+            t.join()
+        zk.check()
+        print("ok")
+    """, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
