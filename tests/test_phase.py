@@ -74,7 +74,7 @@ def test_escaped_array_survives_many_later_phases(fresh):
         kept = fill(np.empty(1 * MiB, np.uint32), 0xABCD)
         scratch = fill(np.empty(1 * MiB, np.uint32), 1)
         del scratch
-    for i in range(20):
+    for _ in range(20):
         with zk.phase("overwrite"):
             junk = [fill(np.empty(n, np.uint32), 0xFFFFFFFF) for n in (MiB // 2, MiB, 2 * MiB, 3 * MiB)]
             del junk

@@ -6,6 +6,10 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
 
 import numpy as np
 import pytest
@@ -202,7 +206,6 @@ def run_without_ipc_lock(code: str) -> object:
         return run_python(code)
     if SETPRIV is None:
         pytest.skip("running as root and setpriv (util-linux) is missing to drop CAP_IPC_LOCK")
-    import subprocess, sys, tempfile, textwrap
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(textwrap.dedent(code))
     try:
