@@ -23,7 +23,6 @@ import time
 import tracemalloc
 
 import numpy as np
-
 from _common import add_common_arguments, compare, parse_size, print_table, size_label
 
 import zkalloc_np as zkalloc

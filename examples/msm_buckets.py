@@ -19,7 +19,6 @@ import argparse
 import sys
 
 import numpy as np
-
 from _common import add_common_arguments, compare, positive_int, print_table, size_label
 
 import zkalloc_np as zkalloc

@@ -23,7 +23,6 @@ import hashlib
 import sys
 
 import numpy as np
-
 from _common import add_common_arguments, compare, print_table, size_label
 
 import zkalloc_np as zkalloc

@@ -186,8 +186,9 @@ def _hit_bytes_by_class(before: Stats, after: Stats) -> dict[int, int]:
     return {c.bytes: (c.hits - earlier.get(c.bytes, 0)) * c.bytes for c in after.classes}
 
 
-def build_report(command: Sequence[str], exit_code: int, wall_s: float, counters: tuple[ProcessCounters, ProcessCounters],
-                 stats: tuple[Stats, Stats], cost: FaultCost) -> RunReport:
+def build_report(command: Sequence[str], exit_code: int, wall_s: float,
+                 counters: tuple[ProcessCounters, ProcessCounters], stats: tuple[Stats, Stats],
+                 cost: FaultCost) -> RunReport:
     """Combine the measurements into the report (pure, for testing)."""
     (c0, c1), (s0, s1) = counters, stats
     minor = c1.minor_faults - c0.minor_faults
