@@ -97,17 +97,17 @@ def test_build_report_estimates():
     before = _stats(0, (ClassStats(64 * MiB, 0, 1, 0, 1),))
     after = _stats(11, (ClassStats(64 * MiB, 10, 1, 0, 1), ClassStats(MiB, 1, 0, 0, 1)))
     counters = (_run.ProcessCounters(100, 0, 1.0, 0.5, "test"), _run.ProcessCounters(1100, 2, 2.0, 0.6, "test"))
-    cost = _run.FaultCost(per_fault_s=2e-6, per_byte_s=1e-9, per_byte_huge_s=1e-10)
+    cost = _run.FaultCost(per_fault_s=2e-6, per_byte_s=1e-9)
     report = _run.build_report(["prog.py"], 0, 2.0, counters, (before, after), cost)
     assert report.hits == 11 and report.misses == 0
     assert report.bytes_served_from_cache == 641 * MiB
     assert report.minor_faults == 1000 and report.major_faults == 2
     assert report.fault_time_s == pytest.approx(1000 * 2e-6)
-    # 640 MiB in a huge-page class (2 MiB pages), 1 MiB in 4 KiB pages
-    assert report.faults_avoided_estimate == 320 + 256
-    assert report.time_avoided_estimate_s == pytest.approx(640 * MiB * 1e-10 + MiB * 1e-9)
-    assert report.time_avoided_certain_s == pytest.approx(640 * MiB * 1e-10)
-    capped = _run.build_report(["p"], 0, 2.0, counters, (before, after), _run.FaultCost(1e-3, 1e-9, None))
+    # one 4 KiB fault per page of every hit; certain only for classes >= 32 MiB
+    assert report.faults_avoided_max == 641 * 256 and report.faults_avoided_min == 640 * 256
+    assert report.time_avoided_max_s == pytest.approx(641 * MiB * 1e-9)
+    assert report.time_avoided_min_s == pytest.approx(640 * MiB * 1e-9)
+    capped = _run.build_report(["p"], 0, 2.0, counters, (before, after), _run.FaultCost(1e-3, 1e-9))
     assert capped.fault_time_s == pytest.approx(0.1), "fault time is capped by the system CPU time"
     assert "hit rate 100.0%" in str(report) and "without zkalloc" in str(report)
 

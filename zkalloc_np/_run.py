@@ -14,17 +14,20 @@ How the fault figures are made (all measured in this process):
 - The cost of a fault is calibrated at exit: an 8 MiB anonymous mapping with
   4 KiB pages (MADV_NOHUGEPAGE) is filled twice; the first fill minus the
   second, divided by the faults the first one took, is the cost of one fault
-  (entry, zeroing the page, mapping it).  Where THP is possible the same is
-  done with MADV_HUGEPAGE to get a cost per byte of huge-page first touch.
-  "Time in page faults" is faults x the 4 KiB cost, capped at the system CPU
-  time the program used (a huge-page fault costs more per fault, less per byte).
-- "Without zkalloc" counts what the cache's hits would have cost had each hit
-  been fresh memory, as numpy's default allocator gives it when glibc unmaps a
-  freed block: hit bytes x the calibrated first-touch cost per byte (the
-  huge-page cost for classes of 4 MiB and up when THP is possible, since numpy
-  advises MADV_HUGEPAGE there).  That is an upper estimate: glibc keeps blocks
-  under its mmap threshold (dynamic, up to 32 MiB) on its heap, so only hits in
-  classes of 32 MiB and up are counted as certain.
+  (entry, zeroing the page, mapping it, and the unmap).  "Time in page
+  faults" is faults x that cost, capped at the system CPU time the program
+  used (a huge-page fault costs more per fault, less per byte).
+- "Without zkalloc" prices the cache's hits as fresh memory: one 4 KiB fault
+  per page, at the calibrated cost (numpy's default handler asks for huge
+  pages from 4 MiB up, but measured here its arrays still faulted in 4 KiB
+  pages, so none are assumed).  It is a range.  The low end counts only hits
+  in classes of 32 MiB and up: glibc always unmaps blocks that big on free,
+  so numpy's default faults them afresh every time.  The high end counts every
+  hit, which is what happens when smaller blocks are given back too (Dask's
+  workers set MALLOC_TRIM_THRESHOLD_=65536; glibc trims per-thread arenas);
+  in a plain single-threaded process glibc keeps most blocks under its mmap
+  threshold (dynamic, up to 32 MiB) on its heap, and the truth is near the
+  low end.
 """
 from __future__ import annotations
 
@@ -42,12 +45,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import _system
 from ._stats import Stats, fmt_bytes
 
 PAGE = mmap.PAGESIZE
 HUGE_PAGE = 2 << 20
-NUMPY_HUGEPAGE_BYTES = 4 << 20       # numpy's default handler advises MADV_HUGEPAGE from here
 GLIBC_MAX_MMAP_THRESHOLD = 32 << 20  # blocks this big are always unmapped on free by glibc
 CALIBRATION_BYTES = 8 << 20
 
@@ -113,21 +114,17 @@ def _first_touch(advice: int | None, nbytes: int = CALIBRATION_BYTES) -> tuple[f
 class FaultCost:
     """What first-touching fresh memory costs here, beyond writing resident memory."""
 
-    per_fault_s: float             # one 4 KiB page fault
-    per_byte_s: float              # first touch with 4 KiB pages
-    per_byte_huge_s: float | None  # first touch with MADV_HUGEPAGE (None: THP not possible)
+    per_fault_s: float   # one 4 KiB page fault (and its share of the unmap)
+    per_byte_s: float    # the same per byte
 
 
 def calibrate(repeats: int = 5) -> FaultCost:
-    """Measure fault costs now: the median of `repeats` trials of 8 MiB each
-    (about 0.1 s in all; single trials are noisy on a busy machine)."""
+    """Measure the cost of a 4 KiB fault now: the median of `repeats` trials
+    of 8 MiB each (about 0.1 s in all; single trials are noisy on a busy machine)."""
     trials = [_first_touch(getattr(mmap, "MADV_NOHUGEPAGE", None)) for _ in range(repeats)]
     extra = statistics.median(t[0] for t in trials)
     faults = statistics.median(t[1] for t in trials)
-    huge = None
-    if _system.thp_possible() and hasattr(mmap, "MADV_HUGEPAGE"):
-        huge = statistics.median(_first_touch(mmap.MADV_HUGEPAGE)[0] for _ in range(repeats)) / CALIBRATION_BYTES
-    return FaultCost(extra / faults if faults else 0.0, extra / CALIBRATION_BYTES, huge)
+    return FaultCost(extra / faults if faults else 0.0, extra / CALIBRATION_BYTES)
 
 
 @dataclass(frozen=True)
@@ -154,9 +151,10 @@ class RunReport:
     counters_source: str
     fault_cost_us: float
     fault_time_s: float
-    faults_avoided_estimate: int
-    time_avoided_estimate_s: float
-    time_avoided_certain_s: float
+    faults_avoided_min: int
+    time_avoided_min_s: float
+    faults_avoided_max: int
+    time_avoided_max_s: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,9 +172,11 @@ class RunReport:
             f"  page faults: {self.minor_faults} minor, {self.major_faults} major ({self.counters_source}); "
             f"at {self.fault_cost_us:.2f} us per 4 KiB fault (calibrated here) about {self.fault_time_s:.3f} s, "
             f"{share(self.fault_time_s)}",
-            f"  without zkalloc (estimate): up to {self.faults_avoided_estimate} more faults, about "
-            f"{self.time_avoided_estimate_s:.3f} s more ({share(self.time_avoided_estimate_s)}), "
-            f"{self.time_avoided_certain_s:.3f} s of it certain (classes >= 32 MiB)",
+            f"  without zkalloc (estimate): at least {self.faults_avoided_min} more faults, about "
+            f"{self.time_avoided_min_s:.3f} s ({share(self.time_avoided_min_s)}; hits of 32 MiB and up, "
+            "which glibc always unmaps)",
+            f"    at most {self.faults_avoided_max} more faults, about {self.time_avoided_max_s:.3f} s "
+            f"({share(self.time_avoided_max_s)}; every hit fresh, as when smaller blocks are trimmed too)",
         ])
 
 
@@ -193,17 +193,11 @@ def build_report(command: Sequence[str], exit_code: int, wall_s: float,
     (c0, c1), (s0, s1) = counters, stats
     minor = c1.minor_faults - c0.minor_faults
     system_s = c1.system_s - c0.system_s
-    faults_avoided, avoided_s, certain_s, served = 0, 0.0, 0.0, 0
+    served, served_big = 0, 0
     for size, nbytes in _hit_bytes_by_class(s0, s1).items():
         served += nbytes
-        if cost.per_byte_huge_s is not None and size >= NUMPY_HUGEPAGE_BYTES:
-            faults, seconds = -(-nbytes // HUGE_PAGE), nbytes * cost.per_byte_huge_s
-        else:
-            faults, seconds = -(-nbytes // PAGE), nbytes * cost.per_byte_s
-        faults_avoided += faults
-        avoided_s += seconds
         if size >= GLIBC_MAX_MMAP_THRESHOLD:
-            certain_s += seconds
+            served_big += nbytes
     hits, misses = s1.hits - s0.hits, s1.misses - s0.misses
     return RunReport(
         command=list(command), exit_code=exit_code, wall_s=wall_s,
@@ -214,7 +208,8 @@ def build_report(command: Sequence[str], exit_code: int, wall_s: float,
         evictions=s1.evictions - s0.evictions, evicted_bytes=s1.evicted_bytes - s0.evicted_bytes,
         minor_faults=minor, major_faults=c1.major_faults - c0.major_faults, counters_source=c1.source,
         fault_cost_us=cost.per_fault_s * 1e6, fault_time_s=min(minor * cost.per_fault_s, max(system_s, 0.0)),
-        faults_avoided_estimate=faults_avoided, time_avoided_estimate_s=avoided_s, time_avoided_certain_s=certain_s,
+        faults_avoided_min=served_big // PAGE, time_avoided_min_s=served_big * cost.per_byte_s,
+        faults_avoided_max=served // PAGE, time_avoided_max_s=served * cost.per_byte_s,
     )
 
 
