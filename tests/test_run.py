@@ -1,0 +1,130 @@
+"""``python -m zkalloc_np run`` and ``info``."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from zkalloc_np import _run
+from zkalloc_np._stats import ClassStats, Stats
+
+MiB = 1 << 20
+
+PROGRAM = """
+import sys
+import numpy as np
+import zkalloc_np
+print("argv", sys.argv[1:])
+print("path0", sys.path[0])
+owned = []
+for _ in range(6):
+    a = np.ones(8 * 1024 * 1024 // 8)
+    owned.append(zkalloc_np.owns(a))
+    del a
+print("owned", all(owned), "installed", zkalloc_np.is_installed())
+if "--fail" in sys.argv:
+    raise RuntimeError("the program failed")
+if "--exit" in sys.argv:
+    sys.exit(int(sys.argv[-1]))
+"""
+
+
+def zk_cli(*args: str, cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZKALLOC_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "zkalloc_np", *args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=120)
+
+
+@pytest.fixture
+def program(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "prog.py"
+    path.write_text(textwrap.dedent(PROGRAM))
+    (tmp_path / "progmod.py").write_text(textwrap.dedent(PROGRAM))
+    return path
+
+
+def test_run_script_with_json_report(program, tmp_path):
+    report_path = tmp_path / "report.json"
+    done = zk_cli("run", "--json", str(report_path), str(program), "a", "--flag", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "argv ['a', '--flag']" in done.stdout
+    assert f"path0 {program.parent}" in done.stdout
+    assert "owned True installed True" in done.stdout
+    assert "zkalloc run:" in done.stderr and "hit rate" in done.stderr and "page faults" in done.stderr
+    report = json.loads(report_path.read_text())
+    assert report["exit_code"] == 0
+    assert report["hits"] >= 5 and report["misses"] >= 1
+    assert report["bytes_served_from_cache"] >= 5 * 8 * MiB
+    assert report["peak_bytes_in_use"] >= 8 * MiB
+    assert report["minor_faults"] >= 0 and report["counters_source"] in ("/proc/self/stat", "getrusage")
+    assert report["command"] == [str(program), "a", "--flag"]
+
+
+def test_run_module_keeps_exit_code(program, tmp_path):
+    done = zk_cli("run", "-m", "progmod", "--exit", "7", cwd=tmp_path)
+    assert done.returncode == 7, done.stderr
+    assert "argv ['--exit', '7']" in done.stdout and "owned True installed True" in done.stdout
+    assert "exit 7" in done.stderr
+
+
+def test_run_exception_propagates_after_the_report(program, tmp_path):
+    done = zk_cli("run", str(program), "--fail", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "RuntimeError: the program failed" in done.stderr
+    assert "zkalloc run:" in done.stderr and "exit 1" in done.stderr
+
+
+def test_run_missing_script(tmp_path):
+    done = zk_cli("run", "nowhere.py", cwd=tmp_path)
+    assert done.returncode == 2 and "can't open file" in done.stderr
+    done = zk_cli("run", cwd=tmp_path)
+    assert done.returncode == 2 and "give a script" in done.stderr
+
+
+def _stats(hits: int, classes: tuple[ClassStats, ...]) -> Stats:
+    zero = dict.fromkeys(Stats.__dataclass_fields__, 0)
+    zero.update(hits=hits, misses=1, hit_rate=0.0, thp=False, installed=True, classes=classes)
+    return Stats(**zero)
+
+
+def test_build_report_estimates():
+    before = _stats(0, (ClassStats(64 * MiB, 0, 1, 0, 1),))
+    after = _stats(11, (ClassStats(64 * MiB, 10, 1, 0, 1), ClassStats(MiB, 1, 0, 0, 1)))
+    counters = (_run.ProcessCounters(100, 0, 1.0, 0.5, "test"), _run.ProcessCounters(1100, 2, 2.0, 0.6, "test"))
+    cost = _run.FaultCost(per_fault_s=2e-6, per_byte_s=1e-9)
+    report = _run.build_report(["prog.py"], 0, 2.0, counters, (before, after), cost)
+    assert report.hits == 11 and report.misses == 0
+    assert report.bytes_served_from_cache == 641 * MiB
+    assert report.minor_faults == 1000 and report.major_faults == 2
+    assert report.fault_time_s == pytest.approx(1000 * 2e-6)
+    # one 4 KiB fault per page of every hit; certain only for classes >= 32 MiB
+    assert report.faults_avoided_max == 641 * 256 and report.faults_avoided_min == 640 * 256
+    assert report.time_avoided_max_s == pytest.approx(641 * MiB * 1e-9)
+    assert report.time_avoided_min_s == pytest.approx(640 * MiB * 1e-9)
+    capped = _run.build_report(["p"], 0, 2.0, counters, (before, after), _run.FaultCost(1e-3, 1e-9))
+    assert capped.fault_time_s == pytest.approx(0.1), "fault time is capped by the system CPU time"
+    assert "hit rate 100.0%" in str(report) and "without zkalloc" in str(report)
+
+
+def test_calibration_measures_faults():
+    cost = _run.calibrate(repeats=1)
+    assert cost.per_fault_s >= 0 and cost.per_byte_s >= 0
+    counters = _run.read_counters()
+    assert counters.minor_faults > 0 and counters.user_s > 0
+
+
+def test_info_shows_env_and_cap_source(tmp_path):
+    done = zk_cli("info", cwd=tmp_path, env={"ZKALLOC_CACHE_BYTES": "256M", "ZKALLOC_NOPE": "1"})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "numpy 2." in out and "handler in effect here: default_allocator" in out
+    assert "transparent huge pages: enabled=" in out and "memlock limit" in out
+    assert "cache cap: 256.0 MiB (env ZKALLOC_CACHE_BYTES)" in out
+    assert "from the environment: ZKALLOC_CACHE_BYTES=256M" in out
+    assert "ignored, not zkalloc settings: ZKALLOC_NOPE" in out

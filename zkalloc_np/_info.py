@@ -1,0 +1,76 @@
+"""``python -m zkalloc_np info``: what numpy, the kernel and zkalloc's settings
+look like in this process."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from . import _core, _settings, _system
+from ._stats import fmt_bytes
+
+
+def _default_handler_state() -> str:
+    """What numpy's default handler capsule runs now."""
+    from . import is_installed
+    if is_installed():
+        return "zkalloc (process-wide install on)"
+    return "numpy's functions" if _core.default_points_at_numpy() else "pass-through (after uninstall())"
+
+
+def _limit(value: int) -> str:
+    return "unlimited" if value < 0 or value >= 2**62 else fmt_bytes(value)
+
+
+def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Everything ``info`` prints, as a dict."""
+    import numpy as np
+    from numpy._core.multiarray import get_handler_name
+
+    from . import __version__
+    env = os.environ if environ is None else environ
+    soft, hard = _system.memlock_limit()
+    sources = _settings.sources()
+    known = set(_settings.ENV_VARS.values())
+    return {
+        "zkalloc_version": __version__,
+        "numpy_version": np.__version__,
+        "handler_in_effect": get_handler_name(),
+        "default_handler": _default_handler_state(),
+        "thp_enabled": _system.thp_mode("enabled"),
+        "thp_defrag": _system.thp_mode("defrag"),
+        "memlock_soft": soft,
+        "memlock_hard": hard,
+        "cache_cap_bytes": _settings.current()["cache_bytes"],
+        "cache_cap_source": sources["cache_bytes"],
+        "settings": _settings.current(),
+        "setting_sources": sources,
+        "env": {k: v for k, v in sorted(env.items()) if k in known},
+        "env_unknown": sorted(k for k in env if k.startswith("ZKALLOC_") and k not in known),
+    }
+
+
+def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The report ``info`` prints, one line per item."""
+    d = info(environ)
+    source = d["cache_cap_source"]
+    if source == "default":
+        source = "default: min(RAM/8, 1 GiB)"
+    lines = [
+        f"zkalloc-np {d['zkalloc_version']}, numpy {d['numpy_version']}",
+        f"handler in effect here: {d['handler_in_effect']}; numpy's default handler points at: {d['default_handler']}",
+        f"transparent huge pages: enabled={d['thp_enabled']}, defrag={d['thp_defrag']}",
+        f"memlock limit: soft {_limit(d['memlock_soft'])}, hard {_limit(d['memlock_hard'])}",
+        f"cache cap: {fmt_bytes(d['cache_cap_bytes'])} ({source})",
+        "settings:",
+    ]
+    for name, value in d["settings"].items():
+        shown = str(value) if name in _settings.BOOLEAN_SETTINGS else f"{value} ({fmt_bytes(value)})"
+        lines.append(f"  {name} = {shown}  [{d['setting_sources'][name]}]")
+    if d["env"]:
+        lines.append("from the environment: " + ", ".join(f"{k}={v}" for k, v in d["env"].items()))
+    else:
+        lines.append("from the environment: none (ZKALLOC_* unset)")
+    if d["env_unknown"]:
+        lines.append("ignored, not zkalloc settings: " + ", ".join(d["env_unknown"]))
+    return lines
