@@ -56,7 +56,11 @@ def test_plugin_installs_in_every_worker_process():
             for r in results[address]:
                 assert r["installed"] and r["cache_bytes"] == 96 * MiB
                 assert all(r["owns"]), "a task thread's array did not come from the cache"
-            assert after[address]["hits"] >= before[address]["hits"] + 4
+            served = (after[address]["hits"] + after[address]["misses"]
+                      - before[address]["hits"] - before[address]["misses"])
+            assert served >= 6   # 2 tasks x 3 arrays, all through the cache
+            # Each task thread's first array may map a region; the rest reuse.
+            assert after[address]["hits"] >= before[address]["hits"] + 2
             assert after[address]["installed"] and after[address]["cap_bytes"] == 96 * MiB
         client.unregister_worker_plugin("zkalloc")
         assert set(client.run(zk.is_installed).values()) == {False}
