@@ -80,6 +80,20 @@ def _apply(values: dict[str, int], source: dict[str, str], what: dict[str, str])
         _sources[name] = source[name]
 
 
+def validate(settings: Mapping[str, Any]) -> dict[str, int]:
+    """Check names, syntax and range of settings without applying them;
+    returns them as the core's numbers.  ValueError naming the bad one."""
+    unknown = sorted(set(settings) - set(ENV_VARS))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(ENV_VARS))}")
+    values = {name: _to_core_value(name, v, name) for name, v in settings.items()}
+    for name, number in values.items():
+        low, high = _core.option_range(name)
+        if not low <= number <= high:
+            raise ValueError(f"{name}: {number} is out of range [{low}, {high}]")
+    return values
+
+
 def configure(**settings: Any) -> dict[str, int]:
     """Change settings at run time; returns all settings after the change.
 
@@ -97,10 +111,7 @@ def configure(**settings: Any) -> dict[str, int]:
     Raises ValueError naming the setting on an unknown name or a bad value;
     nothing is changed then.
     """
-    unknown = sorted(set(settings) - set(ENV_VARS))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(ENV_VARS))}")
-    values = {name: _to_core_value(name, v, name) for name, v in settings.items()}
+    values = validate(settings)
     with _lock:
         _apply(values, dict.fromkeys(values, "configure()"), {name: name for name in values})
     return current()

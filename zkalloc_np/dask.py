@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _core, _settings
+from . import _settings
 
 try:
     from distributed import WorkerPlugin
@@ -29,19 +29,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("zkalloc_np.dask needs distributed: pip install 'zkalloc-np[dask]'") from exc
 
 __all__ = ["ZkallocPlugin", "worker_stats"]
-
-
-def _validated(settings: dict[str, Any]) -> dict[str, int]:
-    """Check names, syntax and range like configure() does, without applying."""
-    unknown = sorted(set(settings) - set(_settings.ENV_VARS))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_settings.ENV_VARS))}")
-    values = {name: _settings._to_core_value(name, value, name) for name, value in settings.items()}
-    for name, number in values.items():
-        low, high = _core.option_range(name)
-        if not low <= number <= high:
-            raise ValueError(f"{name}: {number} is out of range [{low}, {high}]")
-    return values
 
 
 class ZkallocPlugin(WorkerPlugin):
@@ -55,7 +42,7 @@ class ZkallocPlugin(WorkerPlugin):
     name = "zkalloc"
 
     def __init__(self, **settings: Any) -> None:
-        self.settings: dict[str, int] = _validated(settings)
+        self.settings: dict[str, int] = _settings.validate(settings)
 
     def setup(self, worker: Any) -> None:
         """Apply the settings and install zkalloc for the whole worker process."""
