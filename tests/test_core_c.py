@@ -25,12 +25,12 @@ def build(out: Path, extra: list[str]) -> subprocess.CompletedProcess:
     """Compile the C test with the core's own flags plus `extra`."""
     cmd = [CC, "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-pthread", f"-I{CORE}", *extra,
            str(SOURCE), *sorted(str(p) for p in CORE.glob("*.c")), "-o", str(out)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
 
 def run(binary: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     # A child stuck on a lock after fork would hang: the timeout fails the test.
-    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=240,
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=240, check=False,
                           env={**os.environ, **(env or {})})
 
 

@@ -50,6 +50,7 @@ _STATE_KEY = pytest.StashKey[dict[str, Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """--zkalloc-mode, --zkalloc-min-bytes, --zkalloc-keep-default-handler-tests."""
     group = parser.getgroup("zkalloc", "zkalloc-np as numpy's memory handler")
     group.addoption("--zkalloc-mode", choices=("install", "installed"), default="install",
                     help="install: process-wide, every thread (default); "
@@ -63,6 +64,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    """Lower min_bytes and install zkalloc before any test module is imported."""
     saved = zk.settings()
     zk.configure(min_bytes=config.getoption("zkalloc_min_bytes"))
     zk.reset_stats()
@@ -76,6 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _is_default_handler_test(item: pytest.Item) -> bool:
+    """Whether `item` is one of DESELECT_UNDER_INSTALL (any parametrization)."""
     path = str(getattr(item, "path", "")).replace("\\", "/")
     name = getattr(item, "originalname", item.name)
     return any(path.endswith("numpy/" + file) and name == test for file, test in DESELECT_UNDER_INSTALL)
@@ -93,6 +96,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Run zkalloc.check(); fail the session if it fails or zkalloc saw nothing."""
     state = session.config.stash.get(_STATE_KEY, None)
     if state is None:
         return
@@ -111,6 +115,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """A "zkalloc" section: the mode, the cache's counters and the check's result."""
     state = config.stash.get(_STATE_KEY, None)
     if state is None or state["stats"] is None:
         return
@@ -129,8 +134,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave the handler and the settings as they were before the session."""
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return
     state["stack"].close()
     zk.uninstall()
+    zk.configure(**state["saved"])
