@@ -30,6 +30,8 @@ def run_numpy_tests(tmp: Path, name: str, modules: list[str], extra: list[str]) 
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
            f"--rootdir={Path(numpy.__file__).parent}", f"--junitxml={xml}", *extra, "--pyargs", *[f"numpy._core.tests.{m}" for m in modules]]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZKALLOC_")}
+    # test_mem_policy runs `meson` from PATH: the one the test extra put next to this Python
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     run_dir = tmp / name
     run_dir.mkdir()
     proc = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True, timeout=600, check=False)
