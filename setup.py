@@ -2,7 +2,10 @@
 build_ext links it in by itself), linked into
 one Cython extension, zkalloc_np._core.
 
-ZKALLOC_CFLAGS adds flags to the core (for example sanitizers)."""
+ZKALLOC_CFLAGS adds flags to the core, ZKALLOC_LDFLAGS to the extension's link.
+ZKALLOC_SANITIZE=address,undefined builds the core with those sanitizers
+(-fsanitize=... -fno-omit-frame-pointer -g) and links their runtimes; with
+address, run Python with the matching libasan in LD_PRELOAD (tools/sanitize.sh)."""
 import os
 from glob import glob
 
@@ -13,6 +16,16 @@ from setuptools import Extension, setup
 CORE_DIR = "cython/zk"
 core_cflags = ["-std=c11", "-O2", "-Wall", "-Wextra", "-fPIC", "-fvisibility=hidden"]
 core_cflags += os.environ.get("ZKALLOC_CFLAGS", "").split()
+link_args = os.environ.get("ZKALLOC_LDFLAGS", "").split()
+
+SANITIZERS = {"address", "undefined", "thread", "leak"}
+sanitize = [s.strip() for s in os.environ.get("ZKALLOC_SANITIZE", "").split(",") if s.strip()]
+if sorted(set(sanitize) - SANITIZERS):
+    raise SystemExit(f"ZKALLOC_SANITIZE: unknown sanitizer(s) {sorted(set(sanitize) - SANITIZERS)}; "
+                     f"choose from {sorted(SANITIZERS)}")
+if sanitize:
+    core_cflags += [f"-fsanitize={','.join(sanitize)}", "-fno-omit-frame-pointer", "-g"]
+    link_args += [f"-fsanitize={','.join(sanitize)}"]
 
 numpy_defines = [
     ("NPY_NO_DEPRECATED_API", "NPY_1_22_API_VERSION"),
@@ -26,7 +39,7 @@ extension = Extension(
     sources=["cython/_core.pyx"],
     include_dirs=[CORE_DIR, numpy.get_include()],
     define_macros=numpy_defines,
-    extra_link_args=os.environ.get("ZKALLOC_LDFLAGS", "").split(),
+    extra_link_args=link_args,
 )
 
 setup(

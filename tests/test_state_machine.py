@@ -1,7 +1,8 @@
 """A hypothesis state machine over the raw handler entry points: random
-malloc/calloc/realloc/free across class boundaries, settings changed while
-blocks are live, release/soften; every live block keeps its stamp and the
-core's invariants hold after every step."""
+malloc/calloc/realloc/free across class boundaries, every setting changed
+while blocks are live, reserve/release/soften; every live block keeps its
+stamp and the core's invariants hold after every step.  tests/test_stress.py
+runs the same operations from many threads at once."""
 import ctypes
 
 import numpy as np
@@ -75,6 +76,16 @@ class CacheMachine(RuleBasedStateMachine):
     @rule(min_bytes=st.sampled_from([1, 4096, 64 * KiB, MiB]))
     def set_min_bytes(self, min_bytes):
         zk.configure(min_bytes=min_bytes)
+
+    @rule(size=SIZES, count=st.integers(min_value=0, max_value=3))
+    def reserve(self, size, count):
+        zk.reserve(size, count)
+        assert zk.stats().bytes_cached <= zk.settings()["cache_bytes"]
+
+    @rule(lazy=st.sampled_from([0, 4096, MiB]), thread_cache=st.sampled_from([0, 4 * MiB, 256 * MiB]),
+          hugepages=st.booleans())
+    def set_other_settings(self, lazy, thread_cache, hugepages):
+        zk.configure(lazy_zero_bytes=lazy, thread_cache_bytes=thread_cache, hugepages=hugepages)
 
     @rule()
     def release(self):

@@ -1,0 +1,78 @@
+"""The C core on its own: tests/c/test_core.c linked directly against
+cython/zk/*.c, built with the system C compiler, run plain and under
+AddressSanitizer + UndefinedBehaviorSanitizer (skipped where the compiler
+cannot build sanitized programs).  tools/sanitize.sh runs the longer
+variants and valgrind."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "cython" / "zk"
+SOURCE = ROOT / "tests" / "c" / "test_core.c"
+CC = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+
+pytestmark = pytest.mark.skipif(CC is None or not CORE.is_dir(), reason="needs a C compiler and the core sources")
+
+
+def build(out: Path, extra: list[str]) -> subprocess.CompletedProcess:
+    """Compile the C test with the core's own flags plus `extra`."""
+    cmd = [CC, "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-pthread", f"-I{CORE}", *extra,
+           str(SOURCE), *sorted(str(p) for p in CORE.glob("*.c")), "-o", str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def run(binary: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    # A child stuck on a lock after fork would hang: the timeout fails the test.
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=240, check=False,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> Path:
+    binary = tmp_path_factory.mktemp("c") / "test_core"
+    built = build(binary, ["-O2"])
+    assert built.returncode == 0, built.stderr
+    return binary
+
+
+def test_core_c_plain(plain):
+    result = run(plain, "600", "8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 failure(s)" in result.stdout
+
+
+def test_core_c_asan_ubsan(tmp_path):
+    binary = tmp_path / "test_core_san"
+    built = build(binary, SANITIZE)
+    if built.returncode != 0:
+        pytest.skip(f"the compiler cannot build with {' '.join(SANITIZE)}: {built.stderr[-300:]}")
+    result = run(binary, "400", "8", env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+                                          "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+                                          "ZK_TEST_FORK_ROUNDS": "10"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 failure(s)" in result.stdout
+    assert "runtime error" not in result.stderr and "AddressSanitizer" not in result.stderr
+
+
+def test_core_c_rejects_bad_arguments(plain):
+    assert run(plain, "10", "0").returncode == 2
+
+
+@pytest.mark.xfail(reason="core bug: a fork between zk_option_set's store of a lower cap and its trim "
+                          "leaves the child with idle bytes over the cap (see tests/c/test_fork_cap.c)",
+                   strict=False)
+def test_fork_while_the_cap_is_lowered(tmp_path):
+    binary = tmp_path / "test_fork_cap"
+    cmd = [CC, "-std=c11", "-O1", "-g", "-pthread", f"-I{CORE}", str(ROOT / "tests" / "c" / "test_fork_cap.c"),
+           *sorted(str(p) for p in CORE.glob("*.c")), "-o", str(binary)]
+    built = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert built.returncode == 0, built.stderr
+    result = run(binary)
+    assert result.returncode == 0, result.stdout + result.stderr
