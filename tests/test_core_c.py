@@ -65,9 +65,6 @@ def test_core_c_rejects_bad_arguments(plain):
     assert run(plain, "10", "0").returncode == 2
 
 
-@pytest.mark.xfail(reason="core bug: a fork between zk_option_set's store of a lower cap and its trim "
-                          "leaves the child with idle bytes over the cap (see tests/c/test_fork_cap.c)",
-                   strict=False)
 def test_fork_while_the_cap_is_lowered(tmp_path):
     binary = tmp_path / "test_fork_cap"
     cmd = [CC, "-std=c11", "-O1", "-g", "-pthread", f"-I{CORE}", str(ROOT / "tests" / "c" / "test_fork_cap.c"),

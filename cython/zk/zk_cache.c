@@ -339,14 +339,17 @@ static void census_region(zk_region *r, void *arg)
 {
     fork_census *c = arg;
     unsigned state = atomic_load_explicit(&r->state, memory_order_relaxed);
-    if (state == ZK_REGION_IDLE && !(r->flags & ZK_RF_MARK) && !in_pool(r)) {
-        if (zk_pagemap_get((void *)r->base) != r) {
-            r->free_next = c->forget;
-            c->forget = r;
-            return;
-        }
-        pool_link(r);
+    /* No map entry: a thread that does not exist in the child was creating,
+     * growing (mremap) or unmapping this region.  Nobody here can ever free
+     * or reuse it, so its descriptor goes; whatever the dead thread left
+     * mapped stays leaked in the child. */
+    if (!in_pool(r) && zk_pagemap_get((void *)r->base) != r) {
+        r->free_next = c->forget;
+        c->forget = r;
+        return;
     }
+    if (state == ZK_REGION_IDLE && !(r->flags & ZK_RF_MARK) && !in_pool(r))
+        pool_link(r);
     r->flags &= ~ZK_RF_MARK;
     c->mapped += r->bytes;
     if (state == ZK_REGION_IN_USE) {
@@ -409,6 +412,10 @@ static void fork_child(void)
         zk_region_forget(census.forget);
         census.forget = next;
     }
+    /* A thread of the parent may have stored a lower cap and been about to
+     * trim (zk_option_set) when the fork happened: that thread is gone here,
+     * so the child trims for it. */
+    zk_cache_trim();
 }
 
 static void init_once_fn(void)
