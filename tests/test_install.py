@@ -103,3 +103,12 @@ def test_install_in_fresh_process_covers_everything():
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+def test_frees_after_uninstall_are_not_counted_as_foreign(fresh):
+    zk.install()
+    zk.uninstall()
+    foreign = zk.stats().foreign_frees
+    arrays = [np.ones(n) for n in (10, 1000, MiB)]   # numpy's own memory, through the pass-through
+    del arrays
+    assert zk.stats().foreign_frees == foreign

@@ -155,7 +155,10 @@ static void free_any(const zk_route *route, void *ptr, size_t size)
         return;
     if (zk_maybe_region_start(ptr) && zk_cache_free(ptr))
         return;
-    zk_count(&zk_stats.foreign_frees, 1);
+    /* After uninstall() every numpy free passes here: only a free through an
+     * active route is news. */
+    if (route->kind != ZK_ROUTE_PASSTHROUGH)
+        zk_count(&zk_stats.foreign_frees, 1);
     fallback.free(fallback.ctx, ptr, size);
 }
 
