@@ -51,13 +51,14 @@ class _Handler(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char * 127), ("version", ctypes.c_uint8), ("allocator", _Allocator)]
 
 
-def zkalloc_handler() -> _Handler:
-    """The zkalloc handler struct behind the capsule installed() uses."""
+def zkalloc_handler(capsule: object = None, name: bytes = b"zkalloc") -> _Handler:
+    """The handler struct behind a capsule (default: the one installed() uses)."""
     get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
     get_pointer.restype = ctypes.c_void_p
     get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    handler = _Handler.from_address(get_pointer(_core.handler_capsule, b"mem_handler"))
-    assert handler.name == b"zkalloc"
+    capsule = _core.handler_capsule if capsule is None else capsule
+    handler = _Handler.from_address(get_pointer(capsule, b"mem_handler"))
+    assert handler.name == name
     return handler
 
 
@@ -112,8 +113,9 @@ class Block:
 class Stress:
     """The shared state of one stress run."""
 
-    def __init__(self, threads: int, ops: int, seed: int) -> None:
-        self.alloc = zkalloc_handler().allocator
+    def __init__(self, threads: int, ops: int, seed: int, handler: _Handler | None = None) -> None:
+        self.handler = handler if handler is not None else zkalloc_handler()
+        self.alloc = self.handler.allocator
         self.ctx = self.alloc.ctx
         self.threads, self.ops, self.seed = threads, ops, seed
         self.inboxes: list[queue.SimpleQueue[Block]] = [queue.SimpleQueue() for _ in range(threads)]
@@ -214,9 +216,9 @@ class Stress:
                 zk.configure(cache_bytes=rng.choice([0, 8 * MiB, 64 * MiB, 512 * MiB]),
                              thread_cache_bytes=rng.choice([0, 4 * MiB, 256 * MiB]))
 
-    def run(self, chaos: bool) -> None:
+    def run(self, chaos: bool, side_task=None) -> None:
         workers = [threading.Thread(target=self.worker, args=(k,)) for k in range(self.threads)]
-        side = threading.Thread(target=self.chaos) if chaos else None
+        side = threading.Thread(target=side_task or self.chaos) if chaos or side_task else None
         for t in workers:
             t.start()
         if side is not None:
@@ -261,3 +263,45 @@ def test_handler_struct_matches_the_capsule():
     assert _core.usable_bytes(address) >= 1 * MiB
     alloc.free(alloc.ctx, address, 1 * MiB)
     assert _core.usable_bytes(address) == 0
+
+
+def test_stress_one_phase_arena_from_many_threads_reset_midway(fresh):
+    """Threads allocate, resize and free through one phase's arena while
+    another thread ends the phase halfway: allocations after the end go to
+    the cache, arena blocks freed later (escaped) still come home, and in the
+    end no chunk is pinned and no byte is in use."""
+    zk.configure(min_bytes=4 * KiB, cache_bytes=512 * MiB)
+    before = zk.stats().bytes_in_use
+    capsule = _core.arena_capsule(0, 4 * KiB, 4 * MiB)
+    stress = Stress(THREADS, OPS, seed=7, handler=zkalloc_handler(capsule, b"zkalloc-phase"))
+
+    def end_the_phase_midway() -> None:
+        while sum(stress.counts.values()) < THREADS * OPS // 2 and not stress.errors:
+            stress.done.wait(0.001)
+        _core.arena_reset(capsule)
+
+    stress.run(chaos=False, side_task=end_the_phase_midway)
+    st = _core.arena_stats(capsule)
+    print(f"arena stress: {stress.counts}, arena {st}")
+    assert stress.errors == []
+    assert st["closed"] and st["arrays"] > 0 and st["live_arrays"] == 0 and st["pinned_chunks"] == 0
+    assert st["escaped_arrays"] > 0 and st["invalid_frees"] == 0
+    assert zk.stats().bytes_in_use == before
+    zk.check()
+
+
+def test_stress_secret_memory_across_threads(fresh):
+    """Secret blocks made, resized and freed by racing threads: every one is
+    unmapped exactly once and the counters come back."""
+    before = zk.stats()
+    ops = max(OPS // 8, 50)
+    stress = Stress(THREADS, ops, seed=11, handler=zkalloc_handler(_core.secret_capsules[False], b"zkalloc-secret"))
+    stress.run(chaos=False)
+    after = zk.stats()
+    c = stress.counts
+    assert stress.errors == []
+    assert c["free"] == c["malloc"] + c["calloc"], c
+    assert after.secret_arrays == before.secret_arrays and after.secret_bytes == before.secret_bytes
+    assert after.secret_wiped_arrays - before.secret_wiped_arrays == c["free"] + c["realloc"]
+    assert after.bytes_in_use == before.bytes_in_use and after.hits == before.hits
+    zk.check()
