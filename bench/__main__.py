@@ -56,11 +56,11 @@ def machine_info() -> dict[str, Any]:
             info["mem_total_bytes"] = int(f.readline().split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    from importlib.metadata import PackageNotFoundError, version
     try:
-        from importlib.metadata import version
         info["galois"] = version("galois")
-    except Exception:   # not installed
-        pass
+    except PackageNotFoundError:
+        info["galois"] = None
     return info
 
 
@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                         err.print(f"[red]{e}[/red]")
                     progress.advance(task)
             records += [combine(runs[a], PATTERNS[pattern]) for a in active if runs[a]]
+            if not err.is_terminal:   # a log line per group where no bar is drawn
+                err.print(f"{pattern} {label(PATTERNS[pattern], size)}: {len(active)} allocators, {passes} pass(es) done")
     info = machine_info()
     out.print(report.rich_table(records, names))
     out.print(f"machine: {info['cpu']}, {info['cores']} cores, THP {info['thp_enabled']}, "

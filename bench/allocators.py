@@ -63,7 +63,7 @@ def _ldconfig() -> dict[str, str]:
             out = subprocess.run([exe, "-p"], capture_output=True, text=True, timeout=10, check=False).stdout
         except (OSError, subprocess.SubprocessError):
             continue
-        found = {}
+        found: dict[str, str] = {}
         for line in out.splitlines():
             if "=>" in line:
                 name, path = line.split("=>", 1)

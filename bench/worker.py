@@ -42,7 +42,7 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
     if "LD_PRELOAD" in os.environ and spec.libraries and not allocators.preloaded(os.environ["LD_PRELOAD"]):
         raise RuntimeError(f"{allocator}: LD_PRELOAD={os.environ['LD_PRELOAD']} is not mapped in this process")
     contention.thread_context = allocators.thread_entry(allocator)
-    zk = None
+    zk: Any = None
     with activated(allocator):
         body = _body(module, size, spec.ideal)
         warm: list[float] = []
@@ -54,7 +54,8 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             if time.perf_counter() - started > max_seconds / 3:
                 break
         if allocator.startswith("zkalloc"):
-            import zkalloc_np as zk
+            import zkalloc_np
+            zk = zkalloc_np
             zk.reset_stats()   # the hit rate of the timed rounds
         n = plan_rounds(min(warm), rounds, min_rounds, max_seconds)
         times = []

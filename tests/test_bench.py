@@ -16,18 +16,28 @@ import zkalloc_np as zk
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench import allocators, report, worker  # noqa: E402
-from bench.__main__ import combine  # noqa: E402
-from bench.patterns import (PATTERNS, contention, expr_churn, galois_ntt, has_ideal, label,  # noqa: E402
-                            msm_buckets, ntt_prover, parse_size, phase_burst)
-from zkalloc_np.ntt import NTT, P, naive_cyclic_product, random_field_elements  # noqa: E402
+from bench import allocators, report, worker
+from bench.__main__ import combine
+from bench.patterns import (
+    PATTERNS,
+    contention,
+    expr_churn,
+    galois_ntt,
+    has_ideal,
+    label,
+    msm_buckets,
+    ntt_prover,
+    parse_size,
+    phase_burst,
+)
+from zkalloc_np.ntt import NTT, P, naive_cyclic_product, random_field_elements
 
 MiB = 1 << 20
 
 
 def _bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 def _check_record(r: dict) -> None:
@@ -88,7 +98,7 @@ def test_bad_arguments_are_rejected():
 
 def test_a_missing_library_is_skipped_with_an_install_hint(monkeypatch):
     monkeypatch.setattr(allocators, "LIBRARY_DIRS", ())
-    monkeypatch.setattr(allocators, "_ldconfig", lambda: {})
+    monkeypatch.setattr(allocators, "_ldconfig", dict)
     envs, skipped = allocators.resolve(["default", "jemalloc", "tcmalloc"])
     assert envs == {"default": {}}
     assert "apt-get install libjemalloc2" in skipped["jemalloc"]

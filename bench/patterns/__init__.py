@@ -28,8 +28,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import (contention, expr_churn, fft_rounds, fill, first_touch, galois_ntt, msm_buckets, ntt_prover,
-               phase_burst, small, zeros)
+from . import (
+    contention,
+    expr_churn,
+    fft_rounds,
+    fill,
+    first_touch,
+    galois_ntt,
+    msm_buckets,
+    ntt_prover,
+    phase_burst,
+    small,
+    zeros,
+)
 
 PATTERNS: dict[str, Any] = {
     p.PATTERN: p

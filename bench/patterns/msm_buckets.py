@@ -77,7 +77,7 @@ class _Compute:
 
 class _Buckets:
     PATTERN = "msm_buckets"
-    SIZES = [6 << 20]
+    SIZES: tuple[int, ...] = (6 << 20,)
     USES_ZEROS = True
     TEST_SIZE = 1 << 16
 
@@ -108,7 +108,7 @@ class _Buckets:
 class _Windows(_Buckets):
     PATTERN = "msm_windows"
     UNIT = "c"
-    SIZES = sorted(WINDOWS)
+    SIZES = tuple(sorted(WINDOWS))
     TEST_SIZE = 10
 
     def prepare(self, size: int, ideal: bool = False) -> Body:
