@@ -68,6 +68,7 @@ def combine(passes: list[dict], pattern: Any = None) -> dict:
     """One record from the passes of one (allocator, pattern, size)."""
     record = dict(passes[0])
     record["median_s"] = statistics.median(p["median_s"] for p in passes)
+    record["pass_median_s"] = [p["median_s"] for p in passes]
     record["min_s"] = min(p["min_s"] for p in passes)
     record["max_s"] = max(p["max_s"] for p in passes)
     record["rounds"] = sum(p["rounds"] for p in passes)

@@ -263,3 +263,21 @@ def test_galois_missing_is_a_clear_skip(monkeypatch):
     assert "pip install galois" in galois_ntt.unavailable()
     with pytest.raises(RuntimeError, match="galois is not installed"):
         galois_ntt.prepare(10)
+
+
+def test_targets_verdicts_met_missed_and_noise():
+    from bench import targets
+
+    def rec(alloc, pattern, t, passes=(1.0,)):
+        return {"allocator": alloc, "pattern": pattern, "size": 32 * MiB, "median_s": t,
+                "pass_median_s": [t * p for p in passes]}
+    records = [rec("default", "fft_rounds", 4.0), rec("ideal", "fft_rounds", 1.0), rec("zkalloc", "fft_rounds", 1.02),
+               rec("default", "phase_burst", 9.0), rec("tcmalloc", "phase_burst", 1.0, (1.0, 1.5)),
+               rec("zkalloc", "phase_burst", 0.9), rec("default", "expr_churn", 1.0),
+               rec("tcmalloc", "expr_churn", 1.0), rec("zkalloc", "expr_churn", 2.0)]
+    verdicts = {what: v for what, v, _ in targets.check(records)}
+    assert verdicts["fft_rounds 32 MiB zkalloc within 1.05x of ideal"] == "met"
+    assert verdicts["fft_rounds 32 MiB zkalloc >= 2.5x faster than default"] == "met"
+    assert verdicts["phase_burst 32 MiB zkalloc >= 1.3x faster than best peer (tcmalloc)"] == "noise"
+    assert verdicts["expr_churn 32 MiB zkalloc at least as fast as tcmalloc"] == "MISSED"
+    assert verdicts["expr_churn 32 MiB zkalloc no slower than default"] == "MISSED"
