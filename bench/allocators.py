@@ -46,6 +46,8 @@ ALLOCATORS: dict[str, Allocator] = {
         Allocator("zkalloc-global", "zkalloc, process-wide: zkalloc.install()"),
         Allocator("zkalloc-lazy", "zkalloc scoped, np.zeros by MADV_DONTNEED (lazy_zero_bytes=64K)",
                   env={"ZKALLOC_LAZY_ZERO_BYTES": "64K"}, default_patterns="zeros"),
+        Allocator("zkalloc-lazy-nothp", "zkalloc scoped, lazy np.zeros and no MADV_HUGEPAGE (4 KiB refaults)",
+                  env={"ZKALLOC_LAZY_ZERO_BYTES": "64K", "ZKALLOC_HUGEPAGES": "0"}, default_patterns="zeros"),
         Allocator("zkalloc-nothp", "zkalloc scoped, no MADV_HUGEPAGE (hugepages=0)",
                   env={"ZKALLOC_HUGEPAGES": "0"}, default_patterns="first_touch"),
         Allocator("ideal", "the pattern written with preallocated buffers (out=): the limit", ideal=True),
