@@ -8,6 +8,7 @@ pattern written with preallocated buffers).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ from .allocators import ALLOCATORS, resolve, runs_by_default
 from .patterns import PATTERNS, contention, has_ideal, label, parse_size, unavailable
 
 QUICK = {"rounds": 3, "warmup": 1, "passes": 1, "max_seconds": 0.5}
+WORKER_TIMEOUT_S = 300   # plus 20 x --max-seconds: a worker that hangs is reported, not waited on
 
 
 def _run_worker(allocator: str, env: dict[str, str], pattern: str, size: int, args: argparse.Namespace) -> dict:
@@ -31,7 +33,11 @@ def _run_worker(allocator: str, env: dict[str, str], pattern: str, size: int, ar
     full_env.update(env)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     full_env["PYTHONPATH"] = root + (os.pathsep + full_env["PYTHONPATH"] if full_env.get("PYTHONPATH") else "")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=full_env, check=False)
+    limit = WORKER_TIMEOUT_S + 20 * args.max_seconds
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=full_env, check=False, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{allocator}/{pattern}/{size} did not finish in {limit:.0f} s") from None
     if out.returncode != 0:
         raise RuntimeError(f"{allocator}/{pattern}/{size} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -136,6 +142,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tu
             parser.error(f"--{opt.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.max_seconds <= 0:
         parser.error("--warmup must be >= 0 and --max-seconds > 0")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install -e '.[bench]'")
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k, min(getattr(args, k), v))
@@ -148,6 +156,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the plan (patterns x sizes x allocators x passes), print the table,
+    write the JSON / markdown / chart asked for; 1 if any worker failed."""
     parser = _parser()
     args = parser.parse_args(argv)
     patterns, names = _check_args(parser, args)

@@ -155,6 +155,10 @@ def test_sizes_parse_in_each_patterns_unit():
         parse_size(PATTERNS["fft_rounds"], "-1")
     assert label(PATTERNS["ntt_prover"], 20) == "2^20" and label(PATTERNS["msm_windows"], 14) == "c=14"
 
+    class Counted:   # a future pattern counting something else, e.g. arrays reset by a phase
+        UNIT = "arrays"
+    assert label(Counted, 10000) == "10000 arrays" and parse_size(Counted, "10") == 10
+
 
 # -- the patterns: every one runs, and computes what it claims -----------------
 

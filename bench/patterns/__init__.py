@@ -10,7 +10,8 @@ Each pattern is a small module (or a module-level object) with:
 and optionally:
 
 - ``UNIT``: what ``size`` counts: ``"bytes"`` (default; ``--sizes`` in MiB),
-  ``"log2n"`` (points = 2^size), ``"c"`` (MSM window bits), ``"threads"``;
+  ``"log2n"`` (points = 2^size), ``"c"`` (MSM window bits), ``"threads"``,
+  or any other word (a plain count, shown as "<size> <unit>");
 - ``HAS_IDEAL`` (default True): False where no preallocated form exists;
 - ``USES_ZEROS``: the pattern's buffers come from ``np.zeros`` (the
   ``zkalloc-lazy`` zeroing variant runs on it by default);
@@ -86,6 +87,8 @@ def label(pattern: Any, size: int) -> str:
         return f"c={size}"
     if kind == "threads":
         return f"{size} thr"
+    if kind != "bytes":
+        return f"{size} {kind}"
     if size >= 1 << 20:
         return f"{size / (1 << 20):g} MiB"
     if size >= 1 << 10:
