@@ -1,121 +1,231 @@
-"""python -m bench: patterns x allocators, each in a fresh subprocess.
+"""python -m bench: prover allocation patterns x allocators, each in a fresh subprocess.
 
 Runs every (pattern, size) under every allocator in `--passes` rotations
-(allocator order alternates each pass) and reports the median of the
-per-pass medians, with ratios to numpy's default and to the ideal.
+(the allocator order alternates each pass) and reports the median of the
+per-pass medians, with ratios to numpy's default and to the ideal (the same
+pattern written with preallocated buffers).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+from typing import Any
 
-import numpy as np
+from . import report
+from .allocators import ALLOCATORS, resolve, runs_by_default
+from .patterns import PATTERNS, contention, has_ideal, label, parse_size, unavailable
 
-from .allocators import ALLOCATORS
-from .patterns import PATTERNS
+QUICK = {"rounds": 3, "warmup": 1, "passes": 1, "max_seconds": 0.5}
+WORKER_TIMEOUT_S = 300   # plus 20 x --max-seconds: a worker that hangs is reported, not waited on
 
 
-def _run_worker(allocator: str, pattern: str, size: int, rounds: int, warmup: int) -> dict:
+def _run_worker(allocator: str, env: dict[str, str], pattern: str, size: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-m", "bench.worker", "--allocator", allocator, "--pattern", pattern,
-           "--size", str(size), "--rounds", str(rounds), "--warmup", str(warmup)]
-    env = dict(os.environ, **ALLOCATORS[allocator].env)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+           "--size", str(size), "--rounds", str(args.rounds), "--warmup", str(args.warmup),
+           "--min-rounds", str(min(args.min_rounds, args.rounds)), "--max-seconds", str(args.max_seconds)]
+    full_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    full_env.update(env)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full_env["PYTHONPATH"] = root + (os.pathsep + full_env["PYTHONPATH"] if full_env.get("PYTHONPATH") else "")
+    limit = WORKER_TIMEOUT_S + 20 * args.max_seconds
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=full_env, check=False, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{allocator}/{pattern}/{size} did not finish in {limit:.0f} s") from None
     if out.returncode != 0:
-        raise RuntimeError(f"{allocator}/{pattern}/{size} failed:\n{out.stderr}")
+        raise RuntimeError(f"{allocator}/{pattern}/{size} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _machine() -> dict:
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, THP mode, kernel, numpy/python/galois versions."""
+    import numpy as np
+
+    from zkalloc_np._system import thp_mode
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    from zkalloc_np._system import thp_mode
-    return {"cpu": cpu, "cores": os.cpu_count(), "thp_enabled": thp_mode("enabled"),
-            "thp_defrag": thp_mode("defrag"), "numpy": np.__version__, "python": platform.python_version()}
+    info = {"cpu": cpu, "cores": os.cpu_count(), "thp_enabled": thp_mode("enabled"),
+            "thp_defrag": thp_mode("defrag"), "kernel": platform.release(), "numpy": np.__version__,
+            "python": platform.python_version()}
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_total_bytes"] = int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        info["galois"] = version("galois")
+    except PackageNotFoundError:
+        info["galois"] = None
+    return info
 
 
-def _combine(passes: list[dict]) -> dict:
+def combine(passes: list[dict], pattern: Any = None) -> dict:
+    """One record from the passes of one (allocator, pattern, size)."""
     record = dict(passes[0])
     record["median_s"] = statistics.median(p["median_s"] for p in passes)
+    record["pass_median_s"] = [p["median_s"] for p in passes]
     record["min_s"] = min(p["min_s"] for p in passes)
     record["max_s"] = max(p["max_s"] for p in passes)
+    record["rounds"] = sum(p["rounds"] for p in passes)
     record["peak_rss_bytes"] = max(p["peak_rss_bytes"] for p in passes)
     record["passes"] = len(passes)
+    if "hit_rate" in record:
+        hits, misses = sum(p["zk_hits"] for p in passes), sum(p["zk_misses"] for p in passes)
+        record["zk_hits"], record["zk_misses"] = hits, misses
+        record["hit_rate"] = hits / (hits + misses) if hits + misses else 0.0
+    per_round = getattr(pattern, "bytes_per_round", None)
+    if per_round is not None:
+        record["gb_per_s"] = per_round(record["size"]) / record["median_s"] / 1e9
     return record
 
 
-def _fmt_size(size: int) -> str:
-    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size} B"
+def _sizes(name: str, args: argparse.Namespace) -> list[int]:
+    pattern = PATTERNS[name]
+    if args.sizes:
+        return [parse_size(pattern, s) for s in args.sizes.split(",") if s.strip()]
+    sizes = list(pattern.SIZES)
+    if name == "contention" and args.threads:
+        sizes = contention.sizes_up_to(args.threads)
+    if args.quick:
+        sizes = [getattr(pattern, "QUICK_SIZE", sizes[0])]
+    return sizes
 
 
-def _table(records: list[dict], allocators: list[str]) -> str:
-    lines = []
-    keys = sorted({(r["pattern"], r["size"]) for r in records})
-    for pattern, size in keys:
-        row = {r["allocator"]: r for r in records if (r["pattern"], r["size"]) == (pattern, size)}
-        base, ideal = row.get("default"), row.get("ideal")
-        lines.append(f"{pattern} {_fmt_size(size)}")
-        for name in allocators:
-            r = row.get(name)
-            if r is None:
-                continue
-            vs_default = f"{base['median_s'] / r['median_s']:6.2f}x faster than default" if base else ""
-            vs_ideal = f"{r['median_s'] / ideal['median_s']:5.2f}x the ideal's time" if ideal else ""
-            hit = f"  hit rate {r['hit_rate']:.0%}" if "hit_rate" in r else ""
-            lines.append(f"  {name:<15} {r['median_s'] * 1e3:9.3f} ms  {vs_default}  {vs_ideal}"
-                         f"  rss {r['peak_rss_bytes'] >> 20} MiB{hit}")
-    return "\n".join(lines)
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", action="append", metavar="PATTERN",
+                   help=f"pattern(s) to run, repeatable or comma-separated: {', '.join(PATTERNS)}")
+    p.add_argument("--allocators", metavar="A,B",
+                   help=f"comma-separated subset of {','.join(ALLOCATORS)} (default: all that are installed; "
+                        "zkalloc-lazy only on np.zeros patterns, zkalloc-nothp only on first_touch)")
+    p.add_argument("--sizes", help="comma-separated sizes in each pattern's unit: MiB for byte sizes, "
+                                   "log2 points for NTTs, window bits for msm_windows, threads for contention")
+    p.add_argument("--threads", type=int, help="contention: up to this many threads (default: the core count)")
+    p.add_argument("--rounds", type=int, default=20, help="most timed rounds per worker (default 20)")
+    p.add_argument("--min-rounds", type=int, default=3, help="fewest timed rounds per worker (default 3)")
+    p.add_argument("--max-seconds", type=float, default=2.0,
+                   help="cut the timed rounds to about this many seconds per worker (default 2)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3, at least 1)")
+    p.add_argument("--passes", type=int, default=3, help="rotations over the allocators (default 3)")
+    p.add_argument("--quick", action="store_true", help="a smoke run of seconds: first size, 3 rounds, 1 pass")
+    p.add_argument("--json", metavar="PATH", help="write every record and the machine info here")
+    p.add_argument("--plot", metavar="PNG", help="write a chart of speed relative to numpy's default here")
+    p.add_argument("--markdown", metavar="PATH", help="write the compact markdown table here")
+    p.add_argument("--list", action="store_true", help="list patterns and allocators, then exit")
+    return p
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    patterns = [p.strip() for group in (args.only or []) for p in group.split(",") if p.strip()] or list(PATTERNS)
+    bad = [p for p in patterns if p not in PATTERNS]
+    if bad:
+        parser.error(f"unknown pattern(s) {', '.join(bad)}; known: {', '.join(PATTERNS)}")
+    names = [a.strip() for a in (args.allocators or "").split(",") if a.strip()] or list(ALLOCATORS)
+    bad = [a for a in names if a not in ALLOCATORS]
+    if bad:
+        parser.error(f"unknown allocator(s) {', '.join(bad)}; known: {', '.join(ALLOCATORS)}")
+    for opt in ("rounds", "passes", "min_rounds", "threads"):
+        value = getattr(args, opt)
+        if value is not None and value < 1:
+            parser.error(f"--{opt.replace('_', '-')} must be at least 1")
+    if args.warmup < 0 or args.max_seconds <= 0:
+        parser.error("--warmup must be >= 0 and --max-seconds > 0")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install -e '.[bench]'")
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, min(getattr(args, k), v))
+    try:
+        for p in patterns:
+            _sizes(p, args)
+    except ValueError as e:
+        parser.error(f"--sizes: {e}")
+    return patterns, names
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=sorted(PATTERNS), action="append", help="pattern(s) to run")
-    parser.add_argument("--allocators", default=",".join(ALLOCATORS),
-                        help=f"comma-separated subset of {','.join(ALLOCATORS)}")
-    parser.add_argument("--sizes", help="comma-separated sizes in MiB (default: each pattern's own)")
-    parser.add_argument("--rounds", type=int, default=20, help="timed rounds per pass (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
-    parser.add_argument("--passes", type=int, default=3, help="rotations over the allocators (default 3)")
-    parser.add_argument("--quick", action="store_true", help="a few seconds: small sizes, few rounds")
-    parser.add_argument("--json", metavar="PATH", help="write every record and the machine info here")
+    """Run the plan (patterns x sizes x allocators x passes), print the table,
+    write the JSON / markdown / chart asked for; 1 if any worker failed."""
+    parser = _parser()
     args = parser.parse_args(argv)
+    patterns, names = _check_args(parser, args)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    allocators = [a.strip() for a in args.allocators.split(",") if a.strip()]
-    unknown = [a for a in allocators if a not in ALLOCATORS]
-    if unknown:
-        parser.error(f"unknown allocator(s) {', '.join(unknown)}; known: {', '.join(ALLOCATORS)}")
-    if args.quick:
-        args.rounds, args.warmup, args.passes = 3, 1, 1
-    patterns = args.only or sorted(PATTERNS)
-    records = []
+    out = Console() if sys.stdout.isatty() else Console(width=160)
+    err = Console(stderr=True)
+    envs, skipped = resolve(names)
+    if args.list:
+        for name, p in PATTERNS.items():
+            why = unavailable(p)
+            out.print(f"pattern {name}: sizes {', '.join(label(p, s) for s in p.SIZES)}"
+                      + (f"  [skipped: {why}]" if why else ""))
+        for name, a in ALLOCATORS.items():
+            out.print(f"allocator {name}: {a.description}" + (f"  [skipped: {skipped[name]}]" if name in skipped else ""))
+        return 0
+    for name, why in skipped.items():
+        err.print(f"[yellow]skipping allocator {name}: {why}[/yellow]")
+    skipped_patterns = {p: why for p in patterns if (why := unavailable(PATTERNS[p]))}
+    for name, why in skipped_patterns.items():
+        err.print(f"[yellow]skipping pattern {name}: {why}[/yellow]")
+    explicit = args.allocators is not None
+    plan = []   # (pattern, size, [allocators])
     for pattern in patterns:
-        sizes = [int(s) << 20 for s in args.sizes.split(",")] if args.sizes else PATTERNS[pattern].SIZES
-        if args.quick:
-            sizes = sizes[:1]
-        has_ideal = getattr(PATTERNS[pattern], "HAS_IDEAL", True)
-        names = [a for a in allocators if has_ideal or not ALLOCATORS[a].ideal]
-        for size in sizes:
-            runs = {a: [] for a in names}
-            for p in range(args.passes):
-                order = names if p % 2 == 0 else names[::-1]
-                for name in order:
-                    print(f"  {pattern} {_fmt_size(size)}: {name} (pass {p + 1}/{args.passes})",
-                          file=sys.stderr, flush=True)
-                    runs[name].append(_run_worker(name, pattern, size, args.rounds, args.warmup))
-            records += [_combine(runs[a]) for a in names]
-    print(_table(records, allocators))
+        if pattern in skipped_patterns:
+            continue
+        module = PATTERNS[pattern]
+        active = [a for a in names if a in envs and (has_ideal(module) or not ALLOCATORS[a].ideal)
+                  and (explicit or runs_by_default(a, module))]
+        passes = min(args.passes, getattr(module, "PASSES", args.passes))
+        plan += [(pattern, size, active, passes) for size in _sizes(pattern, args)]
+    total = sum(len(a) * n for _, _, a, n in plan)
+    records, failures = [], []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("bench", total=total)
+        for pattern, size, active, passes in plan:
+            runs: dict[str, list[dict]] = {a: [] for a in active}
+            for p in range(passes):
+                for name in active if p % 2 == 0 else active[::-1]:
+                    progress.update(task, description=f"{pattern} {label(PATTERNS[pattern], size)} {name} "
+                                                      f"(pass {p + 1}/{passes})")
+                    try:
+                        runs[name].append(_run_worker(name, envs[name], pattern, size, args))
+                    except RuntimeError as e:
+                        failures.append(str(e))
+                        err.print(f"[red]{e}[/red]")
+                    progress.advance(task)
+            records += [combine(runs[a], PATTERNS[pattern]) for a in active if runs[a]]
+            if not err.is_terminal:   # a log line per group where no bar is drawn
+                err.print(f"{pattern} {label(PATTERNS[pattern], size)}: {len(active)} allocators, {passes} pass(es) done")
+    info = machine_info()
+    out.print(report.rich_table(records, names))
+    out.print(f"machine: {info['cpu']}, {info['cores']} cores, THP {info['thp_enabled']}, "
+              f"numpy {info['numpy']}, Python {info['python']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": _machine(), "records": records}, f, indent=1)
-    return 0
+            json.dump({"machine": info, "options": {k: v for k, v in vars(args).items() if k != "list"},
+                       "skipped": {**skipped, **skipped_patterns}, "failures": failures, "records": records},
+                      f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(report.markdown(records, names) + "\n")
+    if args.plot and records:
+        report.plot(records, names, args.plot,
+                    title=f"{info['cpu']}, {info['cores']} cores, THP {info['thp_enabled']}, numpy {info['numpy']}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -1,42 +1,100 @@
-"""One allocator, one pattern, in this process: prints one JSON record per size."""
+"""One allocator, one pattern, one size, in this process: prints one JSON record.
+
+Run by ``python -m bench`` in a fresh subprocess per allocator, with the
+allocator's environment (LD_PRELOAD, malloc tunables) already set.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
+import sys
+import time
+from typing import Any
 
+from . import allocators
 from .allocators import ALLOCATORS, activated
-from .patterns import PATTERNS
+from .patterns import PATTERNS, contention
 
 
-def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int) -> dict:
+def plan_rounds(round_s: float, rounds: int, min_rounds: int, max_seconds: float) -> int:
+    """Timed rounds: `rounds`, cut so they take about `max_seconds`, never below `min_rounds`."""
+    if round_s <= 0 or max_seconds == float("inf"):
+        return rounds
+    return max(min_rounds, min(rounds, int(max_seconds / round_s)))
+
+
+def _body(module: Any, size: int, ideal: bool) -> Any:
+    prepare = getattr(module, "prepare", None)
+    if prepare is not None:
+        return prepare(size, ideal)
+    return lambda: module.run(size, 1, ideal)
+
+
+def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
+            min_rounds: int = 3, max_seconds: float = float("inf")) -> dict[str, Any]:
+    """Warm up (at least one round, at most `warmup`, stopping after a third
+    of `max_seconds`), then time the rounds; the record of this run."""
     module = PATTERNS[pattern]
-    ideal = ALLOCATORS[allocator].ideal
+    spec = ALLOCATORS[allocator]
+    if "LD_PRELOAD" in os.environ and spec.libraries and not allocators.preloaded(os.environ["LD_PRELOAD"]):
+        raise RuntimeError(f"{allocator}: LD_PRELOAD={os.environ['LD_PRELOAD']} is not mapped in this process")
+    contention.thread_context = allocators.thread_entry(allocator)
+    zk: Any = None
     with activated(allocator):
-        module.run(size, warmup, ideal)
-        times = module.run(size, rounds, ideal)
-        record = {
-            "allocator": allocator, "pattern": pattern, "size": size, "rounds": rounds,
+        body = _body(module, size, spec.ideal)
+        warm: list[float] = []
+        started = time.perf_counter()
+        while len(warm) < max(warmup, 1):
+            t0 = time.perf_counter()
+            body()
+            warm.append(time.perf_counter() - t0)
+            if time.perf_counter() - started > max_seconds / 3:
+                break
+        if allocator.startswith("zkalloc"):
+            import zkalloc_np
+            zk = zkalloc_np
+            zk.reset_stats()   # the hit rate of the timed rounds
+        n = plan_rounds(min(warm), rounds, min_rounds, max_seconds)
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            body()
+            times.append(time.perf_counter() - t0)
+        record: dict[str, Any] = {
+            "allocator": allocator, "pattern": pattern, "size": size, "rounds": n,
             "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
-        if allocator.startswith("zkalloc"):
-            import zkalloc_np as zk
-            record["hit_rate"] = zk.stats().hit_rate
+        per_round = getattr(module, "bytes_per_round", None)
+        if per_round is not None:
+            record["gb_per_s"] = per_round(size) / record["median_s"] / 1e9
+        if zk is not None:
+            st = zk.stats()
+            record["hit_rate"] = st.hit_rate
+            record["zk_hits"], record["zk_misses"] = st.hits, st.misses
+    if "LD_PRELOAD" in os.environ:
+        record["preload"] = os.environ["LD_PRELOAD"]
     return record
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker")
     parser.add_argument("--allocator", required=True, choices=sorted(ALLOCATORS))
     parser.add_argument("--pattern", required=True, choices=sorted(PATTERNS))
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=3)
-    args = parser.parse_args()
-    print(json.dumps(measure(args.allocator, args.pattern, args.size, args.rounds, args.warmup)))
+    parser.add_argument("--min-rounds", type=int, default=3)
+    parser.add_argument("--max-seconds", type=float, default=float("inf"))
+    args = parser.parse_args(argv)
+    record = measure(args.allocator, args.pattern, args.size, args.rounds, args.warmup,
+                     args.min_rounds, args.max_seconds)
+    print(json.dumps(record))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,42 +1,287 @@
-"""The benchmark runs end to end (a smoke run; timings are never asserted)."""
+"""The benchmark suite: a smoke run end to end, and the pattern functions'
+results (never their timings)."""
+from __future__ import annotations
+
 import json
 import math
 import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
+import zkalloc_np as zk
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench import allocators, report, worker
+from bench.__main__ import combine
+from bench.patterns import (
+    PATTERNS,
+    contention,
+    expr_churn,
+    galois_ntt,
+    has_ideal,
+    label,
+    msm_buckets,
+    ntt_prover,
+    parse_size,
+    phase_burst,
+)
+from zkalloc_np.ntt import NTT, P, naive_cyclic_product, random_field_elements
+
+MiB = 1 << 20
 
 
-def test_quick_fill_run_writes_sane_records(tmp_path):
-    out = tmp_path / "fill.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "fill", "--allocators", "default,zkalloc,zkalloc-global,ideal",
-         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def _check_record(r: dict) -> None:
+    for key in ("median_s", "min_s", "max_s"):
+        assert math.isfinite(r[key]) and r[key] > 0, (key, r)
+    assert r["min_s"] <= r["median_s"] <= r["max_s"]
+    assert isinstance(r["rounds"], int) and r["rounds"] >= 1
+    assert r["peak_rss_bytes"] > 0
+
+
+# -- end to end ---------------------------------------------------------------
+
+def test_quick_run_writes_sane_json(tmp_path):
+    out = tmp_path / "fft.json"
+    result = _bench("--quick", "--only", "fft_rounds", "--allocators", "default,zkalloc", "--json", str(out))
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert {"cpu", "cores", "thp_enabled", "numpy"} <= set(data["machine"])
+    assert data["machine"]["cores"] >= 1 and data["failures"] == []
     records = data["records"]
-    assert [r["allocator"] for r in records] == ["default", "zkalloc", "zkalloc-global", "ideal"]
+    assert [r["allocator"] for r in records] == ["default", "zkalloc"]
     for r in records:
-        for key in ("median_s", "min_s", "max_s"):
-            assert math.isfinite(r[key]) and r[key] > 0
-        assert r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert {"allocator", "pattern", "size", "median_s", "min_s", "max_s", "rounds", "peak_rss_bytes"} <= set(r)
+        assert r["pattern"] == "fft_rounds" and r["size"] == 8 * MiB
+        _check_record(r)
         assert r["peak_rss_bytes"] > r["size"]
-    assert records[1]["hit_rate"] > 0 and records[2]["hit_rate"] > 0   # both really ran under zkalloc
-    assert "fill 8 MiB" in result.stdout
+    assert records[1]["hit_rate"] > 0        # really ran under zkalloc
+    assert "hit_rate" not in records[0]
+    assert "fft_rounds" in result.stdout and "8 MiB" in result.stdout
 
 
-def test_unknown_allocator_is_rejected():
-    result = subprocess.run([sys.executable, "-m", "bench", "--allocators", "nosuch"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0 and "nosuch" in result.stderr
+def test_process_wide_ideal_and_peers_run(tmp_path):
+    """zkalloc-global, the ideal, and every LD_PRELOAD peer that is installed
+    (the others are reported as skipped, with how to install them)."""
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    names = "zkalloc-global,ideal,glibc-tuned,jemalloc,mimalloc,tcmalloc"
+    result = _bench("--quick", "--only", "fft_rounds", "--sizes", "1", "--allocators", names,
+                    "--json", str(out), "--markdown", str(md))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    ran = {r["allocator"]: r for r in data["records"]}
+    assert set(ran) | set(data["skipped"]) == set(names.split(","))
+    for name, why in data["skipped"].items():
+        assert "apt-get install" in why and name in result.stderr
+    for name, r in ran.items():
+        _check_record(r)
+        assert ("preload" in r) == bool(allocators.ALLOCATORS[name].libraries)
+    assert ran["zkalloc-global"]["hit_rate"] > 0
+    assert md.read_text().startswith("| pattern | size |")
 
 
-def test_every_pattern_runs_and_returns_one_time_per_round(monkeypatch):
-    monkeypatch.syspath_prepend(ROOT)
-    from bench.patterns import PATTERNS
-    for name, pattern in PATTERNS.items():
-        for ideal in (False, True):
-            times = pattern.run(1 << 16, 2, ideal)
-            assert len(times) == 2 and all(math.isfinite(t) and t > 0 for t in times), name
+def test_bad_arguments_are_rejected():
+    for args, word in [(["--allocators", "nosuch"], "nosuch"), (["--only", "nopattern"], "nopattern"),
+                       (["--only", "fft_rounds", "--sizes", "x"], "--sizes"), (["--rounds", "0"], "--rounds")]:
+        result = _bench(*args, timeout=60)
+        assert result.returncode == 2 and word in result.stderr, (args, result.stderr)
+
+
+def test_a_missing_library_is_skipped_with_an_install_hint(monkeypatch):
+    monkeypatch.setattr(allocators, "LIBRARY_DIRS", ())
+    monkeypatch.setattr(allocators, "_ldconfig", dict)
+    envs, skipped = allocators.resolve(["default", "jemalloc", "tcmalloc"])
+    assert envs == {"default": {}}
+    assert "apt-get install libjemalloc2" in skipped["jemalloc"]
+    assert "libtcmalloc-minimal4" in skipped["tcmalloc"]
+
+
+def test_library_found_through_ldconfig(tmp_path):
+    lib = tmp_path / "libjemalloc.so.2"
+    lib.write_bytes(b"")
+    assert allocators.find_library(("libjemalloc.so.2",), {"libjemalloc.so.2": str(lib)}) == str(lib)
+
+
+def test_worker_measures_under_each_zkalloc_form():
+    for name in ("zkalloc", "zkalloc-global"):
+        r = worker.measure(name, "fft_rounds", MiB, rounds=4, warmup=1)
+        _check_record(r)
+        assert r["rounds"] == 4 and r["hit_rate"] == 1.0   # warm-up misses are not counted
+    assert not zk.is_installed()
+
+
+def test_plan_rounds_and_combine():
+    assert worker.plan_rounds(0.001, 20, 3, 2.0) == 20
+    assert worker.plan_rounds(1.0, 20, 3, 2.0) == 3
+    assert worker.plan_rounds(0.1, 20, 3, 1.0) == 10
+    a = {"allocator": "zkalloc", "pattern": "contention", "size": 1, "rounds": 3, "median_s": 2.0, "min_s": 1.0,
+         "max_s": 3.0, "peak_rss_bytes": 10, "hit_rate": 1.0, "zk_hits": 3, "zk_misses": 0}
+    b = dict(a, median_s=4.0, min_s=0.5, peak_rss_bytes=20, zk_hits=1, zk_misses=1)
+    c = dict(a, median_s=3.0, max_s=9.0)
+    r = combine([a, b, c], contention)
+    assert (r["median_s"], r["min_s"], r["max_s"], r["rounds"], r["peak_rss_bytes"]) == (3.0, 0.5, 9.0, 9, 20)
+    assert r["hit_rate"] == pytest.approx(7 / 8)
+    assert r["gb_per_s"] == pytest.approx(contention.bytes_per_round(1) / 3.0 / 1e9)
+
+
+def test_report_renders_markdown_and_plot(tmp_path):
+    records = [{"allocator": a, "pattern": "fft_rounds", "size": 8 * MiB, "median_s": t, "min_s": t, "max_s": t,
+                "rounds": 3, "peak_rss_bytes": 1} for a, t in [("default", 0.004), ("zkalloc", 0.002),
+                                                                 ("ideal", 0.002)]]
+    md = report.markdown(records, ["default", "zkalloc", "ideal"])
+    assert "| fft_rounds | 8 MiB | 4 | 2 (2.00x) | 2 (2.00x) |" in md
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "p.png"
+    report.plot(records, ["default", "zkalloc", "ideal"], str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sizes_parse_in_each_patterns_unit():
+    assert parse_size(PATTERNS["fft_rounds"], "32") == 32 * MiB
+    assert parse_size(PATTERNS["fft_rounds"], "0.5") == MiB // 2
+    assert parse_size(PATTERNS["ntt_prover"], "22") == 22
+    with pytest.raises(ValueError):
+        parse_size(PATTERNS["contention"], "1.5")
+    with pytest.raises(ValueError):
+        parse_size(PATTERNS["fft_rounds"], "-1")
+    assert label(PATTERNS["ntt_prover"], 20) == "2^20" and label(PATTERNS["msm_windows"], 14) == "c=14"
+
+    class Counted:   # a future pattern counting something else, e.g. arrays reset by a phase
+        UNIT = "arrays"
+    assert label(Counted, 10000) == "10000 arrays" and parse_size(Counted, "10") == 10
+
+
+# -- the patterns: every one runs, and computes what it claims -----------------
+
+@pytest.mark.parametrize("name", [n for n in PATTERNS if n not in ("galois_ntt", "contention")])
+def test_every_pattern_returns_one_time_per_round(name):
+    pattern = PATTERNS[name]
+    for ideal in (False, True) if has_ideal(pattern) else (False,):
+        times = pattern.run(pattern.TEST_SIZE, 2, ideal)
+        assert len(times) == 2 and all(math.isfinite(t) and t > 0 for t in times)
+
+
+@pytest.mark.parametrize("ideal", [False, True])
+def test_contention_threads_run_under_the_scoped_allocator(fresh, ideal):
+    contention.thread_context = allocators.thread_entry("zkalloc")
+    try:
+        body = contention.prepare(2, ideal, array_bytes=MiB)
+        body()
+    finally:
+        contention.thread_context = None
+    served = zk.stats().hits + zk.stats().misses
+    # each pool thread entered installed(): its 1 MiB arrays came from the cache
+    assert served >= (2 if ideal else 2 * contention.ITERATIONS * 2)
+
+
+def test_ntt_prover_round_matches_the_schoolbook_product_and_the_ideal():
+    prover, ideal = ntt_prover.Prover(9), ntt_prover.IdealProver(9)
+    product, layer = prover.round()
+    assert np.array_equal(product, naive_cyclic_product(prover.a, prover.b))
+    ideal_product, ideal_layer = ideal.round()
+    assert np.array_equal(ideal_product, product) and np.array_equal(ideal_layer, layer)
+    assert layer.size == 1 << ntt_prover.FINAL_LOG_N
+
+
+def test_ntt_out_round_trips():
+    ntt = NTT(1 << 10)
+    out = ntt_prover.NTTOut(ntt)
+    coeffs = random_field_elements(ntt.n, seed=5)
+    evals, back = np.empty_like(coeffs), np.empty_like(coeffs)
+    out.forward(coeffs, evals)
+    assert np.array_equal(evals, ntt.forward(coeffs))
+    assert np.array_equal(out.inverse(evals, back), coeffs)
+
+
+def test_fri_fold_evaluates_even_plus_beta_odd_on_the_half_domain():
+    n, beta = 1 << 10, 123456789
+    coeffs = random_field_elements(n, seed=9)
+    evals = NTT(n).forward(coeffs)
+    expected = NTT(n // 2).forward((coeffs[0::2] + coeffs[1::2] * np.uint64(beta)) % P)
+    inv_x = ntt_prover.inverse_domain(n)
+    assert np.array_equal(ntt_prover.fold(evals, beta, inv_x), expected)
+    out, scratch = np.empty(n // 2, np.uint64), np.empty(n // 2, np.uint64)
+    assert np.array_equal(ntt_prover.fold_out(evals, beta, inv_x, out, scratch), expected)
+
+
+@pytest.mark.parametrize("lazy", [0, 64 << 10])
+def test_msm_buckets_are_zero_when_handed_out_again(fresh, lazy):
+    zk.configure(lazy_zero_bytes=lazy)
+    with zk.installed():
+        for b in msm_buckets.make_buckets(4, 256 << 10):
+            b.fill(0xFFFF)
+        for w in msm_buckets.make_windows(10):
+            w.fill(7)
+        again = msm_buckets.make_buckets(4, 256 << 10)
+        windows = msm_buckets.make_windows(10)
+    assert zk.stats().hits > 0   # reused regions, not fresh mappings
+    assert all(zk.owns(b) and not b.any() for b in again)
+    assert len(windows) == 26 and all(w.shape == (1024, 12) and not w.any() for w in windows)
+    msm_buckets.touch_sparse(again[0])
+    assert np.count_nonzero(again[0]) == msm_buckets.WORDS_PER_TOUCH * (256 << 10) // msm_buckets.TOUCH_STRIDE
+    msm_buckets.touch_ends(windows[0])
+    assert windows[0][0].all() and windows[0][-1].all() and not windows[0][1:-1].any()
+
+
+def test_bad_window_bits_raise():
+    with pytest.raises(ValueError, match="window bits"):
+        msm_buckets.make_windows(12)
+
+
+def test_phase_burst_sizes_and_buffers():
+    plan = phase_burst.burst_sizes(6 * MiB, 5)
+    assert len(plan) == 5 and all(len(r) == phase_burst.COUNT for r in plan)
+    assert all(2 * MiB <= s <= 6 * MiB for r in plan for s in r) and len({s for r in plan for s in r}) > 16
+    live = phase_burst.burst(plan[0][:3])
+    assert [a.nbytes for a in live] == plan[0][:3] and all((a == 1).all() for a in live)
+
+
+def test_expr_churn_plain_and_out_forms_agree():
+    a, b, c = expr_churn.inputs(1 << 13)
+    plain = expr_churn.expressions(a, b, c)
+    t, u = np.empty_like(a), np.empty_like(a)
+    assert np.array_equal(expr_churn.expressions_out(a, b, c, t, u), plain)
+    x, y, z = int(a[5]), int(b[5]), int(c[5])
+    assert int(plain[5]) == (((x * y + z) ** 2 - x * z) * (y + 1)) % P
+
+
+def test_galois_ntt_round_trips():
+    pytest.importorskip("galois")
+    assert galois_ntt.unavailable() is None
+    body = galois_ntt.prepare(10)   # checks intt(ntt(x)) == x itself
+    body()
+
+
+def test_galois_missing_is_a_clear_skip(monkeypatch):
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert "pip install galois" in galois_ntt.unavailable()
+    with pytest.raises(RuntimeError, match="galois is not installed"):
+        galois_ntt.prepare(10)
+
+
+def test_targets_verdicts_met_missed_and_noise():
+    from bench import targets
+
+    def rec(alloc, pattern, t, passes=(1.0,)):
+        return {"allocator": alloc, "pattern": pattern, "size": 32 * MiB, "median_s": t,
+                "pass_median_s": [t * p for p in passes]}
+    records = [rec("default", "fft_rounds", 4.0), rec("ideal", "fft_rounds", 1.0), rec("zkalloc", "fft_rounds", 1.02),
+               rec("default", "phase_burst", 9.0), rec("tcmalloc", "phase_burst", 1.0, (1.0, 1.5)),
+               rec("zkalloc", "phase_burst", 0.9), rec("default", "expr_churn", 1.0),
+               rec("tcmalloc", "expr_churn", 1.0), rec("zkalloc", "expr_churn", 2.0)]
+    verdicts = {what: v for what, v, _ in targets.check(records)}
+    assert verdicts["fft_rounds 32 MiB zkalloc within 1.05x of ideal"] == "met"
+    assert verdicts["fft_rounds 32 MiB zkalloc >= 2.5x faster than default"] == "met"
+    assert verdicts["phase_burst 32 MiB zkalloc >= 1.3x faster than best peer (tcmalloc)"] == "noise"
+    assert verdicts["expr_churn 32 MiB zkalloc at least as fast as tcmalloc"] == "MISSED"
+    assert verdicts["expr_churn 32 MiB zkalloc no slower than default"] == "MISSED"

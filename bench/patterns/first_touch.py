@@ -4,31 +4,34 @@ every page faults.  Decides the hugepages default: MADV_HUGEPAGE makes each
 fault map (and zero) 2 MiB at once.  The ideal is a resident buffer."""
 from __future__ import annotations
 
-import time
+import sys
 
 import numpy as np
 
+from ._timing import Body, runner
+
 PATTERN = "first_touch"
 SIZES = [32 << 20, 256 << 20]
+TEST_SIZE = 1 << 16
 
 
 def _release() -> None:
-    import sys
     if "zkalloc_np" in sys.modules:
         sys.modules["zkalloc_np"].release()
 
 
-def run(size: int, rounds: int, ideal: bool = False) -> list[float]:
-    times = []
-    buffer = np.ones(size, dtype=np.uint8) if ideal else None
-    for _ in range(rounds):
+def prepare(size: int, ideal: bool) -> Body:
+    """The body of one round (the release is timed too; it is cheap)."""
+    if ideal:
+        buffer = np.ones(size, dtype=np.uint8)
+        return lambda: buffer.fill(1)
+
+    def body() -> None:
         _release()
-        start = time.perf_counter()
-        if ideal:
-            buffer.fill(1)
-        else:
-            a = np.empty(size, dtype=np.uint8)
-            a.fill(1)
-            del a
-        times.append(time.perf_counter() - start)
-    return times
+        a = np.empty(size, dtype=np.uint8)
+        a.fill(1)
+        del a
+    return body
+
+
+run = runner(prepare)

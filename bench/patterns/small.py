@@ -3,24 +3,27 @@ allocator.  Measures what the routing costs: 1000 expressions of two small
 temporaries per round.  No ideal variant (every allocator does the same work)."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+from ._timing import Body, runner
 
 PATTERN = "small"
 HAS_IDEAL = False
 SIZES = [800, 8192]
+TEST_SIZE = 800
 EXPRESSIONS = 1000
 
 
-def run(size: int, rounds: int, ideal: bool = False) -> list[float]:
-    times = []
+def prepare(size: int, ideal: bool = False) -> Body:
+    """The body of one round."""
     n = size // 8
-    for _ in range(rounds):
-        start = time.perf_counter()
+
+    def body() -> None:
         for _ in range(EXPRESSIONS):
             a = np.ones(n)
             b = a + 1.0
             del a, b
-        times.append(time.perf_counter() - start)
-    return times
+    return body
+
+
+run = runner(prepare)

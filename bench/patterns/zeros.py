@@ -8,9 +8,9 @@ The ideal variant zeroes one preallocated buffer with fill(0).
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+from ._timing import Body, timed
 
 SIZES = [6 << 20, 64 << 20, 256 << 20]
 
@@ -22,28 +22,37 @@ def _touch(a: np.ndarray, stride: int) -> None:
         a[::stride] = 1
 
 
-def run_with_stride(size: int, rounds: int, ideal: bool, stride: int) -> list[float]:
-    times = []
-    buffer = np.zeros(size, dtype=np.uint8) if ideal else None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        if ideal:
+def prepare_with_stride(size: int, ideal: bool, stride: int) -> Body:
+    """The body of one round."""
+    if ideal:
+        buffer = np.zeros(size, dtype=np.uint8)
+
+        def body() -> None:
             buffer.fill(0)
             _touch(buffer, stride)
-        else:
-            a = np.zeros(size, dtype=np.uint8)
-            _touch(a, stride)
-            del a
-        times.append(time.perf_counter() - start)
-    return times
+        return body
+
+    def fresh() -> None:
+        a = np.zeros(size, dtype=np.uint8)
+        _touch(a, stride)
+        del a
+    return fresh
 
 
 class _Variant:
+    USES_ZEROS = True
+    TEST_SIZE = 1 << 16
+
     def __init__(self, name: str, stride: int) -> None:
         self.PATTERN, self.SIZES, self._stride = name, SIZES, stride
 
+    def prepare(self, size: int, ideal: bool = False) -> Body:
+        """The body of one round."""
+        return prepare_with_stride(size, ideal, self._stride)
+
     def run(self, size: int, rounds: int, ideal: bool = False) -> list[float]:
-        return run_with_stride(size, rounds, ideal, self._stride)
+        """Seconds per round."""
+        return timed(self.prepare(size, ideal), rounds)
 
 
 dense = _Variant("zeros_dense", 1)

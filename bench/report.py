@@ -1,0 +1,159 @@
+"""Render benchmark records: the rich table, a markdown table, the PNG chart.
+
+``python -m bench.report RESULTS.json [--markdown] [--plot PNG]`` re-renders
+a saved run without running anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from .patterns import PATTERNS, label
+
+Record = dict[str, Any]
+
+
+def _group_key(r: Record) -> tuple[int, int]:
+    order = list(PATTERNS)
+    return (order.index(r["pattern"]) if r["pattern"] in order else len(order), r["size"])
+
+
+def groups(records: Iterable[Record]) -> list[tuple[str, int, dict[str, Record]]]:
+    """(pattern, size, {allocator: record}) in the patterns' registry order."""
+    by: dict[tuple[str, int], dict[str, Record]] = {}
+    for r in sorted(records, key=_group_key):
+        by.setdefault((r["pattern"], r["size"]), {})[r["allocator"]] = r
+    return [(p, s, rows) for (p, s), rows in by.items()]
+
+
+def size_label(pattern: str, size: int) -> str:
+    """`size` in the unit of `pattern` (bytes when the pattern is unknown)."""
+    return label(PATTERNS[pattern], size) if pattern in PATTERNS else str(size)
+
+
+def ms(seconds: float) -> str:
+    """Seconds as a short millisecond string."""
+    v = seconds * 1e3
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def speedup(rows: dict[str, Record], name: str) -> float | None:
+    """default's median / this allocator's: > 1 means faster than numpy's default."""
+    base = rows.get("default")
+    return base["median_s"] / rows[name]["median_s"] if base else None
+
+
+def vs_ideal(rows: dict[str, Record], name: str) -> float | None:
+    """This allocator's median / the ideal's: 1.00 is the physical limit."""
+    ideal = rows.get("ideal")
+    return rows[name]["median_s"] / ideal["median_s"] if ideal else None
+
+
+def rich_table(records: list[Record], allocators: list[str]) -> Any:
+    """A rich Table: one row per allocator, grouped by pattern and size."""
+    from rich.table import Table
+    table = Table(title="median time per round (spread: min..max over all rounds)", show_lines=False)
+    for col, justify in [("pattern", "left"), ("size", "right"), ("allocator", "left"), ("median ms", "right"),
+                         ("min..max ms", "right"), ("vs default", "right"), ("/ ideal", "right"),
+                         ("GB/s", "right"), ("peak RSS", "right"), ("zk hits", "right")]:
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for pattern, size, rows in groups(records):
+        first = True
+        for name in allocators:
+            r = rows.get(name)
+            if r is None:
+                continue
+            up, ideal = speedup(rows, name), vs_ideal(rows, name)
+            table.add_row(
+                pattern if first else "", size_label(pattern, size) if first else "", name,
+                ms(r["median_s"]), f"{ms(r['min_s'])}..{ms(r['max_s'])}",
+                f"{up:.2f}x" if up is not None else "", f"{ideal:.2f}" if ideal is not None else "",
+                f"{r['gb_per_s']:.1f}" if "gb_per_s" in r else "", f"{r['peak_rss_bytes'] >> 20} MiB",
+                f"{r['hit_rate']:.0%}" if "hit_rate" in r else "", end_section=False)
+            first = False
+        table.add_section()
+    return table
+
+
+def markdown(records: list[Record], allocators: list[str]) -> str:
+    """A compact markdown table: median ms per allocator (speedup over numpy's
+    default in parentheses; GB/s for throughput patterns)."""
+    present = [a for a in allocators if any(r["allocator"] == a for r in records)]
+    lines = ["| pattern | size | " + " | ".join(present) + " |", "|---|---|" + "---|" * len(present)]
+    for pattern, size, rows in groups(records):
+        cells = []
+        for name in present:
+            r = rows.get(name)
+            if r is None:
+                cells.append("–")
+            elif "gb_per_s" in r:
+                cells.append(f"{r['gb_per_s']:.1f} GB/s")
+            else:
+                up = speedup(rows, name)
+                cells.append(ms(r["median_s"]) + (f" ({up:.2f}x)" if up is not None and name != "default" else ""))
+        lines.append(f"| {pattern} | {size_label(pattern, size)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(records: list[Record], allocators: list[str], path: str, title: str = "") -> None:
+    """A PNG: per pattern and size, each allocator's speed relative to numpy's
+    default (default time / its time; log scale, > 1 is faster)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install -e '.[bench]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    gs = [g for g in groups(records) if "default" in g[2]]
+    present = [a for a in allocators if any(a in rows for _, _, rows in gs)]
+    if not gs or not present:
+        raise ValueError("nothing to plot: the plot needs the 'default' allocator in the run")
+    height = max(3.0, 0.22 * len(gs) * max(len(present), 1) / 2.2 + 1.5)
+    fig, ax = plt.subplots(figsize=(10, height))
+    bar = 0.8 / len(present)
+    cmap = plt.get_cmap("tab10")
+    for i, name in enumerate(present):
+        ys, xs = [], []
+        for k, (_, _, rows) in enumerate(gs):
+            if name in rows:
+                ys.append(k + (i - (len(present) - 1) / 2) * bar)
+                xs.append(rows["default"]["median_s"] / rows[name]["median_s"])
+        ax.barh(ys, xs, height=bar, label=name, color=cmap(i % 10))
+    ax.set_yticks(range(len(gs)), [f"{p} {size_label(p, s)}" for p, s, _ in gs])
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("speed relative to numpy's default (default time / time; higher is faster)")
+    ax.set_title(title or "zkalloc-np bench")
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render a saved run."""
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
+    parser.add_argument("results", help="a JSON file written by python -m bench --json")
+    parser.add_argument("--markdown", action="store_true", help="print the compact markdown table")
+    parser.add_argument("--plot", metavar="PNG", help="write the chart here")
+    args = parser.parse_args(argv)
+    with open(args.results) as f:
+        data = json.load(f)
+    records = data["records"]
+    allocators = list(dict.fromkeys(r["allocator"] for r in records))
+    if args.markdown:
+        print(markdown(records, allocators))
+    else:
+        from rich.console import Console
+        Console().print(rich_table(records, allocators))
+    if args.plot:
+        plot(records, allocators, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
