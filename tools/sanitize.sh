@@ -28,7 +28,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/zkalloc-sanitize.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 CORE=("$ROOT"/cython/zk/*.c)
 CFLAGS=(-std=c11 -O1 -g -Wall -Wextra -pthread -fno-omit-frame-pointer -I"$ROOT/cython/zk")
-PY_TESTS=(tests/test_stress.py tests/test_threads.py tests/test_fork.py tests/test_state_machine.py
+PY_TESTS=(tests/test_stress.py tests/test_threads.py tests/test_fork.py tests/test_state_machine.py tests/test_phase.py tests/test_secret.py
           tests/test_pressure.py tests/test_realloc.py tests/test_calloc.py)
 
 step() { printf '\n== %s\n' "$*"; }

@@ -295,6 +295,82 @@ static void test_handler_routing(void)
     CHECK_INVARIANTS();
 }
 
+/* ---- arenas and secret memory, through the handler's entry points ------------- */
+
+static void test_arena(void)
+{
+    long live0 = fb_live;
+    zk_arena *a = zk_arena_create(0, 64 * KiB, 4 * MiB);
+    CHECK(a != NULL);
+    void *ctx = zk_arena_route(a);
+    zk_arena_stats st;
+
+    void *small = zk_h_malloc(ctx, 100);                 /* below the arena's min: fallback */
+    CHECK(small != NULL && fb_live == live0 + 1);
+    void *x = zk_h_malloc(ctx, MiB);
+    CHECK(x != NULL && ((uintptr_t)x & 63) == 0 && zk_arena_usable(a, x) == MiB);
+    stamp(x, MiB, 0x11);
+    void *z = zk_h_calloc(ctx, 2, MiB);
+    CHECK(z != NULL && all_zero(z, 2 * MiB));
+    void *g = zk_h_realloc(ctx, z, 5 * MiB / 2);         /* the last one: grows in place */
+    CHECK(g == z && zk_arena_usable(a, g) == 5 * MiB / 2);
+    void *m = zk_h_realloc(ctx, x, 2 * MiB);             /* not the last: moves */
+    CHECK(m != NULL && m != x && stamped(m, MiB, 0x11) && zk_arena_usable(a, x) == 0);
+    zk_h_free(ctx, g, 0);
+    zk_h_free(ctx, g, 0);                                /* double free: refused */
+    zk_arena_stats_read(a, &st);
+    CHECK(st.invalid_frees == 1 && st.live_arrays == 1 && st.realloc_in_place == 1 && st.realloc_moved == 1);
+
+    zk_arena_reset(a);                                   /* m escapes */
+    zk_arena_stats_read(a, &st);
+    CHECK(st.closed && st.escaped_arrays == 1 && st.pinned_chunks == 1);
+    CHECK(stamped(m, MiB, 0x11));
+    void *after = zk_h_malloc(ctx, MiB);                 /* closed: the cache serves */
+    CHECK(after != NULL && zk_cache_state(after) == ZK_PTR_IN_USE);
+    zk_h_free(ctx, after, 0);
+    zk_h_free(ctx, m, 0);
+    zk_h_free(ctx, small, 100);
+    zk_arena_stats_read(a, &st);
+    CHECK(st.pinned_chunks == 0 && st.live_arrays == 0 && fb_live == live0);
+    zk_arena_destroy(a);
+
+    CHECK(zk_arena_create(ZK_MAX_CLASS_BYTES * 2, 64 * KiB, 0) == NULL);   /* no class that big */
+    CHECK_INVARIANTS();
+}
+
+static void test_secret(void)
+{
+    zk_stats_snapshot s0, s1;
+    stats(&s0);
+    int err = 0;
+    unsigned works = zk_secret_probe(&err);
+    CHECK(works & ZK_SECRET_GUARDED);
+    void *p = zk_h_calloc(&zk_route_secret_lenient, 10, 10);
+    zk_secret_info info;
+    CHECK(p != NULL && ((uintptr_t)p & 15) == 0 && all_zero(p, 100));
+    CHECK(zk_secret_lookup(p, &info) && info.data_bytes == 100 && (info.protections & ZK_SECRET_GUARDED));
+    CHECK(info.protections == works);
+    memset(p, 0x77, 100);
+    void *q = zk_h_realloc(&zk_route_secret_lenient, p, 5000);   /* always a new mapping */
+    CHECK(q != NULL && !zk_secret_lookup(p, &info) && zk_secret_lookup(q, &info) && info.data_bytes == 5000);
+    CHECK(stamped(q, 100, 0x77));
+    zk_h_free(&zk_route_secret_lenient, q, 5000);
+    CHECK(!zk_secret_lookup(q, &info));
+    if (works == ZK_SECRET_ALL) {
+        void *strict = zk_h_malloc(&zk_route_secret_strict, 3 * MiB);
+        CHECK(strict != NULL && zk_secret_lookup(strict, &info) && info.protections == ZK_SECRET_ALL);
+        zk_h_free(&zk_route_secret_strict, strict, 0);
+    }
+    unsigned char buf[256];
+    memset(buf, 0xab, sizeof buf);
+    zk_secure_wipe(buf + 16, 200);
+    CHECK(buf[15] == 0xab && all_zero(buf + 16, 200) && buf[216] == 0xab);
+    stats(&s1);
+    CHECK(s1.secret_arrays == s0.secret_arrays && s1.bytes_in_use == s0.bytes_in_use);
+    CHECK(s1.secret_wiped_arrays >= s0.secret_wiped_arrays + 2);
+    CHECK_INVARIANTS();
+}
+
 /* ---- threads ------------------------------------------------------------------ */
 
 typedef struct { void *p; size_t size; unsigned char v; } block;
@@ -562,6 +638,8 @@ int main(int argc, char **argv)
     test_classes();
     test_cache_api();
     test_handler_routing();
+    test_arena();
+    test_secret();
 
     boxes = calloc((size_t)nthreads, sizeof *boxes);
     for (int i = 0; i < nthreads; i++)
