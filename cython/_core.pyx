@@ -45,6 +45,7 @@ cdef extern from "zkalloc.h" nogil:
         ZK_OPT_LAZY_ZERO_BYTES
         ZK_OPT_THREAD_CACHE_BYTES
         ZK_OPT_ARENA_MIN_BYTES
+        ZK_OPT_ADAPTIVE_ZERO
         ZK_OPT_COUNT
     int zk_option_set(zk_option opt, uint64_t value)
     uint64_t zk_option_get(zk_option opt)
@@ -59,6 +60,7 @@ cdef extern from "zkalloc.h" nogil:
     int zk_cache_reserve(size_t nbytes, int count)
     size_t zk_cache_usable(const void *ptr)
     int zk_check(const char **what)
+    void zk_zero_reset()
 
     ctypedef struct zk_fallback:
         void *ctx
@@ -86,7 +88,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t bytes_cached, peak_bytes_cached
         uint64_t bytes_mapped, peak_bytes_mapped
         uint64_t evictions, evicted_bytes, uncached_frees, map_failures
-        uint64_t calloc_fresh, calloc_memset, calloc_discard
+        uint64_t calloc_fresh, calloc_memset, calloc_discard, zero_samples
         uint64_t realloc_same, realloc_remap, realloc_copy
         uint64_t softened_bytes, released_bytes
         uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use
@@ -140,6 +142,7 @@ OPTIONS = {
     "lazy_zero_bytes": ZK_OPT_LAZY_ZERO_BYTES,
     "thread_cache_bytes": ZK_OPT_THREAD_CACHE_BYTES,
     "arena_min_bytes": ZK_OPT_ARENA_MIN_BYTES,
+    "adaptive_zero": ZK_OPT_ADAPTIVE_ZERO,
 }
 
 #: Secret protections, as bits of secret_info()["protections"].
@@ -381,6 +384,11 @@ def stats_snapshot():
 
 def reset_counters():
     zk_stats_reset_counters()
+
+
+def reset_zero_policy():
+    """Forget what calloc's zeroing policy learned per class (tests)."""
+    zk_zero_reset()
 
 
 # Raw access to the handler functions, for tests of the core through the very

@@ -1,7 +1,9 @@
 """np.zeros on a reused region returns zeros, whichever way it is zeroed."""
 import numpy as np
+import pytest
 
 import zkalloc_np as zk
+from zkalloc_np import _core
 from conftest import MiB
 
 
@@ -49,3 +51,73 @@ def test_zeros_after_soften(fresh):
 def test_calloc_overflow_is_memory_error(fresh):
     from zkalloc_np import _core
     assert _core.raw_calloc(2**63, 4) == 0
+
+
+@pytest.fixture
+def unlearned(fresh):
+    """A cache whose zeroing policy has learned nothing yet."""
+    _core.reset_zero_policy()
+    yield fresh
+    _core.reset_zero_policy()
+
+
+def zeros_rounds(nbytes: int, rounds: int, touch, full_check: bool = True) -> list[bool]:
+    """np.zeros of a reused region `rounds` times, dirtied in between; whether
+    each came back zero.  full_check=False looks only where `touch` writes
+    and in the middle: reading every page would itself count as touching
+    it for the zeroing policy."""
+    ok = []
+    with zk.installed():
+        for _ in range(rounds):
+            z = np.zeros(nbytes, np.uint8)
+            seen = z if full_check else np.concatenate((z[:4096], z[nbytes // 2:nbytes // 2 + 64], z[-4096:]))
+            ok.append(not seen.any())
+            touch(z)
+            del z, seen
+    return ok
+
+
+def test_sparse_class_learns_to_discard_and_stays_correct(unlearned):
+    def sparse(z):   # an MSM window: first and last bucket
+        z[:96] = 0xFF
+        z[-96:] = 0xFF
+    ok = zeros_rounds(6 * MiB, 40, sparse, full_check=False)
+    assert all(ok)
+    s = zk.stats()
+    assert s.zero_samples >= 3
+    assert s.calloc_discard >= 30 and s.calloc_memset <= 5   # sparse after a few samples
+    assert all(zeros_rounds(6 * MiB, 3, sparse))             # and every byte is zero
+
+
+def test_dense_class_stays_memset_with_rare_samples(unlearned):
+    ok = zeros_rounds(6 * MiB, 60, lambda z: z.fill(0xFF))
+    assert all(ok)
+    s = zk.stats()
+    assert 1 <= s.zero_samples <= 4     # samples back off: 4, 8, 16, 32 callocs apart
+    assert s.calloc_memset >= 55
+
+
+def test_class_that_turns_dense_goes_back_to_memset(unlearned):
+    zeros_rounds(6 * MiB, 20, lambda z: z.__setitem__(0, 1), full_check=False)
+    assert zk.stats().calloc_discard >= 10
+    ok = zeros_rounds(6 * MiB, 20, lambda z: z.fill(7))
+    assert all(ok)
+    before = zk.stats().calloc_memset
+    zeros_rounds(6 * MiB, 5, lambda z: z.fill(7))
+    assert zk.stats().calloc_memset >= before + 4   # at most one sample among them
+
+
+def test_adaptive_zero_off_always_memsets(unlearned):
+    zk.configure(adaptive_zero=False)
+    ok = zeros_rounds(6 * MiB, 20, lambda z: z.__setitem__(0, 1), full_check=False)
+    assert all(ok)
+    assert zk.stats().calloc_discard == 0 and zk.stats().zero_samples == 0
+
+
+def test_region_back_from_small_pages_serves_np_empty(unlearned):
+    zeros_rounds(6 * MiB, 12, lambda z: z.__setitem__(0, 1), full_check=False)
+    assert zk.stats().calloc_discard >= 3
+    with zk.installed():
+        a = np.empty(6 * MiB, np.uint8)
+        a.fill(3)
+        assert (a == 3).all() and zk.owns(a)

@@ -22,8 +22,9 @@ ENV_VARS: dict[str, str] = {
     "lazy_zero_bytes": "ZKALLOC_LAZY_ZERO_BYTES",
     "thread_cache_bytes": "ZKALLOC_THREAD_CACHE_BYTES",
     "arena_min_bytes": "ZKALLOC_ARENA_MIN_BYTES",
+    "adaptive_zero": "ZKALLOC_ADAPTIVE_ZERO",
 }
-BOOLEAN_SETTINGS = frozenset({"hugepages"})
+BOOLEAN_SETTINGS = frozenset({"hugepages", "adaptive_zero"})
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
@@ -107,6 +108,9 @@ def configure(**settings: Any) -> dict[str, int]:
     thread_cache_bytes: idle bytes one thread may keep without taking a lock.
     arena_min_bytes: smallest request a phase's arena serves (a phase's own
         min_bytes overrides it); smaller ones go to numpy's own allocator.
+    adaptive_zero: np.zeros on a reused region of 256 KiB or more learns per
+        size class whether its users touch few pages (then MADV_DONTNEED on
+        4 KiB pages) or many (memset); off: always memset.
 
     Raises ValueError naming the setting on an unknown name or a bad value;
     nothing is changed then.

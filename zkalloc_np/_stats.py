@@ -58,6 +58,7 @@ class Stats:
     calloc_fresh: int
     calloc_memset: int
     calloc_discard: int
+    zero_samples: int
     realloc_same: int
     realloc_remap: int
     realloc_copy: int

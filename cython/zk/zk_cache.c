@@ -431,6 +431,8 @@ void zk_cache_init(void)
 
 /* ---- allocation ------------------------------------------------------------- */
 
+static void restore_huge_pages(zk_region *r);
+
 /* Before mapping anew, look in the other threads' caches: a region freed by
  * one thread must serve a request of another (producer/consumer threads,
  * a thread that has just exited and whose cache is not drained yet).  The
@@ -502,28 +504,55 @@ void *zk_cache_alloc(size_t bytes)
     zk_region *r = obtain(bytes, &hit);
     if (r == NULL)
         return NULL;
+    restore_huge_pages(r);
     r->flags &= ~ZK_RF_ZERO;   /* its user will write it */
     return (void *)r->base;
 }
 
+/* Huge pages back on for a region the zeroing policy had put on 4 KiB pages
+ * (its user is about to write it densely). */
+static void restore_huge_pages(zk_region *r)
+{
+    if (!(r->flags & ZK_RF_SMALL_PAGES))
+        return;
+    r->flags &= ~ZK_RF_SMALL_PAGES;
+    if (zk_opt_hugepages())
+        zk_os_advise_huge((void *)r->base, r->bytes);
+}
+
+/* MADV_DONTNEED on 4 KiB pages, flagged so the free measures what the user
+ * touched (zk_zero.c).  False when the kernel refuses the advice. */
+static bool discard_and_sample(zk_region *r, size_t len)
+{
+    if (r->bytes >= ZK_HUGE_BYTES && !(r->flags & ZK_RF_SMALL_PAGES)) {
+        zk_os_advise_small_pages((void *)r->base, r->bytes);
+        r->flags |= ZK_RF_SMALL_PAGES;
+    }
+    if (zk_os_discard((void *)r->base, len) != 0)
+        return false;
+    r->flags |= ZK_RF_SAMPLE;
+    r->sampled_bytes = len;
+    return true;
+}
+
 /* Zero a region about to be handed out by calloc.  A fresh mapping already
- * is.  Otherwise memset of resident pages is the default: on these machines
- * it runs at ~27 GB/s, while MADV_DONTNEED makes every page touched later
- * fault again (~2.4 us per 4 KiB page, ~1.7 GB/s), which only wins when far
- * fewer than 1/16 of the pages get touched.  lazy_zero_bytes opts very large
- * sparse buffers into MADV_DONTNEED. */
+ * is.  Otherwise memset of resident pages, or MADV_DONTNEED where this
+ * class's users are known to touch few pages: see zk_zero.c for the
+ * measurements and the policy. */
 static void zero_for_calloc(zk_region *r, size_t bytes)
 {
     if (r->flags & ZK_RF_ZERO) {
         zk_count(&zk_stats.calloc_fresh, 1);
         return;
     }
-    size_t lazy = zk_opt_lazy_zero_bytes();
-    if (lazy != 0 && bytes >= lazy &&
-        zk_os_discard((void *)r->base, zk_round_up(bytes, zk_os_page_size())) == 0) {
+    size_t len = zk_round_up(bytes, zk_os_page_size());
+    zk_zero_way way = zk_zero_choose(r->cls, bytes);
+    if ((way == ZK_ZERO_DISCARD && zk_os_discard((void *)r->base, len) == 0) ||
+        (way == ZK_ZERO_SAMPLE && discard_and_sample(r, len))) {
         zk_count(&zk_stats.calloc_discard, 1);
         return;
     }
+    restore_huge_pages(r);
     memset((void *)r->base, 0, bytes);
     zk_count(&zk_stats.calloc_memset, 1);
 }
@@ -546,6 +575,7 @@ void *zk_cache_take(size_t bytes, size_t *usable, bool *zeroed, bool *hit)
         return NULL;
     *zeroed = (r->flags & ZK_RF_ZERO) != 0;
     *usable = r->bytes;
+    restore_huge_pages(r);
     r->flags &= ~ZK_RF_ZERO;   /* its user will write it */
     return (void *)r->base;
 }
@@ -590,6 +620,8 @@ int zk_cache_free(void *ptr)
         zk_count(&zk_stats.invalid_frees, 1);
         return 1;
     }
+    if (r->flags & ZK_RF_SAMPLE)
+        zk_zero_learn(r);
     uncount_in_use(r);
     park(r);
     return 1;
@@ -620,6 +652,7 @@ void *zk_cache_realloc(void *ptr, size_t bytes)
     int ncls = zk_class_of(bytes != 0 ? bytes : 1);
     if (r == NULL || ncls < 0 || atomic_load_explicit(&r->state, memory_order_acquire) != ZK_REGION_IN_USE)
         return NULL;
+    r->flags &= ~ZK_RF_SAMPLE;   /* what its user touched no longer says anything */
     if (ncls == r->cls) {
         zk_count(&zk_stats.realloc_same, 1);
         return ptr;

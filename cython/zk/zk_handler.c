@@ -25,6 +25,7 @@ void zk_handler_set_fallback(const zk_fallback *f)
 {
     fallback = *f;
     zk_options_init();
+    zk_zero_reset();
     zk_cache_init();
     zk_arena_init();
     zk_secret_init();

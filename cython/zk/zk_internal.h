@@ -26,6 +26,8 @@ enum { ZK_REGION_UNUSED = 0, ZK_REGION_IN_USE = 1, ZK_REGION_IDLE = 2 };
 enum {
     ZK_RF_ZERO = 1u,   /* every byte is known to be zero (fresh mapping) */
     ZK_RF_MARK = 2u,   /* scratch bit for zk_check() */
+    ZK_RF_SAMPLE = 4u, /* calloc discarded it: measure the touched pages at free */
+    ZK_RF_SMALL_PAGES = 8u,  /* MADV_NOHUGEPAGE in effect (see zk_zero.c) */
 };
 
 typedef struct zk_region {
@@ -35,6 +37,7 @@ typedef struct zk_region {
     unsigned flags;
     _Atomic unsigned state;           /* ZK_REGION_* */
     uint64_t stamp;                   /* when it was last freed: LRU order */
+    size_t sampled_bytes;             /* ZK_RF_SAMPLE: the discarded length */
     struct zk_region *cls_prev, *cls_next;   /* shared pool, one list per class */
     struct zk_region *lru_prev, *lru_next;   /* shared pool, all classes, LRU order */
     struct zk_region *free_next;             /* descriptor free list */
@@ -70,6 +73,8 @@ void *zk_os_map(size_t bytes, size_t align);
 void *zk_os_reserve(size_t bytes, size_t align);
 void zk_os_unmap(void *p, size_t bytes);
 void zk_os_advise_huge(void *p, size_t bytes);
+void zk_os_advise_small_pages(void *p, size_t bytes);
+size_t zk_os_resident_pages(void *p, size_t bytes);
 int zk_os_discard(void *p, size_t bytes);
 int zk_os_soften(void *p, size_t bytes);
 void zk_os_populate(void *p, size_t bytes);
@@ -83,7 +88,7 @@ typedef struct {
     _Atomic uint64_t bytes_cached, peak_bytes_cached;
     _Atomic uint64_t bytes_mapped, peak_bytes_mapped;
     _Atomic uint64_t evictions, evicted_bytes, uncached_frees, map_failures;
-    _Atomic uint64_t calloc_fresh, calloc_memset, calloc_discard;
+    _Atomic uint64_t calloc_fresh, calloc_memset, calloc_discard, zero_samples;
     _Atomic uint64_t realloc_same, realloc_remap, realloc_copy;
     _Atomic uint64_t softened_bytes, released_bytes;
     _Atomic uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
@@ -104,6 +109,16 @@ static inline void zk_count(_Atomic uint64_t *c, uint64_t n)
 void zk_stats_gauge_add(_Atomic uint64_t *gauge, _Atomic uint64_t *peak, uint64_t n);
 void zk_stats_raise_peak(_Atomic uint64_t *peak, uint64_t now);
 void zk_stats_gauge_sub(_Atomic uint64_t *gauge, uint64_t n);
+
+/* ---- calloc's zeroing policy, learned per class (zk_zero.c) ------------- */
+typedef enum {
+    ZK_ZERO_MEMSET,     /* memset the region (huge pages back on) */
+    ZK_ZERO_DISCARD,    /* lazy_zero_bytes asked for MADV_DONTNEED */
+    ZK_ZERO_SAMPLE,     /* MADV_DONTNEED on 4 KiB pages, then learn from it at free */
+} zk_zero_way;
+zk_zero_way zk_zero_choose(int cls, size_t bytes);
+/* A region calloc discarded is being freed: learn how much of it was touched. */
+void zk_zero_learn(zk_region *r);
 
 /* ---- the cache, as the arena uses it (zk_cache.c) ----------------------- */
 /* zk_cache_alloc that also says whether the region is known to be all zeros
@@ -147,5 +162,6 @@ static inline bool zk_opt_hugepages(void) { return zk_opt(ZK_OPT_HUGEPAGES) != 0
 static inline size_t zk_opt_lazy_zero_bytes(void) { return (size_t)zk_opt(ZK_OPT_LAZY_ZERO_BYTES); }
 static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_THREAD_CACHE_BYTES); }
 static inline size_t zk_opt_arena_min_bytes(void) { return (size_t)zk_opt(ZK_OPT_ARENA_MIN_BYTES); }
+static inline bool zk_opt_adaptive_zero(void) { return zk_opt(ZK_OPT_ADAPTIVE_ZERO) != 0; }
 
 #endif

@@ -18,6 +18,7 @@ typedef struct {
 static uint64_t default_min_bytes(void) { return 64 * KiB; }
 static uint64_t default_hugepages(void) { return 1; }
 static uint64_t default_lazy_zero_bytes(void) { return 0; }   /* see README: memset wins here */
+static uint64_t default_adaptive_zero(void) { return 1; }
 static uint64_t default_thread_cache_bytes(void) { return 256 * MiB; }
 
 /* min(physical RAM / 8, 1 GiB), the zk-alloc default. */
@@ -34,6 +35,7 @@ static const zk_option_spec specs[ZK_OPT_COUNT] = {
     [ZK_OPT_LAZY_ZERO_BYTES] = {0, ADDRESS_SPACE, default_lazy_zero_bytes},
     [ZK_OPT_THREAD_CACHE_BYTES] = {0, ADDRESS_SPACE, default_thread_cache_bytes},
     [ZK_OPT_ARENA_MIN_BYTES] = {1, ZK_MAX_CLASS_BYTES, default_min_bytes},
+    [ZK_OPT_ADAPTIVE_ZERO] = {0, 1, default_adaptive_zero},
 };
 
 /* Current values, read on hot paths through the inline accessors in

@@ -95,6 +95,34 @@ void zk_os_advise_huge(void *p, size_t bytes)
 #endif
 }
 
+/* Back the region with 4 KiB pages from now on: after a discard, a sparse
+ * user then faults in 4 KiB per touch instead of a zeroed 2 MiB page. */
+void zk_os_advise_small_pages(void *p, size_t bytes)
+{
+#ifdef MADV_NOHUGEPAGE
+    (void)madvise(p, bytes, MADV_NOHUGEPAGE);
+#else
+    (void)p; (void)bytes;
+#endif
+}
+
+/* How many of the pages of [p, p+bytes) are resident; SIZE_MAX on error.
+ * mincore reports per 4 KiB page, huge pages included. */
+size_t zk_os_resident_pages(void *p, size_t bytes)
+{
+    enum { BATCH = 4096 };   /* pages per call: 16 MiB */
+    unsigned char vec[BATCH];
+    size_t page = zk_os_page_size(), pages = bytes / page, resident = 0;
+    for (size_t done = 0; done < pages; done += BATCH) {
+        size_t n = pages - done < BATCH ? pages - done : BATCH;
+        if (mincore((char *)p + done * page, n * page, vec) != 0)
+            return SIZE_MAX;
+        for (size_t i = 0; i < n; i++)
+            resident += vec[i] & 1u;
+    }
+    return resident;
+}
+
 /* Drop the pages: the next touch faults in a zero page. */
 int zk_os_discard(void *p, size_t bytes)
 {

@@ -62,6 +62,7 @@ void zk_stats_read(zk_stats_snapshot *out)
     out->calloc_fresh = load(&zk_stats.calloc_fresh);
     out->calloc_memset = load(&zk_stats.calloc_memset);
     out->calloc_discard = load(&zk_stats.calloc_discard);
+    out->zero_samples = load(&zk_stats.zero_samples);
     out->realloc_same = load(&zk_stats.realloc_same);
     out->realloc_remap = load(&zk_stats.realloc_remap);
     out->realloc_copy = load(&zk_stats.realloc_copy);
@@ -95,7 +96,7 @@ void zk_stats_reset_counters(void)
         &zk_stats.hits, &zk_stats.misses, &zk_stats.small_allocs, &zk_stats.foreign_frees,
         &zk_stats.invalid_frees, &zk_stats.evictions, &zk_stats.evicted_bytes,
         &zk_stats.uncached_frees, &zk_stats.map_failures, &zk_stats.calloc_fresh,
-        &zk_stats.calloc_memset, &zk_stats.calloc_discard, &zk_stats.realloc_same,
+        &zk_stats.calloc_memset, &zk_stats.calloc_discard, &zk_stats.zero_samples, &zk_stats.realloc_same,
         &zk_stats.realloc_remap, &zk_stats.realloc_copy, &zk_stats.softened_bytes,
         &zk_stats.released_bytes, &zk_stats.secret_allocs, &zk_stats.secret_wiped_arrays,
         &zk_stats.secret_wiped_bytes, &zk_stats.secret_unprotected, &zk_stats.secret_failures,

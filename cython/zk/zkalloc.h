@@ -27,6 +27,7 @@ typedef enum {
     ZK_OPT_LAZY_ZERO_BYTES,     /* calloc of >= this many bytes: MADV_DONTNEED; 0 = never */
     ZK_OPT_THREAD_CACHE_BYTES,  /* idle bytes one thread may hold without a lock */
     ZK_OPT_ARENA_MIN_BYTES,     /* default: smallest request a phase's arena serves */
+    ZK_OPT_ADAPTIVE_ZERO,       /* 1: calloc learns per class whether MADV_DONTNEED beats memset */
     ZK_OPT_COUNT
 } zk_option;
 
@@ -60,6 +61,7 @@ size_t zk_cache_soften(void);                   /* MADV_FREE idle regions; bytes
 size_t zk_cache_release(void);                  /* unmap idle regions; bytes unmapped */
 int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENOMEM */
 void zk_cache_trim(void);                       /* evict until idle bytes <= cap */
+void zk_zero_reset(void);                       /* forget what calloc's policy learned */
 /* Walks every structure; ZK_OK or ZK_ECORRUPT (with *what set to a reason). */
 int zk_check(const char **what);
 
@@ -172,7 +174,7 @@ typedef struct {
     uint64_t evictions, evicted_bytes;
     uint64_t uncached_frees;        /* freed regions larger than the cap */
     uint64_t map_failures;
-    uint64_t calloc_fresh, calloc_memset, calloc_discard;
+    uint64_t calloc_fresh, calloc_memset, calloc_discard, zero_samples;
     uint64_t realloc_same, realloc_remap, realloc_copy;
     uint64_t softened_bytes, released_bytes;
     uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
