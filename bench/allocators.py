@@ -8,6 +8,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from typing import Any
 from dataclasses import dataclass, field
 
 #: Where system allocators live when ldconfig does not list them.
@@ -26,7 +27,7 @@ class Allocator:
     ideal: bool = False                 # run the pattern's preallocated variant instead
     libraries: tuple[str, ...] = ()     # LD_PRELOAD candidates (sonames), first found wins
     install_hint: str = ""              # how to get the library where it is missing
-    default_patterns: str = ""          # "" = every pattern; "zeros" / "first_touch": a tuning variant
+    default_patterns: str = ""          # "" = every pattern; "zeros" / "first_touch" / "phase": a variant
 
 
 ALLOCATORS: dict[str, Allocator] = {
@@ -48,6 +49,8 @@ ALLOCATORS: dict[str, Allocator] = {
                   env={"ZKALLOC_LAZY_ZERO_BYTES": "64K"}, default_patterns="zeros"),
         Allocator("zkalloc-lazy-nothp", "zkalloc scoped, lazy np.zeros and no MADV_HUGEPAGE (4 KiB refaults)",
                   env={"ZKALLOC_LAZY_ZERO_BYTES": "64K", "ZKALLOC_HUGEPAGES": "0"}, default_patterns="zeros"),
+        Allocator("zkalloc-phase", "zkalloc scoped, every round inside with zkalloc.phase()",
+                  default_patterns="phase"),
         Allocator("zkalloc-nothp", "zkalloc scoped, no MADV_HUGEPAGE (hugepages=0)",
                   env={"ZKALLOC_HUGEPAGES": "0"}, default_patterns="first_touch"),
         Allocator("ideal", "the pattern written with preallocated buffers (out=): the limit", ideal=True),
@@ -108,9 +111,14 @@ def resolve(names: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]
 
 def runs_by_default(name: str, pattern: object) -> bool:
     """Whether allocator `name` runs on `pattern` when --allocators is not given."""
+    only = getattr(pattern, "ONLY", None)
+    if only is not None:
+        return name in only
     scope = ALLOCATORS[name].default_patterns
     if scope == "zeros":
         return bool(getattr(pattern, "USES_ZEROS", False))
+    if scope == "phase":
+        return bool(getattr(pattern, "PHASE_ROUNDS", False))
     if scope:
         return getattr(pattern, "PATTERN", "") == scope
     return True
@@ -145,6 +153,15 @@ def thread_entry(name: str) -> Callable[[], contextlib.AbstractContextManager[No
     """What a thread the pattern starts must enter to run under `name`:
     the scoped zkalloc does not reach new threads by itself."""
     return _scoped if name.startswith("zkalloc") and name != "zkalloc-global" else None
+
+
+def round_context(name: str) -> Callable[[], contextlib.AbstractContextManager[Any]] | None:
+    """What each timed round enters under allocator `name`: zkalloc-phase runs
+    every round as one ``zkalloc.phase()``; the others need nothing."""
+    if name != "zkalloc-phase":
+        return None
+    import zkalloc_np as zk
+    return lambda: zk.phase("bench-round")
 
 
 def activated(name: str) -> contextlib.AbstractContextManager[None]:

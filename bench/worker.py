@@ -33,6 +33,26 @@ def _body(module: Any, size: int, ideal: bool) -> Any:
     return lambda: module.run(size, 1, ideal)
 
 
+def _wrapped(body: Any, round_ctx: Any) -> Any:
+    """The body run inside a per-round context (a phase), or as it is."""
+    if round_ctx is None:
+        return body
+
+    def in_round() -> Any:
+        with round_ctx():
+            return body()
+    return in_round
+
+
+def _time_round(body: Any) -> float:
+    """Seconds of one round: what a self-timed pattern's body returns (a
+    float), else the wall time of the call."""
+    t0 = time.perf_counter()
+    reported = body()
+    elapsed = time.perf_counter() - t0
+    return reported if isinstance(reported, float) else elapsed
+
+
 def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             min_rounds: int = 3, max_seconds: float = float("inf")) -> dict[str, Any]:
     """Warm up (at least one round, at most `warmup`, stopping after a third
@@ -44,13 +64,11 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
     contention.thread_context = allocators.thread_entry(allocator)
     zk: Any = None
     with activated(allocator):
-        body = _body(module, size, spec.ideal)
+        body = _wrapped(_body(module, size, spec.ideal), allocators.round_context(allocator))
         warm: list[float] = []
         started = time.perf_counter()
         while len(warm) < max(warmup, 1):
-            t0 = time.perf_counter()
-            body()
-            warm.append(time.perf_counter() - t0)
+            warm.append(_time_round(body))
             if time.perf_counter() - started > max_seconds / 3:
                 break
         if allocator.startswith("zkalloc"):
@@ -58,11 +76,7 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             zk = zkalloc_np
             zk.reset_stats()   # the hit rate of the timed rounds
         n = plan_rounds(min(warm), rounds, min_rounds, max_seconds)
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            body()
-            times.append(time.perf_counter() - t0)
+        times = [_time_round(body) for _ in range(n)]
         record: dict[str, Any] = {
             "allocator": allocator, "pattern": pattern, "size": size, "rounds": n,
             "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),

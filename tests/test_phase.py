@@ -53,12 +53,22 @@ def test_next_phase_reuses_the_chunks_without_mapping(fresh):
         return ph.stats
 
     first = round_()
+    second = round_()          # reserves, as one region, what the first needed
+    assert second.capacity == first.chunk_bytes and second.chunks == 1 and not second.grew
     mapped = zk.stats().bytes_mapped
     misses = zk.stats().misses
-    second = round_()
-    assert second.chunks == first.chunks and second.chunks_reused == second.chunks
+    third = round_()
+    assert third.chunks == 1 and third.chunks_reused == 1
     assert zk.stats().misses == misses and zk.stats().bytes_mapped == mapped
-    assert zk.stats().phases["round"].phases == 2
+    assert zk.stats().phases["round"].phases == 3
+
+
+def test_unnamed_phases_learn_nothing(fresh):
+    with zk.phase() as ph:
+        a = np.ones(8 * MiB, np.uint8)
+        del a
+    assert ph.stats.chunks == 1
+    assert zk.phase().capacity is None and zk.phase("new name").capacity is None
 
 
 def test_a_loop_inside_one_phase_rewinds_instead_of_growing(fresh):

@@ -87,6 +87,7 @@ class PhaseTotals:
     escaped_arrays: int = 0
     escaped_bytes: int = 0
     reset_seconds: float = 0.0
+    max_chunk_bytes: int = 0   # the most chunk bytes one run needed: the next run's capacity
 
     def add(self, st: PhaseStats) -> None:
         self.phases += 1
@@ -98,6 +99,7 @@ class PhaseTotals:
         self.escaped_arrays += st.escaped_arrays
         self.escaped_bytes += st.escaped_bytes
         self.reset_seconds += st.reset_seconds
+        self.max_chunk_bytes = max(self.max_chunk_bytes, st.chunk_bytes)
 
 
 _totals: dict[str, PhaseTotals] = {}
@@ -108,6 +110,13 @@ def phase_totals() -> dict[str, PhaseTotals]:
     """Per-name totals of every finished phase (copies)."""
     with _totals_lock:
         return {name: dataclasses.replace(t) for name, t in _totals.items()}
+
+
+def learned_capacity(name: str) -> int | None:
+    """Chunk bytes the largest finished phase of this name needed, if any."""
+    with _totals_lock:
+        totals = _totals.get(name)
+        return totals.max_chunk_bytes if totals is not None and totals.max_chunk_bytes else None
 
 
 def reset_phase_totals() -> None:
@@ -136,6 +145,10 @@ class Phase:
             raise TypeError(f"phase(name): expected a str, got {type(name).__name__}")
         self.name = name if name is not None else UNNAMED
         self.capacity = None if capacity is None else _positive_size(capacity, "phase(capacity)")
+        if self.capacity is None and name is not None:
+            # A named phase runs again and again (each round's "commit"):
+            # reserve, as one region, what its largest run needed.
+            self.capacity = learned_capacity(name)
         self.min_bytes = _positive_size(settings.get("min_bytes", _core.option_get("arena_min_bytes")),
                                         "phase(min_bytes)")
         self.chunk_bytes = _positive_size(settings.get("chunk_bytes", 4 << 20), "phase(chunk_bytes)")
@@ -213,10 +226,13 @@ def phase(name: str | None = None, capacity: int | str | None = None, **settings
     the block (this thread/context) are bump-allocated from the phase's arena
     and all taken back, in O(1) per array, when the block ends.
 
-    name: the phase's label in ``zkalloc.stats().phases``.
+    name: the phase's label in ``zkalloc.stats().phases``.  A named phase
+        without a capacity reserves what the largest finished phase of that
+        name needed, so a repeated phase runs from one resident region.
     capacity: bytes to reserve up front as one region (int or '512M'); the
         arena still grows past it (``stats.grew``) rather than fail.  Without
-        it, chunks start at chunk_bytes and double.
+        it, chunks start at chunk_bytes and grow with the bytes live (powers
+        of two, so the next phase finds the same sizes in the cache).
     settings: min_bytes (default: the arena_min_bytes setting, 64 KiB),
         chunk_bytes (first chunk without a capacity, default 4 MiB).
 

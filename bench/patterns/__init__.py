@@ -20,7 +20,11 @@ and optionally:
 - ``bytes_per_round(size) -> int``: bytes written per round, for a GB/s column;
 - ``TEST_SIZE``: a size small enough for the unit tests;
 - ``QUICK_SIZE``: the size ``--quick`` runs (default: the first of SIZES);
-- ``PASSES``: at most this many passes (for patterns whose workers are slow to start).
+- ``PASSES``: at most this many passes (for patterns whose workers are slow to start);
+- ``PHASE_ROUNDS``: the ``zkalloc-phase`` allocator runs each round of it inside
+  ``zkalloc.phase()``; ``ONLY``: the allocators that run it by default;
+- a body may return a float: the seconds to report for that round (a
+  self-timed pattern such as ``phase_reset``, which reports the reset alone).
 
 A new pattern (for example one inside ``zkalloc_np.phase()``) is one more
 module here plus one line in ``PATTERNS`` below.
@@ -39,6 +43,7 @@ from . import (
     msm_buckets,
     ntt_prover,
     phase_burst,
+    phase_reset,
     small,
     zeros,
 )
@@ -47,7 +52,7 @@ PATTERNS: dict[str, Any] = {
     p.PATTERN: p
     for p in (fft_rounds, fill, zeros.dense, zeros.sparse, first_touch, small, msm_buckets.buckets,
               msm_buckets.windows, msm_buckets.compute, phase_burst, expr_churn, ntt_prover, galois_ntt,
-              contention)
+              contention, phase_reset.dead, phase_reset.escaped)
 }
 
 

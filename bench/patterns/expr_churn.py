@@ -14,6 +14,7 @@ import numpy as np
 from ._timing import Body, runner
 
 PATTERN = "expr_churn"
+PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
 SIZES = [2 << 20, 32 << 20]
 TEST_SIZE = 1 << 16
 P = 15 * 2**27 + 1

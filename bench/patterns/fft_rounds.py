@@ -12,6 +12,7 @@ import numpy as np
 from ._timing import Body, runner
 
 PATTERN = "fft_rounds"
+PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
 SIZES = [8 << 20, 32 << 20, 128 << 20]   # 2^18, 2^20, 2^22 points x 32 bytes
 TEST_SIZE = 1 << 16
 LIMBS = 4

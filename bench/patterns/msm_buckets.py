@@ -77,6 +77,7 @@ class _Compute:
 
 class _Buckets:
     PATTERN = "msm_buckets"
+    PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
     SIZES: tuple[int, ...] = (6 << 20,)
     USES_ZEROS = True
     TEST_SIZE = 1 << 16

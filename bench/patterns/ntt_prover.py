@@ -20,6 +20,7 @@ from zkalloc_np.ntt import GENERATOR, NTT, P, powers, random_field_elements
 from ._timing import Body, runner
 
 PATTERN = "ntt_prover"
+PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
 UNIT = "log2n"
 SIZES = [18, 20]   # 2^22 (~2-5 s a round here) with --sizes 22
 TEST_SIZE = 10

@@ -16,6 +16,7 @@ import numpy as np
 from ._timing import Body, runner
 
 PATTERN = "phase_burst"
+PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
 SIZES = [6 << 20]
 TEST_SIZE = 1 << 18
 COUNT = 16

@@ -208,7 +208,14 @@ static size_t growth_bytes(zk_arena *a, size_t span)
     size_t want = a->st.live_bytes < MAX_GROWTH_BYTES ? a->st.live_bytes : MAX_GROWTH_BYTES;
     if (want < a->first_chunk_bytes)
         want = a->first_chunk_bytes;
-    return want > span ? want : span;
+    if (want < span)
+        want = span;
+    /* Powers of two: the next phase, whose live bytes differ a little, asks
+     * for the same classes again and finds them resident in the cache. */
+    size_t pow2 = a->first_chunk_bytes;
+    while (pow2 < want && pow2 <= SIZE_MAX / 2)
+        pow2 *= 2;
+    return pow2 >= want ? pow2 : want;
 }
 
 /* Link a chunk made outside the lock. */
