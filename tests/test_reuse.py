@@ -97,3 +97,21 @@ def test_alignment(fresh):
         big = np.empty(3 * MiB, np.uint8)
     assert address(a) % 4096 == 0
     assert address(big) % (2 * MiB) == 0
+
+
+def test_a_miss_takes_an_idle_region_up_to_two_classes_larger(fresh):
+    big, small, far = 3 * MiB, 2 * MiB + 1, MiB   # classes 3 MiB, 2.5 MiB, 1 MiB
+    assert zk._core.class_of(big) - zk._core.class_of(small) == 1
+    with zk.installed():
+        a = np.empty(big, np.uint8)
+        address = a.__array_interface__["data"][0]
+        del a
+        b = np.ones(small, np.uint8)                 # no 2.5 MiB region idle: takes the 3 MiB one
+        assert b.__array_interface__["data"][0] == address and b.sum() == small
+        b.resize(big, refcheck=False)                 # grows within its region
+        assert b.__array_interface__["data"][0] == address
+        del b
+        c = np.ones(far, np.uint8)                    # three classes and more away: maps its own
+        assert c.__array_interface__["data"][0] != address
+    s = zk.stats()
+    assert s.hits == 1 and s.misses == 2

@@ -31,6 +31,7 @@
 
 #define TCACHE_SLOTS 2
 #define REMAP_MIN_BYTES ((size_t)1 << 20)   /* below this memcpy beats mremap */
+#define LARGER_CLASSES 2   /* a miss may take a region this many classes larger */
 
 typedef struct {
     zk_region *head, *tail;
@@ -477,12 +478,28 @@ static zk_region *map_new(int cls)
     return r;
 }
 
+/* A miss in cls: before mapping, take a resident region one or two classes
+ * larger (at most 1.5x the bytes).  Sizes that change every round (a
+ * phase's mixed scratch) then find each other's regions, and the spare
+ * bytes cost nothing next to the first-touch faults of a fresh mapping. */
+static zk_region *take_larger(int cls)
+{
+    for (int c = cls + 1; c <= cls + LARGER_CLASSES && c < ZK_NCLASSES; c++) {
+        zk_region *r = take_cached(c);
+        if (r != NULL)
+            return r;
+    }
+    return NULL;
+}
+
 static zk_region *obtain(size_t bytes, bool *hit)
 {
     int cls = zk_class_of(bytes != 0 ? bytes : 1);
     if (cls < 0)
         return NULL;
     zk_region *r = take_cached(cls);
+    if (r == NULL)
+        r = take_larger(cls);
     *hit = r != NULL;
     if (r != NULL) {
         zk_count(&zk_stats.hits, 1);
@@ -653,7 +670,7 @@ void *zk_cache_realloc(void *ptr, size_t bytes)
     if (r == NULL || ncls < 0 || atomic_load_explicit(&r->state, memory_order_acquire) != ZK_REGION_IN_USE)
         return NULL;
     r->flags &= ~ZK_RF_SAMPLE;   /* what its user touched no longer says anything */
-    if (ncls == r->cls) {
+    if (ncls <= r->cls && r->cls - ncls <= LARGER_CLASSES) {   /* a region allocation could have given it */
         zk_count(&zk_stats.realloc_same, 1);
         return ptr;
     }
