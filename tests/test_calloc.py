@@ -94,7 +94,9 @@ def test_dense_class_stays_memset_with_rare_samples(unlearned):
     assert all(ok)
     s = zk.stats()
     assert 1 <= s.zero_samples <= 4     # samples back off: 4, 8, 16, 32 callocs apart
-    assert s.calloc_memset >= 55
+    # Each sample costs its region a discard, and the next calloc of that
+    # region drops it once more to get huge pages back: the rest is memset.
+    assert s.calloc_memset >= 60 - 1 - 2 * s.zero_samples
 
 
 def test_class_that_turns_dense_goes_back_to_memset(unlearned):
