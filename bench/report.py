@@ -114,14 +114,14 @@ def plot(records: list[Record], allocators: list[str], path: str, title: str = "
     height = max(3.0, 0.22 * len(gs) * max(len(present), 1) / 2.2 + 1.5)
     fig, ax = plt.subplots(figsize=(10, height))
     bar = 0.8 / len(present)
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")   # one colour per allocator: up to 20
     for i, name in enumerate(present):
         ys, xs = [], []
         for k, (_, _, rows) in enumerate(gs):
             if name in rows:
                 ys.append(k + (i - (len(present) - 1) / 2) * bar)
                 xs.append(rows["default"]["median_s"] / rows[name]["median_s"])
-        ax.barh(ys, xs, height=bar, label=name, color=cmap(i % 10))
+        ax.barh(ys, xs, height=bar, label=name, color=cmap(i % 20))
     ax.set_yticks(range(len(gs)), [f"{p} {size_label(p, s)}" for p, s, _ in gs])
     ax.invert_yaxis()
     ax.set_xscale("log")
