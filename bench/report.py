@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         from rich.console import Console
         Console().print(rich_table(records, allocators))
     if args.plot:
-        plot(records, allocators, args.plot)
+        info = data.get("machine", {})
+        title = (f"{info.get('cpu', '?')}, {info.get('cores', '?')} cores, THP {info.get('thp_enabled', '?')}, "
+                 f"numpy {info.get('numpy', '?')}") if info else ""
+        plot(records, allocators, args.plot, title=title)
     return 0
 
 
