@@ -27,10 +27,12 @@ def consistent_cache():
 
 @pytest.fixture
 def fresh():
-    """An empty cache with zeroed counters."""
+    """An empty cache with zeroed counters, whose zeroing policy has learned
+    nothing yet (so tests do not depend on the order they run in)."""
     gc.collect()
     zk.release()
     zk.reset_stats()
+    zk._core.reset_zero_policy()
     return zk
 
 

@@ -1,9 +1,7 @@
 """np.zeros on a reused region returns zeros, whichever way it is zeroed."""
 import numpy as np
-import pytest
 
 import zkalloc_np as zk
-from zkalloc_np import _core
 from conftest import MiB
 
 
@@ -53,14 +51,6 @@ def test_calloc_overflow_is_memory_error(fresh):
     assert _core.raw_calloc(2**63, 4) == 0
 
 
-@pytest.fixture
-def unlearned(fresh):
-    """A cache whose zeroing policy has learned nothing yet."""
-    _core.reset_zero_policy()
-    yield fresh
-    _core.reset_zero_policy()
-
-
 def zeros_rounds(nbytes: int, rounds: int, touch, full_check: bool = True) -> list[bool]:
     """np.zeros of a reused region `rounds` times, dirtied in between; whether
     each came back zero.  full_check=False looks only where `touch` writes
@@ -77,7 +67,7 @@ def zeros_rounds(nbytes: int, rounds: int, touch, full_check: bool = True) -> li
     return ok
 
 
-def test_sparse_class_learns_to_discard_and_stays_correct(unlearned):
+def test_sparse_class_learns_to_discard_and_stays_correct(fresh):
     def sparse(z):   # an MSM window: first and last bucket
         z[:96] = 0xFF
         z[-96:] = 0xFF
@@ -89,7 +79,7 @@ def test_sparse_class_learns_to_discard_and_stays_correct(unlearned):
     assert all(zeros_rounds(6 * MiB, 3, sparse))             # and every byte is zero
 
 
-def test_dense_class_stays_memset_with_rare_samples(unlearned):
+def test_dense_class_stays_memset_with_rare_samples(fresh):
     ok = zeros_rounds(6 * MiB, 60, lambda z: z.fill(0xFF))
     assert all(ok)
     s = zk.stats()
@@ -99,7 +89,7 @@ def test_dense_class_stays_memset_with_rare_samples(unlearned):
     assert s.calloc_memset >= 60 - 1 - 2 * s.zero_samples
 
 
-def test_class_that_turns_dense_goes_back_to_memset(unlearned):
+def test_class_that_turns_dense_goes_back_to_memset(fresh):
     zeros_rounds(6 * MiB, 20, lambda z: z.__setitem__(0, 1), full_check=False)
     assert zk.stats().calloc_discard >= 10
     ok = zeros_rounds(6 * MiB, 20, lambda z: z.fill(7))
@@ -109,14 +99,14 @@ def test_class_that_turns_dense_goes_back_to_memset(unlearned):
     assert zk.stats().calloc_memset >= before + 4   # at most one sample among them
 
 
-def test_adaptive_zero_off_always_memsets(unlearned):
+def test_adaptive_zero_off_always_memsets(fresh):
     zk.configure(adaptive_zero=False)
     ok = zeros_rounds(6 * MiB, 20, lambda z: z.__setitem__(0, 1), full_check=False)
     assert all(ok)
     assert zk.stats().calloc_discard == 0 and zk.stats().zero_samples == 0
 
 
-def test_region_back_from_small_pages_serves_np_empty(unlearned):
+def test_region_back_from_small_pages_serves_np_empty(fresh):
     zeros_rounds(6 * MiB, 12, lambda z: z.__setitem__(0, 1), full_check=False)
     assert zk.stats().calloc_discard >= 3
     with zk.installed():
