@@ -357,14 +357,17 @@ static bool resize_fits(const zk_chunk *c, const arena_header *h, size_t span)
     return !c->retired && off + h->span == c->cursor && c->bytes - off >= span;
 }
 
-void *zk_arena_resize_in_place(zk_arena *a, void *ptr, size_t bytes)
+void *zk_arena_resize_in_place(zk_arena *a, void *ptr, size_t bytes, size_t *have, bool *ours)
 {
     size_t span = span_for(bytes);
     void *result = NULL;
     pthread_mutex_lock(&arena_lock);
     zk_chunk *c = chunk_holding(a, (uintptr_t)ptr);
     arena_header *h = header_of(ptr);
-    if (c != NULL && span != 0 && h->magic == LIVE_MAGIC && resize_fits(c, h, span)) {
+    bool live = c != NULL && h->magic == LIVE_MAGIC;
+    *ours = c != NULL;
+    *have = live ? h->bytes : 0;
+    if (live && span != 0 && resize_fits(c, h, span)) {
         size_t off = (uintptr_t)h - c->base;
         if (span > h->span || off + h->span == c->cursor) {
             h->span = span;
@@ -381,8 +384,10 @@ void *zk_arena_resize_in_place(zk_arena *a, void *ptr, size_t bytes)
         h->bytes = bytes;
         a->st.realloc_in_place++;
         result = ptr;
-    } else if (c != NULL) {
+    } else if (live) {
         a->st.realloc_moved++;
+    } else if (c != NULL) {
+        a->st.invalid_frees++;   /* realloc of a freed arena block: refuse */
     }
     pthread_mutex_unlock(&arena_lock);
     return result;

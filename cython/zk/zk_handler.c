@@ -129,11 +129,13 @@ void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
             return move_to(route, ptr, have, new_size);   /* wipes the old copy */
     }
     if (route->kind == ZK_ROUTE_ARENA) {
-        size_t have = zk_arena_usable(route->arena, ptr);
-        if (have != 0) {
-            void *p = zk_arena_resize_in_place(route->arena, ptr, new_size);
-            return p != NULL ? p : move_to(route, ptr, have, new_size);
-        }
+        size_t have;
+        bool ours;
+        void *p = zk_arena_resize_in_place(route->arena, ptr, new_size, &have, &ours);
+        if (p != NULL)
+            return p;
+        if (ours)   /* live: move it; freed: refuse, never hand it to the fallback */
+            return have != 0 ? move_to(route, ptr, have, new_size) : NULL;
     }
     int state = zk_maybe_region_start(ptr) ? zk_cache_state(ptr) : ZK_PTR_FOREIGN;
     if (state == ZK_PTR_FOREIGN)

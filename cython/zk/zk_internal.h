@@ -136,8 +136,10 @@ void zk_arena_init(void);
 void *zk_arena_alloc(zk_arena *a, size_t bytes, bool zeroed, zk_arena_verdict *verdict);
 /* 1 when ptr belongs to the arena (and is now freed), 0 when it does not. */
 int zk_arena_free(zk_arena *a, void *ptr);
-/* Resize without moving when the space allows; NULL when it must move. */
-void *zk_arena_resize_in_place(zk_arena *a, void *ptr, size_t bytes);
+/* Resize without moving when the space allows; NULL when it must move (or
+ * must not: *ours set while *have is 0 means ptr is a freed block of the
+ * arena).  *have: the live allocation's bytes, 0 if ptr is not one. */
+void *zk_arena_resize_in_place(zk_arena *a, void *ptr, size_t bytes, size_t *have, bool *ours);
 
 /* ---- secret memory (zk_secret.c) ---------------------------------------- */
 void zk_secret_init(void);

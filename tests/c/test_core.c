@@ -318,8 +318,11 @@ static void test_arena(void)
     CHECK(m != NULL && m != x && stamped(m, MiB, 0x11) && zk_arena_usable(a, x) == 0);
     zk_h_free(ctx, g, 0);
     zk_h_free(ctx, g, 0);                                /* double free: refused */
+    long fb_before = fb_live;
+    CHECK(zk_h_realloc(ctx, g, MiB) == NULL);            /* realloc after free: refused, not passed on */
     zk_arena_stats_read(a, &st);
-    CHECK(st.invalid_frees == 1 && st.live_arrays == 1 && st.realloc_in_place == 1 && st.realloc_moved == 1);
+    CHECK(st.invalid_frees == 2 && st.live_arrays == 1 && st.realloc_in_place == 1 && st.realloc_moved == 1);
+    CHECK(fb_live == fb_before);
 
     zk_arena_reset(a);                                   /* m escapes */
     zk_arena_stats_read(a, &st);
