@@ -94,11 +94,17 @@ def _data_owner(array: np.ndarray) -> np.ndarray | None:
     return array
 
 
+def data_address(array: np.ndarray, caller: str) -> int | None:
+    """Address of the buffer an array's data lives in (its base's, for a
+    view); None when no numpy array owns it.  TypeError naming `caller` for
+    anything but an ndarray."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{caller}() takes a numpy.ndarray, not {type(array).__name__}")
+    owner = _data_owner(array)
+    return None if owner is None else owner.__array_interface__["data"][0]
+
+
 def owns(array: np.ndarray) -> bool:
     """Whether the array's data (or, for a view, its base's) came from the cache."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"owns() takes a numpy.ndarray, not {type(array).__name__}")
-    owner = _data_owner(array)
-    if owner is None:
-        return False
-    return _core.usable_bytes(owner.__array_interface__["data"][0]) > 0
+    address = data_address(array, "owns")
+    return address is not None and _core.usable_bytes(address) > 0

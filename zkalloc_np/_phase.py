@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._install import _data_owner
+from ._install import data_address
 from ._secret import secret_active
 from ._settings import parse_size
 
@@ -200,17 +200,10 @@ class Phase:
     def owns(self, array: np.ndarray) -> bool:
         """Whether the array's data (its base's, for a view) lives in this
         phase's arena."""
-        if not isinstance(array, np.ndarray):
-            raise TypeError(f"owns() takes a numpy.ndarray, not {type(array).__name__}")
-        owner = _data_owner(array)
-        if owner is None or self._capsule is None:
+        address = data_address(array, "owns")
+        if address is None or self._capsule is None:
             return False
-        return _core.arena_usable(self._capsule, owner.__array_interface__["data"][0]) > 0
-
-    @property
-    def handler_capsule(self) -> Any:
-        """The phase's NEP 49 handler capsule (None when deferred to secret())."""
-        return self._capsule
+        return _core.arena_usable(self._capsule, address) > 0
 
 
 _EMPTY: dict[str, int] = {

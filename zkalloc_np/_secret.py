@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, _system
+from ._install import data_address
 
 _depth: contextvars.ContextVar[int] = contextvars.ContextVar("zkalloc_secret_depth", default=0)
 
@@ -64,8 +65,9 @@ def _names(bits: int) -> list[str]:
     return [name for name, bit in _core.SECRET_PROTECTIONS.items() if bits & bit]
 
 
-def _explain(failed: int, err: int) -> str:
-    """A message naming what failed and how to fix it."""
+def _explain(failed: int, err: int, strict: bool) -> str:
+    """A message naming what failed and how to fix it (strict) or that the
+    block goes on without it (lenient)."""
     what = ", ".join(_names(failed)) or "mapping"
     reason = f"{errno.errorcode.get(err, err)}: {os.strerror(err)}" if err else "refused"
     text = f"secret memory: could not apply {what} ({reason})."
@@ -74,10 +76,10 @@ def _explain(failed: int, err: int) -> str:
         text += (f" mlock is limited by RLIMIT_MEMLOCK, now {_fmt_limit(soft)} (hard {_fmt_limit(hard)}),"
                  " unless the process has CAP_IPC_LOCK. Raise it with `ulimit -l unlimited` (or a number of"
                  " KiB) in the shell that starts Python, LimitMEMLOCK= in a systemd unit, or"
-                 " `--ulimit memlock=-1` for docker; or pass strict=False to go on without locking.")
-    else:
-        text += " Pass strict=False to go on without it."
-    return text
+                 " `--ulimit memlock=-1` for docker.")
+    if strict:
+        return text + " Or pass strict=False to go on without it."
+    return text + " Going on without it (strict=False)."
 
 
 def _fmt_limit(value: int) -> str:
@@ -91,9 +93,8 @@ def _check_protections(strict: bool) -> None:
     if not missing:
         return
     if strict:
-        raise SecretMemoryError(_explain(missing, err))
-    warnings.warn(_explain(missing, err).replace("Pass strict=False to go on without it.", "Going on without it."),
-                  SecretWarning, stacklevel=4)
+        raise SecretMemoryError(_explain(missing, err, strict))
+    warnings.warn(_explain(missing, err, strict), SecretWarning, stacklevel=4)
 
 
 @contextlib.contextmanager
@@ -117,7 +118,7 @@ def secret(strict: bool = True) -> Iterator[None]:
     except MemoryError as exc:
         failed, err = _core.secret_last_failure()
         if failed and not isinstance(exc, SecretMemoryError):
-            raise SecretMemoryError(_explain(failed, err)) from exc
+            raise SecretMemoryError(_explain(failed, err, True)) from exc
         raise
     finally:
         _core.set_context_handler(previous)
@@ -136,18 +137,10 @@ def secret_zeros(shape: Any, dtype: Any = float, *, strict: bool = True) -> np.n
         return np.zeros(shape, dtype)
 
 
-def _data_address(array: np.ndarray) -> int | None:
-    from ._install import _data_owner
-    owner = _data_owner(array)
-    return None if owner is None else owner.__array_interface__["data"][0]
-
-
 def secret_info(array: np.ndarray) -> SecretInfo | None:
     """The protections of a secret array (or of the secret array a view
     looks into); None when its memory is not secret."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"secret_info() takes a numpy.ndarray, not {type(array).__name__}")
-    address = _data_address(array)
+    address = data_address(array, "secret_info")
     raw = None if address is None else _core.secret_info(address)
     if raw is None:
         return None
