@@ -210,8 +210,9 @@ static size_t growth_bytes(zk_arena *a, size_t span)
         want = a->first_chunk_bytes;
     if (want < span)
         want = span;
-    /* Powers of two: the next phase, whose live bytes differ a little, asks
-     * for the same classes again and finds them resident in the cache. */
+    /* first_chunk_bytes times a power of two: the next phase, whose live
+     * bytes differ a little, asks for the same classes again and finds them
+     * resident in the cache. */
     size_t pow2 = a->first_chunk_bytes;
     while (pow2 < want && pow2 <= SIZE_MAX / 2)
         pow2 *= 2;
