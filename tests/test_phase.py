@@ -319,3 +319,12 @@ def test_fork_while_other_threads_run_phases_and_secrets():
     """, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_chunks_grow_with_live_bytes_in_stable_sizes(fresh):
+    with zk.phase() as ph:    # chunk_bytes 4 MiB: each array of 3 MiB + header needs its own chunk here
+        kept = [np.ones(3 * MiB, np.uint8) for _ in range(3)]
+        sizes = ph.stats.chunk_bytes, ph.stats.chunks
+    # live 0 -> 4 MiB, live 3 MiB -> 4 MiB, live 6 MiB -> 8 MiB: not 4, 8, 16 as doubling would give
+    assert sizes == (16 * MiB, 3)
+    assert all(a.sum() == 3 * MiB for a in kept)

@@ -224,8 +224,9 @@ def phase(name: str | None = None, capacity: int | str | None = None, **settings
         name needed, so a repeated phase runs from one resident region.
     capacity: bytes to reserve up front as one region (int or '512M'); the
         arena still grows past it (``stats.grew``) rather than fail.  Without
-        it, chunks start at chunk_bytes and grow with the bytes live (powers
-        of two, so the next phase finds the same sizes in the cache).
+        it, chunks start at chunk_bytes and grow with the bytes live
+        (chunk_bytes times a power of two, so the next phase finds the same
+        sizes in the cache).
     settings: min_bytes (default: the arena_min_bytes setting, 64 KiB),
         chunk_bytes (first chunk without a capacity, default 4 MiB).
 
