@@ -19,7 +19,12 @@ static inline size_t zk_round_up(size_t n, size_t align)
 }
 
 /* ---- regions ------------------------------------------------------------ */
-enum { ZK_REGION_UNUSED = 0, ZK_REGION_IN_USE = 1, ZK_REGION_IDLE = 2 };
+/* A descriptor describes a span of one segment (zk_heap.c):
+ *  - IN_USE: handed out to an array;
+ *  - IDLE: resident and kept by the cache (a thread cache or the pool);
+ *  - VACANT: address space of a segment with no memory behind it
+ *    (discarded, or never touched): no array, no cache, no ownership entry. */
+enum { ZK_REGION_UNUSED = 0, ZK_REGION_IN_USE = 1, ZK_REGION_IDLE = 2, ZK_REGION_VACANT = 3 };
 
 /* Region flags: only touched by the thread that holds the region
  * (its user, the thread cache owning the slot, or a holder of the pool lock). */
@@ -28,6 +33,11 @@ enum {
     ZK_RF_MARK = 2u,   /* scratch bit for zk_check() */
     ZK_RF_SAMPLE = 4u, /* calloc discarded it: measure the touched pages at free */
     ZK_RF_SMALL_PAGES = 8u,  /* MADV_NOHUGEPAGE in effect (see zk_zero.c) */
+    ZK_RF_SHARED = 16u,      /* lives in a shared segment (small classes) */
+    ZK_RF_HOLE = 32u,        /* VACANT with an unmapped hole: never handed out */
+    ZK_RF_BINNED = 64u,      /* VACANT, in a vacant bin (zk_heap.c) */
+    ZK_RF_MULTI = 128u,      /* may span several memory areas: mremap cannot move it */
+    ZK_RF_LEAVING = 256u,    /* being given back outside the heap lock (fork: see zk_fork.c) */
 };
 
 typedef struct zk_region {
@@ -40,19 +50,122 @@ typedef struct zk_region {
     size_t sampled_bytes;             /* ZK_RF_SAMPLE: the discarded length */
     struct zk_region *cls_prev, *cls_next;   /* shared pool, one list per class */
     struct zk_region *lru_prev, *lru_next;   /* shared pool, all classes, LRU order */
-    struct zk_region *free_next;             /* descriptor free list */
+    struct zk_region *free_next;             /* descriptor free list, chains */
+    /* The spans of one segment, in address order (heap lock). */
+    struct zk_region *addr_prev, *addr_next;
+    uint32_t areas;                   /* memory areas (VMAs) this span accounts for */
 } zk_region;
 
-/* zk_region.c: descriptors, and mapping or unmapping a whole region */
-zk_region *zk_region_create(int cls);
-void zk_region_destroy(zk_region *r);
-int zk_region_grow(zk_region *r, int ncls);   /* ZK_OK or ZK_ENOMEM */
-void zk_region_forget(zk_region *r);
+/* zk_region.c: descriptors, in slabs that are never unmapped */
+zk_region *zk_region_descriptor(void);          /* zeroed, state UNUSED; NULL: no memory */
+void zk_region_release_descriptor(zk_region *r);
 size_t zk_region_alignment(size_t bytes);
-/* Calls fn on every descriptor that describes a mapped region (for checks). */
+/* Calls fn on every descriptor in use (any state but UNUSED). */
 void zk_region_foreach(void (*fn)(zk_region *r, void *arg), void *arg);
 void zk_region_lock_for_fork(void);
 void zk_region_unlock_after_fork(void);
+
+/* ---- the heap: segments and their spans (zk_heap.c) --------------------
+ * Every region lives in a segment (one mmap).  Small classes share segments
+ * (so 10^5 live arrays are a few hundred memory areas, not 10^5), larger
+ * ones get a segment each.  Every function below except lock/unlock needs
+ * the heap lock, which is taken before the pool lock. */
+#define ZK_SHARED_MAX_BYTES ZK_HUGE_BYTES   /* requests below this share segments */
+void zk_heap_lock(void);
+void zk_heap_unlock(void);
+/* A fresh span of `bytes` for class cls, in use and registered; NULL when the
+ * kernel refuses.  *sample: a new segment of >= 2 MiB whose first touch the
+ * caller may time (zk_thp.c); its huge-page choice in *huge. */
+zk_region *zk_heap_fresh(int cls, size_t bytes, bool *sample, bool *huge);
+/* Split r (any state, in no list) at `front` bytes: r keeps the front, the
+ * returned descriptor (same state and flags) the back; NULL: no descriptor. */
+zk_region *zk_heap_split(zk_region *r, size_t front);
+/* Give r's memory back to the kernel: r is idle, uncounted and in no list.
+ * Ends as vacant space, or as nothing when its whole segment goes. */
+void zk_heap_vacate(zk_region *r);
+/* The same without the heap lock held: the syscall runs unlocked, only the
+ * bookkeeping takes the lock (eviction and release on every thread). */
+void zk_heap_give_back(zk_region *r);
+/* Fork child, all locks held: a region a dead thread was giving back. */
+void zk_heap_fork_adopt_leaving(zk_region *r);
+/* r's pages were just moved away by mremap (its entry already cleared).  If
+ * r was a whole segment, that segment is gone; else `spare` (a descriptor
+ * from zk_region_descriptor) becomes the vacant span over the hole, mapped
+ * anew.  r then stands alone; returns the memory areas its pages took
+ * along.  zk_heap_adopt makes r a segment of its own. */
+uint32_t zk_heap_moved_out(zk_region *r, zk_region *spare);
+void zk_heap_adopt(zk_region *r, size_t bytes, uint32_t areas);
+/* Retry unmaps that failed (segments kept vacant); bytes unmapped. */
+size_t zk_heap_retry_unmaps(void);
+/* Whether a page-table move may add memory areas now (map count headroom). */
+bool zk_heap_may_add_areas(uint32_t n);
+void zk_heap_add_areas(uint32_t n);
+/* Checks: spans of every segment are contiguous and consistent. */
+const char *zk_heap_check_span(zk_region *r);
+const char *zk_heap_check(void);   /* heap and pool locks held */
+int zk_heap_check_maps(const char **what);
+
+/* ---- first-touch policy: huge pages or not, measured (zk_thp.c) --------- */
+/* For a fresh mapping of `bytes`: advise huge pages?  *sample: time its
+ * first touch and report it with zk_thp_record. */
+bool zk_thp_choose(size_t bytes, bool *sample);
+void zk_thp_record(size_t bytes, bool huge, uint64_t ns);
+uint64_t zk_thp_now_ns(void);
+
+/* ---- the shared pool and idle accounting (zk_pool.c) --------------------
+ * Functions named pool_* need the pool lock (zk_pool_lock). */
+void zk_pool_lock(void);
+void zk_pool_unlock(void);
+bool zk_idle_count(zk_region *r);     /* reserve against the cap; false: no room */
+void zk_idle_uncount(zk_region *r);
+void zk_in_use_count(zk_region *r);
+void zk_in_use_uncount(zk_region *r);
+void zk_pool_link(zk_region *r);
+void zk_pool_unlink(zk_region *r);
+bool zk_pool_contains(zk_region *r);
+zk_region *zk_pool_oldest(void);
+zk_region *zk_pool_newer(zk_region *r);   /* the next newer region, NULL at the end */
+zk_region *zk_pool_class_oldest(int cls);
+zk_region *zk_pool_newest(void);
+zk_region *zk_pool_class_newest(int cls);
+zk_region *zk_pool_pop(int cls);          /* takes the lock itself */
+/* Park r (counted against the cap here), evicting the oldest as needed;
+ * *parked false if it cannot fit.  Takes the pool lock; returns the evicted
+ * regions (uncounted, chained through free_next) for zk_vacate_chain. */
+zk_region *zk_pool_put(zk_region *r, bool *parked);
+/* Take the oldest idle regions out, uncounted, until idle bytes fit the cap
+ * (every one with `all`); chained through free_next. */
+zk_region *zk_pool_evict(bool all, size_t *bytes);
+/* Vacate every region of a chain, counting each in event/event_bytes (may be
+ * NULL); takes the heap lock unless the caller holds it. */
+void zk_vacate_chain(zk_region *chain, _Atomic uint64_t *event, _Atomic uint64_t *event_bytes, bool heap_held);
+const char *zk_pool_check(const char *(*check_idle)(zk_region *r), uint64_t *count);
+
+/* ---- fork (zk_fork.c) ---------------------------------------------------- */
+void zk_fork_init(void);   /* registers the atfork handlers, once */
+
+/* ---- thread caches (zk_tcache.c) ---------------------------------------- */
+typedef struct zk_tcache zk_tcache;
+zk_tcache *zk_tcache_mine(void);
+zk_region *zk_tcache_pop(zk_tcache *tc, int cls);
+bool zk_tcache_push(zk_tcache *tc, zk_region *r);
+void zk_tcache_drain_all(void);                       /* into the pool */
+zk_region *zk_tcache_take_anywhere(zk_tcache *mine, int cls);
+const char *zk_tcache_check(const char *(*check_idle)(zk_region *r));   /* pool lock held */
+void zk_tcache_init(void);
+void zk_tcache_lock_for_fork(void);
+void zk_tcache_unlock_after_fork(void);
+void zk_tcache_fork_child(void);   /* locks held: adopt dead threads' regions, mark ours */
+
+/* ---- repurposing idle memory for another size (zk_repurpose.c) ---------- */
+/* A region of class cls made of idle memory of other classes (carved out of
+ * a larger idle region, or gathered from several by moving their pages), in
+ * use; NULL when idle memory cannot serve it.  *fresh_tail: bytes at its end
+ * that are fresh (never touched). */
+zk_region *zk_repurpose(int cls, size_t *fresh_tail);
+
+/* ---- size classes, internal (zk_sizeclass.c) ---------------------------- */
+int zk_class_floor(size_t bytes);   /* the largest class that fits in bytes (0 below) */
 
 /* ---- ownership map (zk_pagemap.c) --------------------------------------- */
 /* Every region starts on a page: an address that does not is foreign, no
@@ -71,15 +184,25 @@ size_t zk_os_page_size(void);
 uint64_t zk_os_physical_bytes(void);
 void *zk_os_map(size_t bytes, size_t align);
 void *zk_os_reserve(size_t bytes, size_t align);
-void zk_os_unmap(void *p, size_t bytes);
+int zk_os_unmap(void *p, size_t bytes);           /* 0, or -1 with the region still mapped */
+int zk_os_map_fixed(void *p, size_t bytes);       /* fresh memory over [p, p+bytes) we own */
+uint64_t zk_os_max_map_count(void);
+/* Tests: make the next n unmaps fail as the kernel does at the map-count limit. */
+void zk_os_fail_unmaps(unsigned n);
 void zk_os_advise_huge(void *p, size_t bytes);
 void zk_os_advise_small_pages(void *p, size_t bytes);
 size_t zk_os_resident_pages(void *p, size_t bytes);
 int zk_os_discard(void *p, size_t bytes);
 int zk_os_soften(void *p, size_t bytes);
-void zk_os_populate(void *p, size_t bytes);
+int zk_os_populate(void *p, size_t bytes);
 int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes);
+/* Fault [p, p+bytes) in; 0, or -1 where the kernel lacks MADV_POPULATE_WRITE
+ * (then it was written a byte a page). */
 void zk_os_drop_failed_target(void *target, size_t bytes);
+/* After a failed zk_os_move(): true when [target, target+bytes) is again our
+ * PROT_NONE reservation (kernels unmap a MREMAP_FIXED target before some
+ * checks, and another thread's mmap may have taken it since). */
+bool zk_os_reclaim_failed_target(void *target, size_t bytes);
 
 /* ---- statistics (zk_stats.c) -------------------------------------------- */
 typedef struct {
@@ -91,6 +214,9 @@ typedef struct {
     _Atomic uint64_t calloc_fresh, calloc_memset, calloc_discard, zero_samples;
     _Atomic uint64_t realloc_same, realloc_remap, realloc_copy;
     _Atomic uint64_t softened_bytes, released_bytes;
+    _Atomic uint64_t repurposed, repurposed_bytes, carved, gathered, gathered_pieces;
+    _Atomic uint64_t fresh_tail_bytes, populated_bytes;
+    _Atomic uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending;
     _Atomic uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
     _Atomic uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     _Atomic uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
@@ -160,7 +286,7 @@ static inline uint64_t zk_opt(zk_option opt)
 }
 static inline size_t zk_opt_min_bytes(void) { return (size_t)zk_opt(ZK_OPT_MIN_BYTES); }
 static inline size_t zk_opt_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_CACHE_BYTES); }
-static inline bool zk_opt_hugepages(void) { return zk_opt(ZK_OPT_HUGEPAGES) != 0; }
+static inline bool zk_opt_hugepages(void) { return zk_opt(ZK_OPT_HUGEPAGES) != ZK_HUGEPAGES_OFF; }
 static inline size_t zk_opt_lazy_zero_bytes(void) { return (size_t)zk_opt(ZK_OPT_LAZY_ZERO_BYTES); }
 static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_THREAD_CACHE_BYTES); }
 static inline size_t zk_opt_arena_min_bytes(void) { return (size_t)zk_opt(ZK_OPT_ARENA_MIN_BYTES); }

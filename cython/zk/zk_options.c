@@ -16,7 +16,7 @@ typedef struct {
 } zk_option_spec;
 
 static uint64_t default_min_bytes(void) { return 64 * KiB; }
-static uint64_t default_hugepages(void) { return 1; }
+static uint64_t default_hugepages(void) { return ZK_HUGEPAGES_AUTO; }   /* measured: zk_thp.c */
 static uint64_t default_lazy_zero_bytes(void) { return 0; }   /* see README: memset wins here */
 static uint64_t default_adaptive_zero(void) { return 1; }
 static uint64_t default_thread_cache_bytes(void) { return 256 * MiB; }
@@ -31,7 +31,7 @@ static uint64_t default_cache_bytes(void)
 static const zk_option_spec specs[ZK_OPT_COUNT] = {
     [ZK_OPT_MIN_BYTES] = {1, ZK_MAX_CLASS_BYTES, default_min_bytes},
     [ZK_OPT_CACHE_BYTES] = {0, ADDRESS_SPACE, default_cache_bytes},
-    [ZK_OPT_HUGEPAGES] = {0, 1, default_hugepages},
+    [ZK_OPT_HUGEPAGES] = {ZK_HUGEPAGES_OFF, ZK_HUGEPAGES_AUTO, default_hugepages},
     [ZK_OPT_LAZY_ZERO_BYTES] = {0, ADDRESS_SPACE, default_lazy_zero_bytes},
     [ZK_OPT_THREAD_CACHE_BYTES] = {0, ADDRESS_SPACE, default_thread_cache_bytes},
     [ZK_OPT_ARENA_MIN_BYTES] = {1, ZK_MAX_CLASS_BYTES, default_min_bytes},

@@ -60,10 +60,12 @@ static void *map_aligned(size_t bytes, size_t align, int prot, int flags)
     char *start = (char *)zk_round_up((uintptr_t)raw, align);
     size_t head = (size_t)(start - raw);
     size_t tail = span - head - bytes;
+    /* Trimming the ends of a new area never splits it, so these cannot
+     * fail for the map count. */
     if (head)
-        munmap(raw, head);
+        (void)munmap(raw, head);
     if (tail)
-        munmap(start + bytes, tail);
+        (void)munmap(start + bytes, tail);
     return start;
 }
 
@@ -79,10 +81,49 @@ void *zk_os_reserve(size_t bytes, size_t align)
     return map_aligned(bytes, align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
 }
 
-void zk_os_unmap(void *p, size_t bytes)
+static _Atomic unsigned unmaps_to_fail;
+
+void zk_os_fail_unmaps(unsigned n)
 {
-    /* munmap of a range we mapped only fails on bad arguments; nothing to do then. */
-    (void)munmap(p, bytes);
+    atomic_store_explicit(&unmaps_to_fail, n, memory_order_relaxed);
+}
+
+/* munmap fails with ENOMEM when it would split an area and the process is at
+ * vm.max_map_count: the range then stays mapped, and the caller must keep
+ * track of it. */
+int zk_os_unmap(void *p, size_t bytes)
+{
+    unsigned left = atomic_load_explicit(&unmaps_to_fail, memory_order_relaxed);
+    while (left > 0) {
+        if (atomic_compare_exchange_weak_explicit(&unmaps_to_fail, &left, left - 1, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            errno = ENOMEM;
+            return -1;
+        }
+    }
+    return munmap(p, bytes);
+}
+
+/* Fresh memory over a range the core owns (a hole mremap left, or the rest
+ * of a reservation): MAP_FIXED replaces whatever is there, so it is only
+ * ever called on our own addresses. */
+int zk_os_map_fixed(void *p, size_t bytes)
+{
+    void *q = mmap(p, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    return q == p ? 0 : -1;
+}
+
+/* vm.max_map_count, or the kernel's default where it cannot be read. */
+uint64_t zk_os_max_map_count(void)
+{
+    unsigned long long n = 0;
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%llu", &n) != 1)
+            n = 0;
+        fclose(f);
+    }
+    return n > 0 ? (uint64_t)n : 65530u;
 }
 
 void zk_os_advise_huge(void *p, size_t bytes)
@@ -141,16 +182,17 @@ int zk_os_soften(void *p, size_t bytes)
 }
 
 /* Fault every page in now, so a hot loop later does not. */
-void zk_os_populate(void *p, size_t bytes)
+int zk_os_populate(void *p, size_t bytes)
 {
     if (madvise(p, bytes, MADV_POPULATE_WRITE) == 0)
-        return;
+        return 0;
     /* Older kernel: write one byte per page.  Reading would map the shared
      * zero page and fault again on the first write. */
     size_t page = zk_os_page_size();
     volatile char *c = p;
     for (size_t off = 0; off < bytes; off += page)
         c[off] = c[off];
+    return -1;
 }
 
 /* Move a mapping onto target (a reservation of new_bytes made by
@@ -180,22 +222,21 @@ static bool is_own_reservation(void *p, size_t bytes)
     return found;
 }
 
-/* After a failed zk_os_move(): give back the target reservation if it is
- * still ours.  Kernels differ: some unmap an MREMAP_FIXED target before the
- * check that fails, and then another thread's mmap may already sit there.
- * So: if the range can be mapped anew without replacing anything, it was
- * free (now ours again, unmap it); if something is there, unmap it only if
- * it is exactly our untouched PROT_NONE reservation; otherwise leave it. */
-void zk_os_drop_failed_target(void *target, size_t bytes)
+bool zk_os_reclaim_failed_target(void *target, size_t bytes)
 {
     void *again = mmap(target, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
                        -1, 0);
-    if (again == target) {
-        munmap(target, bytes);
-        return;
-    }
+    if (again == target)
+        return true;   /* it was free: ours again */
     if (again != MAP_FAILED)
         munmap(again, bytes);   /* a kernel before 4.17 took the flag as a hint */
-    if (is_own_reservation(target, bytes))
+    return is_own_reservation(target, bytes);
+}
+
+/* After a failed zk_os_move(): give back the target reservation if it is
+ * still ours; if something else is there now, leave it alone. */
+void zk_os_drop_failed_target(void *target, size_t bytes)
+{
+    if (zk_os_reclaim_failed_target(target, bytes))
         munmap(target, bytes);
 }

@@ -50,6 +50,12 @@ static secret_block *table[BUCKETS];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local unsigned last_failed;
 static _Thread_local int last_errno;
+/* Every failure since the Python layer's secret() block began (the last
+ * allocation's record alone is lost when numpy allocates again after a
+ * failed realloc, as fromstring does). */
+static _Thread_local unsigned block_failed;
+static _Thread_local int block_errno;
+static _Thread_local uint64_t block_count;
 
 zk_route zk_route_secret_strict = {ZK_ROUTE_SECRET, 1, NULL};
 zk_route zk_route_secret_lenient = {ZK_ROUTE_SECRET, 0, NULL};
@@ -234,9 +240,19 @@ static void secret_unmap(secret_block *b)
     free(b);
 }
 
+static void note_block_failure(void)
+{
+    if (block_failed == 0)
+        block_errno = last_errno;
+    block_failed |= last_failed;
+    block_count++;
+}
+
 void *zk_secret_alloc(size_t bytes, bool strict)
 {
     secret_block *b = secret_map(bytes, strict);
+    if (b == NULL || b->protections != ZK_SECRET_ALL)
+        note_block_failure();
     if (b == NULL) {
         zk_count(&zk_stats.secret_failures, 1);
         return NULL;
@@ -259,6 +275,20 @@ int zk_secret_free(void *ptr)
     count_live(b, -1);
     secret_unmap(b);
     return 1;
+}
+
+unsigned zk_secret_block_failures(int *err, uint64_t *count)
+{
+    *err = block_errno;
+    *count = block_count;
+    return block_failed;
+}
+
+void zk_secret_block_reset(void)
+{
+    block_failed = 0;
+    block_errno = 0;
+    block_count = 0;
 }
 
 unsigned zk_secret_last_failure(int *err)

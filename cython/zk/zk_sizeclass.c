@@ -44,3 +44,13 @@ size_t zk_class_bytes(int cls)
     /* With 64 KiB pages (some aarch64 kernels) small classes round up. */
     return zk_round_up(raw_class_bytes(cls), zk_os_page_size());
 }
+
+int zk_class_floor(size_t bytes)
+{
+    int c = zk_class_of(bytes);
+    if (c < 0)
+        return ZK_NCLASSES - 1;
+    if (c > 0 && zk_class_bytes(c) > bytes)
+        c--;
+    return c;
+}

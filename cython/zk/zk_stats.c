@@ -68,6 +68,19 @@ void zk_stats_read(zk_stats_snapshot *out)
     out->realloc_copy = load(&zk_stats.realloc_copy);
     out->softened_bytes = load(&zk_stats.softened_bytes);
     out->released_bytes = load(&zk_stats.released_bytes);
+    out->repurposed = load(&zk_stats.repurposed);
+    out->repurposed_bytes = load(&zk_stats.repurposed_bytes);
+    out->carved = load(&zk_stats.carved);
+    out->gathered = load(&zk_stats.gathered);
+    out->gathered_pieces = load(&zk_stats.gathered_pieces);
+    out->fresh_tail_bytes = load(&zk_stats.fresh_tail_bytes);
+    out->populated_bytes = load(&zk_stats.populated_bytes);
+    out->segments = load(&zk_stats.segments);
+    out->bytes_reserved = load(&zk_stats.bytes_reserved);
+    out->bytes_vacant = load(&zk_stats.bytes_vacant);
+    out->map_areas = load(&zk_stats.map_areas);
+    out->unmap_failures = load(&zk_stats.unmap_failures);
+    out->unmap_pending = load(&zk_stats.unmap_pending);
     out->arena_chunks_in_use = load(&zk_stats.arena_chunks_in_use);
     out->arena_chunk_bytes_in_use = load(&zk_stats.arena_chunk_bytes_in_use);
     out->secret_arrays = load(&zk_stats.secret_arrays);
@@ -100,6 +113,9 @@ void zk_stats_reset_counters(void)
         &zk_stats.realloc_remap, &zk_stats.realloc_copy, &zk_stats.softened_bytes,
         &zk_stats.released_bytes, &zk_stats.secret_allocs, &zk_stats.secret_wiped_arrays,
         &zk_stats.secret_wiped_bytes, &zk_stats.secret_unprotected, &zk_stats.secret_failures,
+        &zk_stats.repurposed, &zk_stats.repurposed_bytes, &zk_stats.carved, &zk_stats.gathered,
+        &zk_stats.gathered_pieces, &zk_stats.fresh_tail_bytes, &zk_stats.populated_bytes,
+        &zk_stats.unmap_failures,
     };
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
         atomic_store_explicit(events[i], 0, memory_order_relaxed);

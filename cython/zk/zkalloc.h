@@ -17,19 +17,22 @@ enum {
     ZK_EINVAL = -1,     /* a setting's value is out of range */
     ZK_ENOMEM = -2,     /* the kernel refused memory */
     ZK_ECORRUPT = -3,   /* zk_check() found a broken invariant */
+    ZK_ECAP = -4,       /* reserve(): more than the cache's cap could ever keep */
 };
 
 /* ---- settings (zk_options.c) ------------------------------------------ */
 typedef enum {
     ZK_OPT_MIN_BYTES = 0,       /* smallest request served by the cache */
     ZK_OPT_CACHE_BYTES,         /* cap on idle (cached) bytes */
-    ZK_OPT_HUGEPAGES,           /* 1: MADV_HUGEPAGE on regions >= 2 MiB */
+    ZK_OPT_HUGEPAGES,           /* MADV_HUGEPAGE on fresh regions >= 2 MiB: ZK_HUGEPAGES_* */
     ZK_OPT_LAZY_ZERO_BYTES,     /* calloc of >= this many bytes: MADV_DONTNEED; 0 = never */
     ZK_OPT_THREAD_CACHE_BYTES,  /* idle bytes one thread may hold without a lock */
     ZK_OPT_ARENA_MIN_BYTES,     /* default: smallest request a phase's arena serves */
     ZK_OPT_ADAPTIVE_ZERO,       /* 1: calloc learns per class whether MADV_DONTNEED beats memset */
     ZK_OPT_COUNT
 } zk_option;
+
+enum { ZK_HUGEPAGES_OFF = 0, ZK_HUGEPAGES_ON = 1, ZK_HUGEPAGES_AUTO = 2 };
 
 int zk_option_set(zk_option opt, uint64_t value);   /* ZK_OK or ZK_EINVAL */
 uint64_t zk_option_get(zk_option opt);
@@ -59,11 +62,24 @@ size_t zk_cache_usable(const void *ptr);
 
 size_t zk_cache_soften(void);                   /* MADV_FREE idle regions; bytes advised */
 size_t zk_cache_release(void);                  /* unmap idle regions; bytes unmapped */
-int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENOMEM */
+int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENOMEM / ZK_ECAP */
 void zk_cache_trim(void);                       /* evict until idle bytes <= cap */
 void zk_zero_reset(void);                       /* forget what calloc's policy learned */
 /* Walks every structure; ZK_OK or ZK_ECORRUPT (with *what set to a reason). */
 int zk_check(const char **what);
+/* Every segment the cache holds is mapped, per /proc/self/maps. */
+int zk_heap_check_maps(const char **what);
+/* Tests: the next n munmap calls fail with ENOMEM, as at the map-count limit. */
+void zk_os_fail_unmaps(unsigned n);
+
+/* ---- first-touch policy (zk_thp.c) ------------------------------------- */
+#define ZK_THP_RANGES 3          /* fresh mappings of 2-16 MiB, 16-128 MiB, >= 128 MiB */
+typedef struct {
+    uint64_t ns_per_mib[ZK_THP_RANGES][2];   /* [range][0: 4 KiB pages, 1: huge pages] */
+    uint64_t samples[ZK_THP_RANGES][2];
+} zk_thp_snapshot;
+void zk_thp_read(zk_thp_snapshot *out);
+void zk_thp_reset(void);
 
 /* ---- NEP 49 shaped entry points (zk_handler.c) ------------------------- */
 /* The allocator functions requests fall back to: numpy's original default. */
@@ -157,6 +173,10 @@ int zk_secret_lookup(const void *ptr, zk_secret_info *out);
 /* The protections this thread's last secret allocation failed to apply, and
  * the errno of the first failure (0 when nothing failed). */
 unsigned zk_secret_last_failure(int *err);
+/* Every protection that failed on this thread since the last reset, the
+ * errno of the first, and how many allocations got less than all of them. */
+unsigned zk_secret_block_failures(int *err, uint64_t *count);
+void zk_secret_block_reset(void);
 /* Try every protection on one page and undo it; returns those that worked. */
 unsigned zk_secret_probe(int *err);
 /* Zero n bytes with stores the compiler may not remove. */
@@ -177,6 +197,15 @@ typedef struct {
     uint64_t calloc_fresh, calloc_memset, calloc_discard, zero_samples;
     uint64_t realloc_same, realloc_remap, realloc_copy;
     uint64_t softened_bytes, released_bytes;
+    uint64_t repurposed;            /* misses served from idle memory of other classes */
+    uint64_t repurposed_bytes;      /* their bytes that were idle memory */
+    uint64_t carved, gathered;      /* of those: cut from one larger region, moved together from several */
+    uint64_t gathered_pieces;       /* regions moved (mremap) into gathered ones */
+    uint64_t fresh_tail_bytes;      /* gathered regions' bytes that idle memory could not cover */
+    uint64_t populated_bytes;       /* fresh np.empty regions faulted in at once (timed) */
+    uint64_t segments, bytes_reserved, bytes_vacant;   /* address space: segments, their bytes, unbacked */
+    uint64_t map_areas;             /* memory areas the cache accounts for (an estimate) */
+    uint64_t unmap_failures, unmap_pending;   /* failed munmaps; segments waiting for a retry */
     uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
     uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;

@@ -145,12 +145,12 @@ static int all_zero(const void *p, size_t size)
 static void test_options(void)
 {
     CHECK(zk_option_set(ZK_OPT_MIN_BYTES, 0) == ZK_EINVAL);
-    CHECK(zk_option_set(ZK_OPT_HUGEPAGES, 2) == ZK_EINVAL);
+    CHECK(zk_option_set(ZK_OPT_HUGEPAGES, 3) == ZK_EINVAL);
     CHECK(zk_option_set(ZK_OPT_COUNT, 1) == ZK_EINVAL);
     CHECK(zk_option_set((zk_option)-1, 1) == ZK_EINVAL);
     CHECK(zk_option_get(ZK_OPT_COUNT) == 0);
     CHECK(zk_option_min(ZK_OPT_MIN_BYTES) == 1);
-    CHECK(zk_option_max(ZK_OPT_HUGEPAGES) == 1);
+    CHECK(zk_option_max(ZK_OPT_HUGEPAGES) == ZK_HUGEPAGES_AUTO);
     CHECK(zk_option_set(ZK_OPT_CACHE_BYTES, zk_option_max(ZK_OPT_CACHE_BYTES) + 1) == ZK_EINVAL);
     CHECK(zk_option_set(ZK_OPT_MIN_BYTES, 4096) == ZK_OK);
     CHECK(zk_option_get(ZK_OPT_MIN_BYTES) == 4096);

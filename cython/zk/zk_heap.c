@@ -1,0 +1,568 @@
+/*
+ * The heap: segments (one mmap each) cut into spans, in address order.
+ *
+ * Why segments: a mapping per region made every region a memory area of its
+ * own, and unmapping regions out of the middle of merged areas split them,
+ * so 10^5 live mid-size arrays took the process to vm.max_map_count (then
+ * thread creation and munmap fail).  Here small classes (< 2 MiB) are carved
+ * out of shared 32 MiB segments, and memory goes back to the kernel with
+ * MADV_DONTNEED, which never splits an area; a segment is unmapped only
+ * whole, once every span of it is vacant.  Larger regions get a segment
+ * each, 2 MiB aligned, advised per the measured first-touch policy.
+ *
+ * A span is IN_USE or IDLE (a region: zk_internal.h) or VACANT (address
+ * space only).  Vacant spans of one segment are merged as soon as they
+ * touch; those of shared segments wait in bins (by the largest class that
+ * fits in them) to serve fresh small requests, so address space is reused
+ * before a new segment is mapped.
+ *
+ * Everything here runs under heap_lock, which is held across the syscalls
+ * (mmap, munmap, MADV_DONTNEED, mremap by zk_repurpose.c).  Only misses,
+ * evictions and release take it: hits and frees that stay in the cache never
+ * do.  Lock order: heap -> tcache registry -> pool -> descriptors.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zk_internal.h"
+
+#define SHARED_SEGMENT_BYTES ((size_t)32 << 20)
+
+typedef struct {
+    zk_region *head;
+} vacant_bin;
+
+static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
+static vacant_bin bins[ZK_NCLASSES];
+static uint64_t bins_nonempty[(ZK_NCLASSES + 63) / 64];
+static zk_region *unmap_pending;   /* whole vacant segments whose munmap failed (lru_next) */
+
+void zk_heap_lock(void) { pthread_mutex_lock(&heap_lock); }
+void zk_heap_unlock(void) { pthread_mutex_unlock(&heap_lock); }
+
+static bool whole_segment(const zk_region *r) { return r->addr_prev == NULL && r->addr_next == NULL; }
+
+static int floor_class(size_t bytes) { return zk_class_floor(bytes); }
+
+/* ---- vacant bins: shared segments' free address space -------------------- */
+
+/* Only shared segments' spans serve fresh small requests: a large segment's
+ * vacant space waits for the rest of its segment to be unmapped with it. */
+static bool binnable(const zk_region *r)
+{
+    return (r->flags & ZK_RF_SHARED) && !(r->flags & ZK_RF_HOLE) && r->bytes >= zk_class_bytes(0);
+}
+
+static void bin_link(zk_region *r)
+{
+    if (!binnable(r))
+        return;
+    r->flags |= ZK_RF_BINNED;
+    int c = floor_class(r->bytes);
+    r->cls = c;
+    r->cls_prev = NULL;
+    r->cls_next = bins[c].head;
+    if (r->cls_next != NULL)
+        r->cls_next->cls_prev = r;
+    bins[c].head = r;
+    bins_nonempty[c / 64] |= (uint64_t)1 << (c % 64);
+}
+
+static void bin_unlink(zk_region *r)
+{
+    if (!(r->flags & ZK_RF_BINNED))
+        return;
+    r->flags &= ~ZK_RF_BINNED;
+    int c = r->cls;
+    if (r->cls_prev != NULL) r->cls_prev->cls_next = r->cls_next; else bins[c].head = r->cls_next;
+    if (r->cls_next != NULL) r->cls_next->cls_prev = r->cls_prev;
+    r->cls_prev = r->cls_next = NULL;
+    if (bins[c].head == NULL)
+        bins_nonempty[c / 64] &= ~((uint64_t)1 << (c % 64));
+}
+
+/* A vacant span with room for `bytes`: the first non-empty bin from the
+ * class of `bytes` up holds only spans at least that large. */
+static zk_region *bin_find(size_t bytes)
+{
+    int c = zk_class_of(bytes);
+    for (; c >= 0 && c < ZK_NCLASSES; c++) {
+        uint64_t word = bins_nonempty[c / 64] >> (c % 64);
+        if (word == 0) {
+            c = (c / 64 + 1) * 64 - 1;   /* skip the rest of this word */
+            continue;
+        }
+        c += __builtin_ctzll(word);
+        if (c < ZK_NCLASSES)
+            return bins[c].head;
+    }
+    return NULL;
+}
+
+/* ---- segments ---------------------------------------------------------------- */
+
+static void account_segment(int64_t segments, int64_t bytes, int64_t areas)
+{
+    atomic_fetch_add_explicit(&zk_stats.segments, (uint64_t)segments, memory_order_relaxed);
+    atomic_fetch_add_explicit(&zk_stats.bytes_reserved, (uint64_t)bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&zk_stats.map_areas, (uint64_t)areas, memory_order_relaxed);
+}
+
+static void add_vacant(int64_t bytes)
+{
+    atomic_fetch_add_explicit(&zk_stats.bytes_vacant, (uint64_t)bytes, memory_order_relaxed);
+}
+
+/* A new segment, as one vacant span (not binned).  NULL: the kernel refused. */
+static zk_region *map_segment(size_t bytes, bool shared)
+{
+    void *p = zk_os_map(bytes, zk_region_alignment(bytes));
+    if (p == NULL)
+        return NULL;
+    zk_region *s = zk_region_descriptor();
+    if (s == NULL) {
+        (void)zk_os_unmap(p, bytes);
+        return NULL;
+    }
+    s->base = (uintptr_t)p;
+    s->bytes = bytes;
+    s->flags = ZK_RF_ZERO | (shared ? ZK_RF_SHARED : 0u);
+    s->areas = 1;
+    atomic_store_explicit(&s->state, ZK_REGION_VACANT, memory_order_relaxed);
+    account_segment(1, (int64_t)bytes, 1);
+    add_vacant((int64_t)bytes);
+    return s;
+}
+
+/* Unmap a segment that is one vacant span.  A failed munmap (ENOMEM at the
+ * map-count limit) must not lose the segment: it stays, vacant and counted,
+ * on a list that release() retries. */
+static void unmap_segment(zk_region *s)
+{
+    if (zk_os_unmap((void *)s->base, s->bytes) != 0) {
+        /* The memory at least goes back: a discard never needs a new area. */
+        if (zk_os_discard((void *)s->base, s->bytes) == 0)
+            s->flags |= ZK_RF_ZERO;
+        zk_count(&zk_stats.unmap_failures, 1);
+        zk_count(&zk_stats.unmap_pending, 1);
+        s->lru_next = unmap_pending;
+        unmap_pending = s;
+        return;
+    }
+    account_segment(-1, -(int64_t)s->bytes, -(int64_t)s->areas);
+    add_vacant(-(int64_t)s->bytes);
+    zk_region_release_descriptor(s);
+}
+
+size_t zk_heap_retry_unmaps(void)
+{
+    zk_region *list = unmap_pending;
+    size_t done = 0;
+    unmap_pending = NULL;
+    while (list != NULL) {
+        zk_region *next = list->lru_next;
+        size_t bytes = list->bytes;
+        zk_stats_gauge_sub(&zk_stats.unmap_pending, 1);
+        unmap_segment(list);   /* back on the list if it fails again */
+        if (unmap_pending != list)
+            done += bytes;
+        list = next;
+    }
+    return done;
+}
+
+/* ---- spans --------------------------------------------------------------------- */
+
+zk_region *zk_heap_split(zk_region *r, size_t front)
+{
+    zk_region *b = zk_region_descriptor();
+    if (b == NULL)
+        return NULL;
+    b->base = r->base + front;
+    b->bytes = r->bytes - front;
+    b->flags = r->flags & ~(ZK_RF_MARK | ZK_RF_SAMPLE);
+    b->stamp = r->stamp;
+    b->cls = floor_class(b->bytes);
+    b->addr_prev = r;
+    b->addr_next = r->addr_next;
+    if (b->addr_next != NULL)
+        b->addr_next->addr_prev = b;
+    r->addr_next = b;
+    r->bytes = front;
+    atomic_store_explicit(&b->state, atomic_load_explicit(&r->state, memory_order_relaxed),
+                          memory_order_relaxed);
+    return b;
+}
+
+/* Merge a's vacant right neighbour into a (both vacant, neither binned). */
+static void absorb_next(zk_region *a)
+{
+    zk_region *b = a->addr_next;
+    a->bytes += b->bytes;
+    a->areas += b->areas;
+    a->flags |= b->flags & (ZK_RF_HOLE | ZK_RF_SMALL_PAGES);
+    if (!(b->flags & ZK_RF_ZERO))
+        a->flags &= ~ZK_RF_ZERO;
+    a->addr_next = b->addr_next;
+    if (a->addr_next != NULL)
+        a->addr_next->addr_prev = a;
+    zk_region_release_descriptor(b);
+}
+
+static bool is_vacant(const zk_region *r)
+{
+    return r != NULL && atomic_load_explicit(&r->state, memory_order_relaxed) == ZK_REGION_VACANT;
+}
+
+/* A vacant span, not binned: merge it with vacant neighbours, then unmap the
+ * segment if that made it whole, else bin it. */
+static void settle_vacant(zk_region *v)
+{
+    if (is_vacant(v->addr_prev)) {
+        zk_region *p = v->addr_prev;
+        bin_unlink(p);
+        absorb_next(p);
+        v = p;
+    }
+    if (is_vacant(v->addr_next)) {
+        bin_unlink(v->addr_next);
+        absorb_next(v);
+    }
+    if (whole_segment(v))
+        unmap_segment(v);
+    else
+        bin_link(v);
+}
+
+void zk_heap_vacate(zk_region *r)
+{
+    zk_pagemap_clear((void *)r->base);
+    zk_stats_gauge_sub(&zk_stats.bytes_mapped, r->bytes);
+    atomic_store_explicit(&r->state, ZK_REGION_VACANT, memory_order_relaxed);
+    add_vacant((int64_t)r->bytes);
+    unsigned keep = r->flags & (ZK_RF_SHARED | ZK_RF_SMALL_PAGES);
+    if (whole_segment(r)) {   /* munmap frees the memory: no discard first */
+        r->flags = keep;
+        unmap_segment(r);
+        return;
+    }
+    /* MADV_DONTNEED, not munmap: the area stays whole (no split, no new map
+     * entry) and the next touch reads zeros. */
+    r->flags = keep | (zk_os_discard((void *)r->base, r->bytes) == 0 ? ZK_RF_ZERO : 0u);
+    settle_vacant(r);
+}
+
+void zk_heap_give_back(zk_region *r)
+{
+    /* Stable without the lock: only r's owner (us) could split r, and a
+     * neighbour merging with another never makes a link NULL. */
+    bool whole = whole_segment(r);
+    r->flags |= ZK_RF_LEAVING;   /* a fork child must know (zk_fork.c) */
+    zk_pagemap_clear((void *)r->base);
+    zk_stats_gauge_sub(&zk_stats.bytes_mapped, r->bytes);
+    unsigned keep = r->flags & (ZK_RF_SHARED | ZK_RF_SMALL_PAGES | ZK_RF_MULTI);
+    if (whole && zk_os_unmap((void *)r->base, r->bytes) == 0) {
+        account_segment(-1, -(int64_t)r->bytes, -(int64_t)r->areas);
+        zk_region_release_descriptor(r);
+        return;
+    }
+    bool zero = zk_os_discard((void *)r->base, r->bytes) == 0;
+    zk_heap_lock();
+    r->flags = keep | (zero ? ZK_RF_ZERO : 0u);
+    atomic_store_explicit(&r->state, ZK_REGION_VACANT, memory_order_relaxed);
+    add_vacant((int64_t)r->bytes);
+    if (whole)
+        unmap_segment(r);   /* failed once: it goes on the retry list */
+    else
+        settle_vacant(r);
+    zk_heap_unlock();
+}
+
+/* A region a dead thread was giving back when the parent forked: its pages
+ * may be discarded (or its segment unmapped) already, so it can only become
+ * vacant space here.  An unmapped segment is retried like a failed munmap:
+ * munmap of a range already gone succeeds. */
+void zk_heap_fork_adopt_leaving(zk_region *r)
+{
+    r->flags &= ZK_RF_SHARED | ZK_RF_SMALL_PAGES | ZK_RF_MULTI;
+    atomic_store_explicit(&r->state, ZK_REGION_VACANT, memory_order_relaxed);
+    add_vacant((int64_t)r->bytes);
+    if (whole_segment(r))
+        unmap_segment(r);
+    else
+        settle_vacant(r);
+}
+
+/* Take `bytes` from the front of vacant span v (binned): the rest stays
+ * vacant and binned.  v becomes the in-use span. */
+static zk_region *take_vacant(zk_region *v, size_t bytes)
+{
+    bin_unlink(v);
+    if (v->bytes > bytes) {
+        zk_region *rest = zk_heap_split(v, bytes);
+        if (rest != NULL)
+            bin_link(rest);
+    }
+    add_vacant(-(int64_t)v->bytes);
+    return v;
+}
+
+zk_region *zk_heap_fresh(int cls, size_t bytes, bool *sample, bool *huge)
+{
+    *sample = *huge = false;
+    bool shared = bytes < ZK_SHARED_MAX_BYTES;
+    zk_region *r;
+    if (shared) {
+        r = bin_find(bytes);
+        if (r == NULL) {
+            r = map_segment(SHARED_SEGMENT_BYTES, true);
+            if (r == NULL)
+                return NULL;
+            bin_link(r);
+        }
+        if (zk_pagemap_prepare((void *)r->base) != ZK_OK)
+            return NULL;   /* r (new or binned) stays as it is */
+        r = take_vacant(r, bytes);
+    } else {
+        bytes = zk_round_up(bytes, ZK_HUGE_BYTES);
+        r = map_segment(bytes, false);
+        if (r == NULL)
+            return NULL;
+        if (zk_pagemap_prepare((void *)r->base) != ZK_OK) {
+            unmap_segment(r);
+            return NULL;
+        }
+        *huge = zk_thp_choose(bytes, sample);
+        if (*huge)
+            zk_os_advise_huge((void *)r->base, bytes);
+        add_vacant(-(int64_t)bytes);
+    }
+    r->cls = cls;
+    r->flags = (r->flags & (ZK_RF_SHARED | ZK_RF_SMALL_PAGES | ZK_RF_ZERO));
+    atomic_store_explicit(&r->state, ZK_REGION_IN_USE, memory_order_release);
+    zk_pagemap_set((void *)r->base, r);   /* leaf prepared: cannot fail */
+    zk_stats_gauge_add(&zk_stats.bytes_mapped, &zk_stats.peak_bytes_mapped, r->bytes);
+    return r;
+}
+
+/* ---- page-table moves (zk_repurpose.c, realloc) ---------------------------- */
+
+static uint64_t max_areas;   /* vm.max_map_count, read once */
+
+bool zk_heap_may_add_areas(uint32_t n)
+{
+    if (max_areas == 0)
+        max_areas = zk_os_max_map_count();
+    /* Half the limit for the cache: the rest of the process (libraries,
+     * threads' stacks, other allocators) needs its own. */
+    return atomic_load_explicit(&zk_stats.map_areas, memory_order_relaxed) + n < max_areas / 2;
+}
+
+void zk_heap_add_areas(uint32_t n)
+{
+    atomic_fetch_add_explicit(&zk_stats.map_areas, n, memory_order_relaxed);
+}
+
+uint32_t zk_heap_moved_out(zk_region *r, zk_region *spare)
+{
+    if (whole_segment(r)) {   /* its areas moved with it */
+        account_segment(-1, -(int64_t)r->bytes, -(int64_t)r->areas);
+        zk_region_release_descriptor(spare);
+        return r->areas;
+    }
+    /* The spare takes r's place in the segment, over the hole mremap left:
+     * mapped anew, so the area closes up (the kernel merges it back). */
+    spare->base = r->base;
+    spare->bytes = r->bytes;
+    spare->addr_prev = r->addr_prev;
+    spare->addr_next = r->addr_next;
+    if (spare->addr_prev != NULL) spare->addr_prev->addr_next = spare;
+    if (spare->addr_next != NULL) spare->addr_next->addr_prev = spare;
+    r->addr_prev = r->addr_next = NULL;
+    spare->flags = r->flags & ZK_RF_SHARED;
+    if (zk_os_map_fixed((void *)spare->base, spare->bytes) == 0) {
+        spare->flags |= ZK_RF_ZERO;
+    } else {
+        spare->flags |= ZK_RF_HOLE;   /* never handed out; unmapped with its segment */
+        spare->areas = 1;
+        zk_heap_add_areas(1);
+    }
+    atomic_store_explicit(&spare->state, ZK_REGION_VACANT, memory_order_relaxed);
+    add_vacant((int64_t)spare->bytes);
+    settle_vacant(spare);
+    return 1;
+}
+
+void zk_heap_adopt(zk_region *r, size_t bytes, uint32_t areas)
+{
+    r->bytes = bytes;
+    r->areas = areas;
+    r->flags &= ~(ZK_RF_SHARED | ZK_RF_MULTI);   /* its own segment now */
+    if (areas > 1)
+        r->flags |= ZK_RF_MULTI;
+    account_segment(1, (int64_t)bytes, (int64_t)areas);
+}
+
+/* ---- checks ---------------------------------------------------------------- */
+
+const char *zk_heap_check_span(zk_region *r)
+{
+    if (r->addr_next != NULL &&
+        (r->addr_next->addr_prev != r || r->addr_next->base != r->base + r->bytes))
+        return "the spans of a segment are not contiguous";
+    if (r->addr_prev != NULL && r->addr_prev->addr_next != r)
+        return "the spans of a segment are not linked both ways";
+    if (!is_vacant(r))
+        return NULL;
+    if (zk_pagemap_get((void *)r->base) == r)
+        return "a vacant span is in the ownership map";
+    if (is_vacant(r->addr_next))
+        return "two vacant spans touch: they were not merged";
+    if (binnable(r) != ((r->flags & ZK_RF_BINNED) != 0))
+        return "a vacant span of a shared segment is not binned";
+    return NULL;
+}
+
+/* Sum of binned spans, for the check: every binned span is vacant. */
+static const char *check_bins(uint64_t *binned_bytes)
+{
+    *binned_bytes = 0;
+    for (int c = 0; c < ZK_NCLASSES; c++) {
+        bool bit = (bins_nonempty[c / 64] >> (c % 64)) & 1u;
+        if (bit != (bins[c].head != NULL))
+            return "a vacant bin's bit is wrong";
+        for (zk_region *v = bins[c].head; v != NULL; v = v->cls_next) {
+            if (!is_vacant(v) || !(v->flags & ZK_RF_BINNED) || floor_class(v->bytes) != c)
+                return "a vacant bin holds a span that does not belong there";
+            *binned_bytes += v->bytes;
+        }
+    }
+    return NULL;
+}
+
+typedef struct {
+    uint64_t segments, reserved, vacant, binned;
+    const char *error;
+} heap_totals;
+
+static void total_span(zk_region *r, void *arg)
+{
+    heap_totals *t = arg;
+    const char *err = zk_heap_check_span(r);
+    if (err != NULL && t->error == NULL)
+        t->error = err;
+    t->reserved += r->bytes;
+    t->segments += r->addr_prev == NULL;
+    if (is_vacant(r)) {
+        t->vacant += r->bytes;
+        t->binned += (r->flags & ZK_RF_BINNED) ? r->bytes : 0;
+    }
+}
+
+const char *zk_heap_check(void)
+{
+    heap_totals t = {0, 0, 0, 0, NULL};
+    uint64_t binned_bytes;
+    const char *err = check_bins(&binned_bytes);
+    if (err != NULL)
+        return err;
+    zk_region_foreach(total_span, &t);
+    if (t.error != NULL)
+        return t.error;
+    if (t.binned != binned_bytes)
+        return "a vacant span is binned twice or lost";
+    if (t.segments != atomic_load_explicit(&zk_stats.segments, memory_order_relaxed))
+        return "the segment count does not match the segments";
+    if (t.reserved != atomic_load_explicit(&zk_stats.bytes_reserved, memory_order_relaxed))
+        return "bytes_reserved does not match the segments";
+    if (t.vacant != atomic_load_explicit(&zk_stats.bytes_vacant, memory_order_relaxed))
+        return "bytes_vacant does not match the vacant spans";
+    return NULL;
+}
+
+/* ---- checking against the kernel's own view: /proc/self/maps --------------- */
+
+typedef struct {
+    uintptr_t *lo, *hi;
+    size_t n;
+    const char *error;
+} maps_view;
+
+static bool read_maps(maps_view *v)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (f == NULL)
+        return false;
+    size_t cap = 4096;
+    v->lo = malloc(cap * sizeof *v->lo);
+    v->hi = malloc(cap * sizeof *v->hi);
+    v->n = 0;
+    char line[512];
+    unsigned long lo, hi;
+    while (v->lo != NULL && v->hi != NULL && fgets(line, sizeof line, f) != NULL) {
+        if (sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+            continue;
+        if (v->n > 0 && v->hi[v->n - 1] == lo) {   /* adjacent areas: one range */
+            v->hi[v->n - 1] = hi;
+            continue;
+        }
+        if (v->n == cap) {
+            cap *= 2;
+            uintptr_t *nl = realloc(v->lo, cap * sizeof *nl);
+            if (nl != NULL) v->lo = nl;
+            uintptr_t *nh = realloc(v->hi, cap * sizeof *nh);
+            if (nh != NULL) v->hi = nh;
+            if (nl == NULL || nh == NULL)
+                break;
+        }
+        v->lo[v->n] = lo;
+        v->hi[v->n] = hi;
+        v->n++;
+    }
+    fclose(f);
+    return v->lo != NULL && v->hi != NULL;
+}
+
+/* Is [lo, hi) inside one contiguous mapped range? */
+static bool covered(const maps_view *v, uintptr_t lo, uintptr_t hi)
+{
+    size_t a = 0, b = v->n;
+    while (a < b) {   /* the last range starting at or below lo */
+        size_t m = (a + b) / 2;
+        if (v->lo[m] <= lo) a = m + 1; else b = m;
+    }
+    return a > 0 && v->hi[a - 1] >= hi;
+}
+
+static void check_segment_mapped(zk_region *r, void *arg)
+{
+    maps_view *v = arg;
+    if (r->addr_prev != NULL || v->error != NULL)
+        return;
+    uintptr_t end = r->base;
+    bool hole = false;
+    for (zk_region *s = r; s != NULL; s = s->addr_next) {
+        end = s->base + s->bytes;
+        hole |= (s->flags & ZK_RF_HOLE) != 0;
+    }
+    if (!hole && !covered(v, r->base, end))
+        v->error = "a segment the cache holds is not mapped (see /proc/self/maps)";
+}
+
+int zk_heap_check_maps(const char **what)
+{
+    maps_view v = {NULL, NULL, 0, NULL};
+    zk_heap_lock();
+    bool ok = read_maps(&v);
+    if (ok)
+        zk_region_foreach(check_segment_mapped, &v);
+    zk_heap_unlock();
+    free(v.lo);
+    free(v.hi);
+    if (what != NULL)
+        *what = !ok ? "could not read /proc/self/maps" : v.error;
+    return ok && v.error == NULL ? ZK_OK : ZK_ECORRUPT;
+}
