@@ -37,7 +37,9 @@ cdef extern from "zkalloc.h" nogil:
         ZK_EINVAL
         ZK_ENOMEM
         ZK_ECORRUPT
+        ZK_ECAP
         ZK_NCLASSES
+        ZK_THP_RANGES
     ctypedef enum zk_option:
         ZK_OPT_MIN_BYTES
         ZK_OPT_CACHE_BYTES
@@ -60,7 +62,14 @@ cdef extern from "zkalloc.h" nogil:
     int zk_cache_reserve(size_t nbytes, int count)
     size_t zk_cache_usable(const void *ptr)
     int zk_check(const char **what)
+    int zk_heap_check_maps(const char **what)
+    void zk_os_fail_unmaps(unsigned n)
     void zk_zero_reset()
+    ctypedef struct zk_thp_snapshot:
+        uint64_t ns_per_mib[3][2]
+        uint64_t samples[3][2]
+    void zk_thp_read(zk_thp_snapshot *out)
+    void zk_thp_reset()
 
     ctypedef struct zk_fallback:
         void *ctx
@@ -91,6 +100,9 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t calloc_fresh, calloc_memset, calloc_discard, zero_samples
         uint64_t realloc_same, realloc_remap, realloc_copy
         uint64_t softened_bytes, released_bytes
+        uint64_t repurposed, repurposed_bytes, carved, gathered, gathered_pieces
+        uint64_t fresh_tail_bytes, populated_bytes
+        uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending
         uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use
         uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes
         uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes
@@ -126,6 +138,8 @@ cdef extern from "zkalloc.h" nogil:
         unsigned protections
     int zk_secret_lookup(const void *ptr, zk_secret_info *out)
     unsigned zk_secret_last_failure(int *err)
+    unsigned zk_secret_block_failures(int *err, uint64_t *count)
+    void zk_secret_block_reset()
     unsigned zk_secret_probe(int *err)
     void zk_secure_wipe(void *p, size_t n)
 
@@ -273,6 +287,19 @@ def secret_last_failure():
     return failed, err
 
 
+def secret_block_failures():
+    """(protection bits that failed, errno of the first, allocations
+    affected) on this thread since secret_block_reset()."""
+    cdef int err = 0
+    cdef uint64_t count = 0
+    cdef unsigned failed = zk_secret_block_failures(&err, &count)
+    return failed, err, count
+
+
+def secret_block_reset():
+    zk_secret_block_reset()
+
+
 def secret_probe():
     """(protection bits that work here, errno of the first that did not)."""
     cdef int err = 0
@@ -362,11 +389,56 @@ def reserve(size_t nbytes, int count):
     return rc
 
 
+RESERVE_OVER_CAP = ZK_ECAP   # reserve_raw(): the cap could never keep that much
+
+
+def reserve_raw(size_t nbytes, int count):
+    """zk_cache_reserve's code as it is (RESERVE_OVER_CAP, or what reserve() returns)."""
+    cdef int rc
+    with nogil:
+        rc = zk_cache_reserve(nbytes, count)
+    if rc == ZK_ECAP:
+        return rc
+    if rc == ZK_EINVAL:
+        raise ValueError(f"reserve: nbytes={nbytes} is larger than the largest size class")
+    if rc == ZK_ENOMEM:
+        raise MemoryError(f"reserve: the kernel refused a region of {nbytes} bytes")
+    return rc
+
+
 def check():
-    """Walk the core's structures; raise AssertionError naming a broken invariant."""
+    """Walk the core's structures, then compare its segments with
+    /proc/self/maps; raise AssertionError naming a broken invariant."""
     cdef const char *what = NULL
-    if zk_check(&what) != ZK_OK:
+    cdef int rc
+    with nogil:
+        rc = zk_check(&what)
+    if rc != ZK_OK:
         raise AssertionError("zkalloc invariant broken: " + what.decode())
+    with nogil:
+        rc = zk_heap_check_maps(&what)
+    if rc != ZK_OK:
+        raise AssertionError("zkalloc invariant broken: " + what.decode())
+
+
+def fail_unmaps(unsigned n):
+    """Tests: the core's next n munmap calls fail with ENOMEM, as they do when
+    the process is at vm.max_map_count."""
+    zk_os_fail_unmaps(n)
+
+
+def thp_snapshot():
+    """First-touch samples per size range: [(ns_per_mib_small, ns_per_mib_huge,
+    samples_small, samples_huge), ...] for 2-16 MiB, 16-128 MiB, >= 128 MiB."""
+    cdef zk_thp_snapshot t
+    zk_thp_read(&t)
+    return [(t.ns_per_mib[i][0], t.ns_per_mib[i][1], t.samples[i][0], t.samples[i][1])
+            for i in range(ZK_THP_RANGES)]
+
+
+def reset_thp_policy():
+    """Forget the first-touch samples (tests)."""
+    zk_thp_reset()
 
 
 def stats_snapshot():

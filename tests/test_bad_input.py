@@ -27,7 +27,7 @@ def bad_values(name: str) -> list:
     if name == "min_bytes":
         values = values + [0, "0", 2**36 + 1]
     if name == "hugepages":
-        values = [v for v in values if v is not None] + [2, "2", "maybe", "", -1, 0.5, "yes please"]
+        values = [v for v in values if v is not None] + [3, "3", "maybe", "", -1, 0.5, "yes please"]
     return values
 
 

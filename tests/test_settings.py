@@ -36,7 +36,7 @@ def test_configure_round_trip():
     ({"min_bytes": 0}, "min_bytes"),
     ({"min_bytes": 2**40}, "min_bytes"),
     ({"hugepages": "maybe"}, "hugepages"),
-    ({"hugepages": 2}, "hugepages"),
+    ({"hugepages": 3}, "hugepages"),
     ({"thread_cache_bytes": "1.5"}, "thread_cache_bytes"),
     ({"cache_bytes": 2**60}, "cache_bytes"),
     ({"no_such_setting": 1}, "no_such_setting"),

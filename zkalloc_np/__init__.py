@@ -65,20 +65,33 @@ def release() -> int:
 def reserve(nbytes: int, count: int = 1) -> int:
     """Pre-fault `count` regions big enough for `nbytes` and leave them cached,
     so a hot loop's first round does not fault.  Returns how many are cached
-    (fewer when the cap refuses some).  MemoryError if none can be mapped."""
+    (fewer when the cap refuses some).  MemoryError if none can be mapped.
+    More than the cap can hold at all returns 0 at once with a
+    ResourceWarning, having faulted nothing."""
     from ._settings import parse_size
     nbytes = parse_size(nbytes, "reserve(nbytes)")
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**31:
         raise ValueError(f"reserve(count): expected a non-negative int, got {count!r}")
     if nbytes == 0:
         raise ValueError("reserve(nbytes): must be positive")
-    return _core.reserve(nbytes, count)
+    rc = _core.reserve_raw(nbytes, count)
+    if rc == _core.RESERVE_OVER_CAP:
+        # Faulting it in would only have the cap unmap it again.
+        import warnings
+        from ._stats import fmt_bytes
+        cap = settings()["cache_bytes"]
+        warnings.warn(f"reserve({fmt_bytes(nbytes)}, count={count}) is more than the cache's cap "
+                      f"({fmt_bytes(cap)}) can keep: nothing reserved; raise cache_bytes with configure() "
+                      f"to keep that much", ResourceWarning, stacklevel=2)
+        return 0
+    return rc
 
 
 def check() -> None:
     """Verify the core's invariants (no region lost, cached twice, or
-    miscounted); AssertionError naming the broken one.  Exact only while no
-    other thread allocates."""
+    miscounted; every segment it holds mapped, per /proc/self/maps);
+    AssertionError naming the broken one.  Exact only while no other thread
+    allocates."""
     _core.check()
 
 

@@ -65,12 +65,34 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
         "settings:",
     ]
     for name, value in d["settings"].items():
-        shown = str(value) if name in _settings.BOOLEAN_SETTINGS else f"{value} ({fmt_bytes(value)})"
+        if name in _settings.CHOICE_SETTINGS:
+            shown = next(w for w, v in _settings.CHOICE_SETTINGS[name].items() if v == value and not w.isdigit())
+        elif name in _settings.BOOLEAN_SETTINGS:
+            shown = str(value)
+        else:
+            shown = f"{value} ({fmt_bytes(value)})"
         lines.append(f"  {name} = {shown}  [{d['setting_sources'][name]}]")
+    lines += thp_policy_lines()
     if d["env"]:
         lines.append("from the environment: " + ", ".join(f"{k}={v}" for k, v in d["env"].items()))
     else:
         lines.append("from the environment: none (ZKALLOC_* unset)")
     if d["env_unknown"]:
         lines.append("ignored, not zkalloc settings: " + ", ".join(d["env_unknown"]))
+    return lines
+
+
+def thp_policy_lines() -> list[str]:
+    """What the first-touch policy (hugepages=auto) has measured so far in
+    this process: cost per MiB of faulting fresh memory, per size range."""
+    from ._stats import thp_policy
+    lines = ["first-touch cost measured in this process (fresh np.empty >= 2 MiB, faulted at once):"]
+    rows = thp_policy()
+    if not any(r.samples_small or r.samples_huge for r in rows):
+        return lines + ["  no sample yet (none is taken before the first fresh region of 2 MiB or more)"]
+    for r in rows:
+        def cost(ns: int, n: int) -> str:
+            return f"{ns / 1e3:.0f} us/MiB ({n} samples)" if n else "not sampled"
+        lines.append(f"  {r.range}: 4 KiB pages {cost(r.ns_per_mib_small, r.samples_small)}, "
+                     f"huge pages {cost(r.ns_per_mib_huge, r.samples_huge)}; choice now: {r.choice}")
     return lines

@@ -111,18 +111,35 @@ def secret(strict: bool = True) -> Iterator[None]:
     if not isinstance(strict, bool):
         raise TypeError(f"secret(strict): expected a bool, got {strict!r}")
     _check_protections(strict)
+    outermost = _depth.get() == 0
+    if outermost:
+        _core.secret_block_reset()
     token = _depth.set(_depth.get() + 1)
     previous = _core.set_context_handler(_core.secret_capsules[strict])
     try:
         yield
     except MemoryError as exc:
-        failed, err = _core.secret_last_failure()
+        # The block's record, not the last allocation's: numpy may allocate
+        # again after a failed realloc (np.fromstring does).
+        failed, err, _ = _core.secret_block_failures()
         if failed and not isinstance(exc, SecretMemoryError):
             raise SecretMemoryError(_explain(failed, err, True)) from exc
         raise
     finally:
         _core.set_context_handler(previous)
         _depth.reset(token)
+    if outermost and not strict:
+        _warn_block_failures()
+
+
+def _warn_block_failures() -> None:
+    """strict=False: one warning per block naming what its arrays lacked.
+    It comes when the block ends: the allocations happen inside numpy's C
+    code, some with the GIL released, where no warning can be raised."""
+    failed, err, count = _core.secret_block_failures()
+    if count:
+        warnings.warn(f"{count} array(s) in this secret(strict=False) block got less than full "
+                      f"protection. " + _explain(failed, err, False), SecretWarning, stacklevel=3)
 
 
 def secret_empty(shape: Any, dtype: Any = float, *, strict: bool = True) -> np.ndarray:

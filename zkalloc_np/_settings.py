@@ -24,7 +24,11 @@ ENV_VARS: dict[str, str] = {
     "arena_min_bytes": "ZKALLOC_ARENA_MIN_BYTES",
     "adaptive_zero": "ZKALLOC_ADAPTIVE_ZERO",
 }
-BOOLEAN_SETTINGS = frozenset({"hugepages", "adaptive_zero"})
+BOOLEAN_SETTINGS = frozenset({"adaptive_zero"})
+#: settings that take a word as well as a number: name -> {word: core value}
+CHOICE_SETTINGS: dict[str, dict[str, int]] = {
+    "hugepages": {"0": 0, "off": 0, "false": 0, "no": 0, "1": 1, "on": 1, "true": 1, "yes": 1, "auto": 2},
+}
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
@@ -64,7 +68,22 @@ def parse_bool(value: Any, what: str) -> bool:
     raise ValueError(f"{what}: expected a boolean (1/0, on/off, true/false), got {value!r}")
 
 
+def parse_choice(name: str, value: Any, what: str) -> int:
+    """A CHOICE_SETTINGS value from a bool, an int the core accepts, or a word."""
+    choices = CHOICE_SETTINGS[name]
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and value in set(choices.values()):
+        return value
+    if isinstance(value, str) and value.strip().lower() in choices:
+        return choices[value.strip().lower()]
+    words = "/".join(w for w in choices if not w.isdigit())
+    raise ValueError(f"{what}: expected one of {words} (or {sorted(set(choices.values()))}), got {value!r}")
+
+
 def _to_core_value(name: str, value: Any, what: str) -> int:
+    if name in CHOICE_SETTINGS:
+        return parse_choice(name, value, what)
     if name in BOOLEAN_SETTINGS:
         return int(parse_bool(value, what))
     return parse_size(value, what)
@@ -102,7 +121,9 @@ def configure(**settings: Any) -> dict[str, int]:
         it evicts least recently used regions at once.
     min_bytes: smallest request the cache serves; smaller ones go to numpy's
         own allocator.
-    hugepages: advise MADV_HUGEPAGE on new regions of 2 MiB and more.
+    hugepages: huge pages for fresh regions of 2 MiB and more: "auto"
+        (default: measured, see How it works), 1/"on" (always MADV_HUGEPAGE)
+        or 0/"off" (never).
     lazy_zero_bytes: np.zeros of at least this many bytes on a reused region
         drops its pages (MADV_DONTNEED) instead of memset; 0 = always memset.
     thread_cache_bytes: idle bytes one thread may keep without taking a lock.
@@ -122,7 +143,7 @@ def configure(**settings: Any) -> dict[str, int]:
 
 
 def current() -> dict[str, int]:
-    """Every setting's value now (booleans as 0/1)."""
+    """Every setting's value now (booleans as 0/1, hugepages as 0/1/2 = auto)."""
     return {name: _core.option_get(name) for name in ENV_VARS}
 
 

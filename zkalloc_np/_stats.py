@@ -21,6 +21,39 @@ class ClassStats:
 
 
 @dataclass(frozen=True)
+class ThpRange:
+    """What the first-touch policy measured for fresh regions of one size
+    range: nanoseconds per MiB to fault them in, on 4 KiB and on huge pages
+    (a moving average), the samples behind each, and the choice it makes
+    now ("measuring" until each way has 2 samples)."""
+
+    range: str
+    ns_per_mib_small: int
+    ns_per_mib_huge: int
+    samples_small: int
+    samples_huge: int
+    choice: str
+
+
+_THP_RANGES = ("2-16 MiB", "16-128 MiB", ">= 128 MiB")
+
+
+def thp_policy() -> tuple[ThpRange, ...]:
+    """The first-touch policy's measurements, per size range."""
+    rows = []
+    for name, (small, huge, n_small, n_huge) in zip(_THP_RANGES, _core.thp_snapshot()):
+        mode = _settings.current()["hugepages"]
+        if mode != 2:
+            choice = "huge pages (forced)" if mode == 1 else "4 KiB pages (forced)"
+        elif n_small < 2 or n_huge < 2:
+            choice = "measuring"
+        else:
+            choice = "huge pages" if huge <= small else "4 KiB pages"
+        rows.append(ThpRange(name, small, huge, n_small, n_huge, choice))
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
 class Stats:
     """What the cache has done and holds.
 
@@ -30,6 +63,21 @@ class Stats:
     held by live arrays, cached is idle and resident (at most cap_bytes),
     mapped is both together.  evictions are idle regions unmapped to stay
     under the cap; uncached_frees are regions too large to cache at all.
+
+    repurposed: misses served from idle memory of other classes instead of
+    fresh memory (repurposed_bytes of it): carved out of one larger idle
+    region, or gathered from several by moving their pages (mremap,
+    gathered_pieces moved; fresh_tail_bytes: what idle memory could not
+    cover).  populated_bytes: fresh np.empty regions faulted in at once,
+    which the first-touch policy times (see thp_policy()).
+
+    Address space: segments (mappings) hold the regions; bytes_reserved is
+    their size, bytes_vacant the part with no memory behind it (given back,
+    kept as address space for the next regions); map_areas estimates the
+    memory areas (vm.max_map_count) the cache accounts for.
+    unmap_failures counts munmap calls the kernel refused (at the map-count
+    limit); unmap_pending segments are kept, counted, and retried by
+    release().
 
     arena_chunk*_in_use: cache regions phases hold as arena chunks (counted in
     bytes_in_use too).  secret_*: secret arrays live now (arrays, bytes,
@@ -64,6 +112,19 @@ class Stats:
     realloc_copy: int
     softened_bytes: int
     released_bytes: int
+    repurposed: int
+    repurposed_bytes: int
+    carved: int
+    gathered: int
+    gathered_pieces: int
+    fresh_tail_bytes: int
+    populated_bytes: int
+    segments: int
+    bytes_reserved: int
+    bytes_vacant: int
+    map_areas: int
+    unmap_failures: int
+    unmap_pending: int
     arena_chunks_in_use: int
     arena_chunk_bytes_in_use: int
     secret_arrays: int
@@ -79,6 +140,7 @@ class Stats:
     min_bytes: int
     thp: bool
     installed: bool
+    thp_policy: tuple[ThpRange, ...]
     classes: tuple[ClassStats, ...]
     phases: dict[str, PhaseTotals] = dataclasses.field(default_factory=dict)
 
@@ -93,6 +155,10 @@ class Stats:
             f"  in use {fmt_bytes(self.bytes_in_use)} (peak {fmt_bytes(self.peak_bytes_in_use)}), "
             f"cached {fmt_bytes(self.bytes_cached)} of cap {fmt_bytes(self.cap_bytes)} "
             f"(peak {fmt_bytes(self.peak_bytes_cached)}), mapped {fmt_bytes(self.bytes_mapped)}",
+            f"  repurposed {self.repurposed} misses from idle memory of other sizes "
+            f"({fmt_bytes(self.repurposed_bytes)}: {self.carved} carved, {self.gathered} gathered), "
+            f"{self.segments} segments ({fmt_bytes(self.bytes_reserved)} reserved, "
+            f"{fmt_bytes(self.bytes_vacant)} vacant)",
             f"  evictions {self.evictions} ({fmt_bytes(self.evicted_bytes)}), "
             f"too large to cache {self.uncached_frees}, huge pages {'on' if self.thp else 'off'}, "
             f"process-wide install {'on' if self.installed else 'off'}",
@@ -132,6 +198,7 @@ def snapshot(installed: bool) -> Stats:
         cap_bytes=settings["cache_bytes"],
         min_bytes=settings["min_bytes"],
         thp=bool(settings["hugepages"]) and _system.thp_possible(),
+        thp_policy=thp_policy(),
         installed=installed,
         classes=classes,
         phases=phase_totals(),
