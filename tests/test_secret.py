@@ -262,3 +262,33 @@ def test_lenient_mode_warns_and_records_what_was_applied():
     assert lines[0] == "SecretWarning True"
     assert lines[1] == "False True True True 499500"
     assert lines[2] == "1"
+
+
+@not_under_asan
+def test_strict_fromstring_growing_past_the_limit_raises_secret_memory_error():
+    out = run_without_ipc_lock(LOW_MEMLOCK.format(limit=8 << 20) + """
+    text = " ".join(["1"] * 2_000_000)
+    try:
+        with zk.secret():
+            np.fromstring(text, sep=" ")
+    except zk.SecretMemoryError as e:
+        print("SecretMemoryError", "RLIMIT_MEMLOCK" in str(e))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "SecretMemoryError True"
+
+
+@not_under_asan
+def test_lenient_mode_warns_once_per_block_after_entry():
+    out = run_without_ipc_lock(LOW_MEMLOCK.format(limit=8 << 20) + """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with zk.secret(strict=False):
+            arrays = [np.ones(1 << 17) for _ in range(12)]      # 12 x 1 MiB
+    unlocked = sum(not zk.secret_info(a).locked for a in arrays)
+    ours = [w for w in caught if issubclass(w.category, zk.SecretWarning)]
+    print(len(ours), unlocked, "locked" in str(ours[0].message), "RLIMIT_MEMLOCK" in str(ours[0].message))
+    """)
+    assert out.returncode == 0, out.stderr
+    n, unlocked, names_it, names_limit = out.stdout.split()
+    assert int(unlocked) >= 1 and n == "1" and names_it == "True" and names_limit == "True"

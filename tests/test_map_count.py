@@ -1,0 +1,115 @@
+"""Reliability at the kernel's limits: the map count, failed unmaps, and
+reserve() beyond the cap."""
+from __future__ import annotations
+
+import resource
+import time
+import warnings
+
+import pytest
+
+import zkalloc_np as zk
+from conftest import run_python
+
+MiB = 1 << 20
+
+
+def test_140k_live_64k_arrays_keep_the_map_count_low_and_unmap_on_release():
+    out = run_python("""
+        import gc, threading, numpy as np, zkalloc_np as zk
+
+        def areas():
+            with open("/proc/self/maps") as f:
+                return sum(1 for _ in f)
+
+        def vm_size():
+            with open("/proc/self/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("VmSize:")) * 1024
+
+        def can_start_thread():
+            t = threading.Thread(target=lambda: None); t.start(); t.join()
+            return True
+
+        limit = int(open("/proc/sys/vm/max_map_count").read())
+        start_areas, start_vm = areas(), vm_size()
+        zk.install()
+        arrays = [np.empty(8192) for _ in range(140_000)]          # 64 KiB each
+        peak = areas(); assert can_start_thread()
+        del arrays[::2]
+        gc.collect(); peak = max(peak, areas()); assert can_start_thread()
+        zk.check()
+        del arrays
+        gc.collect(); peak = max(peak, areas()); assert can_start_thread()
+        zk.check()
+        zk.release()
+        zk.check()
+        s = zk.stats()
+        print(limit, start_areas, peak, vm_size() - start_vm, s.bytes_mapped, s.segments, s.unmap_failures)
+    """, timeout=300)
+    assert out.returncode == 0, out.stderr
+    limit, start, peak, vm_growth, mapped, segments, failures = map(int, out.stdout.split())
+    assert peak - start < 2000 and peak < limit // 10     # was 65,531 with a mapping per region
+    assert vm_growth < 16 * MiB                            # VmSize back to within a few MiB
+    assert mapped == 0 and segments == 0 and failures == 0
+
+
+def vm_size() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) * 1024
+
+
+def test_a_failed_munmap_is_kept_tracked_and_retried(fresh):
+    import numpy as np
+    with zk.installed():
+        arrays = [np.ones(4 * MiB, np.uint8) for _ in range(6)]
+    del arrays
+    start = vm_size()
+    zk._core.fail_unmaps(1000)
+    try:
+        released = zk.release()
+    finally:
+        zk._core.fail_unmaps(0)
+    s = zk.stats()
+    assert released >= 24 * MiB
+    assert s.unmap_failures >= 1 and s.unmap_pending >= 1
+    assert s.bytes_cached == 0 and s.bytes_reserved >= 24 * MiB   # still counted, still mapped
+    zk.check()                                                      # and /proc/self/maps agrees
+    assert vm_size() == start                                       # nothing unmapped behind our back
+    zk.release()                                                    # the retry
+    s = zk.stats()
+    assert s.unmap_pending == 0 and s.bytes_reserved == 0
+    assert vm_size() <= start - 24 * MiB
+    zk.check()
+
+
+def test_memory_is_never_reused_wrongly_after_failed_unmaps(fresh):
+    import numpy as np
+    zk._core.fail_unmaps(10_000)
+    try:
+        with zk.installed():
+            for i in range(20):
+                live = [np.full((i % 5 + 1) * MiB, i, np.uint8) for _ in range(3)]
+                assert all((a == i).all() for a in live)
+                del live
+                zk.release()
+                zk.check()
+    finally:
+        zk._core.fail_unmaps(0)
+    zk.release()
+    assert zk.stats().unmap_pending == 0
+    zk.check()
+
+
+def test_reserve_beyond_the_cap_warns_at_once_and_faults_nothing(fresh):
+    zk.configure(cache_bytes="64M")
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    with pytest.warns(ResourceWarning, match="cap"):
+        got = zk.reserve("512M")
+    assert got == 0
+    assert time.perf_counter() - t0 < 5          # a bound far above the ~0 it takes, not a timing
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0 < 32 * MiB
+    assert zk.stats().bytes_mapped == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert zk.reserve("16M", count=2) == 2   # within the cap: as before

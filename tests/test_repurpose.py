@@ -1,0 +1,187 @@
+"""Idle memory serves any size (issue: win on real provers): a miss is
+carved out of a larger idle region or gathered from several by moving their
+pages, before any fresh memory is faulted; and the first-touch policy
+(hugepages=auto) records what it measures."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import zkalloc_np as zk
+from conftest import run_python
+
+MiB = 1 << 20
+
+
+def filled(nbytes: int, value: int) -> np.ndarray:
+    a = np.empty(nbytes, dtype=np.uint8)
+    a.fill(value)
+    return a
+
+
+def test_carve_serves_a_smaller_class_from_a_larger_idle_region(fresh):
+    with zk.installed():
+        keep = filled(3 * MiB, 7)            # a live neighbour whose bytes must not change
+        big = filled(48 * MiB, 1)
+        del big
+        mapped = zk.stats().bytes_mapped
+        small = filled(5 * MiB, 2)           # no class within 1.5x is idle: carved
+        s = zk.stats()
+        assert s.carved >= 1 and s.repurposed >= 1
+        assert s.repurposed_bytes >= 5 * MiB
+        assert s.bytes_mapped == mapped      # nothing mapped fresh
+        assert zk.owns(small) and (small == 2).all() and (keep == 7).all()
+        zk.check()
+        del small
+        zk.check()
+
+
+def test_gather_moves_idle_regions_into_one_larger_region(fresh):
+    with zk.installed():
+        keep = filled(1 * MiB, 9)
+        parts = [filled(8 * MiB, 3) for _ in range(4)]
+        del parts
+        before = zk.stats()
+        big = filled(28 * MiB, 4)            # larger than any idle region: gathered
+        s = zk.stats()
+        assert s.gathered == before.gathered + 1
+        assert s.gathered_pieces - before.gathered_pieces >= 3
+        assert s.repurposed_bytes - before.repurposed_bytes >= 24 * MiB
+        assert zk.owns(big) and (big == 4).all() and (keep == 9).all()
+        zk.check()
+        del big
+        zk.check()
+
+
+def test_calloc_on_repurposed_pages_gives_zeros(fresh):
+    with zk.installed():
+        big = filled(40 * MiB, 0xFF)
+        del big
+        z = np.zeros(3 * MiB, dtype=np.uint8)      # carved
+        assert zk.stats().carved >= 1 and not z.any()
+        parts = [filled(6 * MiB, 0xEE) for _ in range(6)]
+        del parts, z
+        g = np.zeros(30 * MiB, dtype=np.uint8)     # gathered (or carved from what is left)
+        assert zk.stats().repurposed >= 2 and not g.any()
+        zk.check()
+
+
+def test_owns_follows_moved_ranges_and_old_addresses_are_not_ours(fresh):
+    with zk.installed():
+        parts = [filled(6 * MiB, 5) for _ in range(5)]
+        old = [p.ctypes.data for p in parts]
+        del parts
+        big = filled(28 * MiB, 6)
+        assert zk.owns(big)
+        assert zk._core.usable_bytes(big.ctypes.data) >= 28 * MiB
+        for address in old:
+            if address != big.ctypes.data:
+                assert zk._core.usable_bytes(address) == 0
+        zk.check()
+
+
+def test_cap_is_never_exceeded_while_repurposing(fresh):
+    zk.configure(cache_bytes="24M")
+    rng = np.random.default_rng(1)
+    with zk.installed():
+        for _ in range(40):
+            live = [filled(int(rng.integers(1, 12)) * MiB + int(rng.integers(0, 4096)), 1)
+                    for _ in range(int(rng.integers(1, 5)))]
+            assert zk.stats().bytes_cached <= 24 * MiB
+            del live
+            assert zk.stats().bytes_cached <= 24 * MiB
+        zk.check()
+
+
+def anon_huge_kib(address: int, nbytes: int) -> int:
+    """AnonHugePages (KiB) of the mappings that overlap [address, address+nbytes)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo < address + nbytes and hi > address
+            elif inside and line.startswith("AnonHugePages:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_a_region_carved_at_2mib_alignment_keeps_its_huge_pages(fresh):
+    zk.configure(hugepages=1)
+    with zk.installed():
+        big = filled(64 * MiB, 1)
+        if anon_huge_kib(big.ctypes.data, 64 * MiB) == 0:
+            pytest.skip("the kernel gave no huge pages here (THP off or none free)")
+        del big
+        part = filled(8 * MiB, 2)
+        assert zk.stats().carved >= 1
+        assert part.ctypes.data % (2 * MiB) == 0
+        assert anon_huge_kib(part.ctypes.data, 8 * MiB) > 0
+
+
+@pytest.mark.parametrize("mode,huge", [(0, False), (1, True)])
+def test_forced_hugepages_record_samples_of_that_kind(fresh, mode, huge):
+    zk.configure(hugepages=mode)
+    zk._core.reset_thp_policy()
+    with zk.installed():
+        live = [filled(4 * MiB, 1) for _ in range(3)]
+    row = zk.stats().thp_policy[0]
+    assert (row.samples_huge, row.samples_small) == ((3, 0) if huge else (0, 3))
+    assert row.choice.endswith("(forced)")
+    del live
+
+
+def test_auto_samples_both_kinds_and_then_chooses(fresh):
+    zk.configure(hugepages="auto")
+    assert zk.settings()["hugepages"] == 2
+    zk._core.reset_thp_policy()
+    with zk.installed():
+        live = [filled(4 * MiB, 1) for _ in range(6)]
+    row = zk.stats().thp_policy[0]
+    assert row.samples_small >= 2 and row.samples_huge >= 2
+    assert row.ns_per_mib_small > 0 and row.ns_per_mib_huge > 0
+    assert row.choice in ("huge pages", "4 KiB pages")
+    assert zk.stats().populated_bytes >= 6 * 4 * MiB
+    del live
+
+
+def test_fresh_zeros_stay_lazy(fresh):
+    """np.zeros on fresh memory is never populated: untouched pages never fault."""
+    with zk.installed():
+        z = np.zeros(64 * MiB, dtype=np.uint8)
+        assert zk.stats().populated_bytes == 0
+        assert not z[:: 1 << 20].any()
+
+
+def test_info_reports_the_first_touch_policy():
+    out = run_python("""
+        import numpy as np, zkalloc_np as zk
+        from zkalloc_np._info import info_lines
+        with zk.installed():
+            a = [np.ones(1 << 20) for _ in range(4)]
+        print("\\n".join(info_lines()))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "first-touch cost measured" in out.stdout and "us/MiB" in out.stdout
+
+
+def test_repurposing_in_a_forked_child_keeps_the_cache_consistent(fresh):
+    out = run_python("""
+        import os, numpy as np, zkalloc_np as zk
+        zk.install()
+        parts = [np.ones(6 << 20, np.uint8) for _ in range(5)]
+        del parts
+        pid = os.fork()
+        if pid == 0:
+            big = np.ones(28 << 20, np.uint8)
+            small = np.ones(3 << 20, np.uint8)
+            ok = zk.stats().repurposed >= 1 and big.sum() == 28 << 20
+            zk.check(); del big, small; zk.release(); zk.check()
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        zk.check()
+        print(os.waitstatus_to_exitcode(status))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
