@@ -31,6 +31,7 @@ def test_140k_live_64k_arrays_keep_the_map_count_low_and_unmap_on_release():
             return True
 
         limit = int(open("/proc/sys/vm/max_map_count").read())
+        can_start_thread()   # glibc's arena and the stack of a thread: before the baseline
         start_areas, start_vm = areas(), vm_size()
         zk.install()
         arrays = [np.empty(8192) for _ in range(140_000)]          # 64 KiB each
@@ -49,7 +50,11 @@ def test_140k_live_64k_arrays_keep_the_map_count_low_and_unmap_on_release():
     assert out.returncode == 0, out.stderr
     limit, start, peak, vm_growth, mapped, segments, failures = map(int, out.stdout.split())
     assert peak - start < 2000 and peak < limit // 10     # was 65,531 with a mapping per region
-    assert vm_growth < 16 * MiB                            # VmSize back to within a few MiB
+    # VmSize back to its start but for the core's metadata, which stays mapped:
+    # descriptors (~128 bytes a region: 18 MiB for 140k) and ownership-map
+    # leaves (2 MiB per GiB of address space used).  numpy's default grows
+    # VmSize by about 5.6 GiB here (glibc's fragmented heap).
+    assert vm_growth < 48 * MiB
     assert mapped == 0 and segments == 0 and failures == 0
 
 

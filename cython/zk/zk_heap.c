@@ -53,7 +53,8 @@ static int floor_class(size_t bytes) { return zk_class_floor(bytes); }
  * vacant space waits for the rest of its segment to be unmapped with it. */
 static bool binnable(const zk_region *r)
 {
-    return (r->flags & ZK_RF_SHARED) && !(r->flags & ZK_RF_HOLE) && r->bytes >= zk_class_bytes(0);
+    return (r->flags & ZK_RF_SHARED) && !(r->flags & (ZK_RF_HOLE | ZK_RF_PENDING)) &&
+           r->bytes >= zk_class_bytes(0);
 }
 
 static void bin_link(zk_region *r)
@@ -148,6 +149,7 @@ static void unmap_segment(zk_region *s)
             s->flags |= ZK_RF_ZERO;
         zk_count(&zk_stats.unmap_failures, 1);
         zk_count(&zk_stats.unmap_pending, 1);
+        s->flags |= ZK_RF_PENDING;
         s->lru_next = unmap_pending;
         unmap_pending = s;
         return;
@@ -166,6 +168,7 @@ size_t zk_heap_retry_unmaps(void)
         zk_region *next = list->lru_next;
         size_t bytes = list->bytes;
         zk_stats_gauge_sub(&zk_stats.unmap_pending, 1);
+        list->flags &= ~ZK_RF_PENDING;
         unmap_segment(list);   /* back on the list if it fails again */
         if (unmap_pending != list)
             done += bytes;

@@ -37,6 +37,7 @@ enum {
     ZK_RF_HOLE = 32u,        /* VACANT with an unmapped hole: never handed out */
     ZK_RF_BINNED = 64u,      /* VACANT, in a vacant bin (zk_heap.c) */
     ZK_RF_MULTI = 128u,      /* may span several memory areas: mremap cannot move it */
+    ZK_RF_PENDING = 512u,    /* a whole vacant segment whose munmap failed: on the retry list */
     ZK_RF_LEAVING = 256u,    /* being given back outside the heap lock (fork: see zk_fork.c) */
 };
 
