@@ -119,6 +119,31 @@ def test_worker_measures_under_each_zkalloc_form():
     assert not zk.is_installed()
 
 
+COLD_WARM_KEYS = ("cold_s", "cold_minflt", "cold_rss_bytes", "minflt_per_round", "peak_rss_bytes")
+
+
+def _check_cold_warm(r: dict) -> None:
+    """The cold round's and the warm rounds' time, RSS and faults: finite,
+    times and RSS positive, fault counts not negative."""
+    for key in COLD_WARM_KEYS:
+        assert math.isfinite(r[key]), (key, r)
+    assert r["cold_s"] > 0 and r["cold_rss_bytes"] > 0 and r["peak_rss_bytes"] >= r["cold_rss_bytes"]
+    assert r["cold_minflt"] >= 0 and r["minflt_per_round"] >= 0
+
+
+def test_worker_times_the_cold_round_apart_and_counts_faults():
+    """The first round of a fresh body is recorded apart; numpy's default
+    handler maps 64 MiB fresh every round (glibc's mmap threshold stops at
+    32 MiB), so it faults in the cold round and in every warm round."""
+    r = worker.measure("default", "first_touch", 64 * MiB, rounds=3, warmup=2)
+    _check_cold_warm(r)
+    assert r["cold_minflt"] > 0 and r["minflt_per_round"] > 0
+    assert r["cold_rss_bytes"] >= 64 * MiB
+    z = worker.measure("zkalloc", "fft_rounds", 8 * MiB, rounds=3, warmup=2)
+    _check_cold_warm(z)
+    assert z["minflt_per_round"] < 8 * MiB / 4096 / 2   # resident regions: no page faults again
+
+
 def test_plan_rounds_and_combine():
     assert worker.plan_rounds(0.001, 20, 3, 2.0) == 20
     assert worker.plan_rounds(1.0, 20, 3, 2.0) == 3
@@ -129,6 +154,12 @@ def test_plan_rounds_and_combine():
     c = dict(a, median_s=3.0, max_s=9.0)
     r = combine([a, b, c], contention)
     assert (r["median_s"], r["min_s"], r["max_s"], r["rounds"], r["peak_rss_bytes"]) == (3.0, 0.5, 9.0, 9, 20)
+    assert "cold_s" not in r   # records of workers without a cold round stay as they were
+    cold = [dict(x, cold_s=s, cold_minflt=f, cold_rss_bytes=m, minflt_per_round=f / 10)
+            for x, s, f, m in [(a, 5.0, 100, 7), (b, 7.0, 300, 9), (c, 6.0, 200, 8)]]
+    r = combine(cold, contention)
+    assert (r["cold_s"], r["cold_minflt"], r["cold_rss_bytes"], r["minflt_per_round"]) == (6.0, 200, 9, 20.0)
+    assert r["pass_cold_s"] == [5.0, 7.0, 6.0] and r["pass_peak_rss_bytes"] == [10, 20, 10]
     assert r["hit_rate"] == pytest.approx(7 / 8)
     assert r["gb_per_s"] == pytest.approx(contention.bytes_per_round(1) / 3.0 / 1e9)
 
@@ -139,6 +170,10 @@ def test_report_renders_markdown_and_plot(tmp_path):
                                                                  ("ideal", 0.002)]]
     md = report.markdown(records, ["default", "zkalloc", "ideal"])
     assert "| fft_rounds | 8 MiB | 4 | 2 (2.00x) | 2 (2.00x) |" in md
+    assert "cold ms" not in md   # no cold rounds in these records: no second table
+    records[1].update(cold_s=0.05, cold_rss_bytes=300 * MiB, cold_minflt=12345, minflt_per_round=2.0)
+    md = report.markdown(records, ["default", "zkalloc", "ideal"])
+    assert "| fft_rounds | 8 MiB | zkalloc | 50 | 2 | 300 MiB | 0 MiB | 12.3k | 2 |" in md.split("\n\n")[1]
     pytest.importorskip("matplotlib")
     png = tmp_path / "p.png"
     report.plot(records, ["default", "zkalloc", "ideal"], str(png))
