@@ -23,14 +23,17 @@ from bench.patterns import (
     contention,
     expr_churn,
     galois_ntt,
+    grow,
     has_ideal,
     label,
     msm_buckets,
     ntt_prover,
     parse_size,
     phase_burst,
+    stark_prove,
 )
-from zkalloc_np.ntt import NTT, P, naive_cyclic_product, random_field_elements
+from bench.patterns import _fri, _merkle
+from zkalloc_np.ntt import GENERATOR, NTT, P, naive_cyclic_product, random_field_elements
 
 MiB = 1 << 20
 
@@ -320,3 +323,130 @@ def test_targets_verdicts_met_missed_and_noise():
     assert verdicts["phase_burst 32 MiB zkalloc >= 1.3x faster than best peer (tcmalloc)"] == "noise"
     assert verdicts["expr_churn 32 MiB zkalloc at least as fast as tcmalloc"] == "MISSED"
     assert verdicts["expr_churn 32 MiB zkalloc no slower than default"] == "MISSED"
+
+
+# -- the prover-shaped patterns (issue 12) ---------------------------------------
+
+def test_quick_grow_run_records_cold_and_warm_time_rss_and_faults(tmp_path):
+    out = tmp_path / "grow.json"
+    result = _bench("--quick", "--only", "grow", "--allocators", "default,zkalloc", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    records = json.loads(out.read_text())["records"]
+    assert [r["allocator"] for r in records] == ["default", "zkalloc"]
+    for r in records:
+        assert r["pattern"] == "grow"
+        _check_record(r)
+        _check_cold_warm(r)
+        assert r["cold_rss_bytes"] >= r["size"]   # the whole working set was alive at once
+        assert r["cold_minflt"] > 0               # it grew into fresh memory
+    assert "cold faults" in result.stdout
+
+
+def _horner(coeffs: list[int], x: int) -> int:
+    acc = 0
+    for c in reversed(coeffs):
+        acc = (acc * x + c) % P
+    return acc
+
+
+@pytest.fixture(scope="module")
+def prover() -> stark_prove.Prover:
+    return stark_prove.Prover(stark_prove.TEST_SIZE)
+
+
+def test_stark_lde_interpolates_back_to_the_trace(prover):
+    n, big_n = prover.n, prover.big_n
+    assert big_n == stark_prove.BLOWUP * n
+    for group in prover.trace:
+        lde = prover.lde(group)
+        assert lde.shape == (group.shape[0], big_n)
+        for row, column in zip(lde, group):
+            coeffs = stark_prove.interpolate(row, stark_prove.SHIFT)
+            assert not coeffs[n:].any()                                  # degree < n
+            assert np.array_equal(prover.ntt_n.forward(coeffs[:n]), column)   # the trace back
+
+
+def test_stark_quotient_is_the_constraints_over_the_vanishing_polynomial(prover):
+    n, big_n = prover.n, prover.big_n
+    columns = np.concatenate([prover.lde(g) for g in prover.trace])
+    alpha = 987654321
+    q = prover.quotient(prover.groups(columns), alpha)
+    assert not stark_prove.interpolate(q, stark_prove.SHIFT)[n:].any()   # the constraints hold on the trace
+    w = pow(GENERATOR, (P - 1) // big_n, P)
+    g_last = pow(w, stark_prove.BLOWUP * (n - 1), P)
+    for i in np.random.default_rng(0).integers(0, big_n, 6).tolist():
+        x = stark_prove.SHIFT * pow(w, i, P) % P
+        col = [int(v) for v in columns[:, i]]
+        a, b, c = col[0], col[1:5], col[5:]
+        a_next = int(columns[0, (i + stark_prove.BLOWUP) % big_n])   # a(g x)
+        total = (a_next - a - 1) * (x - g_last) * alpha
+        for j in range(8):
+            cons = c[j] - b[stark_prove.A_IDX[j]] * b[stark_prove.B_IDX[j]] - a - j
+            total += cons * pow(alpha, j + 2, P)
+        assert int(q[i]) * (pow(x, n, P) - 1) % P == total % P
+
+
+def test_stark_fri_folds_by_eight_as_defined_down_to_a_low_degree_layer(prover):
+    q = prover.quotient(prover.groups(np.concatenate([prover.lde(g) for g in prover.trace])), 5)
+    layers, trees, betas = prover.fri(q, seed=1)
+    assert len(betas) >= 2 and len(trees) == len(betas) and len(layers) == len(betas) + 1
+    assert [layer.size for layer in layers] == [prover.big_n >> (3 * k) for k in range(len(layers))]
+    assert layers[-1].size <= stark_prove.FINAL_MAX
+    rng = np.random.default_rng(1)
+    shift = stark_prove.SHIFT
+    for k, beta in enumerate(betas):
+        coeffs = [int(c) for c in stark_prove.interpolate(layers[k], shift)]
+        parts = [coeffs[j::_fri.FOLD] for j in range(_fri.FOLD)]   # f(x) = sum_j x^j f_j(x^8)
+        shift, m = pow(shift, _fri.FOLD, P), layers[k + 1].size
+        w = pow(GENERATOR, (P - 1) // m, P)
+        for i in rng.integers(0, m, 4).tolist():
+            y = shift * pow(w, i, P) % P
+            expected = sum(pow(beta, j, P) * _horner(part, y) for j, part in enumerate(parts)) % P
+            assert int(layers[k + 1][i]) == expected
+    bound = prover.n >> (3 * len(betas))
+    final = stark_prove.interpolate(layers[-1], shift)
+    assert not final[bound:].any() and final[:bound].any()
+
+
+def test_stark_proof_openings_verify_against_the_roots(prover):
+    proof = prover.prove()
+    assert len(proof.openings) == 1 + len(proof.fri_roots) and proof.final.size <= stark_prove.FINAL_MAX
+    roots = [proof.trace_root, *proof.fri_roots]
+    for t, ((values, paths), root) in enumerate(zip(proof.openings, roots)):
+        leaves = proof.queries % np.uint64(1 << paths.shape[1])   # a tree of depth d has 2^d leaves
+        for q, index in enumerate(leaves.tolist()):
+            leaf = int(_merkle.hash_leaves(values[:, q:q + 1])[0])
+            assert _merkle.verify(root, leaf, index, paths[q])
+            assert not _merkle.verify(root, leaf ^ 1, index, paths[q])
+
+
+def test_merkle_levels_halve_and_stay_alive():
+    leaves = np.arange(16, dtype=np.uint64)
+    levels = _merkle.tree(leaves)
+    assert [lv.size for lv in levels] == [16, 8, 4, 2, 1] and levels[0] is leaves
+    assert int(levels[1][3]) == int(_merkle.compress(leaves[6:7], leaves[7:8])[0])
+    assert int(_merkle.compress(leaves[:1], leaves[1:2])[0]) != int(_merkle.compress(leaves[1:2], leaves[:1])[0])
+    with pytest.raises(ValueError):
+        _merkle.tree(np.arange(12, dtype=np.uint64))
+
+
+def test_stark_prove_rejects_a_trace_that_breaks_a_constraint():
+    bad = stark_prove.Prover(stark_prove.TEST_SIZE)
+    bad.trace[2][3, 17] = (bad.trace[2][3, 17] + 1) % P
+    q = bad.quotient(bad.groups(np.concatenate([bad.lde(g) for g in bad.trace])), 5)
+    assert stark_prove.interpolate(q, stark_prove.SHIFT)[bad.n:].any()   # no longer of degree < n
+    with pytest.raises(AssertionError, match="not of low degree"):
+        bad.prove()
+
+
+def test_grow_mixes_reach_the_total_in_mixed_sizes_that_change_every_round():
+    total = 64 * MiB
+    mixes = [grow.mix_sizes(total, i) for i in range(8)]
+    for sizes in mixes:
+        assert total <= sum(sizes) < total + grow.LOW
+        assert all(grow.LOW <= s <= grow.HIGH and s % 8 == 0 for s in sizes)
+        assert len(set(sizes)) > len(sizes) // 2          # mixed, not one size
+    medians = [float(np.median(sizes)) for sizes in mixes]
+    assert max(medians) > 4 * min(medians)                # the mix shifts from round to round
+    live = grow.grow(mixes[0][:3], 7)
+    assert [a.nbytes for a in live] == mixes[0][:3] and all((a == 7).all() for a in live)
