@@ -325,6 +325,35 @@ def test_targets_verdicts_met_missed_and_noise():
     assert verdicts["expr_churn 32 MiB zkalloc no slower than default"] == "MISSED"
 
 
+def test_prover_targets_cold_warm_rss_and_faults():
+    """Issue 12's targets on stark_prove / grow: time against the best of
+    default and the peers, RSS against default, faults against glibc-tuned."""
+    from bench import targets
+
+    def rec(alloc, pattern, warm, cold, rss, cold_flt, flt, cold_passes=(1.0,)):
+        return {"allocator": alloc, "pattern": pattern, "size": 16, "median_s": warm, "pass_median_s": [warm],
+                "cold_s": cold, "pass_cold_s": [cold * p for p in cold_passes], "cold_rss_bytes": rss,
+                "peak_rss_bytes": rss, "cold_minflt": cold_flt, "minflt_per_round": flt}
+    records = [rec("default", "stark_prove", 1.0, 2.0, 100 * MiB, 50_000, 40_000),
+               rec("glibc-tuned", "stark_prove", 0.8, 1.5, 110 * MiB, 20_000, 100),
+               rec("tcmalloc", "stark_prove", 0.9, 1.0, 105 * MiB, 30_000, 10, cold_passes=(1.0, 1.2)),
+               rec("zkalloc", "stark_prove", 0.75, 1.1, 120 * MiB, 25_000, 0),
+               dict(rec("default", "grow", 1.0, 1.0, 100 * MiB, 9, 9), size=512 * MiB),
+               dict(rec("zkalloc", "grow", 0.5, 0.5, 105 * MiB, 9, 9), size=512 * MiB)]
+    verdicts = {what: (v, detail) for what, v, detail in targets.check(records)}
+    where = "stark_prove 2^16 zkalloc"
+    assert verdicts[f"{where} warm time <= 1.0x best of default and peers (glibc-tuned)"][0] == "met"
+    cold = verdicts[f"{where} cold time <= 1.0x best of default and peers (tcmalloc)"]
+    assert cold[0] == "noise" and "1.10x tcmalloc's time" in cold[1]   # missed by 10%, passes spread 20%
+    assert verdicts[f"{where} warm peak RSS <= 1.10x default's"][0] == "MISSED"    # 1.20x
+    assert verdicts[f"{where} minor faults cold round <= glibc-tuned's"][0] == "MISSED"
+    assert verdicts[f"{where} minor faults per warm round <= glibc-tuned's"][0] == "met"
+    assert verdicts["grow 512 MiB zkalloc cold peak RSS <= 1.10x default's"][0] == "met"   # 1.05x
+    assert not any("grow" in what and "faults" in what for what in verdicts)   # faults: stark_prove only
+    old = [{k: v for k, v in r.items() if not k.startswith(("cold", "pass_cold", "minflt"))} for r in records]
+    assert not any("cold" in what for what, _, _ in targets.check(old))   # runs before the cold round
+
+
 # -- the prover-shaped patterns (issue 12) ---------------------------------------
 
 def test_quick_grow_run_records_cold_and_warm_time_rss_and_faults(tmp_path):
