@@ -135,11 +135,14 @@ class Prover:
 
     def fri(self, layer: np.ndarray, seed: int) -> tuple[list[np.ndarray], list[list[np.ndarray]], list[int]]:
         """FRI layers (the first is `layer`, the last the final one), the trees
-        of all but the final one, and the challenges."""
-        layers, trees, betas = [layer], [], []
+        of all but the final one, and the challenges (each drawn from `seed`
+        and the roots so far)."""
+        layers: list[np.ndarray] = [layer]
+        trees: list[list[np.ndarray]] = []
+        betas: list[int] = []
         for inv_x in self.fri_tables:
             trees.append(_merkle.tree(_merkle.hash_leaves(layer.reshape(_fri.FOLD, -1))))
-            seed = _merkle.root(trees[-1])
+            seed ^= _merkle.root(trees[-1])   # the transcript so far: `seed`, then every root
             betas.append(challenge(seed, len(betas)))
             layer = _fri.fold(layer, betas[-1], inv_x)
             layers.append(layer)
