@@ -40,7 +40,7 @@ def mix_sizes(total: int, index: int, low: int = LOW, high: int = HIGH) -> list[
         raise ValueError(f"need 8 <= low < high, got {low}, {high}")
     rng = np.random.default_rng(index)
     lo, hi = math.log2(low), math.log2(high)
-    mode = lo + (hi - lo) * ((index * GOLDEN) % 1.0)
+    mode = lo + (hi - lo) * (((index + 1) * GOLDEN) % 1.0)   # round 0 (the cold one): mode near 5 MiB
     sizes: list[int] = []
     filled = 0
     while filled < total:
