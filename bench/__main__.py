@@ -15,6 +15,7 @@ import platform
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from . import report
@@ -22,6 +23,12 @@ from .allocators import ALLOCATORS, resolve, runs_by_default
 from .patterns import PATTERNS, contention, has_ideal, label, parse_size, unavailable
 
 QUICK = {"rounds": 3, "warmup": 1, "passes": 1, "max_seconds": 0.5}
+#: The cold-round and fault fields of a worker's record, and how the passes
+#: combine: the median for times and fault counts, the maximum for peak RSS
+#: (as for peak_rss_bytes).  Each also keeps its per-pass list (pass_<key>).
+COLD_WARM: dict[str, Callable[[list[float]], float]] = {
+    "cold_s": statistics.median, "cold_minflt": statistics.median, "cold_rss_bytes": max,
+    "minflt_per_round": statistics.median, "peak_rss_bytes": max}
 WORKER_TIMEOUT_S = 300   # plus 20 x --max-seconds: a worker that hangs is reported, not waited on
 
 
@@ -78,8 +85,11 @@ def combine(passes: list[dict], pattern: Any = None) -> dict:
     record["min_s"] = min(p["min_s"] for p in passes)
     record["max_s"] = max(p["max_s"] for p in passes)
     record["rounds"] = sum(p["rounds"] for p in passes)
-    record["peak_rss_bytes"] = max(p["peak_rss_bytes"] for p in passes)
     record["passes"] = len(passes)
+    for key, pick in COLD_WARM.items():   # absent in records of older workers
+        if all(key in p for p in passes):
+            record["pass_" + key] = [p[key] for p in passes]
+            record[key] = pick(record["pass_" + key])
     if "hit_rate" in record:
         hits, misses = sum(p["zk_hits"] for p in passes), sum(p["zk_misses"] for p in passes)
         record["zk_hits"], record["zk_misses"] = hits, misses
@@ -164,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    out = Console() if sys.stdout.isatty() else Console(width=160)
+    out = Console() if sys.stdout.isatty() else Console(width=200)
     err = Console(stderr=True)
     envs, skipped = resolve(names)
     if args.list:

@@ -40,6 +40,29 @@ def ms(seconds: float) -> str:
     return f"{v:.3g}" if v < 100 else f"{v:.0f}"
 
 
+def mib(nbytes: float | None) -> str:
+    """Bytes as whole MiB ("" when not measured)."""
+    return "" if nbytes is None else f"{int(nbytes) >> 20} MiB"
+
+
+def count(n: float | None) -> str:
+    """A fault count, short: 12, 3.4k, 318k, 1.2M ("" when not measured)."""
+    if n is None:
+        return ""
+    if n < 1000:
+        return f"{n:.0f}"
+    if n < 1e6:
+        return f"{n / 1e3:.3g}k"
+    return f"{n / 1e6:.3g}M"
+
+
+def cold_warm_cells(r: Record) -> list[str]:
+    """faults per warm round, cold ms, cold RSS, cold faults ("" where the
+    record predates the cold round)."""
+    return [count(r.get("minflt_per_round")), ms(r["cold_s"]) if "cold_s" in r else "",
+            mib(r.get("cold_rss_bytes")), count(r.get("cold_minflt"))]
+
+
 def speedup(rows: dict[str, Record], name: str) -> float | None:
     """default's median / this allocator's: > 1 means faster than numpy's default."""
     base = rows.get("default")
@@ -55,10 +78,13 @@ def vs_ideal(rows: dict[str, Record], name: str) -> float | None:
 def rich_table(records: list[Record], allocators: list[str]) -> Any:
     """A rich Table: one row per allocator, grouped by pattern and size."""
     from rich.table import Table
-    table = Table(title="median time per round (spread: min..max over all rounds)", show_lines=False)
+    table = Table(title="median time per warm round (spread: min..max over all rounds); "
+                        "cold: the first round in a fresh process", show_lines=False)
     for col, justify in [("pattern", "left"), ("size", "right"), ("allocator", "left"), ("median ms", "right"),
                          ("min..max ms", "right"), ("vs default", "right"), ("/ ideal", "right"),
-                         ("GB/s", "right"), ("peak RSS", "right"), ("zk hits", "right")]:
+                         ("GB/s", "right"), ("peak RSS", "right"), ("faults/rnd", "right"),
+                         ("cold ms", "right"), ("cold RSS", "right"), ("cold faults", "right"),
+                         ("zk hits", "right")]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for pattern, size, rows in groups(records):
         first = True
@@ -71,8 +97,8 @@ def rich_table(records: list[Record], allocators: list[str]) -> Any:
                 pattern if first else "", size_label(pattern, size) if first else "", name,
                 ms(r["median_s"]), f"{ms(r['min_s'])}..{ms(r['max_s'])}",
                 f"{up:.2f}x" if up is not None else "", f"{ideal:.2f}" if ideal is not None else "",
-                f"{r['gb_per_s']:.1f}" if "gb_per_s" in r else "", f"{r['peak_rss_bytes'] >> 20} MiB",
-                f"{r['hit_rate']:.0%}" if "hit_rate" in r else "", end_section=False)
+                f"{r['gb_per_s']:.1f}" if "gb_per_s" in r else "", mib(r["peak_rss_bytes"]),
+                *cold_warm_cells(r), f"{r['hit_rate']:.0%}" if "hit_rate" in r else "", end_section=False)
             first = False
         table.add_section()
     return table
@@ -80,7 +106,8 @@ def rich_table(records: list[Record], allocators: list[str]) -> Any:
 
 def markdown(records: list[Record], allocators: list[str]) -> str:
     """A compact markdown table: median ms per allocator (speedup over numpy's
-    default in parentheses; GB/s for throughput patterns)."""
+    default in parentheses; GB/s for throughput patterns); then, where the
+    records have a cold round, the cold and warm table (`cold_warm_markdown`)."""
     present = [a for a in allocators if any(r["allocator"] == a for r in records)]
     lines = ["| pattern | size | " + " | ".join(present) + " |", "|---|---|" + "---|" * len(present)]
     for pattern, size, rows in groups(records):
@@ -95,7 +122,25 @@ def markdown(records: list[Record], allocators: list[str]) -> str:
                 up = speedup(rows, name)
                 cells.append(ms(r["median_s"]) + (f" ({up:.2f}x)" if up is not None and name != "default" else ""))
         lines.append(f"| {pattern} | {size_label(pattern, size)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cold = cold_warm_markdown(records, present)
+    return "\n".join(lines) + ("\n\n" + cold if cold else "")
+
+
+def cold_warm_markdown(records: list[Record], allocators: list[str]) -> str:
+    """One row per (pattern, size, allocator) that has a cold round: cold and
+    warm time, peak RSS after the cold round and at the end, minor faults of
+    the cold round and per warm round ("" when no record has them)."""
+    lines = ["| pattern | size | allocator | cold ms | warm ms | cold RSS | peak RSS | cold faults | faults/round |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for pattern, size, rows in groups(records):
+        for name in allocators:
+            r = rows.get(name)
+            if r is None or "cold_s" not in r:
+                continue
+            lines.append(f"| {pattern} | {size_label(pattern, size)} | {name} | {ms(r['cold_s'])} | "
+                         f"{ms(r['median_s'])} | {mib(r.get('cold_rss_bytes'))} | {mib(r['peak_rss_bytes'])} | "
+                         f"{count(r.get('cold_minflt'))} | {count(r.get('minflt_per_round'))} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def plot(records: list[Record], allocators: list[str], path: str, title: str = "") -> None:
@@ -149,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(records, allocators))
     else:
         from rich.console import Console
-        Console().print(rich_table(records, allocators))
+        Console(width=None if sys.stdout.isatty() else 200).print(rich_table(records, allocators))
     if args.plot:
         info = data.get("machine", {})
         title = (f"{info.get('cpu', '?')}, {info.get('cores', '?')} cores, THP {info.get('thp_enabled', '?')}, "

@@ -1,4 +1,5 @@
-"""Check a saved run against the speed targets of the benchmark issue.
+"""Check a saved run against the speed targets of the benchmark issues
+(and issue 12's time, RSS and fault targets on the prover-shaped patterns).
 
 ``python -m bench.targets RESULTS.json`` prints one line per target and
 comparison: the ratio measured and whether it is met.  Ratios within one
@@ -21,10 +22,56 @@ def _t(rows: dict[str, Any], name: str) -> float | None:
     return rows[name]["median_s"] if name in rows else None
 
 
-def noise(record: dict[str, Any]) -> float:
-    """max / min of the record's pass medians (1.0 with a single pass)."""
-    meds = record.get("pass_median_s") or [record["median_s"]]
-    return max(meds) / min(meds)
+#: The patterns shaped like real provers (issue 12), checked cold and warm.
+PROVER_PATTERNS = ("stark_prove", "grow")
+#: Who zkalloc's time is compared with there: the best of these.
+TIME_BASES = ("default", *PEERS)
+#: Fault counts below this (1 MiB of 4 KiB pages) compare as equal.
+FAULT_FLOOR = 256
+
+
+def noise(record: dict[str, Any], key: str = "median_s") -> float:
+    """max / min of the record's per-pass values of `key` (1.0 with a single
+    pass, or where they are not positive)."""
+    values = record.get("pass_" + key) or [record[key]]
+    return max(values) / min(values) if min(values) > 0 else 1.0
+
+
+def _verdict(ratio: float, goal: float, spread: float) -> str:
+    return "met" if ratio >= goal else "noise" if ratio * spread >= goal else "MISSED"
+
+
+def check_prover(where: str, pattern: str, zk: str, rows: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Issue 12's targets for `zk` on one (pattern, size) of `PROVER_PATTERNS`:
+    cold and warm time at most 1.0x the best of `TIME_BASES`, peak RSS (after
+    the cold round and at the end) at most 1.10x numpy default's, and on
+    stark_prove minor faults (cold round, per warm round) no more than
+    glibc-tuned's.  Records without the cold fields are skipped."""
+    out: list[tuple[str, str, str]] = []
+    me = rows[zk]
+
+    def add(what: str, ratio: float, goal: float, other: str, key: str, detail: str) -> None:
+        spread = max(noise(me, key), noise(rows[other], key))
+        out.append((f"{where} {zk} {what}", _verdict(ratio, goal, spread), detail + f" (pass spread {spread:.2f})"))
+    for key, phase in (("cold_s", "cold"), ("median_s", "warm")):
+        bases = {b: rows[b][key] for b in TIME_BASES if b in rows and key in rows[b]}
+        if key in me and bases:
+            best = min(bases, key=lambda b: bases[b])
+            r = me[key] / bases[best]
+            add(f"{phase} time <= 1.0x best of default and peers ({best})", 1.0 / r, 1.0, best, key,
+                f"{r:.2f}x {best}'s time")
+    if "default" in rows:
+        for key, phase in (("cold_rss_bytes", "cold"), ("peak_rss_bytes", "warm")):
+            if key in me and key in rows["default"]:
+                r = me[key] / rows["default"][key]
+                add(f"{phase} peak RSS <= 1.10x default's", 1.10 / r, 1.0, "default", key, f"{r:.2f}x default's")
+    if pattern == "stark_prove" and "glibc-tuned" in rows:
+        for key, phase in (("cold_minflt", "cold round"), ("minflt_per_round", "per warm round")):
+            if key in me and key in rows["glibc-tuned"]:
+                mine, theirs = me[key], rows["glibc-tuned"][key]
+                add(f"minor faults {phase} <= glibc-tuned's", max(theirs, FAULT_FLOOR) / max(mine, FAULT_FLOOR),
+                    1.0, "glibc-tuned", key, f"{mine:.0f} against {theirs:.0f}")
+    return out
 
 
 def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -66,6 +113,8 @@ def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
             if "default" in rows:
                 r = rows["default"]["median_s"] / t
                 add(f"{where} {zk} no slower than default", r, 1.0, "default", f"{r:.2f}x")
+            if pattern in PROVER_PATTERNS:
+                out += check_prover(where, pattern, zk, rows)
     return out
 
 

@@ -53,10 +53,23 @@ def _time_round(body: Any) -> float:
     return reported if isinstance(reported, float) else elapsed
 
 
+def _usage() -> tuple[int, int]:
+    """(minor faults so far, peak RSS in bytes) of this process, all threads."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_minflt, u.ru_maxrss * 1024
+
+
 def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             min_rounds: int = 3, max_seconds: float = float("inf")) -> dict[str, Any]:
     """Warm up (at least one round, at most `warmup`, stopping after a third
-    of `max_seconds`), then time the rounds; the record of this run."""
+    of `max_seconds`), then time the rounds; the record of this run.
+
+    The first warm-up round is the cold one (the first round in this fresh
+    process, after the pattern's untimed setup): its time, the minor faults
+    it took and the peak RSS after it are recorded apart as ``cold_s``,
+    ``cold_minflt`` and ``cold_rss_bytes``.  The timed (warm) rounds report
+    their minor faults per round (``minflt_per_round``) and the peak RSS at
+    the end (``peak_rss_bytes``, the process's high-water mark)."""
     module = PATTERNS[pattern]
     spec = ALLOCATORS[allocator]
     if "LD_PRELOAD" in os.environ and spec.libraries and not allocators.preloaded(os.environ["LD_PRELOAD"]):
@@ -65,22 +78,25 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
     zk: Any = None
     with activated(allocator):
         body = _wrapped(_body(module, size, spec.ideal), allocators.round_context(allocator))
-        warm: list[float] = []
+        faults_before, _ = _usage()
         started = time.perf_counter()
-        while len(warm) < max(warmup, 1):
+        warm: list[float] = [_time_round(body)]   # the cold round: the first warm-up round
+        faults_after, cold_rss = _usage()
+        cold = {"cold_s": warm[0], "cold_minflt": faults_after - faults_before, "cold_rss_bytes": cold_rss}
+        while len(warm) < max(warmup, 1) and time.perf_counter() - started <= max_seconds / 3:
             warm.append(_time_round(body))
-            if time.perf_counter() - started > max_seconds / 3:
-                break
         if allocator.startswith("zkalloc"):
             import zkalloc_np
             zk = zkalloc_np
             zk.reset_stats()   # the hit rate of the timed rounds
         n = plan_rounds(min(warm), rounds, min_rounds, max_seconds)
+        faults_before, _ = _usage()
         times = [_time_round(body) for _ in range(n)]
+        faults_after, peak_rss = _usage()
         record: dict[str, Any] = {
             "allocator": allocator, "pattern": pattern, "size": size, "rounds": n,
             "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": peak_rss, "minflt_per_round": (faults_after - faults_before) / n, **cold,
         }
         per_round = getattr(module, "bytes_per_round", None)
         if per_round is not None:

@@ -40,11 +40,13 @@ from . import (
     fill,
     first_touch,
     galois_ntt,
+    grow,
     msm_buckets,
     ntt_prover,
     phase_burst,
     phase_reset,
     small,
+    stark_prove,
     zeros,
 )
 
@@ -52,7 +54,7 @@ PATTERNS: dict[str, Any] = {
     p.PATTERN: p
     for p in (fft_rounds, fill, zeros.dense, zeros.sparse, first_touch, small, msm_buckets.buckets,
               msm_buckets.windows, msm_buckets.compute, phase_burst, expr_churn, ntt_prover, galois_ntt,
-              contention, phase_reset.dead, phase_reset.escaped)
+              contention, phase_reset.dead, phase_reset.escaped, stark_prove, grow)
 }
 
 
