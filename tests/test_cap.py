@@ -22,12 +22,12 @@ def test_lru_keeps_the_hot_class(fresh):
     with zk.installed():
         old = np.ones(8 * MiB // 8)
         hot = np.ones(4 * MiB // 8)
+        newcomer = np.ones(12 * MiB // 8)   # live before anything is idle: mapped fresh
         del old            # oldest idle region
         for _ in range(3):  # the hot class goes round and round
             del hot
             hot = np.ones(4 * MiB // 8)
         del hot
-        newcomer = np.ones(12 * MiB // 8)
         del newcomer       # 8 + 4 + 12 > 20: the 8 MiB region goes
     classes = {c.bytes: c for c in zk.stats().classes}
     assert classes[4 * MiB].cached == 1

@@ -311,7 +311,6 @@ size_t zk_cache_usable(const void *ptr)
 static int grow_by_move(zk_region *r, int ncls)
 {
     size_t nbytes = zk_class_bytes(ncls);
-    nbytes = nbytes >= ZK_HUGE_BYTES ? zk_round_up(nbytes, ZK_HUGE_BYTES) : nbytes;
     void *old = (void *)r->base;
     size_t old_bytes = r->bytes;
     zk_heap_lock();
@@ -420,14 +419,18 @@ void zk_cache_trim(void)
 
 /* Fault `count` regions of a class in now and keep them idle.  Asking for
  * more than the cap can hold would fault memory in only to unmap it again:
- * that is refused up front (ZK_ECAP), nothing touched. */
+ * only what fits is faulted, and a region larger than the whole cap is
+ * refused up front (ZK_ECAP), nothing touched. */
 int zk_cache_reserve(size_t bytes, int count)
 {
     int cls = zk_class_of(bytes != 0 ? bytes : 1);
     if (cls < 0 || count < 0)
         return ZK_EINVAL;
-    if (count > 0 && (uint64_t)zk_class_bytes(cls) * (uint64_t)count > zk_opt_cache_bytes())
+    uint64_t fit = zk_opt_cache_bytes() / zk_class_bytes(cls);
+    if (count > 0 && fit == 0)
         return ZK_ECAP;
+    if ((uint64_t)count > fit)
+        count = (int)fit;   /* the rest would be faulted in only to be evicted */
     zk_region *held = NULL;
     int got = 0;
     for (; got < count; got++) {

@@ -330,8 +330,7 @@ zk_region *zk_heap_fresh(int cls, size_t bytes, bool *sample, bool *huge)
             return NULL;   /* r (new or binned) stays as it is */
         r = take_vacant(r, bytes);
     } else {
-        bytes = zk_round_up(bytes, ZK_HUGE_BYTES);
-        r = map_segment(bytes, false);
+        r = map_segment(bytes, false);   /* 2 MiB aligned; not rounded: the tail would be RSS */
         if (r == NULL)
             return NULL;
         if (zk_pagemap_prepare((void *)r->base) != ZK_OK) {

@@ -27,13 +27,6 @@
 #define PIECE_MIN_BYTES ((size_t)256 << 10)   /* smaller pieces cost more areas than they save */
 #define MAX_PIECES 16
 
-/* Regions of >= 2 MiB are whole 2 MiB pages, so what remains of a carve
- * stays 2 MiB aligned. */
-static size_t span_bytes(int cls)
-{
-    size_t b = zk_class_bytes(cls);
-    return b >= ZK_HUGE_BYTES ? zk_round_up(b, ZK_HUGE_BYTES) : b;
-}
 
 /* Put a region taken out of the pool back (it was uncounted), or give it to
  * the kernel when the cap has no room for it now. */
@@ -78,8 +71,12 @@ static zk_region *carve(zk_region *r, size_t need, int cls, zk_region **spill)
     *spill = NULL;
     zk_region *out = r;
     bool from_end = need < ZK_HUGE_BYTES;
-    size_t front = from_end ? r->bytes - need : need;
-    if (r->bytes - need >= zk_os_page_size() && zk_pagemap_prepare((void *)(r->base + front)) == ZK_OK) {
+    /* A large request takes whole 2 MiB pages from the start (resident
+     * already: no RSS added), so what remains stays 2 MiB aligned. */
+    size_t rounded = zk_round_up(need, ZK_HUGE_BYTES);
+    size_t take = from_end || r->bytes < rounded ? need : rounded;
+    size_t front = from_end ? r->bytes - take : take;
+    if (r->bytes - take >= zk_os_page_size() && zk_pagemap_prepare((void *)(r->base + front)) == ZK_OK) {
         zk_region *back = zk_heap_split(r, front);
         if (back != NULL) {
             zk_region *rest = from_end ? r : back;
@@ -323,7 +320,7 @@ zk_region *zk_repurpose(int cls, size_t *fresh_tail)
     *fresh_tail = 0;
     if (atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) == 0)
         return NULL;
-    size_t need = span_bytes(cls);
+    size_t need = zk_class_bytes(cls);
     zk_tcache_drain_all();   /* idle memory in any thread's cache counts */
     zk_region *r = try_carve(need, cls);
     if (r == NULL && need >= GATHER_MIN_BYTES)
