@@ -48,6 +48,7 @@ cdef extern from "zkalloc.h" nogil:
         ZK_OPT_THREAD_CACHE_BYTES
         ZK_OPT_ARENA_MIN_BYTES
         ZK_OPT_ADAPTIVE_ZERO
+        ZK_OPT_DECAY_MS
         ZK_OPT_COUNT
     int zk_option_set(zk_option opt, uint64_t value)
     uint64_t zk_option_get(zk_option opt)
@@ -58,6 +59,7 @@ cdef extern from "zkalloc.h" nogil:
     size_t zk_class_bytes(int cls)
 
     size_t zk_cache_soften()
+    size_t zk_cache_idle_resident()
     size_t zk_cache_release()
     int zk_cache_reserve(size_t nbytes, int count)
     size_t zk_cache_usable(const void *ptr)
@@ -103,6 +105,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t repurposed, repurposed_bytes, carved, gathered, gathered_pieces
         uint64_t fresh_tail_bytes, populated_bytes
         uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending
+        uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread
         uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use
         uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes
         uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes
@@ -157,6 +160,7 @@ OPTIONS = {
     "thread_cache_bytes": ZK_OPT_THREAD_CACHE_BYTES,
     "arena_min_bytes": ZK_OPT_ARENA_MIN_BYTES,
     "adaptive_zero": ZK_OPT_ADAPTIVE_ZERO,
+    "decay_ms": ZK_OPT_DECAY_MS,
 }
 
 #: Secret protections, as bits of secret_info()["protections"].
@@ -369,6 +373,13 @@ def class_bytes(int cls):
 def soften():
     with nogil:
         n = zk_cache_soften()
+    return n
+
+
+def idle_resident():
+    """Bytes of the cache's idle regions resident now (mincore)."""
+    with nogil:
+        n = zk_cache_idle_resident()
     return n
 
 

@@ -20,6 +20,7 @@ from ._install import install, installed, is_installed, owns, uninstall
 from ._phase import Phase, PhaseStats, PhaseTotals, phase
 from ._secret import (SecretInfo, SecretMemoryError, SecretWarning, is_secret, secret, secret_empty,
                       secret_info, secret_zeros)
+from . import _settings
 from ._settings import configure, load_environment
 from ._settings import current as settings
 from ._settings import sources as setting_sources
@@ -96,3 +97,4 @@ def check() -> None:
 
 
 load_environment()
+_settings.apply_container_default()

@@ -22,6 +22,13 @@ def _limit(value: int) -> str:
     return "unlimited" if value < 0 or value >= 2**62 else fmt_bytes(value)
 
 
+def _container_limit() -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from ._container import memory_limit
+    return asdict(memory_limit())
+
+
 def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Everything ``info`` prints, as a dict."""
     import numpy as np
@@ -42,6 +49,7 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "memlock_soft": soft,
         "memlock_hard": hard,
         "cache_cap_bytes": _settings.current()["cache_bytes"],
+        "memory_limit": _container_limit(),
         "cache_cap_source": sources["cache_bytes"],
         "settings": _settings.current(),
         "setting_sources": sources,
@@ -55,13 +63,16 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
     d = info(environ)
     source = d["cache_cap_source"]
     if source == "default":
-        source = "default: min(RAM/8, 1 GiB)"
+        source = "default: min(RAM/8, container limit/8, 1 GiB)"
+    limit = d["memory_limit"]
     lines = [
         f"zkalloc-np {d['zkalloc_version']}, numpy {d['numpy_version']}",
         f"handler in effect here: {d['handler_in_effect']}; numpy's default handler points at: {d['default_handler']}",
         f"transparent huge pages: enabled={d['thp_enabled']}, defrag={d['thp_defrag']}",
         f"memlock limit: soft {_limit(d['memlock_soft'])}, hard {_limit(d['memlock_hard'])}",
         f"cache cap: {fmt_bytes(d['cache_cap_bytes'])} ({source})",
+        "container memory limit: " + (f"{fmt_bytes(limit['bytes'])} (from {limit['source']})"
+                                      if limit["bytes"] is not None else limit["source"]),
         "settings:",
     ]
     for name, value in d["settings"].items():
@@ -69,6 +80,8 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
             shown = next(w for w, v in _settings.CHOICE_SETTINGS[name].items() if v == value and not w.isdigit())
         elif name in _settings.BOOLEAN_SETTINGS:
             shown = str(value)
+        elif name in _settings.DURATION_SETTINGS:
+            shown = f"{value} ms" + (" (off)" if value == 0 else "")
         else:
             shown = f"{value} ({fmt_bytes(value)})"
         lines.append(f"  {name} = {shown}  [{d['setting_sources'][name]}]")

@@ -23,7 +23,11 @@ ENV_VARS: dict[str, str] = {
     "thread_cache_bytes": "ZKALLOC_THREAD_CACHE_BYTES",
     "arena_min_bytes": "ZKALLOC_ARENA_MIN_BYTES",
     "adaptive_zero": "ZKALLOC_ADAPTIVE_ZERO",
+    "decay_ms": "ZKALLOC_DECAY_MS",
 }
+#: settings that are durations in milliseconds, not byte counts
+DURATION_SETTINGS = frozenset({"decay_ms"})
+_MS_RE = re.compile(r"^\s*(\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
 BOOLEAN_SETTINGS = frozenset({"adaptive_zero"})
 #: settings that take a word as well as a number: name -> {word: core value}
 CHOICE_SETTINGS: dict[str, dict[str, int]] = {
@@ -81,7 +85,23 @@ def parse_choice(name: str, value: Any, what: str) -> int:
     raise ValueError(f"{what}: expected one of {words} (or {sorted(set(choices.values()))}), got {value!r}")
 
 
+def parse_ms(value: Any, what: str) -> int:
+    """Milliseconds from an int or a string such as ``"500"``, ``"500ms"``, ``"10s"``."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{what}: expected milliseconds such as 10000, '500ms' or '10s', got {value!r}")
+    if isinstance(value, str):
+        match = _MS_RE.match(value)
+        if not match:
+            raise ValueError(f"{what}: {value!r} is not a duration (examples: 10000, 500ms, 10s)")
+        value = int(match.group(1)) * (1000 if (match.group(2) or "").lower() == "s" else 1)
+    if value < 0:
+        raise ValueError(f"{what}: must not be negative, got {value}")
+    return value
+
+
 def _to_core_value(name: str, value: Any, what: str) -> int:
+    if name in DURATION_SETTINGS:
+        return parse_ms(value, what)
     if name in CHOICE_SETTINGS:
         return parse_choice(name, value, what)
     if name in BOOLEAN_SETTINGS:
@@ -129,6 +149,9 @@ def configure(**settings: Any) -> dict[str, int]:
     thread_cache_bytes: idle bytes one thread may keep without taking a lock.
     arena_min_bytes: smallest request a phase's arena serves (a phase's own
         min_bytes overrides it); smaller ones go to numpy's own allocator.
+    decay_ms: an idle region no request took for this long is softened
+        (MADV_FREE), after twice as long given back to the kernel; 0 = keep
+        idle memory until release().  Default 10000 (10 s).
     adaptive_zero: np.zeros on a reused region of 256 KiB or more learns per
         size class whether its users touch few pages (then MADV_DONTNEED on
         4 KiB pages) or many (memset); off: always memset.
@@ -162,3 +185,19 @@ def load_environment(environ: Mapping[str, str] | None = None) -> None:
     values = {name: _to_core_value(name, env[var], what[name]) for name, var in present.items()}
     with _lock:
         _apply(values, {name: f"env {var}" for name, var in present.items()}, what)
+
+
+def apply_container_default(limit: Any = None) -> None:
+    """Give cache_bytes its container-aware default, min(RAM/8, cgroup
+    limit/8, 1 GiB), unless the environment or configure() set it.  Problems
+    reading the cgroup files are warned about once and fall back to RAM."""
+    import warnings
+
+    from . import _container
+    found = _container.memory_limit() if limit is None else limit
+    for problem in found.problems:
+        warnings.warn(f"zkalloc: reading the container's memory limit: {problem}", RuntimeWarning,
+                      stacklevel=2)
+    with _lock:
+        if _sources["cache_bytes"] == "default":
+            _core.option_set("cache_bytes", _container.default_cap(_container.ram_bytes(), found))

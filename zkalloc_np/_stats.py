@@ -79,6 +79,15 @@ class Stats:
     limit); unmap_pending segments are kept, counted, and retried by
     release().
 
+    decayed_softened_bytes / decayed_released_bytes: idle regions softened
+    (MADV_FREE) after decay_ms unused, and given back after twice that;
+    decay_passes: walks of the idle regions; decay_thread: 1 while the
+    background decay thread runs (only while idle regions are left).
+
+    rss_bytes: the process's resident memory now (/proc/self/statm);
+    idle_resident_bytes: the part of it that is the cache's idle regions
+    (mincore), i.e. what the cache costs right now.
+
     arena_chunk*_in_use: cache regions phases hold as arena chunks (counted in
     bytes_in_use too).  secret_*: secret arrays live now (arrays, bytes,
     mapped_bytes with guard pages, locked_bytes), and events: allocs,
@@ -125,6 +134,10 @@ class Stats:
     map_areas: int
     unmap_failures: int
     unmap_pending: int
+    decayed_softened_bytes: int
+    decayed_released_bytes: int
+    decay_passes: int
+    decay_thread: int
     arena_chunks_in_use: int
     arena_chunk_bytes_in_use: int
     secret_arrays: int
@@ -141,6 +154,8 @@ class Stats:
     thp: bool
     installed: bool
     thp_policy: tuple[ThpRange, ...]
+    rss_bytes: int
+    idle_resident_bytes: int
     classes: tuple[ClassStats, ...]
     phases: dict[str, PhaseTotals] = dataclasses.field(default_factory=dict)
 
@@ -159,6 +174,9 @@ class Stats:
             f"({fmt_bytes(self.repurposed_bytes)}: {self.carved} carved, {self.gathered} gathered), "
             f"{self.segments} segments ({fmt_bytes(self.bytes_reserved)} reserved, "
             f"{fmt_bytes(self.bytes_vacant)} vacant)",
+            f"  process RSS {fmt_bytes(self.rss_bytes)}, of which the cache's idle regions "
+            f"{fmt_bytes(self.idle_resident_bytes)}; decayed: {fmt_bytes(self.decayed_softened_bytes)} "
+            f"softened, {fmt_bytes(self.decayed_released_bytes)} given back",
             f"  evictions {self.evictions} ({fmt_bytes(self.evicted_bytes)}), "
             f"too large to cache {self.uncached_frees}, huge pages {'on' if self.thp else 'off'}, "
             f"process-wide install {'on' if self.installed else 'off'}",
@@ -199,6 +217,8 @@ def snapshot(installed: bool) -> Stats:
         min_bytes=settings["min_bytes"],
         thp=bool(settings["hugepages"]) and _system.thp_possible(),
         thp_policy=thp_policy(),
+        rss_bytes=_system.rss_bytes(),
+        idle_resident_bytes=_core.idle_resident(),
         installed=installed,
         classes=classes,
         phases=phase_totals(),

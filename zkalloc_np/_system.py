@@ -1,6 +1,7 @@
-"""What the machine says about itself: transparent huge pages, memlock."""
+"""What the machine says about itself: transparent huge pages, memlock, RSS."""
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 
@@ -28,3 +29,12 @@ def thp_possible() -> bool:
 def memlock_limit() -> tuple[int, int]:
     """RLIMIT_MEMLOCK (soft, hard) in bytes; resource.RLIM_INFINITY for unlimited."""
     return resource.getrlimit(resource.RLIMIT_MEMLOCK)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (from /proc/self/statm), 0 if unreadable."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

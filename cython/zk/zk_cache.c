@@ -92,6 +92,8 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
     int cls = zk_class_of(bytes != 0 ? bytes : 1);
     if (cls < 0)
         return NULL;
+    if (zk_opt_decay_ms() != 0)
+        zk_decay_tick(zk_decay_now());
     zk_region *r = take_cached(cls);
     if (r == NULL)
         r = take_larger(cls);
@@ -110,6 +112,7 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
         zk_count(&zk_stats.misses, 1);
         zk_count(&zk_stats.class_misses[cls], 1);
     }
+    r->flags &= ~ZK_RF_SOFT;   /* wanted again: written pages are plain pages */
     zk_in_use_count(r);
     return r;
 }
@@ -243,18 +246,32 @@ static bool park_in_pool(zk_region *r)
  * pool, evicting the least recently freed regions to stay under the cap.
  * When the pool alone cannot make room, the older regions sit in thread
  * caches: drain them into the pool (in stamp order) and evict from there. */
+static bool keep_idle(zk_region *r)
+{
+    zk_tcache *tc = zk_tcache_mine();
+    if (tc != NULL && zk_tcache_push(tc, r))
+        return true;
+    if (park_in_pool(r))
+        return true;
+    if (r->bytes <= zk_opt_cache_bytes()) {
+        zk_tcache_drain_all();
+        return park_in_pool(r);
+    }
+    return false;
+}
+
 static void park(zk_region *r)
 {
     r->stamp = atomic_fetch_add_explicit(&lru_clock, 1, memory_order_relaxed) + 1;
-    zk_tcache *tc = zk_tcache_mine();
-    if (tc != NULL && zk_tcache_push(tc, r))
+    bool decay = zk_opt_decay_ms() != 0;
+    uint64_t now = decay ? zk_decay_now() : 0;
+    r->idle_ns = now;
+    if (keep_idle(r)) {
+        if (decay) {
+            zk_decay_parked();
+            zk_decay_tick(now);
+        }
         return;
-    if (park_in_pool(r))
-        return;
-    if (r->bytes <= zk_opt_cache_bytes()) {
-        zk_tcache_drain_all();
-        if (park_in_pool(r))
-            return;
     }
     zk_count(&zk_stats.uncached_frees, 1);
     zk_heap_give_back(r);
@@ -392,6 +409,26 @@ size_t zk_cache_soften(void)
     }
     zk_pool_unlock();
     zk_count(&zk_stats.softened_bytes, total);
+    return total;
+}
+
+static void resident_of(zk_region *r, void *arg)
+{
+    size_t *total = arg;
+    if (atomic_load_explicit(&r->state, memory_order_relaxed) != ZK_REGION_IDLE)
+        return;
+    size_t pages = zk_os_resident_pages((void *)r->base, r->bytes);
+    if (pages != SIZE_MAX)
+        *total += pages * zk_os_page_size();
+}
+
+/* Under the heap lock, so no idle region is given back while mincore runs. */
+size_t zk_cache_idle_resident(void)
+{
+    size_t total = 0;
+    zk_heap_lock();
+    zk_region_foreach(resident_of, &total);
+    zk_heap_unlock();
     return total;
 }
 

@@ -37,6 +37,7 @@ enum {
     ZK_RF_HOLE = 32u,        /* VACANT with an unmapped hole: never handed out */
     ZK_RF_BINNED = 64u,      /* VACANT, in a vacant bin (zk_heap.c) */
     ZK_RF_MULTI = 128u,      /* may span several memory areas: mremap cannot move it */
+    ZK_RF_SOFT = 1024u,      /* idle and MADV_FREE'd by decay (zk_decay.c) */
     ZK_RF_PENDING = 512u,    /* a whole vacant segment whose munmap failed: on the retry list */
     ZK_RF_LEAVING = 256u,    /* being given back outside the heap lock (fork: see zk_fork.c) */
 };
@@ -48,6 +49,7 @@ typedef struct zk_region {
     unsigned flags;
     _Atomic unsigned state;           /* ZK_REGION_* */
     uint64_t stamp;                   /* when it was last freed: LRU order */
+    uint64_t idle_ns;                 /* coarse clock when it was last freed (decay) */
     size_t sampled_bytes;             /* ZK_RF_SAMPLE: the discarded length */
     struct zk_region *cls_prev, *cls_next;   /* shared pool, one list per class */
     struct zk_region *lru_prev, *lru_next;   /* shared pool, all classes, LRU order */
@@ -142,6 +144,14 @@ zk_region *zk_pool_evict(bool all, size_t *bytes);
 void zk_vacate_chain(zk_region *chain, _Atomic uint64_t *event, _Atomic uint64_t *event_bytes, bool heap_held);
 const char *zk_pool_check(const char *(*check_idle)(zk_region *r), uint64_t *count);
 
+/* ---- decay: idle memory given back over time (zk_decay.c) --------------- */
+uint64_t zk_decay_now(void);          /* the coarse clock idle_ns is read from */
+void zk_decay_tick(uint64_t now);     /* alloc/free paths: a pass when one is due */
+void zk_decay_parked(void);           /* a region went idle: make sure someone will decay it */
+void zk_decay_fork_child(void);
+/* Thread caches: move regions idle since before `cutoff` into the pool. */
+void zk_tcache_drain_older(uint64_t cutoff);
+
 /* ---- fork (zk_fork.c) ---------------------------------------------------- */
 void zk_fork_init(void);   /* registers the atfork handlers, once */
 
@@ -218,6 +228,7 @@ typedef struct {
     _Atomic uint64_t repurposed, repurposed_bytes, carved, gathered, gathered_pieces;
     _Atomic uint64_t fresh_tail_bytes, populated_bytes;
     _Atomic uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending;
+    _Atomic uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread;
     _Atomic uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
     _Atomic uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     _Atomic uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
@@ -292,5 +303,6 @@ static inline size_t zk_opt_lazy_zero_bytes(void) { return (size_t)zk_opt(ZK_OPT
 static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_THREAD_CACHE_BYTES); }
 static inline size_t zk_opt_arena_min_bytes(void) { return (size_t)zk_opt(ZK_OPT_ARENA_MIN_BYTES); }
 static inline bool zk_opt_adaptive_zero(void) { return zk_opt(ZK_OPT_ADAPTIVE_ZERO) != 0; }
+static inline uint64_t zk_opt_decay_ms(void) { return zk_opt(ZK_OPT_DECAY_MS); }
 
 #endif

@@ -20,6 +20,10 @@ static uint64_t default_hugepages(void) { return ZK_HUGEPAGES_AUTO; }   /* measu
 static uint64_t default_lazy_zero_bytes(void) { return 0; }   /* see README: memset wins here */
 static uint64_t default_adaptive_zero(void) { return 1; }
 static uint64_t default_thread_cache_bytes(void) { return 256 * MiB; }
+/* jemalloc's dirty_decay_ms: a prover reuses a size class within a proof
+ * after seconds at most, and softening a region it still wants costs a
+ * refault of what the kernel reclaimed. */
+static uint64_t default_decay_ms(void) { return 10000; }
 
 /* min(physical RAM / 8, 1 GiB), the zk-alloc default. */
 static uint64_t default_cache_bytes(void)
@@ -36,6 +40,7 @@ static const zk_option_spec specs[ZK_OPT_COUNT] = {
     [ZK_OPT_THREAD_CACHE_BYTES] = {0, ADDRESS_SPACE, default_thread_cache_bytes},
     [ZK_OPT_ARENA_MIN_BYTES] = {1, ZK_MAX_CLASS_BYTES, default_min_bytes},
     [ZK_OPT_ADAPTIVE_ZERO] = {0, 1, default_adaptive_zero},
+    [ZK_OPT_DECAY_MS] = {0, (uint64_t)24 * 3600 * 1000, default_decay_ms},
 };
 
 /* Current values, read on hot paths through the inline accessors in

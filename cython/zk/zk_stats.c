@@ -81,6 +81,10 @@ void zk_stats_read(zk_stats_snapshot *out)
     out->map_areas = load(&zk_stats.map_areas);
     out->unmap_failures = load(&zk_stats.unmap_failures);
     out->unmap_pending = load(&zk_stats.unmap_pending);
+    out->decayed_softened_bytes = load(&zk_stats.decayed_softened_bytes);
+    out->decayed_released_bytes = load(&zk_stats.decayed_released_bytes);
+    out->decay_passes = load(&zk_stats.decay_passes);
+    out->decay_thread = load(&zk_stats.decay_thread);
     out->arena_chunks_in_use = load(&zk_stats.arena_chunks_in_use);
     out->arena_chunk_bytes_in_use = load(&zk_stats.arena_chunk_bytes_in_use);
     out->secret_arrays = load(&zk_stats.secret_arrays);
@@ -115,7 +119,8 @@ void zk_stats_reset_counters(void)
         &zk_stats.secret_wiped_bytes, &zk_stats.secret_unprotected, &zk_stats.secret_failures,
         &zk_stats.repurposed, &zk_stats.repurposed_bytes, &zk_stats.carved, &zk_stats.gathered,
         &zk_stats.gathered_pieces, &zk_stats.fresh_tail_bytes, &zk_stats.populated_bytes,
-        &zk_stats.unmap_failures,
+        &zk_stats.unmap_failures, &zk_stats.decayed_softened_bytes, &zk_stats.decayed_released_bytes,
+        &zk_stats.decay_passes,
     };
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
         atomic_store_explicit(events[i], 0, memory_order_relaxed);

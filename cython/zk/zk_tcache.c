@@ -137,6 +137,23 @@ zk_tcache *zk_tcache_mine(void)
     return my_tcache;
 }
 
+void zk_tcache_drain_older(uint64_t cutoff)
+{
+    pthread_mutex_lock(&registry_lock);
+    zk_pool_lock();
+    for (zk_tcache *tc = registry; tc != NULL; tc = tc->next)
+        for (int cls = 0; cls < ZK_NCLASSES; cls++)
+            for (int i = 0; i < TCACHE_SLOTS; i++) {
+                zk_region *r = atomic_load_explicit(&tc->slots[cls][i], memory_order_acquire);
+                /* The owner may swap the slot meanwhile: whatever the
+                 * exchange takes is an idle region all the same. */
+                if (r != NULL && r->idle_ns < cutoff && (r = take_slot(tc, cls, i)) != NULL)
+                    zk_pool_link(r);
+            }
+    zk_pool_unlock();
+    pthread_mutex_unlock(&registry_lock);
+}
+
 void zk_tcache_drain_all(void)
 {
     pthread_mutex_lock(&registry_lock);

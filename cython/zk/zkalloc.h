@@ -29,6 +29,7 @@ typedef enum {
     ZK_OPT_THREAD_CACHE_BYTES,  /* idle bytes one thread may hold without a lock */
     ZK_OPT_ARENA_MIN_BYTES,     /* default: smallest request a phase's arena serves */
     ZK_OPT_ADAPTIVE_ZERO,       /* 1: calloc learns per class whether MADV_DONTNEED beats memset */
+    ZK_OPT_DECAY_MS,            /* idle this long: MADV_FREE; twice as long: unmapped; 0 = never */
     ZK_OPT_COUNT
 } zk_option;
 
@@ -61,6 +62,8 @@ int zk_cache_state(const void *ptr);
 size_t zk_cache_usable(const void *ptr);
 
 size_t zk_cache_soften(void);                   /* MADV_FREE idle regions; bytes advised */
+/* Bytes of idle regions that are resident now (mincore). */
+size_t zk_cache_idle_resident(void);
 size_t zk_cache_release(void);                  /* unmap idle regions; bytes unmapped */
 int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENOMEM / ZK_ECAP */
 void zk_cache_trim(void);                       /* evict until idle bytes <= cap */
@@ -206,6 +209,10 @@ typedef struct {
     uint64_t segments, bytes_reserved, bytes_vacant;   /* address space: segments, their bytes, unbacked */
     uint64_t map_areas;             /* memory areas the cache accounts for (an estimate) */
     uint64_t unmap_failures, unmap_pending;   /* failed munmaps; segments waiting for a retry */
+    uint64_t decayed_softened_bytes;  /* idle regions MADV_FREE'd after decay_ms unused */
+    uint64_t decayed_released_bytes;  /* idle regions given back after 2 x decay_ms unused */
+    uint64_t decay_passes;            /* decay walks of the idle regions */
+    uint64_t decay_thread;            /* 1 while the decay thread runs */
     uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
     uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
