@@ -28,7 +28,8 @@ QUICK = {"rounds": 3, "warmup": 1, "passes": 1, "max_seconds": 0.5}
 #: (as for peak_rss_bytes).  Each also keeps its per-pass list (pass_<key>).
 COLD_WARM: dict[str, Callable[[list[float]], float]] = {
     "cold_s": statistics.median, "cold_minflt": statistics.median, "cold_rss_bytes": max,
-    "minflt_per_round": statistics.median, "peak_rss_bytes": max}
+    "minflt_per_round": statistics.median, "peak_rss_bytes": max,
+    "idle_rss_bytes": max, "after_idle_s": statistics.median}
 WORKER_TIMEOUT_S = 300   # plus 20 x --max-seconds: a worker that hangs is reported, not waited on
 
 

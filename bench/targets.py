@@ -74,6 +74,24 @@ def check_prover(where: str, pattern: str, zk: str, rows: dict[str, Any]) -> lis
     return out
 
 
+def check_idle(where: str, zk: str, rows: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The footprint issue's targets on `idle`: RSS while idle within 1.05x
+    of numpy default's, and the first round after the pause within 1.10x of
+    a warm round (both zkalloc's)."""
+    me, out = rows[zk], []
+    if "idle_rss_bytes" in me and "default" in rows and "idle_rss_bytes" in rows["default"]:
+        r = me["idle_rss_bytes"] / rows["default"]["idle_rss_bytes"]
+        out.append((f"{where} {zk} RSS while idle within 1.05x of default's",
+                    "met" if r <= 1.05 else "MISSED",
+                    f"{r:.2f}x ({me['idle_rss_bytes'] >> 20} MiB vs {rows['default']['idle_rss_bytes'] >> 20} MiB)"))
+    if "after_idle_s" in me:
+        r = me["after_idle_s"] / me["median_s"]
+        spread = noise(me)
+        out.append((f"{where} {zk} first round after idle within 1.10x of a warm round",
+                    _verdict(1.10 / r, 1.0, spread), f"{r:.2f}x (pass spread {spread:.2f})"))
+    return out
+
+
 def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(what, verdict, detail) for every target the records can decide;
     verdict is "met", "MISSED" or "noise" (missed by less than the pass-to-pass
@@ -115,6 +133,8 @@ def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
                 add(f"{where} {zk} no slower than default", r, 1.0, "default", f"{r:.2f}x")
             if pattern in PROVER_PATTERNS:
                 out += check_prover(where, pattern, zk, rows)
+            if pattern == "idle":
+                out += check_idle(where, zk, rows)
     return out
 
 

@@ -77,6 +77,10 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
     contention.thread_context = allocators.thread_entry(allocator)
     zk: Any = None
     with activated(allocator):
+        settings = getattr(module, "ZKALLOC_SETTINGS", None)
+        if settings and allocator.startswith("zkalloc"):
+            import zkalloc_np
+            zkalloc_np.configure(**settings)
         body = _wrapped(_body(module, size, spec.ideal), allocators.round_context(allocator))
         faults_before, _ = _usage()
         started = time.perf_counter()
@@ -98,6 +102,9 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
             "peak_rss_bytes": peak_rss, "minflt_per_round": (faults_after - faults_before) / n, **cold,
         }
+        after = getattr(module, "after_rounds", None)
+        if after is not None:
+            record.update(after(size, body))
         per_round = getattr(module, "bytes_per_round", None)
         if per_round is not None:
             record["gb_per_s"] = per_round(size) / record["median_s"] / 1e9

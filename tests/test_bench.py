@@ -479,3 +479,17 @@ def test_grow_mixes_reach_the_total_in_mixed_sizes_that_change_every_round():
     assert max(medians) > 4 * min(medians)                # the mix shifts from round to round
     live = grow.grow(mixes[0][:3], 7)
     assert [a.nbytes for a in live] == mixes[0][:3] and all((a == 7).all() for a in live)
+
+
+def test_idle_pattern_records_rss_while_idle_and_the_round_after():
+    """The idle pattern's worker record carries the RSS during the pause and
+    the first round after it; zkalloc runs it with its ZKALLOC_SETTINGS
+    (decay_ms=1000), so after 3 s idle its cache has given the memory back."""
+    from bench.patterns import idle
+    r = worker.measure("zkalloc", "idle", 3, rounds=2, warmup=1)
+    assert r["idle_rss_bytes"] > 0 and r["after_idle_s"] > 0
+    import zkalloc_np as zk
+    assert zk.settings()["decay_ms"] == idle.ZKALLOC_SETTINGS["decay_ms"]
+    s = zk.stats()
+    assert s.decayed_released_bytes > 0
+    zk.configure(decay_ms=10000)

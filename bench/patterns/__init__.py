@@ -23,6 +23,10 @@ and optionally:
 - ``PASSES``: at most this many passes (for patterns whose workers are slow to start);
 - ``PHASE_ROUNDS``: the ``zkalloc-phase`` allocator runs each round of it inside
   ``zkalloc.phase()``; ``ONLY``: the allocators that run it by default;
+- ``ZKALLOC_SETTINGS``: settings the zkalloc allocators run this pattern with
+  (``zkalloc_np.configure(**ZKALLOC_SETTINGS)`` before ``prepare``);
+- ``after_rounds(size, body) -> dict``: called after the timed rounds; its
+  fields join the record (the ``idle`` pattern's RSS while idle);
 - a body may return a float: the seconds to report for that round (a
   self-timed pattern such as ``phase_reset``, which reports the reset alone).
 
@@ -41,6 +45,7 @@ from . import (
     first_touch,
     galois_ntt,
     grow,
+    idle,
     msm_buckets,
     ntt_prover,
     phase_burst,
@@ -54,7 +59,7 @@ PATTERNS: dict[str, Any] = {
     p.PATTERN: p
     for p in (fft_rounds, fill, zeros.dense, zeros.sparse, first_touch, small, msm_buckets.buckets,
               msm_buckets.windows, msm_buckets.compute, phase_burst, expr_churn, ntt_prover, galois_ntt,
-              contention, phase_reset.dead, phase_reset.escaped, stark_prove, grow)
+              contention, phase_reset.dead, phase_reset.escaped, stark_prove, grow, idle)
 }
 
 
