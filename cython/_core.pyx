@@ -83,7 +83,7 @@ cdef extern from "zkalloc.h" nogil:
     void zk_h_free(void *ctx, void *ptr, size_t size)
 
     ctypedef struct zk_stats_snapshot:
-        uint64_t hits, misses, small_allocs, foreign_frees, invalid_frees
+        uint64_t hits, misses, small_allocs, small_frees, foreign_frees, invalid_frees
         uint64_t bytes_in_use, peak_bytes_in_use
         uint64_t bytes_cached, peak_bytes_cached
         uint64_t bytes_mapped, peak_bytes_mapped

@@ -26,7 +26,11 @@ class Stats:
 
     hits/misses count cache-served requests (a hit reuses a resident region, a
     miss maps a new one); small_allocs counts requests below min_bytes sent to
-    numpy's own allocator.  bytes_* are gauges with their peaks: in_use is
+    numpy's own allocator, small_frees the frees of such small arrays (passed
+    back to numpy).  foreign_frees are frees of arrays of min_bytes or more
+    that the cache did not allocate: made before the install (or while
+    min_bytes was larger), passed to numpy.  invalid_frees: a second free of a
+    region of ours, ignored.  bytes_* are gauges with their peaks: in_use is
     held by live arrays, cached is idle and resident (at most cap_bytes),
     mapped is both together.  evictions are idle regions unmapped to stay
     under the cap; uncached_frees are regions too large to cache at all.
@@ -43,6 +47,7 @@ class Stats:
     misses: int
     hit_rate: float
     small_allocs: int
+    small_frees: int
     foreign_frees: int
     invalid_frees: int
     bytes_in_use: int

@@ -83,7 +83,7 @@ void zk_os_drop_failed_target(void *target, size_t bytes);
 
 /* ---- statistics (zk_stats.c) -------------------------------------------- */
 typedef struct {
-    _Atomic uint64_t hits, misses, small_allocs, foreign_frees, invalid_frees;
+    _Atomic uint64_t hits, misses, small_allocs, small_frees, foreign_frees, invalid_frees;
     _Atomic uint64_t bytes_in_use, peak_bytes_in_use;
     _Atomic uint64_t bytes_cached, peak_bytes_cached;
     _Atomic uint64_t bytes_mapped, peak_bytes_mapped;

@@ -47,6 +47,7 @@ void zk_stats_read(zk_stats_snapshot *out)
     out->hits = load(&zk_stats.hits);
     out->misses = load(&zk_stats.misses);
     out->small_allocs = load(&zk_stats.small_allocs);
+    out->small_frees = load(&zk_stats.small_frees);
     out->foreign_frees = load(&zk_stats.foreign_frees);
     out->invalid_frees = load(&zk_stats.invalid_frees);
     out->bytes_in_use = load(&zk_stats.bytes_in_use);
@@ -93,7 +94,8 @@ void zk_stats_read(zk_stats_snapshot *out)
 void zk_stats_reset_counters(void)
 {
     _Atomic uint64_t *events[] = {
-        &zk_stats.hits, &zk_stats.misses, &zk_stats.small_allocs, &zk_stats.foreign_frees,
+        &zk_stats.hits, &zk_stats.misses, &zk_stats.small_allocs, &zk_stats.small_frees,
+        &zk_stats.foreign_frees,
         &zk_stats.invalid_frees, &zk_stats.evictions, &zk_stats.evicted_bytes,
         &zk_stats.uncached_frees, &zk_stats.map_failures, &zk_stats.calloc_fresh,
         &zk_stats.calloc_memset, &zk_stats.calloc_discard, &zk_stats.zero_samples, &zk_stats.realloc_same,

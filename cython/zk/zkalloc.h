@@ -166,7 +166,8 @@ void zk_secure_wipe(void *p, size_t n);
 typedef struct {
     uint64_t hits, misses;
     uint64_t small_allocs;          /* below min_bytes: sent to the fallback */
-    uint64_t foreign_frees;         /* pointers this cache did not allocate */
+    uint64_t small_frees;           /* frees of arrays below min_bytes, passed to the fallback */
+    uint64_t foreign_frees;         /* frees of larger pointers this cache did not allocate */
     uint64_t invalid_frees;         /* a pointer of ours that was not in use */
     uint64_t bytes_in_use, peak_bytes_in_use;
     uint64_t bytes_cached, peak_bytes_cached;
