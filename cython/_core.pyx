@@ -99,6 +99,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t class_misses[92]
         uint64_t class_in_use[92]
         uint64_t class_cached[92]
+        uint64_t small_by_log2[65]
     void zk_stats_read(zk_stats_snapshot *out)
     void zk_stats_reset_counters()
 

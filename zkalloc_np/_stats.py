@@ -41,6 +41,9 @@ class Stats:
     wiped_arrays/bytes (freed and wiped), unprotected (strict=False arrays
     that lack a protection), failures (refused allocations).  Secret memory
     is never in the cache's counters.  phases: totals per phase name.
+    small_allocs_by_size: the requests left to numpy's allocator (below
+    min_bytes, or larger than the largest class), by size: {low: count} for
+    the sizes from low to 2 * low - 1 bytes (low a power of two, or 0).
     """
 
     hits: int
@@ -86,6 +89,7 @@ class Stats:
     installed: bool
     classes: tuple[ClassStats, ...]
     phases: dict[str, PhaseTotals] = dataclasses.field(default_factory=dict)
+    small_allocs_by_size: dict[int, int] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (classes as a list of dicts), ready for json.dumps."""
@@ -129,6 +133,8 @@ def fmt_bytes(n: int) -> str:
 def snapshot(installed: bool) -> Stats:
     raw = _core.stats_snapshot()
     classes = tuple(ClassStats(*row) for row in raw.pop("classes") if any(row[1:]))
+    by_log2 = raw.pop("small_by_log2")
+    small_by_size = {(1 << b >> 1): int(n) for b, n in enumerate(by_log2) if n}
     requests = raw["hits"] + raw["misses"]
     settings = _settings.current()
     return Stats(
@@ -140,4 +146,5 @@ def snapshot(installed: bool) -> Stats:
         installed=installed,
         classes=classes,
         phases=phase_totals(),
+        small_allocs_by_size=small_by_size,
     )

@@ -43,7 +43,7 @@ static bool cache_serves(size_t bytes)
 static void *from_cache(size_t size, bool zeroed)
 {
     if (!cache_serves(size)) {
-        zk_count(&zk_stats.small_allocs, 1);
+        zk_count_small(size);
         return NULL;
     }
     return zeroed ? zk_cache_calloc(size) : zk_cache_alloc(size);

@@ -86,6 +86,8 @@ void zk_stats_read(zk_stats_snapshot *out)
         out->class_in_use[c] = load_count(&zk_stats.class_in_use[c]);
         out->class_cached[c] = load_count(&zk_stats.class_cached[c]);
     }
+    for (int b = 0; b < ZK_SIZE_BUCKETS; b++)
+        out->small_by_log2[b] = load(&zk_stats.small_by_log2[b]);
 }
 
 /* Zero the event counters so a caller can measure one stretch of code; the
@@ -109,6 +111,8 @@ void zk_stats_reset_counters(void)
         atomic_store_explicit(&zk_stats.class_hits[c], 0, memory_order_relaxed);
         atomic_store_explicit(&zk_stats.class_misses[c], 0, memory_order_relaxed);
     }
+    for (int b = 0; b < ZK_SIZE_BUCKETS; b++)
+        atomic_store_explicit(&zk_stats.small_by_log2[b], 0, memory_order_relaxed);
     atomic_store_explicit(&zk_stats.peak_bytes_in_use, load(&zk_stats.bytes_in_use), memory_order_relaxed);
     atomic_store_explicit(&zk_stats.peak_bytes_cached, load(&zk_stats.bytes_cached), memory_order_relaxed);
     atomic_store_explicit(&zk_stats.peak_bytes_mapped, load(&zk_stats.bytes_mapped), memory_order_relaxed);

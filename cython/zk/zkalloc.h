@@ -163,6 +163,7 @@ unsigned zk_secret_probe(int *err);
 void zk_secure_wipe(void *p, size_t n);
 
 /* ---- statistics (zk_stats.c) ------------------------------------------ */
+#define ZK_SIZE_BUCKETS 65   /* bit lengths of a 64-bit size, 0 to 64 */
 typedef struct {
     uint64_t hits, misses;
     uint64_t small_allocs;          /* below min_bytes: sent to the fallback */
@@ -184,6 +185,8 @@ typedef struct {
     uint64_t secret_unprotected, secret_failures;
     uint64_t class_hits[ZK_NCLASSES], class_misses[ZK_NCLASSES];
     uint64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
+    /* small_allocs by size: [0] size 0, [b] sizes in [2^(b-1), 2^b) */
+    uint64_t small_by_log2[ZK_SIZE_BUCKETS];
 } zk_stats_snapshot;
 
 void zk_stats_read(zk_stats_snapshot *out);

@@ -291,6 +291,7 @@ static void test_handler_routing(void)
     stats(&s);
     CHECK(fb_live == live0);
     CHECK(s.invalid_frees == 2 && s.foreign_frees == 2 && s.small_frees == 2 && s.small_allocs >= 1);
+    CHECK(s.small_by_log2[7] >= 1);   /* the 100-byte request: sizes 64..127 */
     CHECK(zk_option_set(ZK_OPT_MIN_BYTES, 4096) == ZK_OK);
     CHECK_INVARIANTS();
 }
