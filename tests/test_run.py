@@ -127,4 +127,19 @@ def test_info_shows_env_and_cap_source(tmp_path):
     assert "transparent huge pages: enabled=" in out and "memlock limit" in out
     assert "cache cap: 256.0 MiB (env ZKALLOC_CACHE_BYTES)" in out
     assert "from the environment: ZKALLOC_CACHE_BYTES=256M" in out
-    assert "ignored, not zkalloc settings: ZKALLOC_NOPE" in out
+    assert "ZKALLOC_NOPE is not a zkalloc setting and is ignored" in out
+
+
+def test_info_says_when_the_memlock_limit_does_not_apply(tmp_path):
+    import shutil
+    done = zk_cli("info", cwd=tmp_path)
+    exempt = "exempt from it" in done.stdout
+    from zkalloc_np._system import memlock_exempt
+    assert exempt == memlock_exempt()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not memlock_exempt():
+        pytest.skip("needs setpriv and CAP_IPC_LOCK to drop it")
+    dropped = subprocess.run([setpriv, "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", sys.executable, "-m",
+                              "zkalloc_np", "info"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert dropped.returncode == 0, dropped.stderr
+    assert "memlock limit" in dropped.stdout and "exempt" not in dropped.stdout

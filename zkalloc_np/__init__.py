@@ -20,14 +20,14 @@ from ._install import install, installed, is_installed, owns, uninstall
 from ._phase import Phase, PhaseStats, PhaseTotals, phase
 from ._secret import (SecretInfo, SecretMemoryError, SecretWarning, is_secret, secret, secret_empty,
                       secret_info, secret_zeros)
-from ._settings import configure, load_environment
+from ._settings import SettingsWarning, configure, load_environment
 from ._settings import current as settings
 from ._settings import sources as setting_sources
 from ._stats import ClassStats, Stats
 
 __all__ = [
     "ClassStats", "Phase", "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
-    "SecretWarning", "Stats", "check", "configure", "install", "installed", "is_installed",
+    "SecretWarning", "SettingsWarning", "Stats", "check", "configure", "install", "installed", "is_installed",
     "is_secret", "owns", "phase", "release", "reserve", "reset_stats", "secret", "secret_empty",
     "secret_info", "secret_zeros", "setting_sources", "settings", "soften", "stats", "uninstall",
 ]
@@ -82,4 +82,4 @@ def check() -> None:
     _core.check()
 
 
-load_environment()
+load_environment(strict=False)

@@ -1,6 +1,7 @@
 """What the machine says about itself: transparent huge pages, memlock."""
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 
@@ -28,3 +29,19 @@ def thp_possible() -> bool:
 def memlock_limit() -> tuple[int, int]:
     """RLIMIT_MEMLOCK (soft, hard) in bytes; resource.RLIM_INFINITY for unlimited."""
     return resource.getrlimit(resource.RLIMIT_MEMLOCK)
+
+
+CAP_IPC_LOCK = 14
+
+
+def memlock_exempt() -> bool:
+    """Whether this process may lock memory beyond RLIMIT_MEMLOCK: it has
+    CAP_IPC_LOCK in its effective set (root has it unless dropped)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_IPC_LOCK & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
