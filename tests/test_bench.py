@@ -97,8 +97,9 @@ def test_bad_arguments_are_rejected():
 
 
 def test_a_missing_library_is_skipped_with_an_install_hint(monkeypatch):
-    monkeypatch.setattr(allocators, "LIBRARY_DIRS", ())
-    monkeypatch.setattr(allocators, "_ldconfig", dict)
+    from zkalloc_np import _peers
+    monkeypatch.setattr(_peers, "LIBRARY_DIRS", ())
+    monkeypatch.setattr(_peers, "ldconfig", dict)
     envs, skipped = allocators.resolve(["default", "jemalloc", "tcmalloc"])
     assert envs == {"default": {}}
     assert "apt-get install libjemalloc2" in skipped["jemalloc"]
