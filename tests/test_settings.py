@@ -49,10 +49,12 @@ def test_configure_rejects_and_changes_nothing(settings, name):
     assert zk.settings() == before
 
 
-def test_installed_rejects_bad_settings():
-    with pytest.raises(ValueError, match="min_bytes"):
-        with zk.installed(min_bytes=-3):
-            pass
+def test_installed_takes_no_settings_and_points_to_configure():
+    before = zk.settings()
+    for settings in ({"min_bytes": -3}, {"cache_bytes": "64M"}):
+        with pytest.raises(TypeError, match=r"installed\(\) takes no settings.*zkalloc.configure\("):
+            zk.installed(**settings)
+    assert zk.settings() == before
 
 
 @pytest.mark.parametrize("var,value", [

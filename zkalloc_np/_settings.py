@@ -190,7 +190,11 @@ def environment_problems(environ: Mapping[str, str] | None = None) -> list[str]:
     values of settings, and names that are not settings.  Never raises."""
     env: Mapping[str, str] = os.environ if environ is None else environ
     _, _, bad = _parse_environment(env)
-    return [f"{msg}; ignored, {name} keeps its default" for name, msg in bad.items()] + unknown_environment(env)
+    problems = [f"{msg}; ignored, {name} keeps its default" for name, msg in bad.items()]
+    log = env.get("ZKALLOC_LOG")
+    if log is not None and log.strip().lower() not in _TRUE | _FALSE:
+        problems.append(f"ZKALLOC_LOG={log!r}: expected 1/0, on/off, true/false; ignored, logging stays off")
+    return problems + unknown_environment(env)
 
 
 def load_environment(environ: Mapping[str, str] | None = None, *, strict: bool = True) -> list[str]:
