@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import platform
 import resource
 from pathlib import Path
+from typing import Any
 
 _THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
 
@@ -45,3 +47,30 @@ def memlock_exempt() -> bool:
     except (OSError, ValueError, IndexError):
         pass
     return os.geteuid() == 0
+
+
+def machine() -> dict[str, Any]:
+    """What a measurement ran on: CPU model, cores, memory, kernel, THP mode,
+    Python and numpy versions."""
+    import numpy as np
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+                            "thp_enabled": thp_mode("enabled"), "thp_defrag": thp_mode("defrag"),
+                            "python": platform.python_version(), "numpy": np.__version__}
+    try:
+        info["mem_total_bytes"] = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        pass
+    return info
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One line naming the machine of `info` (from machine())."""
+    mem = f", {info['mem_total_bytes'] / 2**30:.0f} GiB" if info.get("mem_total_bytes") else ""
+    return (f"{info.get('cpu', '?')}, {info.get('cores', '?')} cores{mem}, kernel {info.get('kernel', '?')}, "
+            f"THP {info.get('thp_enabled', '?')}, Python {info.get('python', '?')}, numpy {info.get('numpy', '?')}")
