@@ -68,7 +68,7 @@ def parse_size(value: Any, what: str) -> int:
         value = int(match.group(1)) * _UNITS[match.group(2).upper()]
     if value < 0:
         raise ValueError(f"{what}: must not be negative, got {value}")
-    return value
+    return int(value)
 
 
 def parse_bool(value: Any, what: str) -> bool:
