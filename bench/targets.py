@@ -12,19 +12,13 @@ import sys
 from typing import Any
 
 from .allocators import PEERS
-from .report import groups, size_label
+from .report import groups, noise, size_label
 
 ZK = ("zkalloc", "zkalloc-global")
 
 
 def _t(rows: dict[str, Any], name: str) -> float | None:
     return rows[name]["median_s"] if name in rows else None
-
-
-def noise(record: dict[str, Any]) -> float:
-    """max / min of the record's pass medians (1.0 with a single pass)."""
-    meds = record.get("pass_median_s") or [record["median_s"]]
-    return max(meds) / min(meds)
 
 
 def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
