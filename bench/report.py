@@ -165,7 +165,7 @@ def plot(records: list[Record], allocators: list[str], path: str, title: str = "
     present = [a for a in allocators if a != "default" and any(a in rows for _, _, rows in gs)]
     if not gs or not present:
         raise ValueError("nothing to plot: the plot needs the 'default' allocator and another one in the run")
-    height = max(3.5, 0.2 * len(gs) * len(present) + 2.0)
+    height = max(3.5, 0.11 * len(gs) * len(present) + 2.0)   # about 8 pt per bar: room for its label
     fig, ax = plt.subplots(figsize=(12, height))
     bar = 0.8 / len(present)
     fallback = plt.get_cmap("tab10")

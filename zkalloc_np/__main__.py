@@ -180,8 +180,9 @@ def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         names = [_compare.BASELINE, *names]   # the verdict is against numpy's default
     program = _compare.Program(target, tuple(args.program_args), module)
     err = sys.stderr
-    print(f"compare: {args.runs} run(s) each of {', '.join(names)}, alternating. The program's own output "
-          "follows; send large output to a file or /dev/null, or use --discard-output.", file=err, flush=True)
+    output = ("its stdout is discarded" if args.discard_output else
+              "its own output follows; send large output to a file, or use --discard-output")
+    print(f"compare: {args.runs} run(s) each of {', '.join(names)}, alternating; {output}.", file=err, flush=True)
     result = _compare.compare(program, names, args.runs, timeout=args.timeout, discard_output=args.discard_output,
                               progress=lambda line: print(f"compare: {line}", file=err, flush=True))
     _compare.render(result, sys.stdout)
