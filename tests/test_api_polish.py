@@ -143,3 +143,14 @@ def test_bad_zkalloc_log_value_is_reported_not_fatal():
     result = run_python("import zkalloc_np", env={"ZKALLOC_LOG": "loud"})
     assert result.returncode == 0
     assert "ZKALLOC_LOG='loud'" in result.stderr and "logging stays off" in result.stderr
+
+
+def test_console_script_is_the_same_command_line():
+    import shutil
+    script = shutil.which("zkalloc-np", path=os.path.dirname(sys.executable)) or shutil.which("zkalloc-np")
+    if script is None:
+        pytest.skip("the zkalloc-np console script is not installed in this environment")
+    done = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"zkalloc-np {zk.__version__}"
+    usage = subprocess.run([script, "run", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert usage.startswith("usage: zkalloc-np run")
