@@ -37,13 +37,6 @@ def _fmt(n: int) -> str:
     return fmt_bytes(n)
 
 
-def _size_range(low: int) -> str:
-    """The sizes of one small-request bucket: 'low..2*low-1 B' in short units."""
-    if low == 0:
-        return "0 B"
-    return f"{_fmt(low)}..{_fmt(2 * low - 1)}"
-
-
 def _gain(after: int, before: int) -> int:
     """A counter's growth; reset_stats() in between restarts it from 0."""
     return after - before if after >= before else after
@@ -70,7 +63,8 @@ def activity_lines(before: Stats | None, after: Stats) -> list[str]:
     small = {low: _gain(n, small_before.get(low, 0)) for low, n in after.small_allocs_by_size.items()}
     small = {low: n for low, n in small.items() if n}
     if small:
-        sizes = ", ".join(f"{n} of {_size_range(low)}" for low, n in sorted(small.items()))
+        from ._stats import size_range
+        sizes = ", ".join(f"{n} of {size_range(low)}" for low, n in sorted(small.items()))
         lines.append(f"left to numpy (below min_bytes {_fmt(after.min_bytes)}, or above the largest class): {sizes}")
     fresh, memset, discard = (_gain(getattr(after, k), prev(k)) for k in
                               ("calloc_fresh", "calloc_memset", "calloc_discard"))

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from ._stats import Stats, fmt_bytes
+from ._stats import Stats, fmt_bytes, size_range
 
 #: Per-class rows printed (the JSON has every class).
 REPORT_CLASSES = 12
@@ -137,7 +137,7 @@ class RunReport:
                 lines.append(f"  ... {len(shown) - REPORT_CLASSES} more classes (all of them in --json)")
         if self.small_allocs:
             top = sorted(self.small_allocs_by_size.items(), key=lambda kv: kv[1], reverse=True)[:4]
-            sizes = ", ".join(f"{n} of {_size_range(low)}" for low, n in top)
+            sizes = ", ".join(f"{n} of {size_range(low)}" for low, n in top)
             lines.append(f"  left to numpy: {self.small_allocs} requests below min_bytes ({fmt_bytes(self.min_bytes)}), "
                          f"most often {sizes}")
         if self.foreign_frees:
@@ -146,10 +146,6 @@ class RunReport:
         lines.append("  does zkalloc make this program faster? measure it: "
                      f"python -m zkalloc_np compare {' '.join(target)}")
         return "\n".join(lines)
-
-
-def _size_range(low: int) -> str:
-    return "0 B" if low == 0 else f"{fmt_bytes(low)}..{fmt_bytes(2 * low - 1)}"
 
 
 def _gain(after: int, before: int) -> int:

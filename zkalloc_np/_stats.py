@@ -130,6 +130,13 @@ def fmt_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def size_range(low: int) -> str:
+    """The sizes of one small_allocs_by_size bucket: from low to 2 * low - 1 bytes."""
+    if low <= 1:
+        return f"{low} B"
+    return f"{fmt_bytes(low)}..{fmt_bytes(2 * low - 1)}"
+
+
 def snapshot(installed: bool) -> Stats:
     raw = _core.stats_snapshot()
     classes = tuple(ClassStats(*row) for row in raw.pop("classes") if any(row[1:]))
