@@ -22,7 +22,9 @@ from . import report
 from .allocators import ALLOCATORS, resolve, runs_by_default
 from .patterns import PATTERNS, contention, has_ideal, label, parse_size, unavailable
 
-QUICK = {"rounds": 3, "warmup": 1, "passes": 1, "max_seconds": 0.5}
+QUICK = {"rounds": 3, "warmup": 1, "passes": 2, "max_seconds": 0.2}
+#: --quick's smoke set (without --only): one small size of each, two passes so every cell has a spread.
+QUICK_PATTERNS = ("fft_rounds", "msm_buckets", "phase_burst")
 #: The cold-round and fault fields of a worker's record, and how the passes
 #: combine: the median for times and fault counts, the maximum for peak RSS
 #: (as for peak_rss_bytes).  Each also keeps its per-pass list (pass_<key>).
@@ -130,7 +132,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="cut the timed rounds to about this many seconds per worker (default 2)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3, at least 1)")
     p.add_argument("--passes", type=int, default=3, help="rotations over the allocators (default 3)")
-    p.add_argument("--quick", action="store_true", help="a smoke run of seconds: first size, 3 rounds, 1 pass")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a smoke run (about 15 s on 2 cores): {', '.join(QUICK_PATTERNS)} (unless --only) at their "
+                        "first size, 3 rounds, 2 passes")
     p.add_argument("--json", metavar="PATH", help="write every record and the machine info here")
     p.add_argument("--plot", metavar="PNG", help="write a chart of speed relative to numpy's default here")
     p.add_argument("--markdown", metavar="PATH", help="write the compact markdown table here")
@@ -139,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    patterns = [p.strip() for group in (args.only or []) for p in group.split(",") if p.strip()] or list(PATTERNS)
+    patterns = ([p.strip() for group in (args.only or []) for p in group.split(",") if p.strip()]
+                or list(QUICK_PATTERNS if args.quick else PATTERNS))
     bad = [p for p in patterns if p not in PATTERNS]
     if bad:
         parser.error(f"unknown pattern(s) {', '.join(bad)}; known: {', '.join(PATTERNS)}")

@@ -5,16 +5,12 @@ settings) and, inside the worker, by `activated(name)`."""
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 from dataclasses import dataclass, field
 
-#: Where system allocators live when ldconfig does not list them.
-LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-                "/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib", "/opt/homebrew/lib")
-HUGE = "68719476736"   # 64 GiB: glibc never trims its heap below this
+from zkalloc_np import _peers
+from zkalloc_np._peers import HUGE, LIBRARY_DIRS, PEERS as _PEER_SPECS, find_library, preloaded  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -34,15 +30,8 @@ ALLOCATORS: dict[str, Allocator] = {
     a.name: a
     for a in [
         Allocator("default", "numpy's default handler (glibc malloc)"),
-        Allocator("glibc-tuned", "glibc told to keep memory: MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=64G",
-                  env={"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": HUGE}),
-        Allocator("jemalloc", "jemalloc by LD_PRELOAD", libraries=("libjemalloc.so.2", "libjemalloc.so"),
-                  install_hint="apt-get install libjemalloc2"),
-        Allocator("mimalloc", "mimalloc by LD_PRELOAD", libraries=("libmimalloc.so.2", "libmimalloc.so"),
-                  install_hint="apt-get install libmimalloc2.0"),
-        Allocator("tcmalloc", "tcmalloc (gperftools) by LD_PRELOAD",
-                  libraries=("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libtcmalloc_minimal.so"),
-                  install_hint="apt-get install libtcmalloc-minimal4"),
+        *(Allocator(p.name, p.description, env=p.env, libraries=p.libraries, install_hint=p.install_hint)
+          for p in _PEER_SPECS.values()),
         Allocator("zkalloc", "zkalloc, scoped: with zkalloc.installed()"),
         Allocator("zkalloc-global", "zkalloc, process-wide: zkalloc.install()"),
         Allocator("zkalloc-lazy", "zkalloc scoped, np.zeros by MADV_DONTNEED (lazy_zero_bytes=64K)",
@@ -61,51 +50,19 @@ ALLOCATORS: dict[str, Allocator] = {
 PEERS = ("glibc-tuned", "jemalloc", "mimalloc", "tcmalloc")
 
 
-def _ldconfig() -> dict[str, str]:
-    """soname -> path, from `ldconfig -p` (empty where it is unavailable)."""
-    for exe in ("ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig"):
-        try:
-            out = subprocess.run([exe, "-p"], capture_output=True, text=True, timeout=10, check=False).stdout
-        except (OSError, subprocess.SubprocessError):
-            continue
-        found: dict[str, str] = {}
-        for line in out.splitlines():
-            if "=>" in line:
-                name, path = line.split("=>", 1)
-                found.setdefault(name.split()[0], path.strip())
-        return found
-    return {}
-
-
-def find_library(sonames: tuple[str, ...], ldconfig: dict[str, str] | None = None) -> str | None:
-    """The path of the first of `sonames` that exists: ldconfig's cache, then LIBRARY_DIRS."""
-    cache = _ldconfig() if ldconfig is None else ldconfig
-    for soname in sonames:
-        if soname in cache and os.path.exists(cache[soname]):
-            return cache[soname]
-        for d in LIBRARY_DIRS:
-            path = os.path.join(d, soname)
-            if os.path.exists(path):
-                return path
-    return None
-
-
 def resolve(names: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """For each allocator name: the environment its worker needs, or why it is
     skipped (a missing library, with the install hint).  Returns (envs, skipped)."""
     envs: dict[str, dict[str, str]] = {}
     skipped: dict[str, str] = {}
-    cache = _ldconfig() if any(ALLOCATORS[n].libraries for n in names) else {}
+    cache = _peers.ldconfig() if any(ALLOCATORS[n].libraries for n in names) else {}
     for name in names:
         alloc = ALLOCATORS[name]
-        env = dict(alloc.env)
-        if alloc.libraries:
-            path = find_library(alloc.libraries, cache)
-            if path is None:
-                skipped[name] = f"{alloc.libraries[0]} not found ({alloc.install_hint})"
-                continue
-            env["LD_PRELOAD"] = path
-        envs[name] = env
+        env, why = _peers.environment(alloc.env, alloc.libraries, alloc.install_hint, cache)
+        if env is None:
+            skipped[name] = why
+        else:
+            envs[name] = env
     return envs, skipped
 
 
@@ -122,16 +79,6 @@ def runs_by_default(name: str, pattern: object) -> bool:
     if scope:
         return getattr(pattern, "PATTERN", "") == scope
     return True
-
-
-def preloaded(path: str) -> bool:
-    """Whether the shared library at `path` is mapped into this process."""
-    real = os.path.realpath(path)
-    try:
-        with open("/proc/self/maps") as f:
-            return any(real in line or path in line for line in f)
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager

@@ -69,6 +69,48 @@ def speedup(rows: dict[str, Record], name: str) -> float | None:
     return base["median_s"] / rows[name]["median_s"] if base else None
 
 
+def noise(record: Record, key: str = "median_s") -> float:
+    """max / min of the record's per-pass values of `key` (1.0 with a single
+    pass, or where they are not positive)."""
+    values = record.get("pass_" + key) or [record[key]]
+    return max(values) / min(values) if min(values) > 0 else 1.0
+
+
+def noisy(rows: dict[str, Record], name: str) -> bool:
+    """Whether the passes of this cell or of numpy's default spread more
+    than the difference the cell's ratio to the default shows."""
+    up = speedup(rows, name)
+    if up is None or name == "default":
+        return False
+    spread = max(noise(rows[name]), noise(rows["default"]))
+    return spread >= max(up, 1 / up)
+
+
+def passes_label(records: Iterable[Record]) -> str:
+    """How many passes the records' cells used: '3 passes', '1-3 passes'."""
+    counts = sorted({int(r.get("passes", 1)) for r in records})
+    if not counts:
+        return "no passes"
+    text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{text} pass{'' if counts == [1] else 'es'}"
+
+
+def flag_note(records: list[Record]) -> str:
+    """The line every table and chart carries: passes, and what ~ means."""
+    single = all(int(r.get("passes", 1)) == 1 for r in records)
+    if single:
+        return f"{passes_label(records)} per cell: no pass spread measured, so no ratio here is checked against noise"
+    return f"{passes_label(records)} per cell; ~ marks a ratio whose passes (its own or the default's) " \
+           "spread more than the difference it shows"
+
+
+def _ratio(rows: dict[str, Record], name: str) -> str:
+    up = speedup(rows, name)
+    if up is None:
+        return ""
+    return f"{up:.2f}x" + (" ~" if noisy(rows, name) else "")
+
+
 def vs_ideal(rows: dict[str, Record], name: str) -> float | None:
     """This allocator's median / the ideal's: 1.00 is the physical limit."""
     ideal = rows.get("ideal")
@@ -79,7 +121,8 @@ def rich_table(records: list[Record], allocators: list[str]) -> Any:
     """A rich Table: one row per allocator, grouped by pattern and size."""
     from rich.table import Table
     table = Table(title="median time per warm round (spread: min..max over all rounds); "
-                        "cold: the first round in a fresh process", show_lines=False)
+                        "cold: the first round in a fresh process", show_lines=False,
+                  caption=flag_note(records))
     for col, justify in [("pattern", "left"), ("size", "right"), ("allocator", "left"), ("median ms", "right"),
                          ("min..max ms", "right"), ("vs default", "right"), ("/ ideal", "right"),
                          ("GB/s", "right"), ("peak RSS", "right"), ("faults/rnd", "right"),
@@ -92,11 +135,11 @@ def rich_table(records: list[Record], allocators: list[str]) -> Any:
             r = rows.get(name)
             if r is None:
                 continue
-            up, ideal = speedup(rows, name), vs_ideal(rows, name)
+            ideal = vs_ideal(rows, name)
             table.add_row(
                 pattern if first else "", size_label(pattern, size) if first else "", name,
                 ms(r["median_s"]), f"{ms(r['min_s'])}..{ms(r['max_s'])}",
-                f"{up:.2f}x" if up is not None else "", f"{ideal:.2f}" if ideal is not None else "",
+                _ratio(rows, name), f"{ideal:.2f}" if ideal is not None else "",
                 f"{r['gb_per_s']:.1f}" if "gb_per_s" in r else "", mib(r["peak_rss_bytes"]),
                 *cold_warm_cells(r), f"{r['hit_rate']:.0%}" if "hit_rate" in r else "", end_section=False)
             first = False
@@ -119,11 +162,11 @@ def markdown(records: list[Record], allocators: list[str]) -> str:
             elif "gb_per_s" in r:
                 cells.append(f"{r['gb_per_s']:.1f} GB/s")
             else:
-                up = speedup(rows, name)
-                cells.append(ms(r["median_s"]) + (f" ({up:.2f}x)" if up is not None and name != "default" else ""))
+                ratio = _ratio(rows, name)
+                cells.append(ms(r["median_s"]) + (f" ({ratio})" if ratio and name != "default" else ""))
         lines.append(f"| {pattern} | {size_label(pattern, size)} | " + " | ".join(cells) + " |")
     cold = cold_warm_markdown(records, present)
-    return "\n".join(lines) + ("\n\n" + cold if cold else "")
+    return "\n".join(lines) + f"\n\n{flag_note(records)}." + ("\n\n" + cold if cold else "")
 
 
 def cold_warm_markdown(records: list[Record], allocators: list[str]) -> str:
@@ -143,9 +186,21 @@ def cold_warm_markdown(records: list[Record], allocators: list[str]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+#: The chart's colours: zkalloc strongest, its variants in warm hues, the
+#: peers in cool ones, the ideal grey; anything else from tab10.
+COLOURS = {
+    "zkalloc": "#c40000", "zkalloc-global": "#ff7f0e", "zkalloc-phase": "#e7298a", "zkalloc-lazy": "#8c510a",
+    "zkalloc-lazy-nothp": "#bf812d", "zkalloc-nothp": "#f4a582", "glibc-tuned": "#1f78b4", "jemalloc": "#33a02c",
+    "mimalloc": "#6a3d9a", "tcmalloc": "#17becf", "ideal": "#4d4d4d",
+}
+
+
 def plot(records: list[Record], allocators: list[str], path: str, title: str = "") -> None:
     """A PNG: per pattern and size, each allocator's speed relative to numpy's
-    default (default time / its time; log scale, > 1 is faster)."""
+    default (default time / its time), as bars that start at 1.0 on a log
+    axis (right of 1 is faster), with value labels; a hatched, paler bar
+    (and ~) where the passes spread more than the difference shown.  The
+    title says how many passes the cells used and, in `title`, the machine."""
     try:
         import matplotlib
     except ImportError:
@@ -153,29 +208,47 @@ def plot(records: list[Record], allocators: list[str], path: str, title: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     gs = [g for g in groups(records) if "default" in g[2]]
-    present = [a for a in allocators if any(a in rows for _, _, rows in gs)]
+    present = [a for a in allocators if a != "default" and any(a in rows for _, _, rows in gs)]
     if not gs or not present:
-        raise ValueError("nothing to plot: the plot needs the 'default' allocator in the run")
-    height = max(3.0, 0.22 * len(gs) * max(len(present), 1) / 2.2 + 1.5)
-    fig, ax = plt.subplots(figsize=(10, height))
+        raise ValueError("nothing to plot: the plot needs the 'default' allocator and another one in the run")
+    height = max(3.5, 0.11 * len(gs) * len(present) + 2.0)   # about 8 pt per bar: room for its label
+    fig, ax = plt.subplots(figsize=(12, height))
     bar = 0.8 / len(present)
-    cmap = plt.get_cmap("tab20")   # one colour per allocator: up to 20
+    fallback = plt.get_cmap("tab10")
+    ratios: list[float] = []
     for i, name in enumerate(present):
-        ys, xs = [], []
+        colour = COLOURS.get(name, fallback(i % 10))
         for k, (_, _, rows) in enumerate(gs):
-            if name in rows:
-                ys.append(k + (i - (len(present) - 1) / 2) * bar)
-                xs.append(rows["default"]["median_s"] / rows[name]["median_s"])
-        ax.barh(ys, xs, height=bar, label=name, color=cmap(i % 20))
+            if name not in rows:
+                continue
+            y = k + (i - (len(present) - 1) / 2) * bar
+            x = rows["default"]["median_s"] / rows[name]["median_s"]
+            ratios.append(x)
+            shaky = noisy(rows, name)
+            ax.barh(y, x - 1.0, left=1.0, height=bar * 0.92, color=colour, alpha=0.45 if shaky else 1.0,
+                    hatch="///" if shaky else None, edgecolor="black" if name == "zkalloc" else colour,
+                    linewidth=0.8 if name == "zkalloc" else 0.0)
+            ax.text(x * (1.03 if x >= 1 else 0.97), y, f"{x:.2f}" + ("~" if shaky else ""), va="center",
+                    ha="left" if x >= 1 else "right", fontsize=6.5,
+                    fontweight="bold" if name == "zkalloc" else "normal")
     ax.set_yticks(range(len(gs)), [f"{p} {size_label(p, s)}" for p, s, _ in gs])
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("speed relative to numpy's default (default time / time; higher is faster)")
-    ax.set_title(title or "zkalloc-np bench")
-    ax.legend(loc="lower right", fontsize="small")
+    low, high = min(ratios + [1.0]), max(ratios + [1.0])
+    ax.set_xlim(low / 1.6, high * 1.6)
+    ax.axvline(1.0, color="black", linewidth=1.0)
+    ax.set_xlabel("speed relative to numpy's default (default time / time, log scale): "
+                  "right of 1 is faster, left is slower")
+    from matplotlib.patches import Patch
+    legend = [Patch(facecolor=COLOURS.get(n, fallback(i % 10)), edgecolor="black" if n == "zkalloc" else "none",
+                    label=n) for i, n in enumerate(present)]
+    legend.append(Patch(facecolor="white", edgecolor="grey", hatch="///", label="~ within the pass spread"))
+    ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    note = flag_note(records).split("; ", 1)[-1]
+    head = f"zkalloc-np bench, {passes_label(records)} per cell" + (f", {title}" if title else "")
+    ax.set_title(f"{head}\n{note}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from .allocators import PEERS
-from .report import groups, size_label
+from .report import groups, noise, size_label
 
 ZK = ("zkalloc", "zkalloc-global")
 
@@ -28,13 +28,6 @@ PROVER_PATTERNS = ("stark_prove", "grow")
 TIME_BASES = ("default", *PEERS)
 #: Fault counts below this (1 MiB of 4 KiB pages) compare as equal.
 FAULT_FLOOR = 256
-
-
-def noise(record: dict[str, Any], key: str = "median_s") -> float:
-    """max / min of the record's per-pass values of `key` (1.0 with a single
-    pass, or where they are not positive)."""
-    values = record.get("pass_" + key) or [record[key]]
-    return max(values) / min(values) if min(values) > 0 else 1.0
 
 
 def _verdict(ratio: float, goal: float, spread: float) -> str:

@@ -94,7 +94,7 @@ cdef extern from "zkalloc.h" nogil:
     void zk_h_free(void *ctx, void *ptr, size_t size)
 
     ctypedef struct zk_stats_snapshot:
-        uint64_t hits, misses, small_allocs, foreign_frees, invalid_frees
+        uint64_t hits, misses, small_allocs, small_frees, foreign_frees, invalid_frees
         uint64_t bytes_in_use, peak_bytes_in_use
         uint64_t bytes_cached, peak_bytes_cached
         uint64_t bytes_mapped, peak_bytes_mapped
@@ -114,6 +114,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t class_misses[92]
         uint64_t class_in_use[92]
         uint64_t class_cached[92]
+        uint64_t small_by_log2[65]
     void zk_stats_read(zk_stats_snapshot *out)
     void zk_stats_reset_counters()
 

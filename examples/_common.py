@@ -65,9 +65,14 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def compare(label: str, fn: Callable[[], Any], rounds: int,
-            same: Callable[[Any, Any], bool] = lambda a, b: a == b) -> Row:
+            same: Callable[[Any, Any], bool] = lambda a, b: a == b, single: bool = False) -> Row:
     """One untimed warm-up per allocator, then `rounds` alternating timed
-    rounds; every zkalloc result must equal the default one (`same`)."""
+    rounds; every zkalloc result must equal the default one (`same`).
+    single: time `rounds` rounds under whatever allocator is in effect, with
+    no comparison (zkalloc_s is nan)."""
+    if single:
+        fn()
+        return Row(label, statistics.median(_timed(fn)[0] for _ in range(rounds)), float("nan"))
     expected = fn()
     with zkalloc.installed():
         got = fn()
@@ -84,7 +89,12 @@ def compare(label: str, fn: Callable[[], Any], rounds: int,
     return Row(label, statistics.median(default_times), statistics.median(zk_times))
 
 
-def print_table(rows: Sequence[Row], what: str = "size") -> None:
+def print_table(rows: Sequence[Row], what: str = "size", single: bool = False) -> None:
+    if single:
+        print(f"{what:>10}  {'seconds':>10}")
+        for row in rows:
+            print(f"{row.label:>10}  {row.default_s:>9.4f}s")
+        return
     print(f"{what:>10}  {'numpy default':>14}  {'zkalloc':>10}  {'default/zkalloc':>15}")
     for row in rows:
         print(f"{row.label:>10}  {row.default_s:>13.4f}s  {row.zkalloc_s:>9.4f}s  {row.speedup:>14.2f}x")
@@ -94,3 +104,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_sizes: Sequenc
     parser.add_argument("--size", type=parse_size, nargs="+", default=[parse_size(s) for s in default_sizes],
                         help=f"problem sizes, powers of two like 2^20 (default {' '.join(default_sizes)})")
     parser.add_argument("--rounds", type=positive_int, default=3, help="timed rounds per allocator (default 3)")
+
+
+def add_single_argument(parser: argparse.ArgumentParser) -> None:
+    """--single: no comparison inside the process, for ``python -m zkalloc_np compare``."""
+    parser.add_argument("--single", action="store_true",
+                        help="time the rounds under the allocator in effect, without the in-process comparison "
+                             "(for: python -m zkalloc_np compare examples/ntt_prover.py --single)")

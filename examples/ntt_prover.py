@@ -23,7 +23,7 @@ import hashlib
 import sys
 
 import numpy as np
-from _common import add_common_arguments, compare, print_table, size_label
+from _common import add_common_arguments, add_single_argument, compare, print_table, size_label
 
 import zkalloc_np as zkalloc
 from zkalloc_np.ntt import GENERATOR, NTT, P, powers, random_field_elements
@@ -114,9 +114,11 @@ class ProverRound:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser, ["2^18", "2^20"])
+    add_single_argument(parser)
     args = parser.parse_args(argv)
+    how = "under the allocator in effect" if args.single else "per allocator, alternating"
     print("numpy prover round over BabyBear: NTT, product by evaluation, Merkle commitments, FRI folding to "
-          f"{FINAL_DOMAIN} points;\n{args.rounds} timed rounds per allocator, alternating; median seconds per round.\n")
+          f"{FINAL_DOMAIN} points;\n{args.rounds} timed rounds {how}; median seconds per round.\n")
     zkalloc.reset_stats()
     rows = []
     for n in args.size:
@@ -124,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         if n <= DIRECT_CHECK_MAX:
             prover.check_against_direct_convolution()
             print(f"{size_label(n)}: product equals the direct convolution")
-        rows.append(compare(size_label(n), prover, args.rounds))
-    print_table(rows, "points")
-    print("\nchecked: NTT round trip, FRI low degree, zkalloc roots == default roots, every round")
+        rows.append(compare(size_label(n), prover, args.rounds, single=args.single))
+    print_table(rows, "points", single=args.single)
+    print("\nchecked: NTT round trip, FRI low degree" + ("" if args.single else ", zkalloc roots == default roots")
+          + ", every round")
     print(zkalloc.stats())
     return 0
 

@@ -70,7 +70,7 @@ def test_environment_accepts_good_sizes(name, value):
 @pytest.mark.parametrize("entry", [zk.install, zk.installed])
 def test_bad_settings_on_install_change_nothing(fresh, entry):
     before = zk.settings()
-    with pytest.raises(ValueError, match="cache_bytes"):
+    with pytest.raises(ValueError if entry is zk.install else TypeError, match="cache_bytes"):
         if entry is zk.install:
             zk.install(cache_bytes="lots")
         else:
@@ -115,7 +115,7 @@ def test_reentering_one_installed_object_raises_and_changes_nothing(fresh):
     installed() again."""
     cm = zk.installed()
     with cm:
-        with pytest.raises((RuntimeError, AttributeError)):
+        with pytest.raises(RuntimeError, match="already entered"):
             with cm:
                 pass
         assert get_handler_name() == "zkalloc"

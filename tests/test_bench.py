@@ -72,6 +72,17 @@ def test_quick_run_writes_sane_json(tmp_path):
     assert "fft_rounds" in result.stdout and "8 MiB" in result.stdout
 
 
+def test_quick_runs_its_smoke_set_with_two_passes_and_says_so(tmp_path):
+    from bench.__main__ import QUICK_PATTERNS
+    out = tmp_path / "q.json"
+    result = _bench("--quick", "--allocators", "default,zkalloc", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    records = json.loads(out.read_text())["records"]
+    assert {r["pattern"] for r in records} == set(QUICK_PATTERNS)
+    assert all(r["passes"] == 2 and len(r["pass_median_s"]) == 2 for r in records)
+    assert "2 passes per cell" in result.stdout
+
+
 def test_process_wide_ideal_and_peers_run(tmp_path):
     """zkalloc-global, the ideal, and every LD_PRELOAD peer that is installed
     (the others are reported as skipped, with how to install them)."""
@@ -100,8 +111,9 @@ def test_bad_arguments_are_rejected():
 
 
 def test_a_missing_library_is_skipped_with_an_install_hint(monkeypatch):
-    monkeypatch.setattr(allocators, "LIBRARY_DIRS", ())
-    monkeypatch.setattr(allocators, "_ldconfig", dict)
+    from zkalloc_np import _peers
+    monkeypatch.setattr(_peers, "LIBRARY_DIRS", ())
+    monkeypatch.setattr(_peers, "ldconfig", dict)
     envs, skipped = allocators.resolve(["default", "jemalloc", "tcmalloc"])
     assert envs == {"default": {}}
     assert "apt-get install libjemalloc2" in skipped["jemalloc"]
@@ -167,20 +179,76 @@ def test_plan_rounds_and_combine():
     assert r["gb_per_s"] == pytest.approx(contention.bytes_per_round(1) / 3.0 / 1e9)
 
 
+def _rec(allocator: str, t: float, passes: tuple[float, ...] = (1.0,), pattern: str = "fft_rounds") -> dict:
+    return {"allocator": allocator, "pattern": pattern, "size": 8 * MiB, "median_s": t, "min_s": t, "max_s": t,
+            "rounds": 3, "peak_rss_bytes": 1, "passes": len(passes), "pass_median_s": [t * p for p in passes]}
+
+
 def test_report_renders_markdown_and_plot(tmp_path):
-    records = [{"allocator": a, "pattern": "fft_rounds", "size": 8 * MiB, "median_s": t, "min_s": t, "max_s": t,
-                "rounds": 3, "peak_rss_bytes": 1} for a, t in [("default", 0.004), ("zkalloc", 0.002),
-                                                                 ("ideal", 0.002)]]
+    records = [_rec("default", 0.004), _rec("zkalloc", 0.002), _rec("ideal", 0.002)]
     md = report.markdown(records, ["default", "zkalloc", "ideal"])
     assert "| fft_rounds | 8 MiB | 4 | 2 (2.00x) | 2 (2.00x) |" in md
+    assert md.startswith("| pattern | size |") and "1 pass per cell: no pass spread measured" in md
     assert "cold ms" not in md   # no cold rounds in these records: no second table
     records[1].update(cold_s=0.05, cold_rss_bytes=300 * MiB, cold_minflt=12345, minflt_per_round=2.0)
     md = report.markdown(records, ["default", "zkalloc", "ideal"])
-    assert "| fft_rounds | 8 MiB | zkalloc | 50 | 2 | 300 MiB | 0 MiB | 12.3k | 2 |" in md.split("\n\n")[1]
+    assert "| fft_rounds | 8 MiB | zkalloc | 50 | 2 | 300 MiB | 0 MiB | 12.3k | 2 |" in next(part for part in md.split("\n\n") if "cold ms" in part)
     pytest.importorskip("matplotlib")
     png = tmp_path / "p.png"
     report.plot(records, ["default", "zkalloc", "ideal"], str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cells_within_the_pass_spread_are_flagged():
+    records = [_rec("default", 1.0, (1.0, 1.05, 1.1)), _rec("zkalloc", 0.5, (1.0, 1.02, 1.04)),
+               _rec("tcmalloc", 0.95, (0.9, 1.0, 1.2)), _rec("jemalloc", 1.1, (1.0, 1.0, 1.01))]
+    rows = report.groups(records)[0][2]
+    assert not report.noisy(rows, "zkalloc")        # 2x against passes within 1.1x
+    assert report.noisy(rows, "tcmalloc")           # 1.05x against passes 1.33x apart
+    assert report.noisy(rows, "jemalloc")           # 0.91x, but the default's passes spread 1.1x
+    assert not report.noisy(rows, "default")
+    assert report.passes_label(records) == "3 passes" and report.passes_label(records[:1] + [_rec("x", 1)]) == \
+        "1-3 passes"
+    md = report.markdown(records, ["default", "zkalloc", "tcmalloc", "jemalloc"])
+    assert "(2.00x) |" in md and "(1.05x ~)" in md and "(0.91x ~)" in md
+    assert "3 passes per cell; ~ marks a ratio" in md
+    from rich.console import Console
+    console = Console(width=200, record=True)
+    console.print(report.rich_table(records, ["default", "zkalloc", "tcmalloc", "jemalloc"]))
+    text = console.export_text()
+    assert "1.05x ~" in text and "3 passes per cell" in text
+
+
+def test_chart_is_drawn_from_one_on_a_log_axis_with_labels(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    records = [_rec("default", 1.0, (1.0, 1.01)), _rec("zkalloc", 0.5, (1.0, 1.01)), _rec("jemalloc", 2.0, (1.0, 1.01)),
+               _rec("tcmalloc", 0.98, (1.0, 1.3))]
+    saved = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        saved["fig"] = fig
+        return real_savefig(fig, *args, **kwargs)
+    plt.Figure.savefig = keep
+    try:
+        report.plot(records, ["default", "zkalloc", "jemalloc", "tcmalloc"], str(tmp_path / "c.png"), title="M1, 2 cores")
+    finally:
+        plt.Figure.savefig = real_savefig
+    ax = saved["fig"].axes[0]
+    assert ax.get_xscale() == "log"
+    bars = {round(p.get_x() + p.get_width(), 3): p for p in ax.patches if p.get_height() > 0 and p.get_width() != 0}
+    assert all(abs(p.get_x() - 1.0) < 1e-9 for p in bars.values())     # every bar starts at 1.0
+    assert {2.0, 0.5} <= set(bars)                                      # 2x faster, 2x slower
+    labels = [t.get_text() for t in ax.texts]
+    assert "2.00" in labels and "0.50" in labels and "1.02~" in labels  # value labels, noisy one flagged
+    zk = bars[2.0]
+    assert zk.get_facecolor()[:3] == matplotlib.colors.to_rgb(report.COLOURS["zkalloc"])
+    title = ax.get_title()
+    assert "2 passes per cell" in title and "M1, 2 cores" in title
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:3] == ["zkalloc", "jemalloc", "tcmalloc"]
 
 
 def test_sizes_parse_in_each_patterns_unit():

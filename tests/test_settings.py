@@ -2,7 +2,8 @@
 import pytest
 
 import zkalloc_np as zk
-from zkalloc_np._settings import parse_size
+from zkalloc_np import SettingsWarning
+from zkalloc_np._settings import ENV_VARS, OTHER_ENV_VARS, environment_problems, load_environment, parse_size
 from conftest import MiB, run_python
 
 
@@ -48,10 +49,12 @@ def test_configure_rejects_and_changes_nothing(settings, name):
     assert zk.settings() == before
 
 
-def test_installed_rejects_bad_settings():
-    with pytest.raises(ValueError, match="min_bytes"):
-        with zk.installed(min_bytes=-3):
-            pass
+def test_installed_takes_no_settings_and_points_to_configure():
+    before = zk.settings()
+    for settings in ({"min_bytes": -3}, {"cache_bytes": "64M"}):
+        with pytest.raises(TypeError, match=r"installed\(\) takes no settings.*zkalloc.configure\("):
+            zk.installed(**settings)
+    assert zk.settings() == before
 
 
 @pytest.mark.parametrize("var,value", [
@@ -59,11 +62,70 @@ def test_installed_rejects_bad_settings():
     ("ZKALLOC_HUGEPAGES", "perhaps"), ("ZKALLOC_LAZY_ZERO_BYTES", "1e9"),
     ("ZKALLOC_THREAD_CACHE_BYTES", "999999999999999999999"),
 ])
-def test_bad_environment_fails_import_clearly(var, value):
-    result = run_python("import zkalloc_np", env={var: value})
-    assert result.returncode != 0
-    assert "ValueError" in result.stderr and var in result.stderr
-    assert "Segmentation" not in result.stderr
+def test_bad_environment_warns_once_and_keeps_the_default(var, value):
+    result = run_python("""
+        import warnings
+        warnings.simplefilter("always")   # count every warning, not only the first per place
+        with warnings.catch_warnings(record=True) as caught:
+            import zkalloc_np as zk
+        print(len(caught), caught[0].category.__name__)
+        print(caught[0].message)
+        print(zk.setting_sources())
+        import numpy as np
+        with zk.installed():
+            assert zk.owns(np.ones(1 << 20))
+        print("still works")
+    """, env={var: value, "ZKALLOC_ARENA_MIN_BYTES": "128K"})
+    assert result.returncode == 0, result.stderr
+    count, message, sources, works = result.stdout.splitlines()
+    assert count == "1 SettingsWarning"
+    assert var in message and repr(value) in message and "keeps its default" in message
+    name = next(n for n, v in ENV_VARS.items() if v == var)
+    assert f"'{name}': 'default'" in sources                      # the bad one: default kept
+    assert "'arena_min_bytes': 'env ZKALLOC_ARENA_MIN_BYTES'" in sources   # the good one applied
+    assert works == "still works"
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_environment_name_warns_with_a_suggestion():
+    result = run_python("import zkalloc_np", env={"ZKALLOC_CACHE_BYTE": "1G", "ZKALLOC_ZZZ": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("SettingsWarning") == 2
+    assert "ZKALLOC_CACHE_BYTE is not a zkalloc setting and is ignored (did you mean ZKALLOC_CACHE_BYTES?)" \
+        in result.stderr
+    assert "ZKALLOC_ZZZ is not a zkalloc setting and is ignored\n" in result.stderr
+
+
+def test_project_variables_that_are_not_settings_do_not_warn():
+    result = run_python("import zkalloc_np", env={var: "1" for var in OTHER_ENV_VARS})
+    assert result.returncode == 0 and "Warning" not in result.stderr, result.stderr
+
+
+def test_info_lists_every_environment_problem_and_exits_0():
+    import subprocess
+    import sys
+    env = {"ZKALLOC_CACHE_BYTES": "garbage", "ZKALLOC_MIN_BYTES": "-3", "ZKALLOC_CACHE_BYTE": "1G"}
+    result = run_python("import runpy, sys; sys.argv = ['zkalloc_np', 'info']; "
+                        "runpy.run_module('zkalloc_np', run_name='__main__')", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "problems with the environment" in result.stdout
+    for var in env:
+        assert f"  {var}" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_strict_load_environment_still_raises():
+    with pytest.raises(ValueError, match="ZKALLOC_CACHE_BYTES"):
+        load_environment({"ZKALLOC_CACHE_BYTES": "lots"})
+
+
+def test_lenient_load_environment_applies_the_good_and_warns_on_the_bad():
+    before = zk.settings()["min_bytes"]
+    with pytest.warns(SettingsWarning, match="ZKALLOC_CACHE_BYTES='lots'"):
+        problems = load_environment({"ZKALLOC_CACHE_BYTES": "lots", "ZKALLOC_MIN_BYTES": "128K"}, strict=False)
+    assert len(problems) == 1
+    assert zk.settings()["min_bytes"] == 128 << 10 != before
+    assert environment_problems({"ZKALLOC_MIN_BYTES": "128K"}) == []
 
 
 def test_environment_is_applied():

@@ -62,3 +62,14 @@ def test_reset_keeps_gauges(fresh):
 def test_thp_reflects_setting(fresh):
     zk.configure(hugepages=False)
     assert zk.stats().thp is False
+
+
+def test_small_requests_are_counted_by_size(fresh):
+    with zk.installed():
+        kept = [np.ones(n, np.uint8) for n in (100, 100, 3000, 40000)]
+    s = zk.stats()
+    by_size = s.small_allocs_by_size
+    assert by_size[64] >= 2 and by_size[2048] >= 1 and by_size[32768] >= 1
+    assert sum(by_size.values()) == s.small_allocs
+    assert all(low == 0 or low & (low - 1) == 0 for low in by_size)
+    del kept

@@ -13,22 +13,19 @@ size class (4 per power of two) and served from idle resident regions when
 one is cached, so a loop that allocates and frees the same sizes stops
 page-faulting.  Smaller requests go to numpy's own allocator.
 """
-from __future__ import annotations
-
-from . import _core
+from . import _core, _log, _settings
 from ._install import install, installed, is_installed, owns, uninstall
 from ._phase import Phase, PhaseStats, PhaseTotals, phase
 from ._secret import (SecretInfo, SecretMemoryError, SecretWarning, is_secret, secret, secret_empty,
                       secret_info, secret_zeros)
-from . import _settings
-from ._settings import configure, load_environment
+from ._settings import SettingsWarning, configure
 from ._settings import current as settings
 from ._settings import sources as setting_sources
 from ._stats import ClassStats, Stats
 
 __all__ = [
-    "ClassStats", "Phase", "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
-    "SecretWarning", "Stats", "check", "configure", "install", "installed", "is_installed",
+    "HANDLER_NAME", "ClassStats", "Phase", "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
+    "SecretWarning", "SettingsWarning", "Stats", "check", "configure", "install", "installed", "is_installed",
     "is_secret", "owns", "phase", "release", "reserve", "reset_stats", "secret", "secret_empty",
     "secret_info", "secret_zeros", "setting_sources", "settings", "soften", "stats", "uninstall",
 ]
@@ -96,5 +93,6 @@ def check() -> None:
     _core.check()
 
 
-load_environment()
+_settings.load_environment(strict=False)
 _settings.apply_container_default()
+_log.enable_from_environment()

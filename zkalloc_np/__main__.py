@@ -1,21 +1,79 @@
-"""Command line: ``python -m zkalloc_np demo``, ``info`` and ``run``.
-
-``python -m zkalloc_np run [--json PATH] script.py [args...]`` or
-``run [--json PATH] -m module [args...]`` runs an unmodified program with
-zkalloc installed process-wide and reports, at exit, on stderr, what the
-cache did and what page faults cost (see zkalloc_np._run).
-"""
+"""The command line: python -m zkalloc_np (or zkalloc-np) demo, info, run, compare."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
+from collections.abc import Sequence
+
+DESCRIPTION = """\
+zkalloc-np keeps numpy's large buffers resident in size classes, so prover
+loops that allocate and free big arrays stop page-faulting.
+
+  demo      numpy NTT prover loop, numpy's default allocator against zkalloc
+  info      numpy, huge pages, memlock limit, zkalloc's settings and the
+            environment, with every problem found
+  run       run a script or module with zkalloc installed process-wide and
+            report what the cache did
+  compare   run a script or module under numpy's default, zkalloc and the
+            other allocators installed here, and say whether zkalloc helps
+"""
+
+EPILOG = """\
+examples:
+  python -m zkalloc_np demo --log-sizes 18,20
+  python -m zkalloc_np run prover.py --rows 2^20
+  python -m zkalloc_np compare --runs 5 --discard-output prover.py --rows 2^20
+  python -m zkalloc_np compare --allocators default,zkalloc,tcmalloc -m mypackage.prove
+
+"python -m zkalloc_np COMMAND --help" describes each command.
+"""
+
+RUN_DESCRIPTION = """\
+Run an unmodified program (a script, or a module as with python -m) with
+zkalloc installed process-wide, and report at exit, on stderr, what the
+cache did: hits, misses and bytes per size class, bytes served from
+resident memory, requests left to numpy by size, page faults, CPU times and
+peak RSS. Everything in it is measured in the program's process. The
+program's arguments follow the script or module; its exit code is kept.
+To find out whether zkalloc makes the program faster, use compare.
+"""
+
+COMPARE_DESCRIPTION = """\
+Run an unmodified program in fresh processes, alternating allocators,
+--runs times each, and report per allocator the median wall, user and
+system time, minor and major faults and peak RSS with their min-max spread,
+zkalloc's hit rate and bytes served, and a verdict against numpy's default:
+faster or slower only when the ranges of wall time do not overlap,
+otherwise no difference within the noise. Runs that exit non-zero, are
+killed or time out are reported as failed and not timed.
+
+The program's own output is shown as it runs, mixed with compare's
+progress lines (stderr); the table follows on stdout at the end. A program
+that prints a lot should be told to write to a file, or run with
+--discard-output, which sends its stdout to /dev/null (its stderr is kept
+for errors). Its stdin is /dev/null, so every run gets the same input.
+"""
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
 
 
@@ -29,79 +87,181 @@ def _log_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import demo
-    demo.run(args.log_sizes, args.rounds)
-    return 0
+def _allocator_list(text: str) -> list[str]:
+    from ._compare import ALLOCATORS
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in names if a not in ALLOCATORS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown allocator(s) {', '.join(bad) or repr(text)}; "
+                                         f"choose from {','.join(ALLOCATORS)}")
+    return list(dict.fromkeys(names))
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    from ._info import info_lines
-    print("\n".join(info_lines()))
-    return 0
-
-
-def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Split ``run``'s own options (and the script) from the program's
-    arguments, which may look like options themselves: ``run -m mod --flag``."""
+def split_program_argv(argv: Sequence[str], value_options: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split a command's own options (and the script, or ``-m module``) from
+    the program's arguments, which may look like options themselves:
+    ``run -m mod --flag``.  `value_options` are the options that take a value."""
     ours: list[str] = []
+    words = list(argv)
     i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word in ("--json", "-m"):
-            ours += argv[i:i + 2]
+    while i < len(words):
+        word = words[i]
+        if word == "-m" or word in value_options:
+            ours += words[i:i + 2]
             i += 2
             if word == "-m":
                 break
-        elif word.startswith("--json=") or word in ("-h", "--help"):
-            ours.append(word)
+        elif word == "--":
+            ours += words[i:i + 2]
+            i += 2
+            break
+        elif word.startswith("-"):
+            ours.append(word)   # a flag, --opt=value, or an unknown option argparse will name
             i += 1
         else:
             ours.append(word)   # the script
             i += 1
             break
-    return ours, argv[i:]
+    return ours, words[i:]
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from . import _run
+def _target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, bool]:
+    """The program (script path or module name), checked before anything runs."""
     if args.module is None:
         if args.script is None:
-            args.parser.error("give a script (run script.py [args...]) or a module (run -m module [args...])")
+            parser.error("give a script (script.py [args...]) or a module (-m module [args...])")
         if not os.path.isfile(args.script):
-            print(f"python -m zkalloc_np run: can't open file {args.script!r}: no such file", file=sys.stderr)
-            return 2
-    elif args.script is not None:
-        args.parser.error("give either a script or -m module, not both")
-    target = args.module if args.module is not None else args.script
-    return _run.run(target, args.program_args, module=args.module is not None, json_path=args.json)
+            parser.error(f"can't open file {args.script!r}: no such file")
+        return args.script, False
+    if args.script is not None:
+        parser.error("give either a script or -m module, not both")
+    try:
+        found = importlib.util.find_spec(args.module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        parser.error(f"no module named {args.module!r}")
+    return args.module, True
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zkalloc_np", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="numpy NTT prover loop: numpy default vs zkalloc")
+def _check_json(parser: argparse.ArgumentParser, path: str | None) -> None:
+    from ._run import check_json_path
+    if path is not None and (why := check_json_path(path)) is not None:
+        parser.error(why)
+
+
+def _cmd_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from . import demo
+    demo.run(args.log_sizes, args.rounds)
+    return 0
+
+
+def _cmd_info(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from ._info import info_lines
+    print("\n".join(info_lines()))
+    return 0
+
+
+def _cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from . import _run
+    target, module = _target(parser, args)
+    _check_json(parser, args.json)
+    return _run.run(target, args.program_args, module=module, json_path=args.json, quiet=args.quiet)
+
+
+def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import json
+
+    from . import _compare
+    target, module = _target(parser, args)
+    _check_json(parser, args.json)
+    names = args.allocators or list(_compare.ALLOCATORS)
+    if _compare.BASELINE not in names:
+        names = [_compare.BASELINE, *names]   # the verdict is against numpy's default
+    program = _compare.Program(target, tuple(args.program_args), module)
+    err = sys.stderr
+    output = ("its stdout is discarded" if args.discard_output else
+              "its own output follows; send large output to a file, or use --discard-output")
+    print(f"compare: {args.runs} run(s) each of {', '.join(names)}, alternating; {output}.", file=err, flush=True)
+    result = _compare.compare(program, names, args.runs, timeout=args.timeout, discard_output=args.discard_output,
+                              progress=lambda line: print(f"compare: {line}", file=err, flush=True))
+    _compare.render(result, sys.stdout)
+    if args.json is not None:
+        with open(args.json, "w") as f:
+            json.dump(result.as_dict(), f, indent=1)
+    return result.exit_code()
+
+
+def _program_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script, like python -m")
+    p.add_argument("script", nargs="?", help="the program to run; the arguments after it are the program's")
+    p.set_defaults(program_args=[])
+
+
+def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
+    """The whole command line."""
+    from . import __version__
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"zkalloc-np {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="numpy NTT prover loop: numpy default vs zkalloc",
+                          description="A numpy NTT prover loop, numpy's default allocator against zkalloc, "
+                                      "alternating rounds in this process.")
     demo.add_argument("--log-sizes", type=_log_sizes, default=(20, 22), help="log2 of NTT sizes (default 20,22)")
     demo.add_argument("--rounds", type=_positive_int, default=3, help="timed rounds per allocator (default 3)")
-    demo.set_defaults(func=_cmd_demo)
-    info = sub.add_parser("info", help="numpy, THP, memlock and zkalloc settings")
-    info.set_defaults(func=_cmd_info)
-    run = sub.add_parser("run", help="run a script or module with zkalloc installed process-wide; report at exit",
-                         usage="python -m zkalloc_np run [--json PATH] (script.py | -m module) [args ...]")
+    demo.set_defaults(func=_cmd_demo, parser=demo)
+    info = sub.add_parser("info", help="numpy, THP, memlock and zkalloc settings",
+                          description="What numpy, the kernel and zkalloc's settings look like here, "
+                                      "and every problem with the ZKALLOC_* environment.")
+    info.set_defaults(func=_cmd_info, parser=info)
+    run = sub.add_parser("run", help="run a program with zkalloc installed process-wide; report what the cache did",
+                         description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         usage=f"{prog} run [--json PATH] [--quiet] (script.py | -m MODULE) [args ...]")
     run.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
-    run.add_argument("-m", dest="module", metavar="module", help="run a library module as a script, like python -m")
-    run.add_argument("script", nargs="?", help="the program to run; the arguments after it are the program's")
-    run.set_defaults(func=_cmd_run, parser=run, program_args=[])
-    argv = sys.argv[1:] if argv is None else list(argv)
+    run.add_argument("--quiet", action="store_true", help="no report on stderr (only --json)")
+    _program_options(run)
+    run.set_defaults(func=_cmd_run, parser=run)
+    compare = sub.add_parser("compare", help="run a program under several allocators and say whether zkalloc helps",
+                             description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                             usage=f"{prog} compare [options] (script.py | -m MODULE) [args ...]")
+    from ._compare import ALLOCATORS
+    compare.add_argument("--runs", type=_positive_int, default=3, help="runs per allocator (default 3)")
+    compare.add_argument("--allocators", type=_allocator_list, metavar="A,B",
+                         help=f"comma-separated subset of {','.join(ALLOCATORS)} (default: all; default is "
+                              "always run, as the baseline; peers that are not installed are skipped)")
+    compare.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                         help="kill a run (and its children) after this long; it counts as failed")
+    compare.add_argument("--json", metavar="PATH", help="also write every run and the summary as JSON to PATH")
+    compare.add_argument("--discard-output", action="store_true",
+                         help="send the program's stdout to /dev/null (stderr is kept)")
+    _program_options(compare)
+    compare.set_defaults(func=_cmd_compare, parser=compare)
+    return parser
+
+
+#: Options of run/compare that take a value (the splitter must skip their values).
+VALUE_OPTIONS = {"run": ("--json",), "compare": ("--json", "--runs", "--allocators", "--timeout")}
+
+
+def _prog() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m zkalloc_np" if name in ("", "__main__.py", "-c") else name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the command; its exit status."""
+    parser = build_parser(_prog())
+    words = sys.argv[1:] if argv is None else list(argv)
     program_args: list[str] = []
-    if argv[:1] == ["run"]:
-        ours, program_args = _split_run_argv(argv[1:])
-        argv = ["run", *ours]
-    args = parser.parse_args(argv)
-    if args.command == "run":
+    if words[:1] and words[0] in VALUE_OPTIONS:
+        ours, program_args = split_program_argv(words[1:], VALUE_OPTIONS[words[0]])
+        words = [words[0], *ours]
+    args = parser.parse_args(words)
+    if args.command in VALUE_OPTIONS:
         args.program_args = program_args
     try:
-        return args.func(args)
+        return int(args.func(args.parser, args))
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as cat does.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -38,7 +38,7 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     soft, hard = _system.memlock_limit()
     sources = _settings.sources()
-    known = set(_settings.ENV_VARS.values())
+    known = set(_settings.ENV_VARS.values()) | set(_settings.OTHER_ENV_VARS)
     return {
         "zkalloc_version": __version__,
         "numpy_version": np.__version__,
@@ -48,6 +48,7 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "thp_defrag": _system.thp_mode("defrag"),
         "memlock_soft": soft,
         "memlock_hard": hard,
+        "memlock_exempt": _system.memlock_exempt(),
         "cache_cap_bytes": _settings.current()["cache_bytes"],
         "memory_limit": _container_limit(),
         "cache_cap_source": sources["cache_bytes"],
@@ -55,6 +56,7 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "setting_sources": sources,
         "env": {k: v for k, v in sorted(env.items()) if k in known},
         "env_unknown": sorted(k for k in env if k.startswith("ZKALLOC_") and k not in known),
+        "env_problems": _settings.environment_problems(env),
     }
 
 
@@ -69,7 +71,9 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
         f"zkalloc-np {d['zkalloc_version']}, numpy {d['numpy_version']}",
         f"handler in effect here: {d['handler_in_effect']}; numpy's default handler points at: {d['default_handler']}",
         f"transparent huge pages: enabled={d['thp_enabled']}, defrag={d['thp_defrag']}",
-        f"memlock limit: soft {_limit(d['memlock_soft'])}, hard {_limit(d['memlock_hard'])}",
+        f"memlock limit: soft {_limit(d['memlock_soft'])}, hard {_limit(d['memlock_hard'])}"
+        + ("; this process has CAP_IPC_LOCK (root), which is exempt from it: secret arrays lock whatever their size"
+           if d["memlock_exempt"] else ""),
         f"cache cap: {fmt_bytes(d['cache_cap_bytes'])} ({source})",
         "container memory limit: " + (f"{fmt_bytes(limit['bytes'])} (from {limit['source']})"
                                       if limit["bytes"] is not None else limit["source"]),
@@ -90,8 +94,9 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
         lines.append("from the environment: " + ", ".join(f"{k}={v}" for k, v in d["env"].items()))
     else:
         lines.append("from the environment: none (ZKALLOC_* unset)")
-    if d["env_unknown"]:
-        lines.append("ignored, not zkalloc settings: " + ", ".join(d["env_unknown"]))
+    if d["env_problems"]:
+        lines.append("problems with the environment (each ignored):")
+        lines += [f"  {problem}" for problem in d["env_problems"]]
     return lines
 
 

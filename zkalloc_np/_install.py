@@ -21,34 +21,62 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from . import _core
+from ._log import log_activity
 from ._settings import configure
 
 _install_lock = threading.Lock()
 _installed = False
 
 
-@contextlib.contextmanager
-def installed(**settings: Any) -> Iterator[None]:
+class Installed(contextlib.AbstractContextManager[None]):
+    """One ``with zkalloc.installed():`` block (see installed()).  Single use:
+    entering it a second time is a RuntimeError."""
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._state = "new"
+
+    def __enter__(self) -> None:
+        if self._state != "new":
+            raise RuntimeError("this zkalloc.installed() object was already entered; "
+                               "call zkalloc.installed() again for each with block")
+        self._state = "open"
+        self._previous = _core.set_context_handler(_core.handler_capsule)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._state = "closed"
+        _core.set_context_handler(self._previous)
+        self._previous = None
+        log_activity("installed() block")
+
+    def __repr__(self) -> str:
+        return f"<zkalloc_np.installed() block, {self._state}>"
+
+
+def installed(**settings: object) -> Installed:
     """Serve numpy arrays created in this block (this thread/context) from the cache.
 
-    Settings, if given, are applied with configure() first; they are
-    process-wide and stay in effect after the block.  Arrays that outlive the
-    block stay valid and are freed into the cache later.  Blocks nest, and
-    blocks in different threads are independent.
+    Arrays that outlive the block stay valid and are freed into the cache
+    later.  Blocks nest, and blocks in different threads are independent.
+    Use one installed() per with statement.
+
+    It takes no settings: settings are process-wide, so they would either
+    outlive the block or, restored at its end, undo what another thread's
+    block or configure() set meanwhile.  Call configure() before the block
+    (or pass them to install()).  Giving settings here is a TypeError.
     """
     if settings:
-        configure(**settings)
-    previous = _core.set_context_handler(_core.handler_capsule)
-    try:
-        yield
-    finally:
-        _core.set_context_handler(previous)
+        example = ", ".join(f"{k}={v!r}" for k, v in sorted(settings.items()))
+        raise TypeError(f"installed() takes no settings (got {', '.join(sorted(settings))}): settings are "
+                        f"process-wide, so set them once with zkalloc.configure({example}) before the block")
+    return Installed()
 
 
 def install(**settings: Any) -> None:
@@ -77,6 +105,7 @@ def uninstall() -> None:
         if _installed:
             _core.point_default_at_zkalloc(False)
             _installed = False
+    log_activity("uninstall()")
 
 
 def is_installed() -> bool:

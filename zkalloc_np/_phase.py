@@ -71,7 +71,28 @@ class PhaseStats:
     closed: bool
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain dict, ready for json.dumps."""
         return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        from ._stats import fmt_bytes
+        capacity = "none (grows by chunks)" if self.capacity is None else fmt_bytes(self.capacity)
+        lines = [
+            f"phase {self.name!r} ({'closed' if self.closed else 'open'}): {self.arrays} arrays, "
+            f"{fmt_bytes(self.bytes_allocated)} allocated, peak {fmt_bytes(self.peak_bytes)} live",
+            f"  capacity {capacity}; {self.chunks} chunk(s) of {fmt_bytes(self.chunk_bytes)} in all, "
+            f"{self.chunks_reused} reused resident, {self.grown_chunks} grown"
+            + (" (the capacity was too small)" if self.grew and self.capacity is not None else ""),
+            f"  live now: {self.live_arrays} arrays ({fmt_bytes(self.live_bytes)}); "
+            f"{self.small_arrays} small arrays left to numpy",
+            f"  escaped the phase: {self.escaped_arrays} arrays ({fmt_bytes(self.escaped_bytes)}), "
+            f"{self.pinned_chunks} chunk(s) still pinned; reset took {self.reset_seconds * 1e6:.1f} us",
+        ]
+        if self.realloc_in_place or self.realloc_moved:
+            lines.append(f"  realloc: {self.realloc_in_place} in place, {self.realloc_moved} moved")
+        if self.invalid_frees or self.failures:
+            lines.append(f"  {self.invalid_frees} invalid frees, {self.failures} chunks refused by the kernel")
+        return "\n".join(lines)
 
 
 @dataclass
@@ -196,6 +217,15 @@ class Phase:
             pinned_chunks=raw["pinned_chunks"], reset_seconds=raw["reset_ns"] / 1e9,
             closed=bool(raw["closed"]) or self._state == "closed",
         )
+
+    def __repr__(self) -> str:
+        from ._stats import fmt_bytes
+        capacity = "" if self.capacity is None else f", capacity={fmt_bytes(self.capacity)}"
+        if self._capsule is None:
+            return f"<Phase {self.name!r} {self._state}{capacity}>"
+        st = self.stats
+        return (f"<Phase {self.name!r} {self._state}{capacity}: {st.arrays} arrays, "
+                f"peak {fmt_bytes(st.peak_bytes)}, {st.chunks} chunk(s), {st.escaped_arrays} escaped>")
 
     def owns(self, array: np.ndarray) -> bool:
         """Whether the array's data (its base's, for a view) lives in this

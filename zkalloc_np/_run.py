@@ -1,5 +1,5 @@
 """``python -m zkalloc_np run``: an unmodified program under the process-wide
-install, and a report at exit of what the cache did and what page faults cost.
+install, and a report at exit of what the cache did, as measured.
 
 The program runs like ``python script.py`` or ``python -m module`` would run
 it (runpy, ``sys.argv`` set, ``sys.path[0]`` the script's folder); its exit
@@ -7,50 +7,31 @@ code is kept and its exceptions propagate as usual.  The report goes to
 stderr (and, with ``--json``, to a file) after the program ends, even when it
 fails.
 
-How the fault figures are made (all measured in this process):
-
-- Faults are the process's minor/major fault counters, from /proc/self/stat
-  where readable, getrusage otherwise, taken before and after the program.
-- The cost of a fault is calibrated at exit: an 8 MiB anonymous mapping with
-  4 KiB pages (MADV_NOHUGEPAGE) is filled twice; the first fill minus the
-  second, divided by the faults the first one took, is the cost of one fault
-  (entry, zeroing the page, mapping it, and the unmap).  "Time in page
-  faults" is faults x that cost, capped at the system CPU time the program
-  used (a huge-page fault costs more per fault, less per byte).
-- "Without zkalloc" prices the cache's hits as fresh memory: one 4 KiB fault
-  per page, at the calibrated cost (numpy's default handler asks for huge
-  pages from 4 MiB up, but measured here its arrays still faulted in 4 KiB
-  pages, so none are assumed).  It is a range.  The low end counts only hits
-  in classes of 32 MiB and up: glibc always unmaps blocks that big on free,
-  so numpy's default faults them afresh every time.  The high end counts every
-  hit, which is what happens when smaller blocks are given back too (Dask's
-  workers set MALLOC_TRIM_THRESHOLD_=65536; glibc trims per-thread arenas);
-  in a plain single-threaded process glibc keeps most blocks under its mmap
-  threshold (dynamic, up to 32 MiB) on its heap, and the truth is near the
-  low end.
+Everything in the report is counted in this process: the cache's hits and
+misses per size class, the bytes it served from resident memory, the
+requests it left to numpy's allocator (by size), the process's page faults
+(/proc/self/stat, or getrusage) and CPU times, and its peak RSS.  It does not
+say what the run would have cost without zkalloc: numpy's default allocator
+keeps many blocks on glibc's heap, so the faults a hit avoided cannot be
+counted from inside one run.  ``python -m zkalloc_np compare`` measures that,
+by running the program both ways.
 """
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import resource
 import runpy
-import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-import numpy as np
+from ._stats import Stats, fmt_bytes, size_range
 
-from ._stats import Stats, fmt_bytes
-
-PAGE = mmap.PAGESIZE
-HUGE_PAGE = 2 << 20
-GLIBC_MAX_MMAP_THRESHOLD = 32 << 20  # blocks this big are always unmapped on free by glibc
-CALIBRATION_BYTES = 8 << 20
+#: Per-class rows printed (the JSON has every class).
+REPORT_CLASSES = 12
 
 
 @dataclass(frozen=True)
@@ -79,137 +60,135 @@ def read_counters() -> ProcessCounters:
         return ProcessCounters(usage.ru_minflt, usage.ru_majflt, usage.ru_utime, usage.ru_stime, "getrusage")
 
 
-def _minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-def _first_touch(advice: int | None, nbytes: int = CALIBRATION_BYTES) -> tuple[float, int]:
-    """(seconds the first fill took beyond a second fill, plus the unmap, and
-    the faults the first fill took) over `nbytes` of a fresh anonymous mapping given `advice`; the bytes
-    filled start on a 2 MiB boundary, so huge pages can back all of them."""
-    region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    try:
-        if advice is not None:
-            region.madvise(advice)
-        whole = np.frombuffer(region, dtype=np.uint8)
-        skip = -whole.ctypes.data % HUGE_PAGE
-        array = whole[skip:skip + nbytes]
-        faults = _minor_faults()
-        start = time.perf_counter()
-        array.fill(1)
-        fresh = time.perf_counter() - start
-        faults = _minor_faults() - faults
-        start = time.perf_counter()
-        array.fill(2)
-        warm = time.perf_counter() - start
-        del array, whole
-    finally:
-        start = time.perf_counter()
-        region.close()            # unmapping populated pages is part of the cost
-        unmap = time.perf_counter() - start
-    return max(fresh - warm + unmap, 0.0), faults
-
-
 @dataclass(frozen=True)
-class FaultCost:
-    """What first-touching fresh memory costs here, beyond writing resident memory."""
+class ClassReport:
+    """One size class during the run: requests served resident (hits) and
+    new mappings (misses), and the bytes of each."""
 
-    per_fault_s: float   # one 4 KiB page fault (and its share of the unmap)
-    per_byte_s: float    # the same per byte
-
-
-def calibrate(repeats: int = 5) -> FaultCost:
-    """Measure the cost of a 4 KiB fault now: the median of `repeats` trials
-    of 8 MiB each (about 0.1 s in all; single trials are noisy on a busy machine)."""
-    trials = [_first_touch(getattr(mmap, "MADV_NOHUGEPAGE", None)) for _ in range(repeats)]
-    extra = statistics.median(t[0] for t in trials)
-    faults = statistics.median(t[1] for t in trials)
-    return FaultCost(extra / faults if faults else 0.0, extra / CALIBRATION_BYTES)
+    bytes: int
+    hits: int
+    misses: int
+    bytes_served: int
+    bytes_mapped: int
 
 
 @dataclass(frozen=True)
 class RunReport:
-    """What ``run`` prints at exit; ``as_dict()`` is what ``--json`` writes."""
+    """What ``run`` prints at exit; ``as_dict()`` is what ``--json`` writes.
+    Every field is measured in the run's process."""
 
     command: list[str]
     exit_code: int
     wall_s: float
     user_s: float
     system_s: float
+    minor_faults: int
+    major_faults: int
+    counters_source: str
+    peak_rss_bytes: int
     hits: int
     misses: int
     hit_rate: float
     bytes_served_from_cache: int
+    bytes_mapped_by_misses: int
     bytes_cached: int
     cap_bytes: int
+    min_bytes: int
     peak_bytes_in_use: int
     peak_bytes_cached: int
     evictions: int
     evicted_bytes: int
-    minor_faults: int
-    major_faults: int
-    counters_source: str
-    fault_cost_us: float
-    fault_time_s: float
-    faults_avoided_min: int
-    time_avoided_min_s: float
-    faults_avoided_max: int
-    time_avoided_max_s: float
+    small_allocs: int
+    small_frees: int
+    foreign_frees: int
+    calloc_fresh: int
+    calloc_memset: int
+    calloc_discard: int
+    classes: list[ClassReport] = field(default_factory=list)
+    small_allocs_by_size: dict[int, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain dict, ready for json.dumps."""
         return asdict(self)
 
     def __str__(self) -> str:
-        share = lambda s: f"{100 * s / self.wall_s:.1f}% of wall" if self.wall_s > 0 else "n/a"  # noqa: E731
-        return "\n".join([
+        lines = [
             f"zkalloc run: {' '.join(self.command)}: exit {self.exit_code}, {self.wall_s:.2f} s wall "
             f"({self.user_s:.2f} s user, {self.system_s:.2f} s system)",
-            f"  cache: {self.hits} hits, {self.misses} misses (hit rate {self.hit_rate:.1%}), "
-            f"{fmt_bytes(self.bytes_served_from_cache)} served from resident memory",
+            f"  cache: {self.hits} hits, {self.misses} misses (hit rate {self.hit_rate:.1%}); "
+            f"{fmt_bytes(self.bytes_served_from_cache)} served from resident memory, "
+            f"{fmt_bytes(self.bytes_mapped_by_misses)} newly mapped",
             f"         cached {fmt_bytes(self.bytes_cached)} of cap {fmt_bytes(self.cap_bytes)} "
             f"(peak {fmt_bytes(self.peak_bytes_cached)}), peak in use {fmt_bytes(self.peak_bytes_in_use)}, "
             f"{self.evictions} evictions ({fmt_bytes(self.evicted_bytes)})",
-            f"  page faults: {self.minor_faults} minor, {self.major_faults} major ({self.counters_source}); "
-            f"at {self.fault_cost_us:.2f} us per 4 KiB fault (calibrated here) about {self.fault_time_s:.3f} s, "
-            f"{share(self.fault_time_s)}",
-            f"  without zkalloc (estimate): at least {self.faults_avoided_min} more faults, about "
-            f"{self.time_avoided_min_s:.3f} s ({share(self.time_avoided_min_s)}; hits of 32 MiB and up, "
-            "which glibc always unmaps)",
-            f"    at most {self.faults_avoided_max} more faults, about {self.time_avoided_max_s:.3f} s "
-            f"({share(self.time_avoided_max_s)}; every hit fresh, as when smaller blocks are trimmed too)",
-        ])
+            f"  process: {self.minor_faults} minor and {self.major_faults} major page faults "
+            f"({self.counters_source}), peak RSS {fmt_bytes(self.peak_rss_bytes)}",
+        ]
+        if self.calloc_fresh or self.calloc_memset or self.calloc_discard:
+            lines.append(f"  np.zeros: {self.calloc_fresh} fresh (already zero), {self.calloc_memset} memset, "
+                         f"{self.calloc_discard} discarded (MADV_DONTNEED)")
+        if self.classes:
+            lines.append(f"  {'class':>12} {'hits':>8} {'misses':>7} {'served':>12} {'mapped':>12}")
+            shown = sorted(self.classes, key=lambda c: c.bytes_served + c.bytes_mapped, reverse=True)
+            for c in sorted(shown[:REPORT_CLASSES], key=lambda c: c.bytes):
+                lines.append(f"  {fmt_bytes(c.bytes):>12} {c.hits:>8} {c.misses:>7} {fmt_bytes(c.bytes_served):>12} "
+                             f"{fmt_bytes(c.bytes_mapped):>12}")
+            if len(shown) > REPORT_CLASSES:
+                lines.append(f"  ... {len(shown) - REPORT_CLASSES} more classes (all of them in --json)")
+        if self.small_allocs:
+            top = sorted(self.small_allocs_by_size.items(), key=lambda kv: kv[1], reverse=True)[:4]
+            sizes = ", ".join(f"{n} of {size_range(low)}" for low, n in top)
+            lines.append(f"  left to numpy: {self.small_allocs} requests below min_bytes ({fmt_bytes(self.min_bytes)}), "
+                         f"most often {sizes}")
+        if self.foreign_frees:
+            lines.append(f"  {self.foreign_frees} frees of arrays from before the install, passed to numpy")
+        target = self.command[:]
+        lines.append("  does zkalloc make this program faster? measure it: "
+                     f"python -m zkalloc_np compare {' '.join(target)}")
+        return "\n".join(lines)
 
 
-def _hit_bytes_by_class(before: Stats, after: Stats) -> dict[int, int]:
-    """Bytes served by hits during the run, per class size."""
-    earlier = {c.bytes: c.hits for c in before.classes}
-    return {c.bytes: (c.hits - earlier.get(c.bytes, 0)) * c.bytes for c in after.classes}
+def _gain(after: int, before: int) -> int:
+    return after - before if after >= before else after
+
+
+def _classes(before: Stats, after: Stats) -> list[ClassReport]:
+    """Per size class: hits and misses during the run, and their bytes."""
+    earlier = {c.bytes: c for c in before.classes}
+    out = []
+    for c in after.classes:
+        old = earlier.get(c.bytes)
+        hits = _gain(c.hits, old.hits if old else 0)
+        misses = _gain(c.misses, old.misses if old else 0)
+        if hits or misses:
+            out.append(ClassReport(c.bytes, hits, misses, hits * c.bytes, misses * c.bytes))
+    return out
 
 
 def build_report(command: Sequence[str], exit_code: int, wall_s: float,
                  counters: tuple[ProcessCounters, ProcessCounters], stats: tuple[Stats, Stats],
-                 cost: FaultCost) -> RunReport:
+                 peak_rss_bytes: int = 0) -> RunReport:
     """Combine the measurements into the report (pure, for testing)."""
     (c0, c1), (s0, s1) = counters, stats
-    minor = c1.minor_faults - c0.minor_faults
-    system_s = c1.system_s - c0.system_s
-    served, served_big = 0, 0
-    for size, nbytes in _hit_bytes_by_class(s0, s1).items():
-        served += nbytes
-        if size >= GLIBC_MAX_MMAP_THRESHOLD:
-            served_big += nbytes
-    hits, misses = s1.hits - s0.hits, s1.misses - s0.misses
+    classes = _classes(s0, s1)
+    hits, misses = _gain(s1.hits, s0.hits), _gain(s1.misses, s0.misses)
+    small_by_size = {low: _gain(n, s0.small_allocs_by_size.get(low, 0)) for low, n in s1.small_allocs_by_size.items()}
     return RunReport(
         command=list(command), exit_code=exit_code, wall_s=wall_s,
-        user_s=c1.user_s - c0.user_s, system_s=system_s,
+        user_s=c1.user_s - c0.user_s, system_s=c1.system_s - c0.system_s,
+        minor_faults=c1.minor_faults - c0.minor_faults, major_faults=c1.major_faults - c0.major_faults,
+        counters_source=c1.source, peak_rss_bytes=peak_rss_bytes,
         hits=hits, misses=misses, hit_rate=hits / (hits + misses) if hits + misses else 0.0,
-        bytes_served_from_cache=served, bytes_cached=s1.bytes_cached, cap_bytes=s1.cap_bytes,
+        bytes_served_from_cache=sum(c.bytes_served for c in classes),
+        bytes_mapped_by_misses=sum(c.bytes_mapped for c in classes),
+        bytes_cached=s1.bytes_cached, cap_bytes=s1.cap_bytes, min_bytes=s1.min_bytes,
         peak_bytes_in_use=s1.peak_bytes_in_use, peak_bytes_cached=s1.peak_bytes_cached,
-        evictions=s1.evictions - s0.evictions, evicted_bytes=s1.evicted_bytes - s0.evicted_bytes,
-        minor_faults=minor, major_faults=c1.major_faults - c0.major_faults, counters_source=c1.source,
-        fault_cost_us=cost.per_fault_s * 1e6, fault_time_s=min(minor * cost.per_fault_s, max(system_s, 0.0)),
-        faults_avoided_min=served_big // PAGE, time_avoided_min_s=served_big * cost.per_byte_s,
-        faults_avoided_max=served // PAGE, time_avoided_max_s=served * cost.per_byte_s,
+        evictions=_gain(s1.evictions, s0.evictions), evicted_bytes=_gain(s1.evicted_bytes, s0.evicted_bytes),
+        small_allocs=_gain(s1.small_allocs, s0.small_allocs), small_frees=_gain(s1.small_frees, s0.small_frees),
+        foreign_frees=_gain(s1.foreign_frees, s0.foreign_frees),
+        calloc_fresh=_gain(s1.calloc_fresh, s0.calloc_fresh), calloc_memset=_gain(s1.calloc_memset, s0.calloc_memset),
+        calloc_discard=_gain(s1.calloc_discard, s0.calloc_discard),
+        classes=classes, small_allocs_by_size={low: n for low, n in sorted(small_by_size.items()) if n},
     )
 
 
@@ -219,14 +198,38 @@ def _exit_code(exc: SystemExit) -> int:
     return exc.code if isinstance(exc.code, int) else 1
 
 
+def check_json_path(path: str) -> str | None:
+    """Why a report cannot be written to `path` (a short message), or None."""
+    if os.path.isdir(path):
+        return f"--json {path}: is a directory"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"--json {path}: the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--json {path}: the folder {folder} is not writable"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"--json {path}: the file is not writable"
+    return None
+
+
+def _write_json(report: RunReport, path: str, err: TextIO) -> None:
+    try:
+        with open(path, "w") as f:
+            json.dump(report.as_dict(), f, indent=2)
+    except OSError as exc:   # checked before the run; the folder may have gone since
+        print(f"python -m zkalloc_np run: could not write --json {path}: {exc.strerror or exc}", file=err)
+
+
 def run(target: str, args: Sequence[str], *, module: bool = False, json_path: str | None = None,
-        stream: TextIO | None = None) -> int:
+        stream: TextIO | None = None, quiet: bool = False) -> int:
     """Run a script (or, with module=True, a module as ``-m``) under install().
 
     Returns 0 when the program ends normally; a SystemExit or any other
     exception from the program propagates after the report is written.
+    quiet: no report on `stream` (stderr), only the JSON file.
     """
     import zkalloc_np
+    from ._log import log_activity
 
     if not module and not os.path.isfile(target):
         raise FileNotFoundError(f"can't open file {target!r}: no such file")
@@ -250,10 +253,12 @@ def run(target: str, args: Sequence[str], *, module: bool = False, json_path: st
     finally:
         wall = time.perf_counter() - start
         counters1, stats1 = read_counters(), zkalloc_np.stats()
-        report = build_report(command, exit_code, wall, (counters0, counters1), (stats0, stats1), calibrate())
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        report = build_report(command, exit_code, wall, (counters0, counters1), (stats0, stats1), peak_rss)
         out = stream if stream is not None else sys.stderr
-        print(report, file=out, flush=True)
+        if not quiet:
+            print(report, file=out, flush=True)
         if json_path is not None:
-            with open(json_path, "w") as f:
-                json.dump(report.as_dict(), f, indent=2)
+            _write_json(report, json_path, out)
+        log_activity("run")
     return 0

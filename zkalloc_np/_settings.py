@@ -6,9 +6,11 @@ the environment variable), and by the C core for range.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +36,22 @@ CHOICE_SETTINGS: dict[str, dict[str, int]] = {
     "hugepages": {"0": 0, "off": 0, "false": 0, "no": 0, "1": 1, "on": 1, "true": 1, "yes": 1, "auto": 2},
 }
 
+#: Every other ZKALLOC_* variable this project reads (not a setting), and
+#: who reads it.  Any ZKALLOC_* name in neither list is reported as unknown.
+OTHER_ENV_VARS: dict[str, str] = {
+    "ZKALLOC_LOG": "debug logging to stderr through the 'zkalloc_np' logger (1/0)",
+    "ZKALLOC_CFLAGS": "build: extra C flags for the core (setup.py)",
+    "ZKALLOC_LDFLAGS": "build: extra link flags for the extension (setup.py)",
+    "ZKALLOC_SANITIZE": "build: sanitizers for the core (setup.py, tools/sanitize.sh)",
+    "ZKALLOC_STRESS_OPS": "tests: operations per thread of the stress test",
+    "ZKALLOC_STRESS_THREADS": "tests: threads of the stress test",
+}
+
+
+class SettingsWarning(UserWarning):
+    """A ZKALLOC_* environment variable was ignored at import: a bad value
+    (the setting keeps its default) or a name that is not a setting."""
+
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 _TRUE = {"1", "true", "yes", "on"}
@@ -58,7 +76,7 @@ def parse_size(value: Any, what: str) -> int:
         value = int(match.group(1)) * _UNITS[match.group(2).upper()]
     if value < 0:
         raise ValueError(f"{what}: must not be negative, got {value}")
-    return value
+    return int(value)
 
 
 def parse_bool(value: Any, what: str) -> bool:
@@ -176,23 +194,79 @@ def sources() -> dict[str, str]:
         return dict(_sources)
 
 
-def load_environment(environ: Mapping[str, str] | None = None) -> None:
-    """Apply the ZKALLOC_* environment variables; raises ValueError naming the
-    variable on a bad value (at import, before any array is touched)."""
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """ZKALLOC_* names in the environment that zkalloc does not read, each
+    as a message (with the closest known name, if one is close)."""
     env: Mapping[str, str] = os.environ if environ is None else environ
-    present = {name: var for name, var in ENV_VARS.items() if var in env}
-    what = {name: f"{var}={env[var]!r}" for name, var in present.items()}
-    values = {name: _to_core_value(name, env[var], what[name]) for name, var in present.items()}
+    known = set(ENV_VARS.values()) | set(OTHER_ENV_VARS)
+    problems = []
+    for name in sorted(k for k in env if k.startswith("ZKALLOC_") and k not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"{name} is not a zkalloc setting and is ignored{hint}")
+    return problems
+
+
+def _parse_environment(env: Mapping[str, str]) -> tuple[dict[str, int], dict[str, str], dict[str, str]]:
+    """(good values, the variable of each, problems by setting): every
+    ZKALLOC_* setting in `env`, parsed and range-checked one by one."""
+    values: dict[str, int] = {}
+    variables: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for name, var in ENV_VARS.items():
+        if var not in env:
+            continue
+        what = f"{var}={env[var]!r}"
+        try:
+            number = _to_core_value(name, env[var], what)
+            low, high = _core.option_range(name)
+            if not low <= number <= high:
+                raise ValueError(f"{what}: {number} is out of range [{low}, {high}]")
+        except ValueError as exc:
+            problems[name] = str(exc)
+            continue
+        values[name], variables[name] = number, var
+    return values, variables, problems
+
+
+def environment_problems(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem with the ZKALLOC_* environment, one message each: bad
+    values of settings, and names that are not settings.  Never raises."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    _, _, bad = _parse_environment(env)
+    problems = [f"{msg}; ignored, {name} keeps its default" for name, msg in bad.items()]
+    log = env.get("ZKALLOC_LOG")
+    if log is not None and log.strip().lower() not in _TRUE | _FALSE:
+        problems.append(f"ZKALLOC_LOG={log!r}: expected 1/0, on/off, true/false; ignored, logging stays off")
+    return problems + unknown_environment(env)
+
+
+def load_environment(environ: Mapping[str, str] | None = None, *, strict: bool = True) -> list[str]:
+    """Apply the ZKALLOC_* environment variables.
+
+    strict=True: a bad value raises ValueError naming the variable, and
+    nothing is applied.  strict=False (what the import does): the good ones
+    are applied, each bad value and each unknown ZKALLOC_* name gives one
+    SettingsWarning, and the bad settings keep their defaults.  Returns the
+    problems found (warned about when not strict)."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    values, variables, bad = _parse_environment(env)
+    if strict and bad:
+        raise ValueError(next(iter(bad.values())))
     with _lock:
-        _apply(values, {name: f"env {var}" for name, var in present.items()}, what)
+        _apply(values, {name: f"env {var}" for name, var in variables.items()},
+               {name: f"{var}={env[var]!r}" for name, var in variables.items()})
+    problems = environment_problems(env)
+    if not strict:
+        for problem in problems:
+            warnings.warn(problem, SettingsWarning, stacklevel=3)
+    return problems
 
 
 def apply_container_default(limit: Any = None) -> None:
     """Give cache_bytes its container-aware default, min(RAM/8, cgroup
     limit/8, 1 GiB), unless the environment or configure() set it.  Problems
     reading the cgroup files are warned about once and fall back to RAM."""
-    import warnings
-
     from . import _container
     found = _container.memory_limit() if limit is None else limit
     for problem in found.problems:

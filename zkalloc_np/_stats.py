@@ -59,7 +59,11 @@ class Stats:
 
     hits/misses count cache-served requests (a hit reuses a resident region, a
     miss maps a new one); small_allocs counts requests below min_bytes sent to
-    numpy's own allocator.  bytes_* are gauges with their peaks: in_use is
+    numpy's own allocator, small_frees the frees of such small arrays (passed
+    back to numpy).  foreign_frees are frees of arrays of min_bytes or more
+    that the cache did not allocate: made before the install (or while
+    min_bytes was larger), passed to numpy.  invalid_frees: a second free of a
+    region of ours, ignored.  bytes_* are gauges with their peaks: in_use is
     held by live arrays, cached is idle and resident (at most cap_bytes),
     mapped is both together.  evictions are idle regions unmapped to stay
     under the cap; uncached_frees are regions too large to cache at all.
@@ -94,12 +98,16 @@ class Stats:
     wiped_arrays/bytes (freed and wiped), unprotected (strict=False arrays
     that lack a protection), failures (refused allocations).  Secret memory
     is never in the cache's counters.  phases: totals per phase name.
+    small_allocs_by_size: the requests left to numpy's allocator (below
+    min_bytes, or larger than the largest class), by size: {low: count} for
+    the sizes from low to 2 * low - 1 bytes (low a power of two, or 0).
     """
 
     hits: int
     misses: int
     hit_rate: float
     small_allocs: int
+    small_frees: int
     foreign_frees: int
     invalid_frees: int
     bytes_in_use: int
@@ -158,6 +166,7 @@ class Stats:
     idle_resident_bytes: int
     classes: tuple[ClassStats, ...]
     phases: dict[str, PhaseTotals] = dataclasses.field(default_factory=dict)
+    small_allocs_by_size: dict[int, int] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (classes as a list of dicts), ready for json.dumps."""
@@ -205,9 +214,18 @@ def fmt_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def size_range(low: int) -> str:
+    """The sizes of one small_allocs_by_size bucket: from low to 2 * low - 1 bytes."""
+    if low <= 1:
+        return f"{low} B"
+    return f"{fmt_bytes(low)}..{fmt_bytes(2 * low - 1)}"
+
+
 def snapshot(installed: bool) -> Stats:
     raw = _core.stats_snapshot()
     classes = tuple(ClassStats(*row) for row in raw.pop("classes") if any(row[1:]))
+    by_log2 = raw.pop("small_by_log2")
+    small_by_size = {(1 << b >> 1): int(n) for b, n in enumerate(by_log2) if n}
     requests = raw["hits"] + raw["misses"]
     settings = _settings.current()
     return Stats(
@@ -222,4 +240,5 @@ def snapshot(installed: bool) -> Stats:
         installed=installed,
         classes=classes,
         phases=phase_totals(),
+        small_allocs_by_size=small_by_size,
     )

@@ -65,4 +65,5 @@ def _stats_dict() -> dict[str, Any]:
 
 def worker_stats(client: Any) -> dict[str, dict[str, Any]]:
     """Each worker's ``zkalloc_np.stats().as_dict()``, keyed by worker address."""
-    return client.run(_stats_dict)
+    stats: dict[str, dict[str, Any]] = client.run(_stats_dict)
+    return stats

@@ -28,7 +28,7 @@ from typing import Any
 from . import _core
 
 try:
-    import numpy_allocator
+    import numpy_allocator  # type: ignore[import-not-found,unused-ignore]  # ships no type information
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "zkalloc_np.interop needs the numpy-allocator package: pip install 'zkalloc-np[numpy-allocator]'"
@@ -41,7 +41,7 @@ __all__ = ["ZkallocAllocator", "handler_capsule"]
 handler_capsule: Any = _core.handler_capsule
 
 
-class ZkallocAllocator(metaclass=numpy_allocator.type):
+class ZkallocAllocator(metaclass=numpy_allocator.type):  # type: ignore[metaclass,unused-ignore]
     """numpy-allocator class whose handler is zkalloc's own (``with ZkallocAllocator:``)."""
 
     _handler_ = handler_capsule

@@ -75,11 +75,13 @@ class NTT:
 
     def forward(self, coeffs: np.ndarray) -> np.ndarray:
         """Evaluations at the n-th roots of unity, in natural order."""
-        return self._dif(self._check(coeffs), self._forward)[self._bitrev]
+        out: np.ndarray = self._dif(self._check(coeffs), self._forward)[self._bitrev]
+        return out
 
     def inverse(self, evals: np.ndarray) -> np.ndarray:
         """Coefficients from evaluations: forward(inverse(e)) == e."""
-        return self._dif(self._check(evals), self._inverse)[self._bitrev] * self._n_inv % P
+        out: np.ndarray = self._dif(self._check(evals), self._inverse)[self._bitrev] * self._n_inv % P
+        return out
 
     def _check(self, a: np.ndarray) -> np.ndarray:
         if a.shape != (self.n,):

@@ -124,7 +124,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.section("zkalloc")
     tr.write_line(f"mode={state['mode']} min_bytes={zk.settings()['min_bytes']} "
                   f"hits={s.hits} misses={s.misses} small_allocs={s.small_allocs} "
-                  f"foreign_frees={s.foreign_frees} invalid_frees={s.invalid_frees} "
+                  f"small_frees={s.small_frees} foreign_frees={s.foreign_frees} invalid_frees={s.invalid_frees} "
                   f"realloc(same/remap/copy)={s.realloc_same}/{s.realloc_remap}/{s.realloc_copy} "
                   f"peak_bytes_in_use={s.peak_bytes_in_use} bytes_in_use={s.bytes_in_use}")
     if state["error"] is None:

@@ -43,7 +43,7 @@ static bool cache_serves(size_t bytes)
 static void *from_cache(size_t size, bool zeroed)
 {
     if (!cache_serves(size)) {
-        zk_count(&zk_stats.small_allocs, 1);
+        zk_count_small(size);
         return NULL;
     }
     return zeroed ? zk_cache_calloc(size) : zk_cache_alloc(size);
@@ -159,9 +159,11 @@ static void free_any(const zk_route *route, void *ptr, size_t size)
     if (zk_maybe_region_start(ptr) && zk_cache_free(ptr))
         return;
     /* After uninstall() every numpy free passes here: only a free through an
-     * active route is news. */
+     * active route is news.  The size numpy passes only sorts the count: a
+     * small array numpy's allocator served, or a big one from before the
+     * install (or from while min_bytes was larger). */
     if (route->kind != ZK_ROUTE_PASSTHROUGH)
-        zk_count(&zk_stats.foreign_frees, 1);
+        zk_count(size < zk_opt_min_bytes() ? &zk_stats.small_frees : &zk_stats.foreign_frees, 1);
     fallback.free(fallback.ctx, ptr, size);
 }
 

@@ -217,7 +217,7 @@ bool zk_os_reclaim_failed_target(void *target, size_t bytes);
 
 /* ---- statistics (zk_stats.c) -------------------------------------------- */
 typedef struct {
-    _Atomic uint64_t hits, misses, small_allocs, foreign_frees, invalid_frees;
+    _Atomic uint64_t hits, misses, small_allocs, small_frees, foreign_frees, invalid_frees;
     _Atomic uint64_t bytes_in_use, peak_bytes_in_use;
     _Atomic uint64_t bytes_cached, peak_bytes_cached;
     _Atomic uint64_t bytes_mapped, peak_bytes_mapped;
@@ -235,6 +235,7 @@ typedef struct {
     _Atomic uint64_t secret_unprotected, secret_failures;
     _Atomic uint64_t class_hits[ZK_NCLASSES], class_misses[ZK_NCLASSES];
     _Atomic int64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
+    _Atomic uint64_t small_by_log2[ZK_SIZE_BUCKETS];
 } zk_stats_counters;
 
 extern zk_stats_counters zk_stats;
@@ -242,6 +243,14 @@ extern zk_stats_counters zk_stats;
 static inline void zk_count(_Atomic uint64_t *c, uint64_t n)
 {
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* A request below min_bytes (or above the largest class) left to the
+ * fallback: counted, and by its size's bit length. */
+static inline void zk_count_small(size_t size)
+{
+    zk_count(&zk_stats.small_allocs, 1);
+    zk_count(&zk_stats.small_by_log2[size ? 64 - __builtin_clzll((unsigned long long)size) : 0], 1);
 }
 
 void zk_stats_gauge_add(_Atomic uint64_t *gauge, _Atomic uint64_t *peak, uint64_t n);

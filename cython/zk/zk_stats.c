@@ -47,6 +47,7 @@ void zk_stats_read(zk_stats_snapshot *out)
     out->hits = load(&zk_stats.hits);
     out->misses = load(&zk_stats.misses);
     out->small_allocs = load(&zk_stats.small_allocs);
+    out->small_frees = load(&zk_stats.small_frees);
     out->foreign_frees = load(&zk_stats.foreign_frees);
     out->invalid_frees = load(&zk_stats.invalid_frees);
     out->bytes_in_use = load(&zk_stats.bytes_in_use);
@@ -102,6 +103,8 @@ void zk_stats_read(zk_stats_snapshot *out)
         out->class_in_use[c] = load_count(&zk_stats.class_in_use[c]);
         out->class_cached[c] = load_count(&zk_stats.class_cached[c]);
     }
+    for (int b = 0; b < ZK_SIZE_BUCKETS; b++)
+        out->small_by_log2[b] = load(&zk_stats.small_by_log2[b]);
 }
 
 /* Zero the event counters so a caller can measure one stretch of code; the
@@ -110,7 +113,8 @@ void zk_stats_read(zk_stats_snapshot *out)
 void zk_stats_reset_counters(void)
 {
     _Atomic uint64_t *events[] = {
-        &zk_stats.hits, &zk_stats.misses, &zk_stats.small_allocs, &zk_stats.foreign_frees,
+        &zk_stats.hits, &zk_stats.misses, &zk_stats.small_allocs, &zk_stats.small_frees,
+        &zk_stats.foreign_frees,
         &zk_stats.invalid_frees, &zk_stats.evictions, &zk_stats.evicted_bytes,
         &zk_stats.uncached_frees, &zk_stats.map_failures, &zk_stats.calloc_fresh,
         &zk_stats.calloc_memset, &zk_stats.calloc_discard, &zk_stats.zero_samples, &zk_stats.realloc_same,
@@ -128,6 +132,8 @@ void zk_stats_reset_counters(void)
         atomic_store_explicit(&zk_stats.class_hits[c], 0, memory_order_relaxed);
         atomic_store_explicit(&zk_stats.class_misses[c], 0, memory_order_relaxed);
     }
+    for (int b = 0; b < ZK_SIZE_BUCKETS; b++)
+        atomic_store_explicit(&zk_stats.small_by_log2[b], 0, memory_order_relaxed);
     atomic_store_explicit(&zk_stats.peak_bytes_in_use, load(&zk_stats.bytes_in_use), memory_order_relaxed);
     atomic_store_explicit(&zk_stats.peak_bytes_cached, load(&zk_stats.bytes_cached), memory_order_relaxed);
     atomic_store_explicit(&zk_stats.peak_bytes_mapped, load(&zk_stats.bytes_mapped), memory_order_relaxed);

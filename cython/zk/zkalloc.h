@@ -186,10 +186,12 @@ unsigned zk_secret_probe(int *err);
 void zk_secure_wipe(void *p, size_t n);
 
 /* ---- statistics (zk_stats.c) ------------------------------------------ */
+#define ZK_SIZE_BUCKETS 65   /* bit lengths of a 64-bit size, 0 to 64 */
 typedef struct {
     uint64_t hits, misses;
     uint64_t small_allocs;          /* below min_bytes: sent to the fallback */
-    uint64_t foreign_frees;         /* pointers this cache did not allocate */
+    uint64_t small_frees;           /* frees of arrays below min_bytes, passed to the fallback */
+    uint64_t foreign_frees;         /* frees of larger pointers this cache did not allocate */
     uint64_t invalid_frees;         /* a pointer of ours that was not in use */
     uint64_t bytes_in_use, peak_bytes_in_use;
     uint64_t bytes_cached, peak_bytes_cached;
@@ -219,6 +221,8 @@ typedef struct {
     uint64_t secret_unprotected, secret_failures;
     uint64_t class_hits[ZK_NCLASSES], class_misses[ZK_NCLASSES];
     uint64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
+    /* small_allocs by size: [0] size 0, [b] sizes in [2^(b-1), 2^b) */
+    uint64_t small_by_log2[ZK_SIZE_BUCKETS];
 } zk_stats_snapshot;
 
 void zk_stats_read(zk_stats_snapshot *out);

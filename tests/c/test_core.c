@@ -285,12 +285,13 @@ static void test_handler_routing(void)
     zk_h_free(ctx_cache(), NULL, 0);
     zk_h_free(ctx_cache(), grown, 1);   /* the size numpy passes is never trusted */
     zk_h_free(ctx_cache(), shrunk, 1);
-    zk_h_free(ctx_cache(), p, 0);
-    zk_h_free(ctx_cache(), moved, 0);
+    zk_h_free(ctx_cache(), p, 4 * MiB);     /* not ours, big: foreign */
+    zk_h_free(ctx_cache(), moved, 2 * MiB);
     zk_h_free(ctx_cache(), fresh, 0);   /* second free: ignored, never passed on */
     stats(&s);
     CHECK(fb_live == live0);
-    CHECK(s.invalid_frees == 2 && s.foreign_frees == 4 && s.small_allocs >= 1);
+    CHECK(s.invalid_frees == 2 && s.foreign_frees == 2 && s.small_frees == 2 && s.small_allocs >= 1);
+    CHECK(s.small_by_log2[7] >= 1);   /* the 100-byte request: sizes 64..127 */
     CHECK(zk_option_set(ZK_OPT_MIN_BYTES, 4096) == ZK_OK);
     CHECK_INVARIANTS();
 }
