@@ -82,7 +82,7 @@ def reserve(nbytes: int, count: int = 1) -> int:
                       f"({fmt_bytes(cap)}) can keep: nothing reserved; raise cache_bytes with configure() "
                       f"to keep that much", ResourceWarning, stacklevel=2)
         return 0
-    return rc
+    return int(rc)
 
 
 def check() -> None:

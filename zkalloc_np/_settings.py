@@ -112,9 +112,10 @@ def parse_ms(value: Any, what: str) -> int:
         if not match:
             raise ValueError(f"{what}: {value!r} is not a duration (examples: 10000, 500ms, 10s)")
         value = int(match.group(1)) * (1000 if (match.group(2) or "").lower() == "s" else 1)
-    if value < 0:
-        raise ValueError(f"{what}: must not be negative, got {value}")
-    return value
+    ms = int(value)
+    if ms < 0:
+        raise ValueError(f"{what}: must not be negative, got {ms}")
+    return ms
 
 
 def _to_core_value(name: str, value: Any, what: str) -> int:
