@@ -13,8 +13,8 @@
  *  - the allocation and free paths, while the program is active: a coarse
  *    clock read each, and a pass when one is due (every decay_ms / 4);
  *  - one background thread, started lazily when a region goes idle, for
- *    when the program has gone quiet.  It sleeps decay_ms / 4 at a time and
- *    exits once no idle region is left.  A fork child has none until its
+ *    when the program has gone quiet.  It naps up to 100 ms at a time,
+ *    runs a pass when one is due and exits once no idle region is left.  A fork child has none until its
  *    own first idle region.
  * A pass holds the heap lock throughout (check() and fork see no region
  * half decayed) and walks only the oldest idle regions: the pool's LRU
@@ -28,6 +28,8 @@
 #include "zk_internal.h"
 
 #define NS_PER_MS 1000000u
+#define THREAD_STACK_BYTES ((size_t)256 << 10)
+#define MAX_NAP_NS (100u * NS_PER_MS)
 
 static _Atomic uint64_t next_pass_ns;
 static _Atomic int thread_running;
@@ -115,10 +117,12 @@ static void *decay_thread(void *arg)
                 zk_decay_parked();
             return NULL;
         }
-        uint64_t wait = ms * NS_PER_MS / 4;
-        struct timespec ts = {(time_t)(wait / 1000000000u), (long)(wait % 1000000000u)};
+        /* Short naps, so a new decay_ms (or 0) takes effect within one;
+         * the pass itself runs at most every decay_ms / 4. */
+        uint64_t nap = ms * NS_PER_MS / 4 < MAX_NAP_NS ? ms * NS_PER_MS / 4 : MAX_NAP_NS;
+        struct timespec ts = {(time_t)(nap / 1000000000u), (long)(nap % 1000000000u)};
         nanosleep(&ts, NULL);
-        pass(zk_decay_now());
+        zk_decay_tick(zk_decay_now());
     }
 }
 
@@ -137,6 +141,9 @@ void zk_decay_parked(void)
     pthread_t t;
     bool ok = pthread_attr_init(&attr) == 0;
     ok = ok && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0;
+    /* A small stack: it sleeps, locks and calls madvise; the default 8 MiB
+     * would show in the process's VmSize for as long as idle memory lasts. */
+    ok = ok && pthread_attr_setstacksize(&attr, THREAD_STACK_BYTES) == 0;
     ok = ok && pthread_create(&t, &attr, decay_thread, NULL) == 0;
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -144,6 +151,11 @@ void zk_decay_parked(void)
         zk_count(&zk_stats.decay_thread, 1);
     else   /* no thread: the alloc/free paths still decay while active */
         atomic_store_explicit(&thread_running, 0, memory_order_release);
+}
+
+void zk_decay_reschedule(void)
+{
+    atomic_store_explicit(&next_pass_ns, 0, memory_order_relaxed);
 }
 
 void zk_decay_fork_child(void)

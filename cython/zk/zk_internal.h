@@ -149,6 +149,7 @@ uint64_t zk_decay_now(void);          /* the coarse clock idle_ns is read from *
 void zk_decay_tick(uint64_t now);     /* alloc/free paths: a pass when one is due */
 void zk_decay_parked(void);           /* a region went idle: make sure someone will decay it */
 void zk_decay_fork_child(void);
+void zk_decay_reschedule(void);       /* decay_ms changed: the next tick runs a pass */
 /* Thread caches: move regions idle since before `cutoff` into the pool. */
 void zk_tcache_drain_older(uint64_t cutoff);
 

@@ -69,6 +69,8 @@ int zk_option_set(zk_option opt, uint64_t value)
     atomic_store_explicit(&zk_option_values[opt], value, memory_order_relaxed);
     if (opt == ZK_OPT_CACHE_BYTES)
         zk_cache_trim();   /* a lower cap applies now, not at the next free */
+    if (opt == ZK_OPT_DECAY_MS)
+        zk_decay_reschedule();   /* a shorter period applies from now */
     return ZK_OK;
 }
 
