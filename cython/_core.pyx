@@ -49,6 +49,7 @@ cdef extern from "zkalloc.h" nogil:
         ZK_OPT_ARENA_MIN_BYTES
         ZK_OPT_ADAPTIVE_ZERO
         ZK_OPT_DECAY_MS
+        ZK_OPT_BACKGROUND
         ZK_OPT_COUNT
     int zk_option_set(zk_option opt, uint64_t value)
     uint64_t zk_option_get(zk_option opt)
@@ -106,6 +107,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t fresh_tail_bytes, populated_bytes
         uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending
         uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread
+        uint64_t prefaulted_bytes, prefault_hits, prefault_idle_bytes, worker_cpu_ns, worker_running
         uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use
         uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes
         uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes
@@ -162,6 +164,7 @@ OPTIONS = {
     "arena_min_bytes": ZK_OPT_ARENA_MIN_BYTES,
     "adaptive_zero": ZK_OPT_ADAPTIVE_ZERO,
     "decay_ms": ZK_OPT_DECAY_MS,
+    "background": ZK_OPT_BACKGROUND,
 }
 
 #: Secret protections, as bits of secret_info()["protections"].

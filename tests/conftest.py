@@ -22,7 +22,17 @@ def consistent_cache():
     gc.collect()
     zk.uninstall()
     zk.configure(**saved)
+    quiesce()
     zk.check()
+
+
+def quiesce(seconds: float = 10.0) -> None:
+    """Wait until no background worker runs (check() is exact only while no
+    other thread allocates, and the worker does); background must be off."""
+    import time
+    deadline = time.monotonic() + seconds
+    while zk.stats().worker_running and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 import zkalloc_np as zk
+from conftest import quiesce
 from zkalloc_np import _core
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -236,12 +237,16 @@ class Stress:
                     break
 
 
-@pytest.mark.parametrize("chaos", [False, True], ids=["traffic", "traffic+maintenance"])
-def test_stress_cross_thread(fresh, chaos):
-    zk.configure(min_bytes=4 * KiB, cache_bytes=512 * MiB)
+@pytest.mark.parametrize("chaos,background", [(False, 0), (True, 0), (True, 1)],
+                         ids=["traffic", "traffic+maintenance", "traffic+maintenance+worker"])
+def test_stress_cross_thread(fresh, chaos, background):
+    zk.configure(min_bytes=4 * KiB, cache_bytes=512 * MiB, background=background)
     before = zk.stats().bytes_in_use
     stress = Stress(THREADS, OPS, seed=2 + chaos)
     stress.run(chaos)
+    if background:   # the worker may be faulting one more region ahead
+        zk.configure(background=0)
+        quiesce()
     c = stress.counts
     print(f"stress: {THREADS} threads, {sum(c.values())} operations {c}, {len(stress.errors)} error(s)")
     assert stress.errors == []
@@ -252,6 +257,8 @@ def test_stress_cross_thread(fresh, chaos):
     assert s.invalid_frees == 0   # (foreign_frees: numpy frees of other tests may pass through)
     assert s.hits > 0
     assert s.bytes_cached <= zk.settings()["cache_bytes"]
+    if background:
+        assert s.prefaulted_bytes > 0   # the worker took part
     zk.check()
 
 

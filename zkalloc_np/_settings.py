@@ -26,11 +26,12 @@ ENV_VARS: dict[str, str] = {
     "arena_min_bytes": "ZKALLOC_ARENA_MIN_BYTES",
     "adaptive_zero": "ZKALLOC_ADAPTIVE_ZERO",
     "decay_ms": "ZKALLOC_DECAY_MS",
+    "background": "ZKALLOC_BACKGROUND",
 }
 #: settings that are durations in milliseconds, not byte counts
 DURATION_SETTINGS = frozenset({"decay_ms"})
 _MS_RE = re.compile(r"^\s*(\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
-BOOLEAN_SETTINGS = frozenset({"adaptive_zero"})
+BOOLEAN_SETTINGS = frozenset({"adaptive_zero", "background"})
 #: settings that take a word as well as a number: name -> {word: core value}
 CHOICE_SETTINGS: dict[str, dict[str, int]] = {
     "hugepages": {"0": 0, "off": 0, "false": 0, "no": 0, "1": 1, "on": 1, "true": 1, "yes": 1, "auto": 2},
@@ -168,6 +169,8 @@ def configure(**settings: Any) -> dict[str, int]:
     thread_cache_bytes: idle bytes one thread may keep without taking a lock.
     arena_min_bytes: smallest request a phase's arena serves (a phase's own
         min_bytes overrides it); smaller ones go to numpy's own allocator.
+    background: a background worker (one thread, SCHED_IDLE) faults the next
+        region of a growing size class ahead, on a spare core; off by default.
     decay_ms: an idle region no request took for this long is softened
         (MADV_FREE), after twice as long given back to the kernel; 0 = keep
         idle memory until release().  Default 10000 (10 s).

@@ -88,6 +88,11 @@ class Stats:
     decay_passes: walks of the idle regions; decay_thread: 1 while the
     background decay thread runs (only while idle regions are left).
 
+    prefaulted_bytes / prefault_hits / prefault_idle_bytes: with
+    background=1, regions the worker faulted ahead, requests they served,
+    and those not used yet; worker_cpu_ns: the CPU time the worker spent
+    (the work moved to another core, it did not vanish); worker_running.
+
     rss_bytes: the process's resident memory now (/proc/self/statm);
     idle_resident_bytes: the part of it that is the cache's idle regions
     (mincore), i.e. what the cache costs right now.
@@ -146,6 +151,11 @@ class Stats:
     decayed_released_bytes: int
     decay_passes: int
     decay_thread: int
+    prefaulted_bytes: int
+    prefault_hits: int
+    prefault_idle_bytes: int
+    worker_cpu_ns: int
+    worker_running: int
     arena_chunks_in_use: int
     arena_chunk_bytes_in_use: int
     secret_arrays: int

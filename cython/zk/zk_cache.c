@@ -71,6 +71,7 @@ static zk_region *take_larger(int cls)
 
 typedef struct {
     bool hit;
+    bool fresh;           /* a miss that mapped fresh memory */
     bool sample;          /* a fresh mapping whose first touch may be timed */
     bool huge;            /* its huge-page choice */
     size_t fresh_tail;    /* a gathered region's fresh end */
@@ -80,8 +81,10 @@ static zk_region *miss(int cls, obtain_info *info)
 {
     zk_heap_lock();
     zk_region *r = zk_repurpose(cls, &info->fresh_tail);
-    if (r == NULL)
+    if (r == NULL) {
         r = zk_heap_fresh(cls, zk_class_bytes(cls), &info->sample, &info->huge);
+        info->fresh = r != NULL;
+    }
     zk_heap_unlock();
     return r;
 }
@@ -113,6 +116,15 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
         zk_count(&zk_stats.class_misses[cls], 1);
     }
     r->flags &= ~ZK_RF_SOFT;   /* wanted again: written pages are plain pages */
+    /* The class grows: a fresh mapping, or the region the worker faulted
+     * ahead for it, is the sign (zk_worker.c). */
+    bool ahead = (r->flags & ZK_RF_PREFAULTED) != 0;
+    if (ahead) {
+        zk_prefault_forget(r);
+        zk_count(&zk_stats.prefault_hits, 1);
+    }
+    if (ahead || info->fresh)
+        zk_worker_growth(cls);
     zk_in_use_count(r);
     return r;
 }
@@ -232,6 +244,24 @@ void *zk_cache_take(size_t bytes, size_t *usable, bool *zeroed, bool *hit)
 /* ---- free ------------------------------------------------------------------------ */
 
 static _Atomic uint64_t lru_clock;
+
+bool zk_cache_park_ahead(zk_region *r)
+{
+    r->stamp = atomic_fetch_add_explicit(&lru_clock, 1, memory_order_relaxed) + 1;
+    r->idle_ns = zk_decay_now();
+    zk_pool_lock();
+    bool counted = zk_idle_count(r);   /* never evicts: it is only a guess */
+    if (counted)
+        zk_pool_link(r);
+    zk_pool_unlock();
+    if (!counted) {
+        r->flags &= ~ZK_RF_PREFAULTED;
+        zk_heap_give_back(r);
+    } else if (zk_opt_decay_ms() != 0) {
+        zk_decay_parked();
+    }
+    return counted;
+}
 
 /* Park r in the pool, giving back to the kernel what eviction took. */
 static bool park_in_pool(zk_region *r)

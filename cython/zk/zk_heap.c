@@ -179,11 +179,20 @@ size_t zk_heap_retry_unmaps(void)
 
 /* ---- spans --------------------------------------------------------------------- */
 
+void zk_prefault_forget(zk_region *r)
+{
+    if (!(r->flags & ZK_RF_PREFAULTED))
+        return;
+    r->flags &= ~ZK_RF_PREFAULTED;
+    zk_stats_gauge_sub(&zk_stats.prefault_idle_bytes, r->bytes);
+}
+
 zk_region *zk_heap_split(zk_region *r, size_t front)
 {
     zk_region *b = zk_region_descriptor();
     if (b == NULL)
         return NULL;
+    zk_prefault_forget(r);   /* reshaped: no longer the worker's guess */
     b->base = r->base + front;
     b->bytes = r->bytes - front;
     b->flags = r->flags & ~(ZK_RF_MARK | ZK_RF_SAMPLE);
@@ -242,6 +251,7 @@ static void settle_vacant(zk_region *v)
 
 void zk_heap_vacate(zk_region *r)
 {
+    zk_prefault_forget(r);
     zk_pagemap_clear((void *)r->base);
     zk_stats_gauge_sub(&zk_stats.bytes_mapped, r->bytes);
     atomic_store_explicit(&r->state, ZK_REGION_VACANT, memory_order_relaxed);
@@ -260,6 +270,7 @@ void zk_heap_vacate(zk_region *r)
 
 void zk_heap_give_back(zk_region *r)
 {
+    zk_prefault_forget(r);
     /* Stable without the lock: only r's owner (us) could split r, and a
      * neighbour merging with another never makes a link NULL. */
     bool whole = whole_segment(r);
@@ -370,6 +381,7 @@ void zk_heap_add_areas(uint32_t n)
 
 uint32_t zk_heap_moved_out(zk_region *r, zk_region *spare)
 {
+    zk_prefault_forget(r);
     if (whole_segment(r)) {   /* its areas moved with it */
         account_segment(-1, -(int64_t)r->bytes, -(int64_t)r->areas);
         zk_region_release_descriptor(spare);

@@ -38,6 +38,7 @@ enum {
     ZK_RF_BINNED = 64u,      /* VACANT, in a vacant bin (zk_heap.c) */
     ZK_RF_MULTI = 128u,      /* may span several memory areas: mremap cannot move it */
     ZK_RF_SOFT = 1024u,      /* idle and MADV_FREE'd by decay (zk_decay.c) */
+    ZK_RF_PREFAULTED = 2048u,   /* faulted in ahead by the background worker, not yet used */
     ZK_RF_PENDING = 512u,    /* a whole vacant segment whose munmap failed: on the retry list */
     ZK_RF_LEAVING = 256u,    /* being given back outside the heap lock (fork: see zk_fork.c) */
 };
@@ -153,6 +154,18 @@ void zk_decay_reschedule(void);       /* decay_ms changed: the next tick runs a 
 /* Thread caches: move regions idle since before `cutoff` into the pool. */
 void zk_tcache_drain_older(uint64_t cutoff);
 
+/* ---- the background worker: first-touch faults off the caller (zk_worker.c) */
+/* A request of class cls faulted fresh memory, or took a region the worker
+ * faulted ahead: the working set grows there, so fault the next one ahead. */
+void zk_worker_growth(int cls);
+void zk_worker_fork_child(void);
+void zk_worker_setting_changed(void);
+/* r is no longer a region faulted ahead (taken, reshaped or given back). */
+void zk_prefault_forget(zk_region *r);
+/* Park a region nobody has used in the pool, counted idle; false if the cap
+ * has no room without evicting (speculation never evicts). */
+bool zk_cache_park_ahead(zk_region *r);
+
 /* ---- fork (zk_fork.c) ---------------------------------------------------- */
 void zk_fork_init(void);   /* registers the atfork handlers, once */
 
@@ -230,6 +243,7 @@ typedef struct {
     _Atomic uint64_t fresh_tail_bytes, populated_bytes;
     _Atomic uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending;
     _Atomic uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread;
+    _Atomic uint64_t prefaulted_bytes, prefault_hits, prefault_idle_bytes, worker_cpu_ns, worker_running;
     _Atomic uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
     _Atomic uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     _Atomic uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
@@ -314,5 +328,6 @@ static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_
 static inline size_t zk_opt_arena_min_bytes(void) { return (size_t)zk_opt(ZK_OPT_ARENA_MIN_BYTES); }
 static inline bool zk_opt_adaptive_zero(void) { return zk_opt(ZK_OPT_ADAPTIVE_ZERO) != 0; }
 static inline uint64_t zk_opt_decay_ms(void) { return zk_opt(ZK_OPT_DECAY_MS); }
+static inline bool zk_opt_background(void) { return zk_opt(ZK_OPT_BACKGROUND) != 0; }
 
 #endif

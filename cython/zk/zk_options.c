@@ -24,6 +24,7 @@ static uint64_t default_thread_cache_bytes(void) { return 256 * MiB; }
  * after seconds at most, and softening a region it still wants costs a
  * refault of what the kernel reclaimed. */
 static uint64_t default_decay_ms(void) { return 10000; }
+static uint64_t default_background(void) { return 0; }   /* opt-in: it spends a second core */
 
 /* min(physical RAM / 8, 1 GiB), the zk-alloc default. */
 static uint64_t default_cache_bytes(void)
@@ -41,6 +42,7 @@ static const zk_option_spec specs[ZK_OPT_COUNT] = {
     [ZK_OPT_ARENA_MIN_BYTES] = {1, ZK_MAX_CLASS_BYTES, default_min_bytes},
     [ZK_OPT_ADAPTIVE_ZERO] = {0, 1, default_adaptive_zero},
     [ZK_OPT_DECAY_MS] = {0, (uint64_t)24 * 3600 * 1000, default_decay_ms},
+    [ZK_OPT_BACKGROUND] = {0, 1, default_background},
 };
 
 /* Current values, read on hot paths through the inline accessors in
@@ -71,6 +73,8 @@ int zk_option_set(zk_option opt, uint64_t value)
         zk_cache_trim();   /* a lower cap applies now, not at the next free */
     if (opt == ZK_OPT_DECAY_MS)
         zk_decay_reschedule();   /* a shorter period applies from now */
+    if (opt == ZK_OPT_BACKGROUND)
+        zk_worker_setting_changed();   /* off: the worker exits */
     return ZK_OK;
 }
 

@@ -86,6 +86,11 @@ void zk_stats_read(zk_stats_snapshot *out)
     out->decayed_released_bytes = load(&zk_stats.decayed_released_bytes);
     out->decay_passes = load(&zk_stats.decay_passes);
     out->decay_thread = load(&zk_stats.decay_thread);
+    out->prefaulted_bytes = load(&zk_stats.prefaulted_bytes);
+    out->prefault_hits = load(&zk_stats.prefault_hits);
+    out->prefault_idle_bytes = load(&zk_stats.prefault_idle_bytes);
+    out->worker_cpu_ns = load(&zk_stats.worker_cpu_ns);
+    out->worker_running = load(&zk_stats.worker_running);
     out->arena_chunks_in_use = load(&zk_stats.arena_chunks_in_use);
     out->arena_chunk_bytes_in_use = load(&zk_stats.arena_chunk_bytes_in_use);
     out->secret_arrays = load(&zk_stats.secret_arrays);
@@ -124,7 +129,7 @@ void zk_stats_reset_counters(void)
         &zk_stats.repurposed, &zk_stats.repurposed_bytes, &zk_stats.carved, &zk_stats.gathered,
         &zk_stats.gathered_pieces, &zk_stats.fresh_tail_bytes, &zk_stats.populated_bytes,
         &zk_stats.unmap_failures, &zk_stats.decayed_softened_bytes, &zk_stats.decayed_released_bytes,
-        &zk_stats.decay_passes,
+        &zk_stats.decay_passes, &zk_stats.prefaulted_bytes, &zk_stats.prefault_hits, &zk_stats.worker_cpu_ns,
     };
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
         atomic_store_explicit(events[i], 0, memory_order_relaxed);

@@ -30,6 +30,7 @@ typedef enum {
     ZK_OPT_ARENA_MIN_BYTES,     /* default: smallest request a phase's arena serves */
     ZK_OPT_ADAPTIVE_ZERO,       /* 1: calloc learns per class whether MADV_DONTNEED beats memset */
     ZK_OPT_DECAY_MS,            /* idle this long: MADV_FREE; twice as long: unmapped; 0 = never */
+    ZK_OPT_BACKGROUND,          /* 1: a background worker faults growing classes' next regions ahead */
     ZK_OPT_COUNT
 } zk_option;
 
@@ -215,6 +216,11 @@ typedef struct {
     uint64_t decayed_released_bytes;  /* idle regions given back after 2 x decay_ms unused */
     uint64_t decay_passes;            /* decay walks of the idle regions */
     uint64_t decay_thread;            /* 1 while the decay thread runs */
+    uint64_t prefaulted_bytes;        /* regions the background worker faulted ahead */
+    uint64_t prefault_hits;           /* requests served by such a region */
+    uint64_t prefault_idle_bytes;     /* faulted ahead and not used yet, now */
+    uint64_t worker_cpu_ns;           /* CPU time the background worker spent */
+    uint64_t worker_running;          /* 1 while the background worker exists */
     uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
     uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
