@@ -247,6 +247,47 @@ static void test_cache_api(void)
     CHECK_INVARIANTS();
 }
 
+/* munmap refused (as at vm.max_map_count): nothing is lost or reused, the
+ * segments stay counted and mapped, and the next release() unmaps them. */
+static void test_failed_unmaps(void)
+{
+    zk_stats_snapshot s;
+    zk_cache_release();
+    void *p[6];
+    for (int i = 0; i < 6; i++) {
+        p[i] = zk_cache_alloc((size_t)(i + 1) * MiB + 4096);   /* 2 .. 7 MiB: a segment each */
+        CHECK(p[i] != NULL);
+        if (p[i] != NULL)
+            stamp(p[i], MiB, (unsigned char)(0x20 + i));
+    }
+    for (int i = 0; i < 6; i += 2)
+        zk_cache_free(p[i]);
+    zk_os_fail_unmaps(1000);
+    zk_cache_release();
+    stats(&s);
+    CHECK(s.unmap_failures >= 3 && s.unmap_pending >= 3 && s.bytes_cached == 0);
+    CHECK_INVARIANTS();
+    const char *what = NULL;
+    CHECK(zk_heap_check_maps(&what) == ZK_OK);   /* still mapped, as counted */
+    for (int i = 1; i < 6; i += 2) {   /* the live ones untouched; new ones never on a pending segment */
+        CHECK(stamped(p[i], MiB, (unsigned char)(0x20 + i)));
+        void *q = zk_cache_alloc(3 * MiB);
+        CHECK(q != NULL);
+        if (q != NULL) {
+            stamp(q, 3 * MiB, 0x77);
+            CHECK(stamped(p[i], MiB, (unsigned char)(0x20 + i)));
+            zk_cache_free(q);
+        }
+        zk_cache_free(p[i]);
+    }
+    zk_cache_release();
+    zk_os_fail_unmaps(0);
+    zk_cache_release();   /* the retry */
+    stats(&s);
+    CHECK(s.unmap_pending == 0 && s.bytes_reserved == 0 && s.segments == 0);
+    CHECK_INVARIANTS();
+}
+
 static void test_handler_routing(void)
 {
     zk_stats_snapshot s;
@@ -641,6 +682,7 @@ int main(int argc, char **argv)
     test_options();
     test_classes();
     test_cache_api();
+    test_failed_unmaps();
     test_handler_routing();
     test_arena();
     test_secret();
