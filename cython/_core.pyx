@@ -112,10 +112,10 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes
         uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes
         uint64_t secret_unprotected, secret_failures
-        uint64_t class_hits[92]
-        uint64_t class_misses[92]
-        uint64_t class_in_use[92]
-        uint64_t class_cached[92]
+        uint64_t class_hits[ZK_NCLASSES]
+        uint64_t class_misses[ZK_NCLASSES]
+        uint64_t class_in_use[ZK_NCLASSES]
+        uint64_t class_cached[ZK_NCLASSES]
         uint64_t small_by_log2[65]
     void zk_stats_read(zk_stats_snapshot *out)
     void zk_stats_reset_counters()

@@ -15,10 +15,10 @@ def test_classes_are_increasing_page_multiples():
     assert MAX_CLASS == 1 << 36
 
 
-def test_four_classes_per_power_of_two():
-    for k in range(16, 36):
+def test_eight_classes_per_power_of_two():
+    for k in range(15, 36):
         base = 1 << k
-        expected = [base, base * 5 // 4, base * 3 // 2, base * 7 // 4]
+        expected = [base + j * (base // 8) for j in range(8)]
         assert [_core.class_bytes(_core.class_of(s)) for s in expected] == expected
 
 
@@ -44,7 +44,7 @@ def test_smallest_class_that_fits(size):
     assert c == 0 or _core.class_bytes(c - 1) < size
 
 
-@given(st.integers(min_value=16 * 1024 + 1, max_value=MAX_CLASS))
-def test_waste_at_most_a_quarter(size):
-    # Above 16 KiB classes step by a quarter of their power of two.
-    assert _core.class_bytes(_core.class_of(size)) <= size * 1.25
+@given(st.integers(min_value=32 * 1024 + 1, max_value=MAX_CLASS))
+def test_waste_at_most_an_eighth(size):
+    # Above 32 KiB classes step by an eighth of their power of two.
+    assert _core.class_bytes(_core.class_of(size)) <= size * 1.125

@@ -20,7 +20,10 @@
 #include "zk_internal.h"
 
 #define REMAP_MIN_BYTES ((size_t)1 << 20)   /* below this memcpy beats mremap */
-#define LARGER_CLASSES 2   /* a hit may take a region this many classes larger */
+/* A hit may take a region one class larger (at most 1.25x) whole; beyond
+ * that a miss carves exactly what it needs out of a larger idle region
+ * (zk_repurpose.c), so idle memory is not handed out as slack. */
+#define LARGER_CLASSES 1
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -54,8 +57,8 @@ static zk_region *take_cached(int cls)
     return r;
 }
 
-/* A region one or two classes larger (at most 1.5x the bytes), handed out
- * whole: sizes that change every round find each other's regions without
+/* A region one class larger (at most 1.25x the bytes), handed out whole:
+ * sizes that change a little every round find each other's regions without
  * reshaping anything. */
 static zk_region *take_larger(int cls)
 {

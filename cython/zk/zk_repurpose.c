@@ -26,6 +26,7 @@
 #define GATHER_MIN_BYTES ((size_t)1 << 20)    /* below this, faulting fresh is cheap */
 #define PIECE_MIN_BYTES ((size_t)256 << 10)   /* smaller pieces cost more areas than they save */
 #define MAX_PIECES 16
+#define COALESCE_WALK 4096                    /* idle regions a coalescing pass looks at */
 
 
 /* Put a region taken out of the pool back (it was uncounted), or give it to
@@ -280,12 +281,73 @@ static zk_region *gather(zk_region **pieces, int n, size_t need, int cls, size_t
     return r;
 }
 
+/* ---- coalescing --------------------------------------------------------------------- */
+
+static bool idle_in_pool(zk_region *r)
+{
+    return r != NULL && atomic_load_explicit(&r->state, memory_order_relaxed) == ZK_REGION_IDLE &&
+           zk_pool_contains(r);
+}
+
+/* Merge idle region b, a's neighbour in the same segment, into a (both in
+ * the pool, pool lock held).  Bookkeeping only: they are one range of one
+ * mapping already. */
+static void merge_idle(zk_region *a, zk_region *b)
+{
+    zk_pool_unlink(a);
+    zk_pool_unlink(b);
+    zk_idle_uncount(a);
+    zk_idle_uncount(b);
+    zk_prefault_forget(a);
+    zk_prefault_forget(b);
+    zk_pagemap_clear((void *)b->base);
+    a->bytes += b->bytes;
+    a->areas += b->areas;
+    a->flags |= b->flags & (ZK_RF_SMALL_PAGES | ZK_RF_MULTI | ZK_RF_SOFT);
+    if (!(b->flags & ZK_RF_ZERO))
+        a->flags &= ~ZK_RF_ZERO;
+    if (a->flags & ZK_RF_SOFT)
+        a->flags &= ~ZK_RF_ZERO;   /* MADV_FREE'd: old bytes or zeros */
+    a->stamp = a->stamp > b->stamp ? a->stamp : b->stamp;
+    a->idle_ns = a->idle_ns > b->idle_ns ? a->idle_ns : b->idle_ns;
+    a->addr_next = b->addr_next;
+    if (a->addr_next != NULL)
+        a->addr_next->addr_prev = a;
+    zk_region_release_descriptor(b);
+    a->cls = zk_class_floor(a->bytes);
+    (void)zk_idle_count(a);   /* the same bytes as before: always fits */
+    zk_pool_link(a);
+}
+
+/* Idle regions that touch in their segment become one (what a carve cut
+ * off, and its neighbour once freed, join again), so fragments left by
+ * earlier rounds can serve a larger request.  Pool lock held; at most
+ * COALESCE_WALK regions looked at, oldest first. */
+static void coalesce_idle(void)
+{
+    int steps = 0;
+    zk_region *r = zk_pool_oldest();
+    while (r != NULL && steps++ < COALESCE_WALK) {
+        zk_region *newer = zk_pool_newer(r);
+        if (idle_in_pool(r->addr_next)) {
+            zk_region *next = r->addr_next;
+            if (newer == next)
+                newer = zk_pool_newer(next);
+            merge_idle(r, next);
+            continue;   /* r may touch another idle region now */
+        }
+        r = newer;
+    }
+}
+
 /* ---- entry ----------------------------------------------------------------------- */
 
-static zk_region *try_carve(size_t need, int cls)
+static zk_region *try_carve(size_t need, int cls, bool coalesce)
 {
     zk_region *spill = NULL;
     zk_pool_lock();
+    if (coalesce)
+        coalesce_idle();
     zk_region *r = carve_candidate(need);
     if (r != NULL)
         r = carve(r, need, cls, &spill);
@@ -322,7 +384,9 @@ zk_region *zk_repurpose(int cls, size_t *fresh_tail)
         return NULL;
     size_t need = zk_class_bytes(cls);
     zk_tcache_drain_all();   /* idle memory in any thread's cache counts */
-    zk_region *r = try_carve(need, cls);
+    zk_region *r = try_carve(need, cls, false);
+    if (r == NULL)
+        r = try_carve(need, cls, true);   /* fragments may touch: join them first */
     if (r == NULL && need >= GATHER_MIN_BYTES)
         r = try_gather(need, cls, fresh_tail);
     if (r == NULL)

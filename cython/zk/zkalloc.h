@@ -42,7 +42,7 @@ uint64_t zk_option_min(zk_option opt);
 uint64_t zk_option_max(zk_option opt);
 
 /* ---- size classes (zk_sizeclass.c) ------------------------------------ */
-#define ZK_NCLASSES 92          /* 4 KiB .. 64 GiB, 4 classes per power of two */
+#define ZK_NCLASSES 176         /* 4 KiB .. 64 GiB, 8 classes per power of two (zk_sizeclass.c) */
 #define ZK_MAX_CLASS_BYTES ((uint64_t)1 << 36)
 
 int zk_class_of(size_t bytes);          /* -1 when larger than the largest class */
