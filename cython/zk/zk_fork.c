@@ -93,6 +93,7 @@ static void fork_child(void)
         zk_heap_fork_adopt_leaving(census.leaving);
         census.leaving = next;
     }
+    zk_heap_fork_recount();
     zk_pool_unlock();
     zk_tcache_unlock_after_fork();
     zk_heap_unlock();

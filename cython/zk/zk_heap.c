@@ -295,19 +295,49 @@ void zk_heap_give_back(zk_region *r)
     zk_heap_unlock();
 }
 
-/* A region a dead thread was giving back when the parent forked: its pages
- * may be discarded (or its segment unmapped) already, so it can only become
- * vacant space here.  An unmapped segment is retried like a failed munmap:
- * munmap of a range already gone succeeds. */
+/* A region a dead thread was giving back when the parent forked.  Its
+ * pages may be discarded already, or its whole segment unmapped, and in
+ * that case another thread of the parent may even have mapped something
+ * new at that address before the fork: so a whole segment is only
+ * forgotten, never unmapped here (at worst the child keeps some address
+ * space it does not know of), and a span of a larger segment becomes
+ * vacant space (its segment is still mapped: only whole segments are ever
+ * unmapped).  zk_heap_fork_recount() then sets the gauges right. */
 void zk_heap_fork_adopt_leaving(zk_region *r)
 {
+    if (zk_pagemap_get((void *)r->base) == r)   /* forked before the entry was cleared */
+        zk_pagemap_clear((void *)r->base);
     r->flags &= ZK_RF_SHARED | ZK_RF_SMALL_PAGES | ZK_RF_MULTI;
+    if (whole_segment(r)) {
+        zk_region_release_descriptor(r);
+        return;
+    }
     atomic_store_explicit(&r->state, ZK_REGION_VACANT, memory_order_relaxed);
-    add_vacant((int64_t)r->bytes);
-    if (whole_segment(r))
-        unmap_segment(r);
-    else
-        settle_vacant(r);
+    settle_vacant(r);
+}
+
+typedef struct {
+    uint64_t segments, reserved, vacant, areas;
+} heap_census;
+
+static void census_span(zk_region *r, void *arg)
+{
+    heap_census *c = arg;
+    c->segments += r->addr_prev == NULL;
+    c->reserved += r->bytes;
+    c->areas += r->areas;
+    if (is_vacant(r))
+        c->vacant += r->bytes;
+}
+
+void zk_heap_fork_recount(void)
+{
+    heap_census c = {0, 0, 0, 0};
+    zk_region_foreach(census_span, &c);
+    atomic_store_explicit(&zk_stats.segments, c.segments, memory_order_relaxed);
+    atomic_store_explicit(&zk_stats.bytes_reserved, c.reserved, memory_order_relaxed);
+    atomic_store_explicit(&zk_stats.bytes_vacant, c.vacant, memory_order_relaxed);
+    atomic_store_explicit(&zk_stats.map_areas, c.areas, memory_order_relaxed);
 }
 
 /* Take `bytes` from the front of vacant span v (binned): the rest stays

@@ -92,6 +92,7 @@ void zk_heap_vacate(zk_region *r);
 void zk_heap_give_back(zk_region *r);
 /* Fork child, all locks held: a region a dead thread was giving back. */
 void zk_heap_fork_adopt_leaving(zk_region *r);
+void zk_heap_fork_recount(void);   /* fork child: segment gauges from the spans */
 /* r's pages were just moved away by mremap (its entry already cleared).  If
  * r was a whole segment, that segment is gone; else `spare` (a descriptor
  * from zk_region_descriptor) becomes the vacant span over the hole, mapped
