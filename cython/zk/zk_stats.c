@@ -81,8 +81,6 @@ void zk_stats_read(zk_stats_snapshot *out)
     out->map_areas = load(&zk_stats.map_areas);
     out->unmap_failures = load(&zk_stats.unmap_failures);
     out->unmap_pending = load(&zk_stats.unmap_pending);
-    out->arena_chunks_in_use = load(&zk_stats.arena_chunks_in_use);
-    out->arena_chunk_bytes_in_use = load(&zk_stats.arena_chunk_bytes_in_use);
     out->secret_arrays = load(&zk_stats.secret_arrays);
     out->secret_bytes = load(&zk_stats.secret_bytes);
     out->secret_mapped_bytes = load(&zk_stats.secret_mapped_bytes);
