@@ -22,10 +22,10 @@ def test_parse_size_rejects(bad):
 
 def test_configure_round_trip():
     out = zk.configure(cache_bytes="256M", min_bytes=128 * 1024, hugepages=False,
-                       lazy_zero_bytes="64M", thread_cache_bytes=0, arena_min_bytes="1M",
+                       lazy_zero_bytes="64M", thread_cache_bytes=0,
                        adaptive_zero="off")
     assert out == {"cache_bytes": 256 * MiB, "min_bytes": 128 << 10, "hugepages": 0,
-                   "lazy_zero_bytes": 64 * MiB, "thread_cache_bytes": 0, "arena_min_bytes": MiB,
+                   "lazy_zero_bytes": 64 * MiB, "thread_cache_bytes": 0,
                    "adaptive_zero": 0}
     assert zk.setting_sources()["cache_bytes"] == "configure()"
 

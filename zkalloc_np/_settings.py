@@ -21,7 +21,6 @@ ENV_VARS: dict[str, str] = {
     "hugepages": "ZKALLOC_HUGEPAGES",
     "lazy_zero_bytes": "ZKALLOC_LAZY_ZERO_BYTES",
     "thread_cache_bytes": "ZKALLOC_THREAD_CACHE_BYTES",
-    "arena_min_bytes": "ZKALLOC_ARENA_MIN_BYTES",
     "adaptive_zero": "ZKALLOC_ADAPTIVE_ZERO",
 }
 BOOLEAN_SETTINGS = frozenset({"adaptive_zero"})
@@ -127,8 +126,6 @@ def configure(**settings: Any) -> dict[str, int]:
     lazy_zero_bytes: np.zeros of at least this many bytes on a reused region
         drops its pages (MADV_DONTNEED) instead of memset; 0 = always memset.
     thread_cache_bytes: idle bytes one thread may keep without taking a lock.
-    arena_min_bytes: smallest request a phase's arena serves (a phase's own
-        min_bytes overrides it); smaller ones go to numpy's own allocator.
     adaptive_zero: np.zeros on a reused region of 256 KiB or more learns per
         size class whether its users touch few pages (then MADV_DONTNEED on
         4 KiB pages) or many (memset); off: always memset.

@@ -119,18 +119,17 @@ static void *move_to(const zk_route *route, void *ptr, size_t have, size_t size)
 static void *realloc_cached(const zk_route *route, void *ptr, size_t new_size)
 {
     bool cache_route = route->kind == ZK_ROUTE_CACHE || route->kind == ZK_ROUTE_SCOPE;
-    uint64_t tagged_bytes;
-    struct zk_scope *scope = zk_scope_untag(ptr, &tagged_bytes);
+    zk_scope_tag tag = zk_scope_untag(ptr);
     void *p = NULL;
     if (cache_route && cache_serves(new_size))
         p = zk_cache_realloc(ptr, new_size);
     /* Not for the cache, or the kernel refused a bigger region: the fallback may still have room. */
     if (p == NULL)
         p = move_to(&zk_route_passthrough, ptr, zk_cache_usable(ptr), new_size);
-    if (scope != NULL && p == NULL)
-        zk_scope_retag(scope, ptr, tagged_bytes, tagged_bytes, ZK_RETAG_FAILED);
-    else if (scope != NULL)
-        zk_scope_retag(scope, p, tagged_bytes, new_size, p == ptr ? ZK_RETAG_IN_PLACE : ZK_RETAG_MOVED);
+    if (tag.scope != NULL && p == NULL)
+        zk_scope_retag(tag, ptr, tag.bytes, ZK_RETAG_FAILED);
+    else if (tag.scope != NULL)
+        zk_scope_retag(tag, p, new_size, p == ptr ? ZK_RETAG_IN_PLACE : ZK_RETAG_MOVED);
     return p;
 }
 

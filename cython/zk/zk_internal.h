@@ -270,15 +270,20 @@ void *zk_scope_alloc(struct zk_scope *s, size_t bytes, bool zeroed);
 void zk_scope_count_small(struct zk_scope *s);
 void zk_scope_count_invalid_free(struct zk_scope *s);
 /* Take the tag off the in-use region at ptr (if it is one and tagged):
- * its scope, NULL if none, and the tagged bytes in *bytes.  Exactly one
- * caller gets a given tag.  zk_scope_untag_freed also counts the free. */
-struct zk_scope *zk_scope_untag(const void *ptr, uint64_t *bytes);
+ * scope NULL if none.  Exactly one caller gets a given tag.
+ * zk_scope_untag_freed also counts the free. */
+typedef struct {
+    struct zk_scope *scope;
+    uint64_t bytes;     /* requested bytes it was tagged with */
+    int cls;            /* the region's class then */
+} zk_scope_tag;
+zk_scope_tag zk_scope_untag(const void *ptr);
 void zk_scope_untag_freed(const void *ptr);
-/* After a realloc of a region that carried (s, old_bytes): tag the region
- * now at p with s, moving the accounting from old_bytes to bytes (dropped if
- * the fallback holds the data now).  how: which realloc counter it adds to. */
+/* After a realloc of a region that carried tag `old`: tag the region now at
+ * p with the same scope, moving the accounting to `bytes` (dropped if the
+ * fallback holds the data now).  how: which realloc counter it adds to. */
 typedef enum { ZK_RETAG_FAILED, ZK_RETAG_IN_PLACE, ZK_RETAG_MOVED } zk_retag_how;
-void zk_scope_retag(struct zk_scope *s, void *p, uint64_t old_bytes, size_t bytes, zk_retag_how how);
+void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how);
 
 /* ---- secret memory (zk_secret.c) ---------------------------------------- */
 void zk_secret_init(void);

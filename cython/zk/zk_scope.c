@@ -54,31 +54,26 @@ void zk_scope_destroy(zk_scope *s) { free(s); }
 
 /* ---- live accounting ------------------------------------------------------- */
 
-/* The class a request of `bytes` asks for (what the hot start reserves),
- * -1 when none: such requests never reach the cache. */
-static int request_class(uint64_t bytes)
-{
-    return zk_class_of(bytes != 0 ? (size_t)bytes : 1);
-}
-
-static void live_add(zk_scope *s, uint64_t bytes)
+/* Per class, the class of the region that served the request (one or two
+ * classes above the request's on a hit that took a larger region): after
+ * the phase, the cache holds exactly those regions idle, so the next run's
+ * hot start finds them there and reserves nothing. */
+static void live_add(zk_scope *s, uint64_t bytes, int cls)
 {
     zk_count(&s->live_arrays, 1);
     zk_stats_gauge_add(&s->live_bytes, &s->peak_bytes, bytes);
-    int cls = request_class(bytes);
-    if (cls >= 0) {
+    if (cls >= 0 && cls < ZK_NCLASSES) {
         int64_t now = atomic_fetch_add_explicit(&s->class_live[cls], 1, memory_order_relaxed) + 1;
         if (now > 0)
             zk_stats_raise_peak(&s->class_peak[cls], (uint64_t)now);
     }
 }
 
-static void live_sub(zk_scope *s, uint64_t bytes)
+static void live_sub(zk_scope *s, uint64_t bytes, int cls)
 {
     zk_stats_gauge_sub(&s->live_arrays, 1);
     zk_stats_gauge_sub(&s->live_bytes, bytes);
-    int cls = request_class(bytes);
-    if (cls >= 0)
+    if (cls >= 0 && cls < ZK_NCLASSES)
         atomic_fetch_sub_explicit(&s->class_live[cls], 1, memory_order_relaxed);
 }
 
@@ -119,7 +114,7 @@ void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed)
     if (p == NULL)
         return NULL;
     count_obtained(s, &ob, bytes, ns);
-    live_add(s, bytes);
+    live_add(s, bytes, ob.region->cls);
     tag(ob.region, s, bytes);
     return p;
 }
@@ -127,41 +122,39 @@ void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed)
 void zk_scope_count_small(zk_scope *s) { zk_count(&s->small_arrays, 1); }
 void zk_scope_count_invalid_free(zk_scope *s) { zk_count(&s->invalid_frees, 1); }
 
-zk_scope *zk_scope_untag(const void *ptr, uint64_t *bytes)
+zk_scope_tag zk_scope_untag(const void *ptr)
 {
-    *bytes = 0;
+    zk_scope_tag t = {NULL, 0, -1};
     if (!zk_maybe_region_start(ptr))
-        return NULL;
+        return t;
     zk_region *r = zk_pagemap_get(ptr);
     if (r == NULL || atomic_load_explicit(&r->scope, memory_order_relaxed) == NULL)
-        return NULL;
-    zk_scope *s = atomic_exchange_explicit(&r->scope, NULL, memory_order_acq_rel);
-    if (s != NULL)
-        *bytes = atomic_load_explicit(&r->scope_bytes, memory_order_relaxed);
-    return s;
+        return t;
+    t.scope = atomic_exchange_explicit(&r->scope, NULL, memory_order_acq_rel);
+    if (t.scope != NULL) {
+        t.bytes = atomic_load_explicit(&r->scope_bytes, memory_order_relaxed);
+        t.cls = r->cls;   /* stable while in use: only a realloc changes it, untagged */
+    }
+    return t;
 }
 
 void zk_scope_untag_freed(const void *ptr)
 {
-    uint64_t bytes;
-    zk_scope *s = zk_scope_untag(ptr, &bytes);
-    if (s != NULL)
-        live_sub(s, bytes);
+    zk_scope_tag t = zk_scope_untag(ptr);
+    if (t.scope != NULL)
+        live_sub(t.scope, t.bytes, t.cls);
 }
 
-void zk_scope_retag(zk_scope *s, void *p, uint64_t old_bytes, size_t bytes, zk_retag_how how)
+void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how)
 {
+    zk_scope *s = old.scope;
     if (how != ZK_RETAG_FAILED)
         zk_count(how == ZK_RETAG_MOVED ? &s->realloc_moved : &s->realloc_in_place, 1);
     zk_region *r = zk_maybe_region_start(p) ? zk_pagemap_get(p) : NULL;
-    if (r == NULL) {
-        live_sub(s, old_bytes);   /* the fallback holds it now: no longer the phase's */
-        return;
-    }
-    if (bytes != old_bytes || how == ZK_RETAG_MOVED) {
-        live_sub(s, old_bytes);
-        live_add(s, bytes);
-    }
+    live_sub(s, old.bytes, old.cls);
+    if (r == NULL)
+        return;   /* the fallback holds it now: no longer the phase's */
+    live_add(s, bytes, r->cls);
     tag(r, s, bytes);
 }
 

@@ -138,7 +138,7 @@ typedef struct {
     uint64_t invalid_frees;     /* frees through the phase's handler of regions not in use */
     uint64_t escaped_arrays, escaped_bytes;   /* live when the scope was closed */
     int closed;
-    uint64_t class_live[ZK_NCLASSES];   /* live tagged regions per requested class */
+    uint64_t class_live[ZK_NCLASSES];   /* live tagged regions per region class */
     uint64_t class_peak[ZK_NCLASSES];   /* the most of them live at once */
 } zk_scope_stats;
 
