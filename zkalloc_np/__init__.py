@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from . import _core
 from ._install import install, installed, is_installed, owns, uninstall
-from ._phase import Phase, PhaseStats, PhaseTotals, phase
+from ._phase import EscapedArray, Phase, PhaseEscapeError, PhaseEscapeWarning, PhaseStats, PhaseTotals, phase
 from ._secret import (SecretInfo, SecretMemoryError, SecretWarning, is_secret, secret, secret_empty,
                       secret_info, secret_zeros)
 from ._settings import configure, load_environment
@@ -26,7 +26,7 @@ from ._settings import sources as setting_sources
 from ._stats import ClassStats, Stats
 
 __all__ = [
-    "ClassStats", "Phase", "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
+    "ClassStats", "EscapedArray", "Phase", "PhaseEscapeError", "PhaseEscapeWarning", "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
     "SecretWarning", "Stats", "check", "configure", "install", "installed", "is_installed",
     "is_secret", "owns", "phase", "release", "reserve", "reset_stats", "secret", "secret_empty",
     "secret_info", "secret_zeros", "setting_sources", "settings", "soften", "stats", "uninstall",

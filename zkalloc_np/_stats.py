@@ -79,8 +79,7 @@ class Stats:
     limit); unmap_pending segments are kept, counted, and retried by
     release().
 
-    arena_chunk*_in_use: cache regions phases hold as arena chunks (counted in
-    bytes_in_use too).  secret_*: secret arrays live now (arrays, bytes,
+    secret_*: secret arrays live now (arrays, bytes,
     mapped_bytes with guard pages, locked_bytes), and events: allocs,
     wiped_arrays/bytes (freed and wiped), unprotected (strict=False arrays
     that lack a protection), failures (refused allocations).  Secret memory
@@ -125,8 +124,6 @@ class Stats:
     map_areas: int
     unmap_failures: int
     unmap_pending: int
-    arena_chunks_in_use: int
-    arena_chunk_bytes_in_use: int
     secret_arrays: int
     secret_bytes: int
     secret_mapped_bytes: int
@@ -170,7 +167,7 @@ class Stats:
         for name, totals in self.phases.items():
             lines.append(f"  phase {name!r}: {totals.phases} runs, {totals.arrays} arrays, "
                          f"{fmt_bytes(totals.bytes_allocated)} allocated, peak {fmt_bytes(totals.peak_bytes)}, "
-                         f"{totals.escaped_arrays} escaped")
+                         f"{totals.misses} misses, {totals.escaped_arrays} escaped")
         for c in self.classes:
             lines.append(f"  class {fmt_bytes(c.bytes):>10}: {c.hits} hits, {c.misses} misses, "
                          f"{c.in_use} in use, {c.cached} cached")
