@@ -325,6 +325,18 @@ def test_targets_verdicts_met_missed_and_noise():
     assert verdicts["expr_churn 32 MiB zkalloc no slower than default"] == "MISSED"
 
 
+def test_phase_targets_time_and_rss_against_installed():
+    """Issue 13: zkalloc-phase within 1.05x of zkalloc's time and 1.10x of its peak RSS."""
+    from bench import targets
+
+    def rec(alloc, t, rss):
+        return {"allocator": alloc, "pattern": "expr_churn", "size": 32 * MiB, "median_s": t,
+                "pass_median_s": [t], "peak_rss_bytes": rss, "pass_peak_rss_bytes": [rss]}
+    verdicts = {what: v for what, v, _ in targets.check([rec("zkalloc", 1.0, 100), rec("zkalloc-phase", 1.04, 120)])}
+    assert verdicts["expr_churn 32 MiB zkalloc-phase time <= 1.05x zkalloc's"] == "met"
+    assert verdicts["expr_churn 32 MiB zkalloc-phase peak RSS <= 1.10x zkalloc's"] == "MISSED"
+
+
 def test_prover_targets_cold_warm_rss_and_faults():
     """Issue 12's targets on stark_prove / grow: time against the best of
     default and the peers, RSS against default, faults against glibc-tuned."""

@@ -40,6 +40,7 @@ from . import _fri, _merkle
 from ._timing import Body, runner
 
 PATTERN = "stark_prove"
+PHASE_ROUNDS = True   # zkalloc-phase runs each round (one proof) inside zkalloc.phase()
 UNIT = "log2n"
 SIZES = [14, 16]      # trace rows; LDE of 2^17 and 2^19 points
 TEST_SIZE = 9
