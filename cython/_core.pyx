@@ -10,7 +10,7 @@ from cpython.pycapsule cimport (PyCapsule_New, PyCapsule_GetPointer, PyCapsule_S
                                PyCapsule_GetDestructor, PyCapsule_IsValid)
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint8_t, uint64_t, uintptr_t
-from libc.string cimport memcpy, strncpy
+from libc.string cimport memcpy, memset, strncpy
 
 cimport numpy as cnp
 
@@ -118,6 +118,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t hits, misses, repurposed, fresh_bytes, alloc_ns
         uint64_t realloc_in_place, realloc_moved, invalid_frees
         uint64_t escaped_arrays, escaped_bytes
+        uint64_t peak_region_bytes
         int closed
         uint64_t class_live[92]
         uint64_t class_peak[92]
@@ -128,7 +129,7 @@ cdef extern from "zkalloc.h" nogil:
     void zk_scope_stats_read(zk_scope *s, zk_scope_stats *out)
     int zk_scope_owns(zk_scope *s, const void *ptr)
     size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *nbytes, size_t max)
-    uint64_t zk_scope_warm(const uint64_t *need)
+    uint64_t zk_scope_warm(const uint64_t *need, uint64_t peak_bytes)
 
     enum:
         ZK_SECRET_GUARDED
@@ -263,13 +264,24 @@ def scope_owns(capsule, uintptr_t address):
 
 
 def scope_stats(capsule):
-    """The phase's counters as a dict; class_live / class_peak as lists."""
+    """The phase's counters as a dict; class_live / class_peak as
+    {class bytes: count} of the classes that have any."""
     cdef zk_scope_stats st
     zk_scope_stats_read(scope_of(capsule), &st)
-    cdef dict out = st
-    out["class_live"] = [st.class_live[c] for c in range(ZK_NCLASSES)]
-    out["class_peak"] = [st.class_peak[c] for c in range(ZK_NCLASSES)]
-    return out
+    cdef dict live = {}, peak = {}
+    cdef int c
+    for c in range(ZK_NCLASSES):
+        if st.class_live[c]:
+            live[zk_class_bytes(c)] = st.class_live[c]
+        if st.class_peak[c]:
+            peak[zk_class_bytes(c)] = st.class_peak[c]
+    return {"arrays": st.arrays, "bytes_allocated": st.bytes_allocated, "live_arrays": st.live_arrays,
+            "live_bytes": st.live_bytes, "peak_bytes": st.peak_bytes, "small_arrays": st.small_arrays,
+            "hits": st.hits, "misses": st.misses, "repurposed": st.repurposed, "fresh_bytes": st.fresh_bytes,
+            "alloc_ns": st.alloc_ns, "realloc_in_place": st.realloc_in_place, "realloc_moved": st.realloc_moved,
+            "invalid_frees": st.invalid_frees, "escaped_arrays": st.escaped_arrays,
+            "escaped_bytes": st.escaped_bytes, "peak_region_bytes": st.peak_region_bytes,
+            "closed": st.closed, "class_live": live, "class_peak": peak}
 
 
 def scope_live(capsule):
@@ -298,17 +310,21 @@ def scope_live(capsule):
         n = got
 
 
-def warm(need):
-    """Hot start: make sure need[c] idle regions of each class c are resident,
-    best effort; returns the bytes of regions it had to add."""
+def warm(dict need, uint64_t peak_bytes):
+    """Hot start: make sure need[class bytes] idle regions of each class are
+    resident, faulting in at most peak_bytes less the idle bytes cached,
+    best effort; returns the bytes it mapped fresh."""
     cdef uint64_t counts[92]
     cdef uint64_t added
-    if len(need) != ZK_NCLASSES:
-        raise ValueError(f"warm: expected {ZK_NCLASSES} counts, got {len(need)}")
-    for c in range(ZK_NCLASSES):
-        counts[c] = need[c]
+    cdef int cls
+    memset(counts, 0, sizeof(counts))
+    for nbytes, count in need.items():
+        cls = zk_class_of(nbytes)
+        if cls < 0:
+            raise ValueError(f"warm: {nbytes} bytes is larger than the largest class")
+        counts[cls] += count
     with nogil:
-        added = zk_scope_warm(counts)
+        added = zk_scope_warm(counts, peak_bytes)
     return added
 
 

@@ -58,6 +58,11 @@ def enter(capsule: Any) -> _Entry:
 def leave(entry: _Entry) -> None:
     """End the block `entry` began (see the module docstring for crossed blocks)."""
     stack = _stack.get()
+    if stack and stack[-1] is entry:   # the nested case, and the common one
+        _restore_if_current(entry)
+        _stack.set(stack[:-1])
+        entry.previous = None
+        return
     index = next((i for i, e in enumerate(stack) if e is entry), None)
     if index is None:
         # Entered in another context (a copy made inside the block): this

@@ -148,7 +148,10 @@ class PhaseStats:
 class PhaseTotals:
     """All finished phases of one name, summed (peak_bytes is the largest peak).
     working_set: the last run's working set, {class bytes: most regions of
-    that class live at once}: what the next run's hot start makes resident."""
+    that class live at once}, and working_set_bytes, the most bytes of
+    regions live at once: what the next run's hot start makes resident
+    (per-class peaks need not coincide, so it faults in at most
+    working_set_bytes, less what the cache already holds idle)."""
 
     phases: int = 0
     arrays: int = 0
@@ -161,19 +164,22 @@ class PhaseTotals:
     escaped_bytes: int = 0
     alloc_seconds: float = 0.0
     working_set: dict[int, int] = field(default_factory=dict)
+    working_set_bytes: int = 0
 
-    def add(self, st: PhaseStats, working_set: dict[int, int]) -> None:
+    def add(self, raw: dict[str, Any]) -> None:
+        """One finished run, from the core's counters (_core.scope_stats)."""
         self.phases += 1
-        self.arrays += st.arrays
-        self.bytes_allocated += st.bytes_allocated
-        self.peak_bytes = max(self.peak_bytes, st.peak_bytes)
-        self.hits += st.hits
-        self.misses += st.misses
-        self.fresh_bytes += st.fresh_bytes
-        self.escaped_arrays += st.escaped_arrays
-        self.escaped_bytes += st.escaped_bytes
-        self.alloc_seconds += st.alloc_seconds
-        self.working_set = dict(working_set)
+        self.arrays += raw["arrays"]
+        self.bytes_allocated += raw["bytes_allocated"]
+        self.peak_bytes = max(self.peak_bytes, raw["peak_bytes"])
+        self.hits += raw["hits"]
+        self.misses += raw["misses"]
+        self.fresh_bytes += raw["fresh_bytes"]
+        self.escaped_arrays += raw["escaped_arrays"]
+        self.escaped_bytes += raw["escaped_bytes"]
+        self.alloc_seconds += raw["alloc_ns"] / 1e9
+        self.working_set = raw["class_peak"]
+        self.working_set_bytes = raw["peak_region_bytes"]
 
 
 _totals: dict[str, PhaseTotals] = {}
@@ -191,16 +197,15 @@ def reset_phase_totals() -> None:
         _totals.clear()
 
 
-def _learned_need(name: str | None) -> list[int]:
-    need = [0] * _core.NCLASSES
+def _learned_need(name: str | None) -> tuple[dict[int, int], int]:
+    """The last run's working set of a named phase and its peak bytes."""
     if name is None:
-        return need
+        return {}, 0
     with _totals_lock:
         totals = _totals.get(name)
-        working_set = dict(totals.working_set) if totals is not None else {}
-    for nbytes, count in working_set.items():
-        need[_core.class_of(nbytes)] = count
-    return need
+        if totals is None:
+            return {}, 0
+        return dict(totals.working_set), totals.working_set_bytes
 
 
 def _fmt(n: int) -> str:
@@ -268,13 +273,15 @@ class Phase:
     def _hot_start(self) -> None:
         """Make the learned working set (and capacity=) resident.  Best effort:
         the cap bounds it, and nothing it meets fails the entry."""
-        need = _learned_need(self.name if self._named else None)
+        need, peak = _learned_need(self.name if self._named else None)
         if self.capacity is not None:
-            need[_core.class_of(self.capacity)] += 1
-        if not any(need):
+            region = _core.class_bytes(_core.class_of(self.capacity))
+            need[region] = need.get(region, 0) + 1
+            peak += region
+        if not need:
             return
         try:
-            self._hot_start_bytes = _core.warm(need)
+            self._hot_start_bytes = _core.warm(need, peak)
         except MemoryError:   # pragma: no cover - the core reports failure by reserving less
             self._hot_start_bytes = 0
 
@@ -291,12 +298,13 @@ class Phase:
         if self.release_after:
             self._released_bytes = _core.trim_to(self._cached_at_entry)
         raw = _core.scope_stats(self._capsule)
-        final = self._stats_from(raw)
-        working_set = {_core.class_bytes(c): n for c, n in enumerate(raw["class_peak"]) if n}
         with _totals_lock:
-            _totals.setdefault(self.name, PhaseTotals()).add(final, working_set)
+            totals = _totals.get(self.name)
+            if totals is None:
+                totals = _totals[self.name] = PhaseTotals()
+            totals.add(raw)
         try:
-            if final.escaped_arrays and self.on_escape != "ignore" and exc_type is None:
+            if raw["escaped_arrays"] and self.on_escape != "ignore" and exc_type is None:
                 self._report_escapes(sys._getframe(1))
         finally:
             if self._started_tracemalloc:
@@ -327,18 +335,18 @@ class Phase:
         return self._stats_from(raw)
 
     def _stats_from(self, raw: dict[str, Any] | None) -> PhaseStats:
-        get = (lambda key: raw[key]) if raw is not None else (lambda key: 0)
+        raw = raw if raw is not None else _EMPTY
         return PhaseStats(
             name=self.name, capacity=self.capacity,
-            arrays=get("arrays"), bytes_allocated=get("bytes_allocated"), peak_bytes=get("peak_bytes"),
-            live_arrays=get("live_arrays"), live_bytes=get("live_bytes"), small_arrays=get("small_arrays"),
-            hits=get("hits"), misses=get("misses"), repurposed=get("repurposed"), fresh_bytes=get("fresh_bytes"),
-            alloc_seconds=get("alloc_ns") / 1e9, hot_start_bytes=self._hot_start_bytes,
+            arrays=raw["arrays"], bytes_allocated=raw["bytes_allocated"], peak_bytes=raw["peak_bytes"],
+            live_arrays=raw["live_arrays"], live_bytes=raw["live_bytes"], small_arrays=raw["small_arrays"],
+            hits=raw["hits"], misses=raw["misses"], repurposed=raw["repurposed"], fresh_bytes=raw["fresh_bytes"],
+            alloc_seconds=raw["alloc_ns"] / 1e9, hot_start_bytes=self._hot_start_bytes,
             released_bytes=self._released_bytes,
-            realloc_in_place=get("realloc_in_place"), realloc_moved=get("realloc_moved"),
-            invalid_frees=get("invalid_frees"), escaped_arrays=get("escaped_arrays"),
-            escaped_bytes=get("escaped_bytes"),
-            closed=bool(get("closed")) or self._state == "closed",
+            realloc_in_place=raw["realloc_in_place"], realloc_moved=raw["realloc_moved"],
+            invalid_frees=raw["invalid_frees"], escaped_arrays=raw["escaped_arrays"],
+            escaped_bytes=raw["escaped_bytes"],
+            closed=bool(raw["closed"]) or self._state == "closed",
         )
 
     def owns(self, array: np.ndarray) -> bool:
@@ -348,6 +356,12 @@ class Phase:
         if address is None or self._capsule is None:
             return False
         return _core.scope_owns(self._capsule, address)
+
+
+_EMPTY: dict[str, int] = dict.fromkeys(
+    ("arrays", "bytes_allocated", "peak_bytes", "live_arrays", "live_bytes", "small_arrays", "hits", "misses",
+     "repurposed", "fresh_bytes", "alloc_ns", "realloc_in_place", "realloc_moved", "invalid_frees",
+     "escaped_arrays", "escaped_bytes", "closed"), 0)
 
 
 # ---- finding escaped arrays --------------------------------------------------

@@ -32,6 +32,7 @@ struct zk_scope {
     _Atomic uint64_t hits, misses, repurposed, fresh_bytes, alloc_ns;
     _Atomic uint64_t realloc_in_place, realloc_moved, invalid_frees;
     _Atomic uint64_t escaped_arrays, escaped_bytes;
+    _Atomic uint64_t region_bytes, peak_region_bytes;   /* live regions' class bytes */
     _Atomic int closed;
     _Atomic int64_t class_live[ZK_NCLASSES];   /* may dip below 0 transiently: signed */
     _Atomic uint64_t class_peak[ZK_NCLASSES];
@@ -63,6 +64,7 @@ static void live_add(zk_scope *s, uint64_t bytes, int cls)
     zk_count(&s->live_arrays, 1);
     zk_stats_gauge_add(&s->live_bytes, &s->peak_bytes, bytes);
     if (cls >= 0 && cls < ZK_NCLASSES) {
+        zk_stats_gauge_add(&s->region_bytes, &s->peak_region_bytes, zk_class_bytes(cls));
         int64_t now = atomic_fetch_add_explicit(&s->class_live[cls], 1, memory_order_relaxed) + 1;
         if (now > 0)
             zk_stats_raise_peak(&s->class_peak[cls], (uint64_t)now);
@@ -73,8 +75,10 @@ static void live_sub(zk_scope *s, uint64_t bytes, int cls)
 {
     zk_stats_gauge_sub(&s->live_arrays, 1);
     zk_stats_gauge_sub(&s->live_bytes, bytes);
-    if (cls >= 0 && cls < ZK_NCLASSES)
+    if (cls >= 0 && cls < ZK_NCLASSES) {
+        zk_stats_gauge_sub(&s->region_bytes, zk_class_bytes(cls));
         atomic_fetch_sub_explicit(&s->class_live[cls], 1, memory_order_relaxed);
+    }
 }
 
 static void tag(zk_region *r, zk_scope *s, uint64_t bytes)
@@ -186,6 +190,7 @@ void zk_scope_stats_read(zk_scope *s, zk_scope_stats *out)
     out->invalid_frees = load(&s->invalid_frees);
     out->escaped_arrays = load(&s->escaped_arrays);
     out->escaped_bytes = load(&s->escaped_bytes);
+    out->peak_region_bytes = load(&s->peak_region_bytes);
     out->closed = atomic_load_explicit(&s->closed, memory_order_relaxed);
     for (int c = 0; c < ZK_NCLASSES; c++) {
         int64_t live = atomic_load_explicit(&s->class_live[c], memory_order_relaxed);
@@ -233,7 +238,8 @@ size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *bytes, size_t 
 /* ---- hot start ------------------------------------------------------------------- */
 
 /* Take n regions of class c from the cache (resident ones first), holding
- * them on *held; fresh ones are faulted in now.  Stops at the byte budget. */
+ * them on *held; fresh ones are faulted in now.  Stops once the fresh bytes
+ * would exceed *budget. */
 static uint64_t take_class(int c, uint64_t n, zk_region **held, uint64_t *budget)
 {
     uint64_t added = 0;
@@ -242,27 +248,34 @@ static uint64_t take_class(int c, uint64_t n, zk_region **held, uint64_t *budget
         zk_obtained ob;
         if (zk_cache_obtain(bytes, false, &ob) == NULL)
             break;   /* the kernel refused: best effort */
-        if (!ob.hit) {
+        if (!ob.hit)
             (void)zk_os_populate((void *)ob.region->base, ob.region->bytes);
-            added += ob.region->bytes;
-        }
-        *budget -= ob.region->bytes;
+        added += ob.fresh_bytes;
+        *budget -= ob.fresh_bytes < *budget ? ob.fresh_bytes : *budget;
         ob.region->free_next = *held;
         *held = ob.region;
     }
     return added;
 }
 
-uint64_t zk_scope_warm(const uint64_t need[ZK_NCLASSES])
+uint64_t zk_scope_warm(const uint64_t need[ZK_NCLASSES], uint64_t peak_bytes)
 {
     /* Every region is held until all classes are served, then freed into the
      * cache together: reserving one class at a time (zk_cache_reserve) would
      * let a later class's miss carve up or gather the idle regions just
-     * reserved for another.  The budget is the cap: more would only be
-     * evicted again.  Largest classes first: their faults cost the most. */
-    uint64_t budget = zk_opt_cache_bytes(), added = 0;
+     * reserved for another.  Fresh memory is bounded by the last run's peak
+     * (the per-class peaks need not coincide: their sum can exceed it) less
+     * what the cache already holds idle, which a miss can repurpose without
+     * a fault; and by the cap.  Largest classes first: their faults cost the
+     * most. */
+    uint64_t cap = zk_opt_cache_bytes();
+    uint64_t target = peak_bytes < cap ? peak_bytes : cap;
+    uint64_t cached = atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed);
+    if (cached >= target)
+        return 0;
+    uint64_t budget = target - cached, added = 0;
     zk_region *held = NULL;
-    for (int c = ZK_NCLASSES - 1; c >= 0; c--) {
+    for (int c = ZK_NCLASSES - 1; c >= 0 && budget > 0; c--) {
         int64_t have = atomic_load_explicit(&zk_stats.class_cached[c], memory_order_relaxed);
         if (need[c] != 0 && (have < 0 || (uint64_t)have < need[c]))
             added += take_class(c, need[c], &held, &budget);

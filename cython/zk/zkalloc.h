@@ -137,6 +137,7 @@ typedef struct {
     uint64_t realloc_in_place, realloc_moved;
     uint64_t invalid_frees;     /* frees through the phase's handler of regions not in use */
     uint64_t escaped_arrays, escaped_bytes;   /* live when the scope was closed */
+    uint64_t peak_region_bytes; /* the most bytes of regions (class sizes) live at once */
     int closed;
     uint64_t class_live[ZK_NCLASSES];   /* live tagged regions per region class */
     uint64_t class_peak[ZK_NCLASSES];   /* the most of them live at once */
@@ -157,9 +158,10 @@ int zk_scope_owns(zk_scope *s, const void *ptr);
  * (address, requested bytes) pairs, returns how many there are. */
 size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *bytes, size_t max);
 /* Hot start: make sure need[c] idle regions of each class c are resident,
- * best effort (the cap and the kernel may refuse some).  Returns the bytes of
- * regions it had to add (0 when the cache already held them). */
-uint64_t zk_scope_warm(const uint64_t need[ZK_NCLASSES]);
+ * best effort, faulting in at most peak_bytes (the last run's
+ * peak_region_bytes) less what the cache holds idle, and never beyond the
+ * cap.  Returns the bytes it mapped fresh (0 when the cache held enough). */
+uint64_t zk_scope_warm(const uint64_t need[ZK_NCLASSES], uint64_t peak_bytes);
 
 /* ---- secret memory (zk_secret.c) --------------------------------------- */
 enum {

@@ -396,11 +396,14 @@ static void test_scope_warm_and_trim(void)
     int c = zk_class_of(3 * MiB);
     need[c] = 2;
     need[zk_class_of(128 * KiB)] = 3;
-    uint64_t added = zk_scope_warm(need);
+    uint64_t added = zk_scope_warm(need, (uint64_t)1 << 40);
     CHECK(added == 2 * zk_class_bytes(c) + 3 * zk_class_bytes(zk_class_of(128 * KiB)));
     stats(&s);
     CHECK(s.class_cached[c] == 2 && s.class_cached[zk_class_of(128 * KiB)] == 3);
-    CHECK(zk_scope_warm(need) == 0);                     /* resident already: nothing to add */
+    CHECK(zk_scope_warm(need, (uint64_t)1 << 40) == 0);  /* resident already: nothing to add */
+    need[zk_class_of(16 * MiB)] = 4;                     /* idle bytes already cover this peak: nothing */
+    CHECK(zk_scope_warm(need, 2 * zk_class_bytes(c)) == 0);
+    need[zk_class_of(16 * MiB)] = 0;
     zk_scope *sc = zk_scope_create();
     void *p[2] = {zk_h_malloc(zk_scope_route(sc), 3 * MiB), zk_h_malloc(zk_scope_route(sc), 3 * MiB)};
     CHECK(scope_read(sc).hits == 2 && scope_read(sc).misses == 0 && scope_read(sc).fresh_bytes == 0);
@@ -416,7 +419,7 @@ static void test_scope_warm_and_trim(void)
     CHECK(s.bytes_cached <= mark);
     CHECK(zk_cache_trim_to(s.bytes_cached) == 0);
     need[c] = (uint64_t)1 << 40;                         /* more than the cap: best effort, no failure */
-    (void)zk_scope_warm(need);
+    (void)zk_scope_warm(need, (uint64_t)1 << 40);
     stats(&s);
     CHECK(s.bytes_cached <= zk_option_get(ZK_OPT_CACHE_BYTES));
     zk_cache_release();
