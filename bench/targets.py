@@ -1,5 +1,6 @@
 """Check a saved run against the speed targets of the benchmark issues
-(and issue 12's time, RSS and fault targets on the prover-shaped patterns).
+(and issue 12's time, RSS and fault targets on the prover-shaped patterns,
+issue 13's: a phase per round costs no time or RSS over installed()).
 
 ``python -m bench.targets RESULTS.json`` prints one line per target and
 comparison: the ratio measured and whether it is met.  Ratios within one
@@ -85,6 +86,23 @@ def check_idle(where: str, zk: str, rows: dict[str, Any]) -> list[tuple[str, str
     return out
 
 
+def check_phase(where: str, rows: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Issue 13's targets: each round in a phase (zkalloc-phase) costs no
+    time or memory over the same rounds under installed() (zkalloc): time
+    within 1.05x, peak RSS within 1.10x."""
+    if "zkalloc-phase" not in rows or "zkalloc" not in rows:
+        return []
+    me, base = rows["zkalloc-phase"], rows["zkalloc"]
+    out: list[tuple[str, str, str]] = []
+    for key, what, goal in (("median_s", "time", 1.05), ("peak_rss_bytes", "peak RSS", 1.10)):
+        if key in me and key in base and me[key] > 0:
+            r = me[key] / base[key]
+            spread = max(noise(me, key), noise(base, key))
+            out.append((f"{where} zkalloc-phase {what} <= {goal:.2f}x zkalloc's", _verdict(goal / r, 1.0, spread),
+                        f"{r:.2f}x zkalloc's (pass spread {spread:.2f})"))
+    return out
+
+
 def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(what, verdict, detail) for every target the records can decide;
     verdict is "met", "MISSED" or "noise" (missed by less than the pass-to-pass
@@ -92,6 +110,7 @@ def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     for pattern, size, rows in groups(records):
         where = f"{pattern} {size_label(pattern, size)}"
+        out += check_phase(where, rows)
         peers = {p: rows[p]["median_s"] for p in PEERS if p in rows}
         best_peer = min(peers, key=lambda p: peers[p]) if peers else None
         for zk in ZK:

@@ -10,7 +10,7 @@ from cpython.pycapsule cimport (PyCapsule_New, PyCapsule_GetPointer, PyCapsule_S
                                PyCapsule_GetDestructor, PyCapsule_IsValid)
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint8_t, uint64_t, uintptr_t
-from libc.string cimport memcpy, strncpy
+from libc.string cimport memcpy, memset, strncpy
 
 cimport numpy as cnp
 
@@ -46,7 +46,6 @@ cdef extern from "zkalloc.h" nogil:
         ZK_OPT_HUGEPAGES
         ZK_OPT_LAZY_ZERO_BYTES
         ZK_OPT_THREAD_CACHE_BYTES
-        ZK_OPT_ARENA_MIN_BYTES
         ZK_OPT_ADAPTIVE_ZERO
         ZK_OPT_DECAY_MS
         ZK_OPT_BACKGROUND
@@ -62,6 +61,7 @@ cdef extern from "zkalloc.h" nogil:
     size_t zk_cache_soften()
     size_t zk_cache_idle_resident()
     size_t zk_cache_release()
+    size_t zk_cache_trim_to(size_t nbytes)
     int zk_cache_reserve(size_t nbytes, int count)
     size_t zk_cache_usable(const void *ptr)
     int zk_check(const char **what)
@@ -80,10 +80,10 @@ cdef extern from "zkalloc.h" nogil:
         void *(*calloc)(void *ctx, size_t nelem, size_t elsize)
         void *(*realloc)(void *ctx, void *ptr, size_t new_size)
         void (*free)(void *ctx, void *ptr, size_t size)
-    ctypedef struct zk_arena:
+    ctypedef struct zk_scope:
         pass
     ctypedef struct zk_route:
-        zk_arena *arena
+        zk_scope *scope
     zk_route zk_route_cache
     zk_route zk_route_passthrough
     zk_route zk_route_secret_strict
@@ -108,7 +108,6 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending
         uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread
         uint64_t prefaulted_bytes, prefault_hits, prefault_idle_bytes, worker_cpu_ns, worker_running
-        uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use
         uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes
         uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes
         uint64_t secret_unprotected, secret_failures
@@ -120,18 +119,23 @@ cdef extern from "zkalloc.h" nogil:
     void zk_stats_read(zk_stats_snapshot *out)
     void zk_stats_reset_counters()
 
-    ctypedef struct zk_arena_stats:
-        uint64_t arrays, bytes_allocated, live_arrays, live_bytes, peak_bytes
-        uint64_t chunks, chunk_bytes, chunks_reused, grown_chunks, rewinds, small_allocs
-        uint64_t realloc_in_place, realloc_moved, invalid_frees, failures
-        uint64_t escaped_arrays, escaped_bytes, pinned_chunks, reset_ns
+    ctypedef struct zk_scope_stats:
+        uint64_t arrays, bytes_allocated, live_arrays, live_bytes, peak_bytes, small_arrays
+        uint64_t hits, misses, repurposed, fresh_bytes, alloc_ns
+        uint64_t realloc_in_place, realloc_moved, invalid_frees
+        uint64_t escaped_arrays, escaped_bytes
+        uint64_t peak_region_bytes
         int closed
-    zk_arena *zk_arena_create(size_t capacity, size_t min_bytes, size_t first_chunk_bytes)
-    zk_route *zk_arena_route(zk_arena *a)
-    void zk_arena_reset(zk_arena *a)
-    void zk_arena_destroy(zk_arena *a)
-    void zk_arena_stats_read(zk_arena *a, zk_arena_stats *out)
-    size_t zk_arena_usable(zk_arena *a, const void *ptr)
+        uint64_t class_live[92]
+        uint64_t class_peak[92]
+    zk_scope *zk_scope_create()
+    zk_route *zk_scope_route(zk_scope *s)
+    void zk_scope_close(zk_scope *s)
+    void zk_scope_destroy(zk_scope *s)
+    void zk_scope_stats_read(zk_scope *s, zk_scope_stats *out)
+    int zk_scope_owns(zk_scope *s, const void *ptr)
+    size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *nbytes, size_t max)
+    uint64_t zk_scope_warm(const uint64_t *need, uint64_t peak_bytes)
 
     enum:
         ZK_SECRET_GUARDED
@@ -161,7 +165,6 @@ OPTIONS = {
     "hugepages": ZK_OPT_HUGEPAGES,
     "lazy_zero_bytes": ZK_OPT_LAZY_ZERO_BYTES,
     "thread_cache_bytes": ZK_OPT_THREAD_CACHE_BYTES,
-    "arena_min_bytes": ZK_OPT_ARENA_MIN_BYTES,
     "adaptive_zero": ZK_OPT_ADAPTIVE_ZERO,
     "decay_ms": ZK_OPT_DECAY_MS,
     "background": ZK_OPT_BACKGROUND,
@@ -225,56 +228,121 @@ secret_capsules = {
 }
 
 
-# ---- phases: one handler capsule per arena --------------------------------
+# ---- phases: one handler capsule per scope --------------------------------
 # numpy keeps a reference to the capsule in every array it allocated through
-# it, so the capsule (and the arena it owns) lives exactly as long as the last
-# such array: the destructor is where the arena may go.
+# it, so the capsule (and the scope it owns) lives exactly as long as the last
+# such array: the destructor is where the scope may go, and no region can
+# still carry its tag then.
 
-cdef void destroy_arena_capsule(object capsule) noexcept:
+cdef void destroy_scope_capsule(object capsule) noexcept:
     cdef PyDataMem_Handler *h = <PyDataMem_Handler *>PyCapsule_GetPointer(capsule, "mem_handler")
-    zk_arena_destroy((<zk_route *>h.allocator.ctx).arena)
+    zk_scope_destroy((<zk_route *>h.allocator.ctx).scope)
     free(h)
 
 
-cdef zk_arena *arena_of(object capsule) except NULL:
+cdef zk_scope *scope_of(object capsule) except NULL:
     if not PyCapsule_IsValid(capsule, "mem_handler") or \
-            PyCapsule_GetDestructor(capsule) != <void *>destroy_arena_capsule:
+            PyCapsule_GetDestructor(capsule) != <void *>destroy_scope_capsule:
         raise TypeError("not a phase capsule")
     cdef PyDataMem_Handler *h = <PyDataMem_Handler *>PyCapsule_GetPointer(capsule, "mem_handler")
-    return (<zk_route *>h.allocator.ctx).arena
+    return (<zk_route *>h.allocator.ctx).scope
 
 
-def arena_capsule(size_t capacity, size_t min_bytes, size_t first_chunk_bytes):
-    """A new arena behind its own handler capsule (name "zkalloc-phase")."""
-    cdef zk_arena *a
-    with nogil:
-        a = zk_arena_create(capacity, min_bytes, first_chunk_bytes)
-    if a == NULL:
-        raise MemoryError(f"phase: could not reserve an arena of {capacity} bytes")
+def scope_capsule():
+    """A new phase scope behind its own handler capsule (name "zkalloc-phase")."""
+    cdef zk_scope *s = zk_scope_create()
+    if s == NULL:
+        raise MemoryError("phase: no memory for its counters")
     cdef PyDataMem_Handler *h = <PyDataMem_Handler *>malloc(sizeof(PyDataMem_Handler))
     if h == NULL:
-        zk_arena_destroy(a)
+        zk_scope_destroy(s)
         raise MemoryError("phase: no memory for a handler")
-    fill_handler(h, b"zkalloc-phase", zk_arena_route(a))
-    return PyCapsule_New(h, "mem_handler", destroy_arena_capsule)
+    fill_handler(h, b"zkalloc-phase", zk_scope_route(s))
+    return PyCapsule_New(h, "mem_handler", destroy_scope_capsule)
 
 
-def arena_reset(capsule):
-    """Close the capsule's arena (O(chunks)); later requests go to the cache."""
-    cdef zk_arena *a = arena_of(capsule)
+def scope_close(capsule):
+    """End the phase: later requests through the capsule are plain cache requests."""
+    zk_scope_close(scope_of(capsule))
+
+
+def scope_owns(capsule, uintptr_t address):
+    """Whether address starts a live region the capsule's phase allocated."""
+    return bool(zk_scope_owns(scope_of(capsule), <void *>address))
+
+
+def scope_stats(capsule):
+    """The phase's counters as a dict; class_live / class_peak as
+    {class bytes: count} of the classes that have any."""
+    cdef zk_scope_stats st
+    zk_scope_stats_read(scope_of(capsule), &st)
+    cdef dict live = {}, peak = {}
+    cdef int c
+    for c in range(ZK_NCLASSES):
+        if st.class_live[c]:
+            live[zk_class_bytes(c)] = st.class_live[c]
+        if st.class_peak[c]:
+            peak[zk_class_bytes(c)] = st.class_peak[c]
+    return {"arrays": st.arrays, "bytes_allocated": st.bytes_allocated, "live_arrays": st.live_arrays,
+            "live_bytes": st.live_bytes, "peak_bytes": st.peak_bytes, "small_arrays": st.small_arrays,
+            "hits": st.hits, "misses": st.misses, "repurposed": st.repurposed, "fresh_bytes": st.fresh_bytes,
+            "alloc_ns": st.alloc_ns, "realloc_in_place": st.realloc_in_place, "realloc_moved": st.realloc_moved,
+            "invalid_frees": st.invalid_frees, "escaped_arrays": st.escaped_arrays,
+            "escaped_bytes": st.escaped_bytes, "peak_region_bytes": st.peak_region_bytes,
+            "closed": st.closed, "class_live": live, "class_peak": peak}
+
+
+def scope_live(capsule):
+    """[(address, requested bytes)] of the phase's live regions (walks every descriptor)."""
+    cdef zk_scope *s = scope_of(capsule)
+    cdef size_t n = zk_scope_live(s, NULL, NULL, 0)
+    cdef size_t got
+    cdef uintptr_t *addresses
+    cdef uint64_t *nbytes
+    while True:
+        n += 16   # more may have appeared since the count
+        addresses = <uintptr_t *>malloc(n * sizeof(uintptr_t))
+        nbytes = <uint64_t *>malloc(n * sizeof(uint64_t))
+        if addresses == NULL or nbytes == NULL:
+            free(addresses)
+            free(nbytes)
+            raise MemoryError("phase: no memory to list its live arrays")
+        got = zk_scope_live(s, addresses, nbytes, n)
+        if got <= n:
+            out = [(addresses[i], nbytes[i]) for i in range(got)]
+            free(addresses)
+            free(nbytes)
+            return out
+        free(addresses)
+        free(nbytes)
+        n = got
+
+
+def warm(dict need, uint64_t peak_bytes):
+    """Hot start: make sure need[class bytes] idle regions of each class are
+    resident, faulting in at most peak_bytes less the idle bytes cached,
+    best effort; returns the bytes it mapped fresh."""
+    cdef uint64_t counts[92]
+    cdef uint64_t added
+    cdef int cls
+    memset(counts, 0, sizeof(counts))
+    for nbytes, count in need.items():
+        cls = zk_class_of(nbytes)
+        if cls < 0:
+            raise ValueError(f"warm: {nbytes} bytes is larger than the largest class")
+        counts[cls] += count
     with nogil:
-        zk_arena_reset(a)
+        added = zk_scope_warm(counts, peak_bytes)
+    return added
 
 
-def arena_usable(capsule, uintptr_t address):
-    """Bytes of the live arena allocation at address, 0 if it is not one."""
-    return zk_arena_usable(arena_of(capsule), <void *>address)
-
-
-def arena_stats(capsule):
-    cdef zk_arena_stats st
-    zk_arena_stats_read(arena_of(capsule), &st)
-    return st
+def trim_to(size_t nbytes):
+    """Give idle regions back to the kernel, oldest first, until the cache
+    holds at most nbytes idle; returns the bytes unmapped."""
+    cdef size_t n
+    with nogil:
+        n = zk_cache_trim_to(nbytes)
+    return n
 
 
 # ---- secret memory ---------------------------------------------------------

@@ -23,11 +23,11 @@ def test_parse_size_rejects(bad):
 
 def test_configure_round_trip():
     out = zk.configure(cache_bytes="256M", min_bytes=128 * 1024, hugepages=False,
-                       lazy_zero_bytes="64M", thread_cache_bytes=0, arena_min_bytes="1M",
+                       lazy_zero_bytes="64M", thread_cache_bytes=0,
                        adaptive_zero="off", decay_ms="5s")
     assert out == {"cache_bytes": 256 * MiB, "min_bytes": 128 << 10, "hugepages": 0,
-                   "lazy_zero_bytes": 64 * MiB, "thread_cache_bytes": 0, "arena_min_bytes": MiB,
-                   "adaptive_zero": 0, "decay_ms": 5000}
+                   "lazy_zero_bytes": 64 * MiB, "thread_cache_bytes": 0,
+                   "adaptive_zero": 0, "decay_ms": 5000, "background": 0}
     assert zk.setting_sources()["cache_bytes"] == "configure()"
 
 
@@ -75,14 +75,14 @@ def test_bad_environment_warns_once_and_keeps_the_default(var, value):
         with zk.installed():
             assert zk.owns(np.ones(1 << 20))
         print("still works")
-    """, env={var: value, "ZKALLOC_ARENA_MIN_BYTES": "128K"})
+    """, env={var: value, "ZKALLOC_DECAY_MS": "5s"})
     assert result.returncode == 0, result.stderr
     count, message, sources, works = result.stdout.splitlines()
     assert count == "1 SettingsWarning"
     assert var in message and repr(value) in message and "keeps its default" in message
     name = next(n for n, v in ENV_VARS.items() if v == var)
     assert f"'{name}': 'default'" in sources                      # the bad one: default kept
-    assert "'arena_min_bytes': 'env ZKALLOC_ARENA_MIN_BYTES'" in sources   # the good one applied
+    assert "'decay_ms': 'env ZKALLOC_DECAY_MS'" in sources   # the good one applied
     assert works == "still works"
     assert "Traceback" not in result.stderr
 

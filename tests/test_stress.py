@@ -272,27 +272,29 @@ def test_handler_struct_matches_the_capsule():
     assert _core.usable_bytes(address) == 0
 
 
-def test_stress_one_phase_arena_from_many_threads_reset_midway(fresh):
-    """Threads allocate, resize and free through one phase's arena while
-    another thread ends the phase halfway: allocations after the end go to
-    the cache, arena blocks freed later (escaped) still come home, and in the
-    end no chunk is pinned and no byte is in use."""
+def test_stress_one_phase_from_many_threads_ended_midway(fresh):
+    """Threads allocate, resize and free through one phase while another
+    thread ends it halfway: requests after the end go to the cache untagged,
+    the phase's arrays freed later (escaped) still leave its accounting, and
+    in the end nothing is live in the phase and no byte is in use."""
     zk.configure(min_bytes=4 * KiB, cache_bytes=512 * MiB)
     before = zk.stats().bytes_in_use
-    capsule = _core.arena_capsule(0, 4 * KiB, 4 * MiB)
+    capsule = _core.scope_capsule()
     stress = Stress(THREADS, OPS, seed=7, handler=zkalloc_handler(capsule, b"zkalloc-phase"))
 
     def end_the_phase_midway() -> None:
         while sum(stress.counts.values()) < THREADS * OPS // 2 and not stress.errors:
             stress.done.wait(0.001)
-        _core.arena_reset(capsule)
+        _core.scope_close(capsule)
 
     stress.run(chaos=False, side_task=end_the_phase_midway)
-    st = _core.arena_stats(capsule)
-    print(f"arena stress: {stress.counts}, arena {st}")
+    st = _core.scope_stats(capsule)
+    print(f"phase stress: {stress.counts}, phase {st}")
     assert stress.errors == []
-    assert st["closed"] and st["arrays"] > 0 and st["live_arrays"] == 0 and st["pinned_chunks"] == 0
+    assert st["closed"] and st["arrays"] > 0 and st["live_arrays"] == 0 and st["live_bytes"] == 0
     assert st["escaped_arrays"] > 0 and st["invalid_frees"] == 0
+    assert st["hits"] + st["misses"] == st["arrays"]
+    assert not any(st["class_live"]) and _core.scope_live(capsule) == []
     assert zk.stats().bytes_in_use == before
     zk.check()
 

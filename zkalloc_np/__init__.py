@@ -15,7 +15,7 @@ page-faulting.  Smaller requests go to numpy's own allocator.
 """
 from . import _core, _log, _settings
 from ._install import install, installed, is_installed, owns, uninstall
-from ._phase import Phase, PhaseStats, PhaseTotals, phase
+from ._phase import EscapedArray, Phase, PhaseEscapeError, PhaseEscapeWarning, PhaseStats, PhaseTotals, phase
 from ._secret import (SecretInfo, SecretMemoryError, SecretWarning, is_secret, secret, secret_empty,
                       secret_info, secret_zeros)
 from ._settings import SettingsWarning, configure
@@ -24,7 +24,8 @@ from ._settings import sources as setting_sources
 from ._stats import ClassStats, Stats
 
 __all__ = [
-    "HANDLER_NAME", "ClassStats", "Phase", "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
+    "HANDLER_NAME", "ClassStats", "EscapedArray", "Phase", "PhaseEscapeError", "PhaseEscapeWarning",
+    "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
     "SecretWarning", "SettingsWarning", "Stats", "check", "configure", "install", "installed", "is_installed",
     "is_secret", "owns", "phase", "release", "reserve", "reset_stats", "secret", "secret_empty",
     "secret_info", "secret_zeros", "setting_sources", "settings", "soften", "stats", "uninstall",

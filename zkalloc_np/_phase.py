@@ -1,49 +1,108 @@
-"""Arena phases: a proof phase's scratch arrays, bump-allocated, dropped at once.
+"""Phases: an accounted scope over the size-class cache.
 
-    with zkalloc.phase("commit") as ph:
-        ...                     # big arrays made here come from the phase's arena
-    print(ph.stats)             # arrays, bytes, peak, chunks, escaped, reset time
+    with zkalloc.phase("commit", on_escape="warn") as ph:
+        ...                     # big arrays made here come from the cache, tagged
+    print(ph.stats)             # arrays, bytes, peak, hits/misses, faults, time, escapes
 
-Each phase gets its own arena behind its own NEP 49 handler capsule, set in
-the current context like ``installed()``.  Leaving the block resets the arena
-in O(chunks): chunks with no live array go back to the size-class cache (the
-next phase reuses them resident), chunks that still hold an array that
-escaped the block stay pinned until that array dies.  The escape rule, in one
-sentence: an array may outlive its phase and stays valid, it only keeps its
-chunk out of reuse until it is freed.
+A phase's arrays come from the very same cache as ``installed()``'s (the
+same hot regions serve arrays inside and outside phases), so a phase never
+costs speed or memory; what it adds is knowledge and control.  Each region
+it allocates carries the phase's tag (in the core's region descriptor), so
+the phase knows exactly what it allocated, what is live, what it cost
+(hits, misses, bytes mapped fresh, time in allocation) and which arrays
+escaped (were still alive when the block ended).  Escaped arrays stay valid;
+they are freed into the cache like any array.
+
+A named phase remembers the working set of its last run (per size class, the
+most regions live at once) and on entry makes sure that many idle regions
+are resident: a hot start, best effort, so that even the first round after
+``zkalloc.release()`` has no misses.  Entering a phase never fails because
+of what it learned.
+
+The phase was a bump arena until 0.1 (zk-nalloc's design); in numpy every
+array is freed on its own anyway, so the arena's O(1) reset saved nothing and
+its fresh memory per temporary cost 4x the time and 10x the RSS on an NTT
+prover (issue 13).  It is gone, with ``min_bytes=``/``chunk_bytes=`` and the
+``arena_min_bytes`` setting.
 """
 from __future__ import annotations
 
 import dataclasses
+import gc
+import sys
 import threading
-from dataclasses import dataclass
-from types import TracebackType
+import tracemalloc
+import warnings
+from dataclasses import dataclass, field
+from types import FrameType, TracebackType
 from typing import Any
 
 import numpy as np
 
-from . import _core
-from ._install import data_address
+from . import _core, _handler_stack
+from ._install import _data_owner, data_address
 from ._secret import secret_active
 from ._settings import parse_size
 
 _MAX_BYTES = _core.class_bytes(_core.NCLASSES - 1)
 UNNAMED = "(unnamed)"
+ON_ESCAPE = ("ignore", "warn", "raise")
+_REMOVED = {
+    "min_bytes": "a phase serves exactly what the cache serves (the min_bytes setting)",
+    "chunk_bytes": "a phase has no arena chunks any more; capacity= reserves regions up front",
+}
+
+
+class PhaseEscapeWarning(RuntimeWarning):
+    """on_escape="warn": arrays made in a phase were still alive when it ended."""
+
+
+class PhaseEscapeError(RuntimeError):
+    """on_escape="raise": arrays made in a phase were still alive when it ended.
+    Raised after the handler is restored; the arrays stay valid."""
+
+    def __init__(self, message: str, escapes: tuple[EscapedArray, ...]):
+        super().__init__(message)
+        self.escapes = escapes
+
+
+@dataclass(frozen=True)
+class EscapedArray:
+    """One array that outlived its phase.  shape/dtype are None when no
+    ndarray object owning that memory could be found (held only by C code,
+    or a buffer exported to another library); traceback is where the array
+    object was created, with track=True."""
+
+    address: int
+    nbytes: int
+    shape: tuple[int, ...] | None
+    dtype: str | None
+    traceback: tuple[str, ...] | None = None
+
+    def __str__(self) -> str:
+        what = f"{self.dtype} array of shape {self.shape}" if self.shape is not None else "array (object not found)"
+        text = f"{what}, {_fmt(self.nbytes)} at {self.address:#x}"
+        if self.traceback:
+            text += "\n" + "\n".join("      " + line for line in self.traceback)
+        return text
 
 
 @dataclass(frozen=True)
 class PhaseStats:
-    """What one phase's arena did.
+    """What one phase did.
 
-    arrays / bytes_allocated: requests the arena served; peak_bytes: most bytes
-    live at once; small_arrays: requests below min_bytes left to numpy.
-    chunks / chunk_bytes: cache regions the arena took (chunks_reused of them
-    were resident already; grown_chunks were added because the first was full,
-    so with a capacity, grew means the capacity was too small).  rewinds:
-    chunks that emptied during the phase and were reused from their start.
-    escaped_arrays / escaped_bytes: arrays alive when the phase ended;
-    pinned_chunks: chunks they still hold now.  reset_seconds: time the reset
-    took.  failures: chunks the kernel refused (MemoryError).
+    arrays / bytes_allocated: requests the cache served in the phase (bytes as
+    requested); live_arrays / live_bytes: those still alive now, peak_bytes:
+    the most alive at once; small_arrays: requests below min_bytes left to
+    numpy.  hits / misses: how the cache served them; repurposed: misses
+    served from idle memory of other sizes; fresh_bytes: bytes the misses
+    mapped fresh (the page faults the phase caused); alloc_seconds: time in
+    the cache's allocations.  hot_start_bytes: regions the hot start (or
+    capacity=) had to add at entry, 0 when the cache held them already;
+    released_bytes: idle bytes release_after gave back at exit.
+    escaped_arrays / escaped_bytes: alive when the phase ended.
+    realloc_in_place / realloc_moved: resizes that kept / changed the address;
+    invalid_frees: frees through the phase of memory not in use.
     """
 
     name: str
@@ -54,20 +113,18 @@ class PhaseStats:
     live_arrays: int
     live_bytes: int
     small_arrays: int
-    chunks: int
-    chunk_bytes: int
-    chunks_reused: int
-    grown_chunks: int
-    grew: bool
-    rewinds: int
+    hits: int
+    misses: int
+    repurposed: int
+    fresh_bytes: int
+    alloc_seconds: float
+    hot_start_bytes: int
+    released_bytes: int
     realloc_in_place: int
     realloc_moved: int
     invalid_frees: int
-    failures: int
     escaped_arrays: int
     escaped_bytes: int
-    pinned_chunks: int
-    reset_seconds: float
     closed: bool
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,52 +132,55 @@ class PhaseStats:
         return dataclasses.asdict(self)
 
     def __str__(self) -> str:
-        from ._stats import fmt_bytes
-        capacity = "none (grows by chunks)" if self.capacity is None else fmt_bytes(self.capacity)
-        lines = [
-            f"phase {self.name!r} ({'closed' if self.closed else 'open'}): {self.arrays} arrays, "
-            f"{fmt_bytes(self.bytes_allocated)} allocated, peak {fmt_bytes(self.peak_bytes)} live",
-            f"  capacity {capacity}; {self.chunks} chunk(s) of {fmt_bytes(self.chunk_bytes)} in all, "
-            f"{self.chunks_reused} reused resident, {self.grown_chunks} grown"
-            + (" (the capacity was too small)" if self.grew and self.capacity is not None else ""),
-            f"  live now: {self.live_arrays} arrays ({fmt_bytes(self.live_bytes)}); "
+        state = "closed" if self.closed else "open"
+        return "\n".join([
+            f"phase {self.name!r} ({state}): {self.arrays} arrays, {_fmt(self.bytes_allocated)} allocated, "
+            f"peak {_fmt(self.peak_bytes)}, {self.live_arrays} live ({_fmt(self.live_bytes)})",
+            f"  cache: {self.hits} hits, {self.misses} misses ({self.repurposed} from idle memory of other "
+            f"sizes, {_fmt(self.fresh_bytes)} mapped fresh), {self.alloc_seconds * 1e3:.3f} ms allocating",
+            f"  hot start added {_fmt(self.hot_start_bytes)}, release_after gave back {_fmt(self.released_bytes)}, "
             f"{self.small_arrays} small arrays left to numpy",
-            f"  escaped the phase: {self.escaped_arrays} arrays ({fmt_bytes(self.escaped_bytes)}), "
-            f"{self.pinned_chunks} chunk(s) still pinned; reset took {self.reset_seconds * 1e6:.1f} us",
-        ]
-        if self.realloc_in_place or self.realloc_moved:
-            lines.append(f"  realloc: {self.realloc_in_place} in place, {self.realloc_moved} moved")
-        if self.invalid_frees or self.failures:
-            lines.append(f"  {self.invalid_frees} invalid frees, {self.failures} chunks refused by the kernel")
-        return "\n".join(lines)
+            f"  escaped {self.escaped_arrays} arrays ({_fmt(self.escaped_bytes)}); reallocs "
+            f"{self.realloc_in_place} in place, {self.realloc_moved} moved; invalid frees {self.invalid_frees}",
+        ])
 
 
 @dataclass
 class PhaseTotals:
-    """All phases of one name, summed (peak_bytes is the largest peak)."""
+    """All finished phases of one name, summed (peak_bytes is the largest peak).
+    working_set: the last run's working set, {class bytes: most regions of
+    that class live at once}, and working_set_bytes, the most bytes of
+    regions live at once: what the next run's hot start makes resident
+    (per-class peaks need not coincide, so it faults in at most
+    working_set_bytes, less what the cache already holds idle)."""
 
     phases: int = 0
     arrays: int = 0
     bytes_allocated: int = 0
     peak_bytes: int = 0
-    chunks: int = 0
-    chunks_reused: int = 0
+    hits: int = 0
+    misses: int = 0
+    fresh_bytes: int = 0
     escaped_arrays: int = 0
     escaped_bytes: int = 0
-    reset_seconds: float = 0.0
-    max_chunk_bytes: int = 0   # the most chunk bytes one run needed: the next run's capacity
+    alloc_seconds: float = 0.0
+    working_set: dict[int, int] = field(default_factory=dict)
+    working_set_bytes: int = 0
 
-    def add(self, st: PhaseStats) -> None:
+    def add(self, raw: dict[str, Any]) -> None:
+        """One finished run, from the core's counters (_core.scope_stats)."""
         self.phases += 1
-        self.arrays += st.arrays
-        self.bytes_allocated += st.bytes_allocated
-        self.peak_bytes = max(self.peak_bytes, st.peak_bytes)
-        self.chunks += st.chunks
-        self.chunks_reused += st.chunks_reused
-        self.escaped_arrays += st.escaped_arrays
-        self.escaped_bytes += st.escaped_bytes
-        self.reset_seconds += st.reset_seconds
-        self.max_chunk_bytes = max(self.max_chunk_bytes, st.chunk_bytes)
+        self.arrays += raw["arrays"]
+        self.bytes_allocated += raw["bytes_allocated"]
+        self.peak_bytes = max(self.peak_bytes, raw["peak_bytes"])
+        self.hits += raw["hits"]
+        self.misses += raw["misses"]
+        self.fresh_bytes += raw["fresh_bytes"]
+        self.escaped_arrays += raw["escaped_arrays"]
+        self.escaped_bytes += raw["escaped_bytes"]
+        self.alloc_seconds += raw["alloc_ns"] / 1e9
+        self.working_set = raw["class_peak"]
+        self.working_set_bytes = raw["peak_region_bytes"]
 
 
 _totals: dict[str, PhaseTotals] = {}
@@ -130,14 +190,7 @@ _totals_lock = threading.Lock()
 def phase_totals() -> dict[str, PhaseTotals]:
     """Per-name totals of every finished phase (copies)."""
     with _totals_lock:
-        return {name: dataclasses.replace(t) for name, t in _totals.items()}
-
-
-def learned_capacity(name: str) -> int | None:
-    """Chunk bytes the largest finished phase of this name needed, if any."""
-    with _totals_lock:
-        totals = _totals.get(name)
-        return totals.max_chunk_bytes if totals is not None and totals.max_chunk_bytes else None
+        return {name: dataclasses.replace(t, working_set=dict(t.working_set)) for name, t in _totals.items()}
 
 
 def reset_phase_totals() -> None:
@@ -145,38 +198,61 @@ def reset_phase_totals() -> None:
         _totals.clear()
 
 
-def _positive_size(value: Any, what: str) -> int:
-    n = parse_size(value, what)
-    if not 1 <= n <= _MAX_BYTES:
-        raise ValueError(f"{what}: must be between 1 and {_MAX_BYTES} bytes, got {n}")
-    return n
+def _learned_need(name: str | None) -> tuple[dict[int, int], int]:
+    """The last run's working set of a named phase and its peak bytes."""
+    if name is None:
+        return {}, 0
+    with _totals_lock:
+        totals = _totals.get(name)
+        if totals is None:
+            return {}, 0
+        return dict(totals.working_set), totals.working_set_bytes
 
 
-_SETTINGS = ("min_bytes", "chunk_bytes")
+def _fmt(n: int) -> str:
+    from ._stats import fmt_bytes
+    return fmt_bytes(n)
+
+
+def _check_bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"phase({what}): expected a bool, got {value!r}")
+    return value
 
 
 class Phase:
-    """A context manager scoping one phase's scratch arrays; see phase()."""
+    """A context manager scoping one phase; see phase()."""
 
-    def __init__(self, name: str | None = None, capacity: int | str | None = None, **settings: Any):
-        unknown = sorted(set(settings) - set(_SETTINGS))
-        if unknown:
-            raise ValueError(f"phase(): unknown setting(s) {', '.join(unknown)}; known: {', '.join(_SETTINGS)}")
+    def __init__(self, name: str | None = None, *, on_escape: str = "ignore", track: bool = False,
+                 release_after: bool = False, capacity: int | str | None = None, **removed: Any):
+        for key in removed:
+            if key in _REMOVED:
+                raise TypeError(f"phase({key}=...) was removed: {_REMOVED[key]}")
+            raise TypeError(f"phase() got an unexpected keyword argument {key!r}; known: "
+                            "name, on_escape, track, release_after, capacity")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"phase(name): expected a str, got {type(name).__name__}")
+        if on_escape not in ON_ESCAPE:
+            raise ValueError(f"phase(on_escape): expected one of {', '.join(ON_ESCAPE)}, got {on_escape!r}")
         self.name = name if name is not None else UNNAMED
-        self.capacity = None if capacity is None else _positive_size(capacity, "phase(capacity)")
-        if self.capacity is None and name is not None:
-            # A named phase runs again and again (each round's "commit"):
-            # reserve, as one region, what its largest run needed.
-            self.capacity = learned_capacity(name)
-        self.min_bytes = _positive_size(settings.get("min_bytes", _core.option_get("arena_min_bytes")),
-                                        "phase(min_bytes)")
-        self.chunk_bytes = _positive_size(settings.get("chunk_bytes", 4 << 20), "phase(chunk_bytes)")
+        self._named = name is not None
+        self.on_escape = on_escape
+        self.track = _check_bool(track, "track")
+        self.release_after = _check_bool(release_after, "release_after")
+        self.capacity = None if capacity is None else parse_size(capacity, "phase(capacity)")
+        if self.capacity is not None and not 1 <= self.capacity <= _MAX_BYTES:
+            raise ValueError(f"phase(capacity): must be between 1 and {_MAX_BYTES} bytes, got {self.capacity}")
+        self.escapes: tuple[EscapedArray, ...] = ()   # filled at exit when on_escape != "ignore"
         self._capsule: Any = None
-        self._previous: Any = None
+        self._entry: Any = None
         self._state = "new"
         self._deferred = False   # entered inside secret(): secret memory wins
+        self._hot_start_bytes = 0
+        self._released_bytes = 0
+        self._cached_at_entry = 0
+        self._started_tracemalloc = False
+
+    # ---- entry ---------------------------------------------------------------
 
     def __enter__(self) -> Phase:
         if self._state != "new":
@@ -185,36 +261,92 @@ class Phase:
         if secret_active():
             self._deferred = True
             return self
-        self._capsule = _core.arena_capsule(self.capacity or 0, self.min_bytes, self.chunk_bytes)
-        self._previous = _core.set_context_handler(self._capsule)
+        if self.track and not tracemalloc.is_tracing():
+            tracemalloc.start(16)
+            self._started_tracemalloc = True
+        if self.release_after:
+            self._cached_at_entry = _core.stats_snapshot()["bytes_cached"]
+        self._hot_start()
+        self._capsule = _core.scope_capsule()
+        self._entry = _handler_stack.enter(self._capsule)
         return self
+
+    def _hot_start(self) -> None:
+        """Make the learned working set (and capacity=) resident.  Best effort:
+        the cap bounds it, and nothing it meets fails the entry."""
+        need, peak = _learned_need(self.name if self._named else None)
+        if self.capacity is not None:
+            region = _core.class_bytes(_core.class_of(self.capacity))
+            need[region] = need.get(region, 0) + 1
+            peak += region
+        if not need:
+            return
+        try:
+            self._hot_start_bytes = _core.warm(need, peak)
+        except MemoryError:   # pragma: no cover - the core reports failure by reserving less
+            self._hot_start_bytes = 0
+
+    # ---- exit ----------------------------------------------------------------
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._state = "closed"
         if self._deferred:
             return
-        _core.set_context_handler(self._previous)
-        self._previous = None
-        _core.arena_reset(self._capsule)
-        final = self.stats
+        _handler_stack.leave(self._entry)
+        self._entry = None
+        _core.scope_close(self._capsule)
+        if self.release_after:
+            self._released_bytes = _core.trim_to(self._cached_at_entry)
+        raw = _core.scope_stats(self._capsule)
         with _totals_lock:
-            _totals.setdefault(self.name, PhaseTotals()).add(final)
+            totals = _totals.get(self.name)
+            if totals is None:
+                totals = _totals[self.name] = PhaseTotals()
+            totals.add(raw)
+        try:
+            if raw["escaped_arrays"] and self.on_escape != "ignore" and exc_type is None:
+                self._report_escapes(sys._getframe(1))
+        finally:
+            if self._started_tracemalloc:
+                tracemalloc.stop()
+                self._started_tracemalloc = False
+
+    def _report_escapes(self, frame: FrameType | None) -> None:
+        self.escapes = _describe(_core.scope_live(self._capsule), frame, self.track)
+        if not self.escapes:
+            return   # freed between the close and the listing
+        total = sum(e.nbytes for e in self.escapes)
+        lines = [f"phase {self.name!r}: {len(self.escapes)} array(s) ({_fmt(total)}) outlived the phase "
+                 f"(they stay valid):"]
+        lines += [f"  {e}" for e in self.escapes]
+        if not self.track:
+            lines.append("  (phase(track=True) records where each was allocated)")
+        message = "\n".join(lines)
+        if self.on_escape == "raise":
+            raise PhaseEscapeError(message, self.escapes)
+        warnings.warn(message, PhaseEscapeWarning, stacklevel=3)
+
+    # ---- reading -------------------------------------------------------------
 
     @property
     def stats(self) -> PhaseStats:
-        """The arena's statistics now (during the phase) or since its end."""
-        raw = _core.arena_stats(self._capsule) if self._capsule is not None else _EMPTY
+        """The phase's statistics now (during the phase) or since its end."""
+        raw = _core.scope_stats(self._capsule) if self._capsule is not None else None
+        return self._stats_from(raw)
+
+    def _stats_from(self, raw: dict[str, Any] | None) -> PhaseStats:
+        raw = raw if raw is not None else _EMPTY
         return PhaseStats(
             name=self.name, capacity=self.capacity,
             arrays=raw["arrays"], bytes_allocated=raw["bytes_allocated"], peak_bytes=raw["peak_bytes"],
-            live_arrays=raw["live_arrays"], live_bytes=raw["live_bytes"], small_arrays=raw["small_allocs"],
-            chunks=raw["chunks"], chunk_bytes=raw["chunk_bytes"], chunks_reused=raw["chunks_reused"],
-            grown_chunks=raw["grown_chunks"], grew=raw["grown_chunks"] > 0, rewinds=raw["rewinds"],
+            live_arrays=raw["live_arrays"], live_bytes=raw["live_bytes"], small_arrays=raw["small_arrays"],
+            hits=raw["hits"], misses=raw["misses"], repurposed=raw["repurposed"], fresh_bytes=raw["fresh_bytes"],
+            alloc_seconds=raw["alloc_ns"] / 1e9, hot_start_bytes=self._hot_start_bytes,
+            released_bytes=self._released_bytes,
             realloc_in_place=raw["realloc_in_place"], realloc_moved=raw["realloc_moved"],
-            invalid_frees=raw["invalid_frees"], failures=raw["failures"],
-            escaped_arrays=raw["escaped_arrays"], escaped_bytes=raw["escaped_bytes"],
-            pinned_chunks=raw["pinned_chunks"], reset_seconds=raw["reset_ns"] / 1e9,
+            invalid_frees=raw["invalid_frees"], escaped_arrays=raw["escaped_arrays"],
+            escaped_bytes=raw["escaped_bytes"],
             closed=bool(raw["closed"]) or self._state == "closed",
         )
 
@@ -225,43 +357,104 @@ class Phase:
             return f"<Phase {self.name!r} {self._state}{capacity}>"
         st = self.stats
         return (f"<Phase {self.name!r} {self._state}{capacity}: {st.arrays} arrays, "
-                f"peak {fmt_bytes(st.peak_bytes)}, {st.chunks} chunk(s), {st.escaped_arrays} escaped>")
+                f"peak {fmt_bytes(st.peak_bytes)}, {st.misses} misses, {st.escaped_arrays} escaped>")
 
     def owns(self, array: np.ndarray) -> bool:
-        """Whether the array's data (its base's, for a view) lives in this
-        phase's arena."""
+        """Whether the array's data (its base's, for a view) was allocated in
+        this phase and is alive (escaped arrays included)."""
         address = data_address(array, "owns")
         if address is None or self._capsule is None:
             return False
-        return _core.arena_usable(self._capsule, address) > 0
+        return _core.scope_owns(self._capsule, address)
 
 
-_EMPTY: dict[str, int] = {
-    k: 0 for k in ("arrays", "bytes_allocated", "peak_bytes", "live_arrays", "live_bytes", "small_allocs",
-                   "chunks", "chunk_bytes", "chunks_reused", "grown_chunks", "rewinds", "realloc_in_place",
-                   "realloc_moved", "invalid_frees", "failures", "escaped_arrays", "escaped_bytes",
-                   "pinned_chunks", "reset_ns", "closed")
-}
+_EMPTY: dict[str, int] = dict.fromkeys(
+    ("arrays", "bytes_allocated", "peak_bytes", "live_arrays", "live_bytes", "small_arrays", "hits", "misses",
+     "repurposed", "fresh_bytes", "alloc_ns", "realloc_in_place", "realloc_moved", "invalid_frees",
+     "escaped_arrays", "escaped_bytes", "closed"), 0)
 
 
-def phase(name: str | None = None, capacity: int | str | None = None, **settings: Any) -> Phase:
+# ---- finding escaped arrays --------------------------------------------------
+
+def _owner_address(obj: Any) -> tuple[np.ndarray, int] | None:
+    if not isinstance(obj, np.ndarray):
+        return None
+    owner = _data_owner(obj)
+    if owner is None:
+        return None
+    return owner, owner.__array_interface__["data"][0]
+
+
+def _find_arrays(addresses: set[int], frame: FrameType | None) -> dict[int, np.ndarray]:
+    """The ndarrays owning the memory at `addresses`: the caller's frames
+    first (an escaped local is the usual case), then every object the garbage
+    collector tracks and what they refer to (ndarrays themselves are not
+    tracked: they are found through their containers)."""
+    found: dict[int, np.ndarray] = {}
+
+    def consider(obj: Any) -> None:
+        hit = _owner_address(obj)
+        if hit is not None and hit[1] in addresses and hit[1] not in found:
+            found[hit[1]] = hit[0]
+
+    while frame is not None and len(found) < len(addresses):
+        for value in list(frame.f_locals.values()):
+            consider(value)
+        frame = frame.f_back
+    if len(found) < len(addresses):
+        for obj in gc.get_objects():
+            consider(obj)
+            for ref in gc.get_referents(obj):
+                consider(ref)
+            if len(found) == len(addresses):
+                break
+    return found
+
+
+def _describe(live: list[tuple[int, int]], frame: FrameType | None, track: bool) -> tuple[EscapedArray, ...]:
+    arrays = _find_arrays({address for address, _ in live}, frame)
+    out = []
+    for address, nbytes in sorted(live):
+        array = arrays.get(address)
+        where = None
+        if array is not None and track:
+            trace = tracemalloc.get_object_traceback(array)
+            where = tuple(trace.format()) if trace is not None else None
+        out.append(EscapedArray(address=address, nbytes=nbytes,
+                                shape=tuple(array.shape) if array is not None else None,
+                                dtype=str(array.dtype) if array is not None else None, traceback=where))
+    del arrays
+    return tuple(out)
+
+
+def phase(name: str | None = None, *, on_escape: str = "ignore", track: bool = False,
+          release_after: bool = False, capacity: int | str | None = None, **removed: Any) -> Phase:
     """Scope a proof phase: numpy arrays of at least ``min_bytes`` created in
-    the block (this thread/context) are bump-allocated from the phase's arena
-    and all taken back, in O(1) per array, when the block ends.
+    the block (this thread/context) come from the cache, as under
+    ``installed()``, each tagged with the phase, which accounts for them.
 
     name: the phase's label in ``zkalloc.stats().phases``.  A named phase
-        without a capacity reserves what the largest finished phase of that
-        name needed, so a repeated phase runs from one resident region.
-    capacity: bytes to reserve up front as one region (int or '512M'); the
-        arena still grows past it (``stats.grew``) rather than fail.  Without
-        it, chunks start at chunk_bytes and grow with the bytes live
-        (chunk_bytes times a power of two, so the next phase finds the same
-        sizes in the cache).
-    settings: min_bytes (default: the arena_min_bytes setting, 64 KiB),
-        chunk_bytes (first chunk without a capacity, default 4 MiB).
+        remembers its last run's working set (per size class, the most
+        regions live at once) and makes it resident on entry (hot start,
+        best effort, within the cache's cap).
+    on_escape: what to do when arrays made in the block are still alive at
+        its end: "ignore" (default), "warn" (PhaseEscapeWarning listing each:
+        shape, dtype, bytes) or "raise" (PhaseEscapeError, after the handler
+        is restored).  Escaped arrays stay valid either way.  Not checked
+        when the block raised.
+    track: record where each array was created (tracemalloc, started for the
+        phase if it is not running) and name it in the escape report.
+    release_after: at exit, give the kernel back the idle bytes the cache
+        holds beyond what it held at entry (oldest first).
+    capacity: bytes (int or '512M') to make resident at entry as one region
+        of the class that fits, best effort (for an unnamed phase, which
+        learns nothing).
 
-    Arrays that escape the block stay valid: their chunk is pinned until they
-    are freed.  Phases nest (the innermost serves), phases in different
-    threads are independent, and inside ``secret()`` secret memory wins.
+    Phases nest (the innermost tags; an outer phase does not count the inner
+    one's arrays), phases in different threads are independent, inside
+    ``secret()`` secret memory wins, and an exception still ends the phase.
+    A context copied inside the block keeps working after it: its requests
+    then go to the cache untagged.
     """
-    return Phase(name, capacity, **settings)
+    return Phase(name, on_escape=on_escape, track=track, release_after=release_after, capacity=capacity,
+                 **removed)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _system
+from . import _core, _handler_stack, _system
 from ._install import data_address
 
 _depth: contextvars.ContextVar[int] = contextvars.ContextVar("zkalloc_secret_depth", default=0)
@@ -114,8 +114,8 @@ def secret(strict: bool = True) -> Iterator[None]:
     outermost = _depth.get() == 0
     if outermost:
         _core.secret_block_reset()
-    token = _depth.set(_depth.get() + 1)
-    previous = _core.set_context_handler(_core.secret_capsules[strict])
+    _depth.set(_depth.get() + 1)
+    entry = _handler_stack.enter(_core.secret_capsules[strict])
     try:
         yield
     except MemoryError as exc:
@@ -126,8 +126,10 @@ def secret(strict: bool = True) -> Iterator[None]:
             raise SecretMemoryError(_explain(failed, err, True)) from exc
         raise
     finally:
-        _core.set_context_handler(previous)
-        _depth.reset(token)
+        _handler_stack.leave(entry)
+        # A decrement, not ContextVar.reset(token): blocks entered in
+        # generators may end in any order (see _handler_stack).
+        _depth.set(max(_depth.get() - 1, 0))
     if outermost and not strict:
         _warn_block_failures()
 

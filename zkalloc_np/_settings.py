@@ -23,7 +23,6 @@ ENV_VARS: dict[str, str] = {
     "hugepages": "ZKALLOC_HUGEPAGES",
     "lazy_zero_bytes": "ZKALLOC_LAZY_ZERO_BYTES",
     "thread_cache_bytes": "ZKALLOC_THREAD_CACHE_BYTES",
-    "arena_min_bytes": "ZKALLOC_ARENA_MIN_BYTES",
     "adaptive_zero": "ZKALLOC_ADAPTIVE_ZERO",
     "decay_ms": "ZKALLOC_DECAY_MS",
     "background": "ZKALLOC_BACKGROUND",
@@ -167,8 +166,6 @@ def configure(**settings: Any) -> dict[str, int]:
     lazy_zero_bytes: np.zeros of at least this many bytes on a reused region
         drops its pages (MADV_DONTNEED) instead of memset; 0 = always memset.
     thread_cache_bytes: idle bytes one thread may keep without taking a lock.
-    arena_min_bytes: smallest request a phase's arena serves (a phase's own
-        min_bytes overrides it); smaller ones go to numpy's own allocator.
     background: a background worker (one thread, SCHED_IDLE) faults the next
         region of a growing size class ahead, on a spare core; off by default.
     decay_ms: an idle region no request took for this long is softened

@@ -97,8 +97,7 @@ class Stats:
     idle_resident_bytes: the part of it that is the cache's idle regions
     (mincore), i.e. what the cache costs right now.
 
-    arena_chunk*_in_use: cache regions phases hold as arena chunks (counted in
-    bytes_in_use too).  secret_*: secret arrays live now (arrays, bytes,
+    secret_*: secret arrays live now (arrays, bytes,
     mapped_bytes with guard pages, locked_bytes), and events: allocs,
     wiped_arrays/bytes (freed and wiped), unprotected (strict=False arrays
     that lack a protection), failures (refused allocations).  Secret memory
@@ -156,8 +155,6 @@ class Stats:
     prefault_idle_bytes: int
     worker_cpu_ns: int
     worker_running: int
-    arena_chunks_in_use: int
-    arena_chunk_bytes_in_use: int
     secret_arrays: int
     secret_bytes: int
     secret_mapped_bytes: int
@@ -207,7 +204,7 @@ class Stats:
         for name, totals in self.phases.items():
             lines.append(f"  phase {name!r}: {totals.phases} runs, {totals.arrays} arrays, "
                          f"{fmt_bytes(totals.bytes_allocated)} allocated, peak {fmt_bytes(totals.peak_bytes)}, "
-                         f"{totals.escaped_arrays} escaped")
+                         f"{totals.misses} misses, {totals.escaped_arrays} escaped")
         for c in self.classes:
             lines.append(f"  class {fmt_bytes(c.bytes):>10}: {c.hits} hits, {c.misses} misses, "
                          f"{c.in_use} in use, {c.cached} cached")

@@ -41,6 +41,7 @@ from ._timing import Body, runner
 
 PATTERN = "stark_prove"
 BACKGROUND = True   # zkalloc-bg (the background worker) runs it by default
+PHASE_ROUNDS = True   # zkalloc-phase runs each round (one proof) inside zkalloc.phase()
 UNIT = "log2n"
 SIZES = [14, 16]      # trace rows; LDE of 2^17 and 2^19 points
 TEST_SIZE = 9

@@ -75,6 +75,7 @@ static zk_region *take_larger(int cls)
 typedef struct {
     bool hit;
     bool fresh;           /* a miss that mapped fresh memory */
+    bool repurposed;      /* a miss served from idle memory of other classes */
     bool sample;          /* a fresh mapping whose first touch may be timed */
     bool huge;            /* its huge-page choice */
     size_t fresh_tail;    /* a gathered region's fresh end */
@@ -84,6 +85,7 @@ static zk_region *miss(int cls, obtain_info *info)
 {
     zk_heap_lock();
     zk_region *r = zk_repurpose(cls, &info->fresh_tail);
+    info->repurposed = r != NULL;
     if (r == NULL) {
         r = zk_heap_fresh(cls, zk_class_bytes(cls), &info->sample, &info->huge);
         info->fresh = r != NULL;
@@ -165,17 +167,23 @@ static bool restore_huge_pages(zk_region *r)
     return zk_os_discard((void *)r->base, r->bytes) == 0;
 }
 
-void *zk_cache_alloc(size_t bytes)
+static zk_region *cache_alloc(size_t bytes, obtain_info *info)
 {
-    obtain_info info;
-    zk_region *r = obtain(bytes, &info);
+    zk_region *r = obtain(bytes, info);
     if (r == NULL)
         return NULL;
     (void)restore_huge_pages(r);
     r->flags &= ~ZK_RF_ZERO;   /* its user will write it */
-    if (!info.hit)
-        populate_fresh(r, &info);
-    return (void *)r->base;
+    if (!info->hit)
+        populate_fresh(r, info);
+    return r;
+}
+
+void *zk_cache_alloc(size_t bytes)
+{
+    obtain_info info;
+    zk_region *r = cache_alloc(bytes, &info);
+    return r != NULL ? (void *)r->base : NULL;
 }
 
 /* MADV_DONTNEED on 4 KiB pages, flagged so the free measures what the user
@@ -219,28 +227,37 @@ static void zero_for_calloc(zk_region *r, size_t bytes)
     zk_count(&zk_stats.calloc_memset, 1);
 }
 
-void *zk_cache_calloc(size_t bytes)
+static zk_region *cache_calloc(size_t bytes, obtain_info *info)
 {
-    obtain_info info;
-    zk_region *r = obtain(bytes, &info);
+    zk_region *r = obtain(bytes, info);
     if (r == NULL)
         return NULL;
     zero_for_calloc(r, bytes);   /* a fresh region stays lazy: untouched pages never fault */
     r->flags &= ~ZK_RF_ZERO;
-    return (void *)r->base;
+    return r;
 }
 
-void *zk_cache_take(size_t bytes, size_t *usable, bool *zeroed, bool *hit)
+void *zk_cache_calloc(size_t bytes)
 {
     obtain_info info;
-    zk_region *r = obtain(bytes, &info);
+    zk_region *r = cache_calloc(bytes, &info);
+    return r != NULL ? (void *)r->base : NULL;
+}
+
+/* zk_cache_alloc / zk_cache_calloc that also say how the request was served
+ * (for a phase's accounting, zk_scope.c). */
+void *zk_cache_obtain(size_t bytes, bool zeroed, zk_obtained *out)
+{
+    obtain_info info;
+    zk_region *r = zeroed ? cache_calloc(bytes, &info) : cache_alloc(bytes, &info);
+    memset(out, 0, sizeof *out);
     if (r == NULL)
         return NULL;
-    *hit = info.hit;
-    bool dropped = restore_huge_pages(r);
-    *zeroed = dropped || (r->flags & ZK_RF_ZERO) != 0;
-    *usable = r->bytes;
-    r->flags &= ~ZK_RF_ZERO;   /* its user will write it */
+    out->region = r;
+    out->hit = info.hit;
+    out->repurposed = info.repurposed;
+    /* What the miss mapped fresh: a whole new region, or a gathered one's tail. */
+    out->fresh_bytes = info.hit ? 0 : info.repurposed ? info.fresh_tail : r->bytes;
     return (void *)r->base;
 }
 
@@ -474,6 +491,31 @@ size_t zk_cache_release(void)
     zk_heap_lock();
     zk_heap_retry_unmaps();
     zk_heap_unlock();
+    return total;
+}
+
+/* Evict the oldest idle regions (every thread's cache drained first) until
+ * idle bytes are at most `bytes`: a phase's release_after gives back what it
+ * made the cache hold beyond what it held at entry.  Returns bytes unmapped. */
+size_t zk_cache_trim_to(size_t bytes)
+{
+    if (atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) <= bytes)
+        return 0;
+    zk_tcache_drain_all();
+    zk_region *chain = NULL;
+    size_t total = 0;
+    zk_pool_lock();
+    zk_region *r;
+    while (atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) > bytes &&
+           (r = zk_pool_oldest()) != NULL) {
+        zk_pool_unlink(r);
+        zk_idle_uncount(r);
+        total += r->bytes;
+        r->free_next = chain;
+        chain = r;
+    }
+    zk_pool_unlock();
+    zk_vacate_chain(chain, NULL, &zk_stats.released_bytes, false);
     return total;
 }
 

@@ -27,7 +27,6 @@ void zk_handler_set_fallback(const zk_fallback *f)
     zk_options_init();
     zk_zero_reset();
     zk_cache_init();
-    zk_arena_init();
     zk_secret_init();
 }
 
@@ -54,23 +53,28 @@ static void *from_fallback(size_t size, bool zeroed)
     return zeroed ? fallback.calloc(fallback.ctx, 1, size) : fallback.malloc(fallback.ctx, size);
 }
 
-/* Every route's allocation.  An arena that is closed (its phase is over, a
- * copied context still names it) hands its requests to the cache. */
+/* The cache's answer for a phase: the same cache, the region tagged with
+ * the phase's scope (zk_scope.c). */
+static void *from_scope(struct zk_scope *scope, size_t size, bool zeroed)
+{
+    if (!cache_serves(size)) {
+        zk_count(&zk_stats.small_allocs, 1);
+        zk_scope_count_small(scope);
+        return NULL;
+    }
+    return zk_scope_alloc(scope, size, zeroed);
+}
+
+/* Every route's allocation. */
 static void *route_alloc(const zk_route *route, size_t size, bool zeroed)
 {
     void *p = NULL;
     switch (route->kind) {
     case ZK_ROUTE_SECRET:
         return zk_secret_alloc(size, route->strict);   /* mmap gives zeros */
-    case ZK_ROUTE_ARENA: {
-        zk_arena_verdict verdict;
-        p = zk_arena_alloc(route->arena, size, zeroed, &verdict);
-        if (verdict == ZK_ARENA_SERVED)
-            return p;   /* NULL here is MemoryError: the arena could not grow */
-        if (verdict == ZK_ARENA_CLOSED)
-            p = from_cache(size, zeroed);
+    case ZK_ROUTE_SCOPE:
+        p = from_scope(route->scope, size, zeroed);
         break;
-    }
     case ZK_ROUTE_CACHE:
         p = from_cache(size, zeroed);
         break;
@@ -108,14 +112,25 @@ static void *move_to(const zk_route *route, void *ptr, size_t have, size_t size)
     return moved;
 }
 
+/* A phase's tag follows the data: taken off first (so the cache's own
+ * frees inside zk_cache_realloc never see it), put back on whatever region
+ * holds the data afterwards; if the fallback holds it now, the phase's
+ * accounting drops it like a free. */
 static void *realloc_cached(const zk_route *route, void *ptr, size_t new_size)
 {
-    bool cache_route = route->kind == ZK_ROUTE_CACHE || route->kind == ZK_ROUTE_ARENA;
-    if (!cache_route || !cache_serves(new_size))
-        return move_to(&zk_route_passthrough, ptr, zk_cache_usable(ptr), new_size);
-    void *p = zk_cache_realloc(ptr, new_size);
-    /* The kernel refused a bigger region: the fallback may still have room. */
-    return p != NULL ? p : move_to(&zk_route_passthrough, ptr, zk_cache_usable(ptr), new_size);
+    bool cache_route = route->kind == ZK_ROUTE_CACHE || route->kind == ZK_ROUTE_SCOPE;
+    zk_scope_tag tag = zk_scope_untag(ptr);
+    void *p = NULL;
+    if (cache_route && cache_serves(new_size))
+        p = zk_cache_realloc(ptr, new_size);
+    /* Not for the cache, or the kernel refused a bigger region: the fallback may still have room. */
+    if (p == NULL)
+        p = move_to(&zk_route_passthrough, ptr, zk_cache_usable(ptr), new_size);
+    if (tag.scope != NULL && p == NULL)
+        zk_scope_retag(tag, ptr, tag.bytes, ZK_RETAG_FAILED);
+    else if (tag.scope != NULL)
+        zk_scope_retag(tag, p, new_size, p == ptr ? ZK_RETAG_IN_PLACE : ZK_RETAG_MOVED);
+    return p;
 }
 
 void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
@@ -128,20 +143,13 @@ void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
         if (have != 0)
             return move_to(route, ptr, have, new_size);   /* wipes the old copy */
     }
-    if (route->kind == ZK_ROUTE_ARENA) {
-        size_t have;
-        bool ours;
-        void *p = zk_arena_resize_in_place(route->arena, ptr, new_size, &have, &ours);
-        if (p != NULL)
-            return p;
-        if (ours)   /* live: move it; freed: refuse, never hand it to the fallback */
-            return have != 0 ? move_to(route, ptr, have, new_size) : NULL;
-    }
     int state = zk_maybe_region_start(ptr) ? zk_cache_state(ptr) : ZK_PTR_FOREIGN;
     if (state == ZK_PTR_FOREIGN)
         return fallback.realloc(fallback.ctx, ptr, new_size);
     if (state == ZK_PTR_IDLE) {
         zk_count(&zk_stats.invalid_frees, 1);   /* realloc after free: refuse, never pass on */
+        if (route->kind == ZK_ROUTE_SCOPE)
+            zk_scope_count_invalid_free(route->scope);
         return NULL;
     }
     return realloc_cached(route, ptr, new_size);
@@ -154,10 +162,13 @@ static void free_any(const zk_route *route, void *ptr, size_t size)
 {
     if (route->kind == ZK_ROUTE_SECRET && zk_secret_free(ptr))
         return;
-    if (route->kind == ZK_ROUTE_ARENA && zk_arena_free(route->arena, ptr))
-        return;
-    if (zk_maybe_region_start(ptr) && zk_cache_free(ptr))
-        return;
+    if (zk_maybe_region_start(ptr)) {
+        if (route->kind == ZK_ROUTE_SCOPE && zk_cache_state(ptr) == ZK_PTR_IDLE)
+            zk_scope_count_invalid_free(route->scope);   /* a double free, as far as can be told */
+        zk_scope_untag_freed(ptr);   /* before the region can be handed out again */
+        if (zk_cache_free(ptr))
+            return;
+    }
     /* After uninstall() every numpy free passes here: only a free through an
      * active route is news.  The size numpy passes only sorts the count: a
      * small array numpy's allocator served, or a big one from before the

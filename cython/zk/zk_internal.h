@@ -58,6 +58,12 @@ typedef struct zk_region {
     /* The spans of one segment, in address order (heap lock). */
     struct zk_region *addr_prev, *addr_next;
     uint32_t areas;                   /* memory areas (VMAs) this span accounts for */
+    /* The phase an in-use region was allocated in (zk_scope.c), NULL for none,
+     * and its requested bytes.  Taken off (atomic exchange) before the region
+     * is freed or resized, so exactly one free accounts for it; an idle
+     * region never carries a tag. */
+    _Atomic(struct zk_scope *) scope;
+    _Atomic uint64_t scope_bytes;
 } zk_region;
 
 /* zk_region.c: descriptors, in slabs that are never unmapped */
@@ -245,7 +251,6 @@ typedef struct {
     _Atomic uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending;
     _Atomic uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread;
     _Atomic uint64_t prefaulted_bytes, prefault_hits, prefault_idle_bytes, worker_cpu_ns, worker_running;
-    _Atomic uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
     _Atomic uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     _Atomic uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
     _Atomic uint64_t secret_unprotected, secret_failures;
@@ -283,26 +288,38 @@ zk_zero_way zk_zero_choose(int cls, size_t bytes);
 /* A region calloc discarded is being freed: learn how much of it was touched. */
 void zk_zero_learn(zk_region *r);
 
-/* ---- the cache, as the arena uses it (zk_cache.c) ----------------------- */
-/* zk_cache_alloc that also says whether the region is known to be all zeros
- * (a fresh mapping) and whether it was a resident one (a hit). */
-void *zk_cache_take(size_t bytes, size_t *usable, bool *zeroed, bool *hit);
+/* ---- the cache, as phases use it (zk_cache.c) -------------------------- */
+typedef struct {
+    zk_region *region;
+    bool hit;               /* a resident region of the class (or one or two larger) */
+    bool repurposed;        /* a miss served from idle memory of other classes */
+    size_t fresh_bytes;     /* bytes the miss mapped fresh (the faults it will cost) */
+} zk_obtained;
+/* zk_cache_alloc (zeroed: zk_cache_calloc) that also says how it was served. */
+void *zk_cache_obtain(size_t bytes, bool zeroed, zk_obtained *out);
 
-/* ---- arenas (zk_arena.c) ------------------------------------------------ */
-typedef enum {
-    ZK_ARENA_SERVED,    /* the arena answered (NULL: no memory for a chunk) */
-    ZK_ARENA_SMALL,     /* below the arena's min_bytes: numpy's allocator */
-    ZK_ARENA_CLOSED,    /* the phase is over: the size-class cache serves it */
-} zk_arena_verdict;
-
-void zk_arena_init(void);
-void *zk_arena_alloc(zk_arena *a, size_t bytes, bool zeroed, zk_arena_verdict *verdict);
-/* 1 when ptr belongs to the arena (and is now freed), 0 when it does not. */
-int zk_arena_free(zk_arena *a, void *ptr);
-/* Resize without moving when the space allows; NULL when it must move (or
- * must not: *ours set while *have is 0 means ptr is a freed block of the
- * arena).  *have: the live allocation's bytes, 0 if ptr is not one. */
-void *zk_arena_resize_in_place(zk_arena *a, void *ptr, size_t bytes, size_t *have, bool *ours);
+/* ---- phases: accounting scopes over the cache (zk_scope.c) -------------- */
+/* A request through a scope's route that the cache serves: tagged with the
+ * scope while it is open, plain cache memory once it is closed.  NULL: the
+ * fallback must serve it. */
+void *zk_scope_alloc(struct zk_scope *s, size_t bytes, bool zeroed);
+void zk_scope_count_small(struct zk_scope *s);
+void zk_scope_count_invalid_free(struct zk_scope *s);
+/* Take the tag off the in-use region at ptr (if it is one and tagged):
+ * scope NULL if none.  Exactly one caller gets a given tag.
+ * zk_scope_untag_freed also counts the free. */
+typedef struct {
+    struct zk_scope *scope;
+    uint64_t bytes;     /* requested bytes it was tagged with */
+    int cls;            /* the region's class then */
+} zk_scope_tag;
+zk_scope_tag zk_scope_untag(const void *ptr);
+void zk_scope_untag_freed(const void *ptr);
+/* After a realloc of a region that carried tag `old`: tag the region now at
+ * p with the same scope, moving the accounting to `bytes` (dropped if the
+ * fallback holds the data now).  how: which realloc counter it adds to. */
+typedef enum { ZK_RETAG_FAILED, ZK_RETAG_IN_PLACE, ZK_RETAG_MOVED } zk_retag_how;
+void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how);
 
 /* ---- secret memory (zk_secret.c) ---------------------------------------- */
 void zk_secret_init(void);
@@ -326,7 +343,6 @@ static inline size_t zk_opt_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_CAC
 static inline bool zk_opt_hugepages(void) { return zk_opt(ZK_OPT_HUGEPAGES) != ZK_HUGEPAGES_OFF; }
 static inline size_t zk_opt_lazy_zero_bytes(void) { return (size_t)zk_opt(ZK_OPT_LAZY_ZERO_BYTES); }
 static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_THREAD_CACHE_BYTES); }
-static inline size_t zk_opt_arena_min_bytes(void) { return (size_t)zk_opt(ZK_OPT_ARENA_MIN_BYTES); }
 static inline bool zk_opt_adaptive_zero(void) { return zk_opt(ZK_OPT_ADAPTIVE_ZERO) != 0; }
 static inline uint64_t zk_opt_decay_ms(void) { return zk_opt(ZK_OPT_DECAY_MS); }
 static inline bool zk_opt_background(void) { return zk_opt(ZK_OPT_BACKGROUND) != 0; }

@@ -39,7 +39,6 @@ static const zk_option_spec specs[ZK_OPT_COUNT] = {
     [ZK_OPT_HUGEPAGES] = {ZK_HUGEPAGES_OFF, ZK_HUGEPAGES_AUTO, default_hugepages},
     [ZK_OPT_LAZY_ZERO_BYTES] = {0, ADDRESS_SPACE, default_lazy_zero_bytes},
     [ZK_OPT_THREAD_CACHE_BYTES] = {0, ADDRESS_SPACE, default_thread_cache_bytes},
-    [ZK_OPT_ARENA_MIN_BYTES] = {1, ZK_MAX_CLASS_BYTES, default_min_bytes},
     [ZK_OPT_ADAPTIVE_ZERO] = {0, 1, default_adaptive_zero},
     [ZK_OPT_DECAY_MS] = {0, (uint64_t)24 * 3600 * 1000, default_decay_ms},
     [ZK_OPT_BACKGROUND] = {0, 1, default_background},

@@ -61,6 +61,8 @@ zk_region *zk_region_descriptor(void)
     r->free_next = NULL;
     r->addr_prev = r->addr_next = NULL;
     r->areas = 0;
+    atomic_store_explicit(&r->scope, NULL, memory_order_relaxed);
+    atomic_store_explicit(&r->scope_bytes, 0, memory_order_relaxed);
     return r;
 }
 

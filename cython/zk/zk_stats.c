@@ -91,8 +91,6 @@ void zk_stats_read(zk_stats_snapshot *out)
     out->prefault_idle_bytes = load(&zk_stats.prefault_idle_bytes);
     out->worker_cpu_ns = load(&zk_stats.worker_cpu_ns);
     out->worker_running = load(&zk_stats.worker_running);
-    out->arena_chunks_in_use = load(&zk_stats.arena_chunks_in_use);
-    out->arena_chunk_bytes_in_use = load(&zk_stats.arena_chunk_bytes_in_use);
     out->secret_arrays = load(&zk_stats.secret_arrays);
     out->secret_bytes = load(&zk_stats.secret_bytes);
     out->secret_mapped_bytes = load(&zk_stats.secret_mapped_bytes);

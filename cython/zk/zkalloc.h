@@ -27,7 +27,6 @@ typedef enum {
     ZK_OPT_HUGEPAGES,           /* MADV_HUGEPAGE on fresh regions >= 2 MiB: ZK_HUGEPAGES_* */
     ZK_OPT_LAZY_ZERO_BYTES,     /* calloc of >= this many bytes: MADV_DONTNEED; 0 = never */
     ZK_OPT_THREAD_CACHE_BYTES,  /* idle bytes one thread may hold without a lock */
-    ZK_OPT_ARENA_MIN_BYTES,     /* default: smallest request a phase's arena serves */
     ZK_OPT_ADAPTIVE_ZERO,       /* 1: calloc learns per class whether MADV_DONTNEED beats memset */
     ZK_OPT_DECAY_MS,            /* idle this long: MADV_FREE; twice as long: unmapped; 0 = never */
     ZK_OPT_BACKGROUND,          /* 1: a background worker faults growing classes' next regions ahead */
@@ -68,6 +67,7 @@ size_t zk_cache_idle_resident(void);
 size_t zk_cache_release(void);                  /* unmap idle regions; bytes unmapped */
 int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENOMEM / ZK_ECAP */
 void zk_cache_trim(void);                       /* evict until idle bytes <= cap */
+size_t zk_cache_trim_to(size_t bytes);          /* evict oldest until idle bytes <= bytes; bytes unmapped */
 void zk_zero_reset(void);                       /* forget what calloc's policy learned */
 /* Walks every structure; ZK_OK or ZK_ECORRUPT (with *what set to a reason). */
 int zk_check(const char **what);
@@ -98,17 +98,17 @@ typedef struct {
 typedef enum {
     ZK_ROUTE_CACHE = 0,         /* large requests come from the cache */
     ZK_ROUTE_PASSTHROUGH = 1,   /* every request goes to the fallback; frees still checked */
-    ZK_ROUTE_ARENA = 2,         /* large requests bump-allocated from one phase's arena */
+    ZK_ROUTE_SCOPE = 2,         /* the cache, each region tagged with one phase's scope */
     ZK_ROUTE_SECRET = 3,        /* every request gets its own locked, guarded mapping */
 } zk_route_kind;
 
-struct zk_arena;
+struct zk_scope;
 
 /* What a handler's ctx points at: where its requests go. */
 typedef struct {
     zk_route_kind kind;
     int strict;                 /* ZK_ROUTE_SECRET: fail when a protection fails */
-    struct zk_arena *arena;     /* ZK_ROUTE_ARENA: the phase's arena */
+    struct zk_scope *scope;     /* ZK_ROUTE_SCOPE: the phase's scope */
 } zk_route;
 
 extern zk_route zk_route_cache;
@@ -122,40 +122,50 @@ void *zk_h_calloc(void *ctx, size_t nelem, size_t elsize);
 void *zk_h_realloc(void *ctx, void *ptr, size_t new_size);
 void zk_h_free(void *ctx, void *ptr, size_t size);
 
-/* ---- arenas: the scratch memory of one phase (zk_arena.c) ------------- */
-typedef struct zk_arena zk_arena;
+/* ---- phases: an accounted scope over the cache (zk_scope.c) ----------
+ * A phase's requests go to the very cache ZK_ROUTE_CACHE uses; each region
+ * is tagged with the scope, so the scope knows exactly what it allocated,
+ * what is still live and what escaped.  Counters are relaxed atomics: each
+ * is exact, a read while other threads allocate is not a consistent cut. */
+typedef struct zk_scope zk_scope;
 
 typedef struct {
-    uint64_t arrays;            /* allocations served from the arena */
+    uint64_t arrays;            /* requests the cache served, tagged */
     uint64_t bytes_allocated;   /* their requested bytes, summed */
     uint64_t live_arrays, live_bytes, peak_bytes;
-    uint64_t chunks;            /* chunks taken from the cache over the arena's life */
-    uint64_t chunk_bytes;       /* their bytes, summed */
-    uint64_t chunks_reused;     /* of those, resident regions the cache already held */
-    uint64_t grown_chunks;      /* chunks added because the first one was full */
-    uint64_t rewinds;           /* a chunk emptied while open: its space reused */
-    uint64_t small_allocs;      /* below the arena's min_bytes: numpy's allocator */
+    uint64_t small_arrays;      /* below min_bytes (or above the largest class): numpy's allocator */
+    uint64_t hits, misses;      /* of the tagged requests */
+    uint64_t repurposed;        /* misses served from idle memory of other classes */
+    uint64_t fresh_bytes;       /* bytes the misses mapped fresh: the faults the phase caused */
+    uint64_t alloc_ns;          /* time inside the cache's allocations */
     uint64_t realloc_in_place, realloc_moved;
-    uint64_t invalid_frees;
-    uint64_t failures;          /* a chunk could not be mapped: MemoryError */
-    uint64_t escaped_arrays, escaped_bytes;   /* alive when the arena was reset */
-    uint64_t pinned_chunks;     /* chunks kept for escaped arrays, now */
-    uint64_t reset_ns;
+    uint64_t invalid_frees;     /* frees through the phase's handler of regions not in use */
+    uint64_t escaped_arrays, escaped_bytes;   /* live when the scope was closed */
+    uint64_t peak_region_bytes; /* the most bytes of regions (class sizes) live at once */
     int closed;
-} zk_arena_stats;
+    uint64_t class_live[ZK_NCLASSES];   /* live tagged regions per region class */
+    uint64_t class_peak[ZK_NCLASSES];   /* the most of them live at once */
+} zk_scope_stats;
 
-/* capacity 0: grow geometrically from first_chunk_bytes.  NULL: no memory. */
-zk_arena *zk_arena_create(size_t capacity, size_t min_bytes, size_t first_chunk_bytes);
-zk_route *zk_arena_route(zk_arena *a);
-/* Close the arena: chunks with no live array go back to the cache, the rest
- * wait for their last array.  O(chunks), never O(arrays). */
-void zk_arena_reset(zk_arena *a);
-/* Free the arena itself; only once no allocation of it can be freed again
- * (the handler capsule that owns it is gone). */
-void zk_arena_destroy(zk_arena *a);
-void zk_arena_stats_read(zk_arena *a, zk_arena_stats *out);
-/* Requested bytes of a live allocation of this arena, 0 when ptr is not one. */
-size_t zk_arena_usable(zk_arena *a, const void *ptr);
+zk_scope *zk_scope_create(void);             /* NULL: no memory */
+zk_route *zk_scope_route(zk_scope *s);
+/* End the phase: later requests through its route are plain, untagged cache
+ * requests (a copied context may still name it).  Records the escapes. */
+void zk_scope_close(zk_scope *s);
+/* Free the scope; only once no region can carry its tag (the handler capsule
+ * that owns it, referenced by every array it allocated, is gone). */
+void zk_scope_destroy(zk_scope *s);
+void zk_scope_stats_read(zk_scope *s, zk_scope_stats *out);
+/* Whether ptr is a live region tagged with s. */
+int zk_scope_owns(zk_scope *s, const void *ptr);
+/* The live regions tagged with s, walking every descriptor: fills up to max
+ * (address, requested bytes) pairs, returns how many there are. */
+size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *bytes, size_t max);
+/* Hot start: make sure need[c] idle regions of each class c are resident,
+ * best effort, faulting in at most peak_bytes (the last run's
+ * peak_region_bytes) less what the cache holds idle, and never beyond the
+ * cap.  Returns the bytes it mapped fresh (0 when the cache held enough). */
+uint64_t zk_scope_warm(const uint64_t need[ZK_NCLASSES], uint64_t peak_bytes);
 
 /* ---- secret memory (zk_secret.c) --------------------------------------- */
 enum {
@@ -221,7 +231,6 @@ typedef struct {
     uint64_t prefault_idle_bytes;     /* faulted ahead and not used yet, now */
     uint64_t worker_cpu_ns;           /* CPU time the background worker spent */
     uint64_t worker_running;          /* 1 while the background worker exists */
-    uint64_t arena_chunks_in_use, arena_chunk_bytes_in_use;
     uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
     uint64_t secret_unprotected, secret_failures;

@@ -337,49 +337,203 @@ static void test_handler_routing(void)
     CHECK_INVARIANTS();
 }
 
-/* ---- arenas and secret memory, through the handler's entry points ------------- */
+/* ---- phase scopes and secret memory, through the handler's entry points ------- */
 
-static void test_arena(void)
+static zk_scope_stats scope_read(zk_scope *sc)
+{
+    zk_scope_stats st;
+    zk_scope_stats_read(sc, &st);
+    return st;
+}
+
+static void test_scope(void)
 {
     long live0 = fb_live;
-    zk_arena *a = zk_arena_create(0, 64 * KiB, 4 * MiB);
-    CHECK(a != NULL);
-    void *ctx = zk_arena_route(a);
-    zk_arena_stats st;
+    zk_scope *sc = zk_scope_create();
+    CHECK(sc != NULL);
+    void *ctx = zk_scope_route(sc);
+    zk_scope_stats st;
 
-    void *small = zk_h_malloc(ctx, 100);                 /* below the arena's min: fallback */
-    CHECK(small != NULL && fb_live == live0 + 1);
-    void *x = zk_h_malloc(ctx, MiB);
-    CHECK(x != NULL && ((uintptr_t)x & 63) == 0 && zk_arena_usable(a, x) == MiB);
+    void *small = zk_h_malloc(ctx, 100);                 /* below min_bytes: fallback, counted */
+    CHECK(small != NULL && fb_live == live0 + 1 && !zk_scope_owns(sc, small));
+    void *x = zk_h_malloc(ctx, MiB);                     /* the cache, tagged */
+    CHECK(x != NULL && zk_scope_owns(sc, x) && zk_cache_state(x) == ZK_PTR_IN_USE);
     stamp(x, MiB, 0x11);
     void *z = zk_h_calloc(ctx, 2, MiB);
-    CHECK(z != NULL && all_zero(z, 2 * MiB));
-    void *g = zk_h_realloc(ctx, z, 5 * MiB / 2);         /* the last one: grows in place */
-    CHECK(g == z && zk_arena_usable(a, g) == 5 * MiB / 2);
-    void *m = zk_h_realloc(ctx, x, 2 * MiB);             /* not the last: moves */
-    CHECK(m != NULL && m != x && stamped(m, MiB, 0x11) && zk_arena_usable(a, x) == 0);
+    CHECK(z != NULL && all_zero(z, 2 * MiB) && zk_scope_owns(sc, z));
+    void *g = zk_h_realloc(ctx, z, 2 * MiB - 4096);      /* the same region */
+    CHECK(g == z && zk_scope_owns(sc, g));
+    void *m = zk_h_realloc(ctx, x, 3 * MiB);             /* grows: a new address */
+    CHECK(m != NULL && m != x && stamped(m, MiB, 0x11) && zk_scope_owns(sc, m) && !zk_scope_owns(sc, x));
     zk_h_free(ctx, g, 0);
-    zk_h_free(ctx, g, 0);                                /* double free: refused */
+    zk_h_free(ctx, g, 0);                                /* double free: refused, counted */
     long fb_before = fb_live;
     CHECK(zk_h_realloc(ctx, g, MiB) == NULL);            /* realloc after free: refused, not passed on */
-    zk_arena_stats_read(a, &st);
-    CHECK(st.invalid_frees == 2 && st.live_arrays == 1 && st.realloc_in_place == 1 && st.realloc_moved == 1);
     CHECK(fb_live == fb_before);
+    st = scope_read(sc);
+    CHECK(st.arrays == 2 && st.bytes_allocated == 3 * MiB && st.small_arrays == 1);
+    CHECK(st.live_arrays == 1 && st.live_bytes == 3 * MiB && st.peak_bytes == 3 * MiB + 2 * MiB - 4096);
+    CHECK(st.hits + st.misses == 2 && st.invalid_frees == 2);
+    CHECK(st.realloc_in_place == 1 && st.realloc_moved == 1);
+    CHECK(st.class_live[zk_class_of(3 * MiB)] == 1 && st.class_peak[zk_class_of(2 * MiB)] == 1);
 
-    zk_arena_reset(a);                                   /* m escapes */
-    zk_arena_stats_read(a, &st);
-    CHECK(st.closed && st.escaped_arrays == 1 && st.pinned_chunks == 1);
-    CHECK(stamped(m, MiB, 0x11));
-    void *after = zk_h_malloc(ctx, MiB);                 /* closed: the cache serves */
-    CHECK(after != NULL && zk_cache_state(after) == ZK_PTR_IN_USE);
+    /* A free through another route (another phase, the plain cache) still leaves the scope. */
+    void *y = zk_h_malloc(ctx, 256 * KiB);
+    zk_h_free(ctx_cache(), y, 0);
+    /* Shrunk below min_bytes: the fallback holds it, the scope lets it go. */
+    void *w = zk_h_malloc(ctx, 64 * KiB);
+    stamp(w, 64 * KiB, 0x22);
+    void *w2 = zk_h_realloc(ctx, w, 1000);
+    CHECK(w2 != NULL && zk_cache_state(w2) == ZK_PTR_FOREIGN && stamped(w2, 1000, 0x22));
+    st = scope_read(sc);
+    CHECK(st.arrays == 4 && st.live_arrays == 1 && st.live_bytes == 3 * MiB);
+
+    uintptr_t addr[4];
+    uint64_t bytes[4];
+    CHECK(zk_scope_live(sc, addr, bytes, 4) == 1 && addr[0] == (uintptr_t)m && bytes[0] == 3 * MiB);
+    CHECK(zk_scope_live(sc, NULL, NULL, 0) == 1);
+
+    zk_scope_close(sc);                                  /* m escapes */
+    st = scope_read(sc);
+    CHECK(st.closed && st.escaped_arrays == 1 && st.escaped_bytes == 3 * MiB);
+    CHECK(stamped(m, MiB, 0x11) && zk_scope_owns(sc, m));
+    void *after = zk_h_malloc(ctx, MiB);                 /* closed: plain cache memory, untagged */
+    CHECK(after != NULL && zk_cache_state(after) == ZK_PTR_IN_USE && !zk_scope_owns(sc, after));
+    CHECK(scope_read(sc).arrays == 4);
     zk_h_free(ctx, after, 0);
     zk_h_free(ctx, m, 0);
     zk_h_free(ctx, small, 100);
-    zk_arena_stats_read(a, &st);
-    CHECK(st.pinned_chunks == 0 && st.live_arrays == 0 && fb_live == live0);
-    zk_arena_destroy(a);
+    zk_h_free(ctx, w2, 1000);
+    st = scope_read(sc);
+    CHECK(st.live_arrays == 0 && st.live_bytes == 0 && st.escaped_arrays == 1 && fb_live == live0);
+    zk_scope_destroy(sc);
+    CHECK_INVARIANTS();
+}
 
-    CHECK(zk_arena_create(ZK_MAX_CLASS_BYTES * 2, 64 * KiB, 0) == NULL);   /* no class that big */
+/* Nested scopes: the innermost tags; the outer one never sees its arrays. */
+static void test_scope_nesting(void)
+{
+    zk_scope *outer = zk_scope_create(), *inner = zk_scope_create();
+    void *a = zk_h_malloc(zk_scope_route(outer), MiB);
+    void *b = zk_h_malloc(zk_scope_route(inner), MiB);
+    CHECK(zk_scope_owns(outer, a) && !zk_scope_owns(outer, b) && zk_scope_owns(inner, b));
+    zk_scope_close(inner);
+    zk_h_free(zk_scope_route(outer), b, 0);              /* freed while the outer one is current */
+    CHECK(scope_read(inner).live_arrays == 0 && scope_read(inner).escaped_arrays == 1);
+    CHECK(scope_read(outer).live_arrays == 1 && scope_read(outer).arrays == 1);
+    zk_h_free(zk_scope_route(outer), a, 0);
+    zk_scope_close(outer);
+    CHECK(scope_read(outer).escaped_arrays == 0);
+    zk_scope_destroy(inner);
+    zk_scope_destroy(outer);
+}
+
+/* Hot start and trim_to: warm makes the need resident, once; trim_to gives
+ * back the idle bytes beyond a mark, oldest first. */
+static void test_scope_warm_and_trim(void)
+{
+    zk_stats_snapshot s;
+    zk_cache_release();
+    uint64_t need[ZK_NCLASSES] = {0};
+    int c = zk_class_of(3 * MiB);
+    need[c] = 2;
+    need[zk_class_of(128 * KiB)] = 3;
+    uint64_t added = zk_scope_warm(need, (uint64_t)1 << 40);
+    CHECK(added == 2 * zk_class_bytes(c) + 3 * zk_class_bytes(zk_class_of(128 * KiB)));
+    stats(&s);
+    CHECK(s.class_cached[c] == 2 && s.class_cached[zk_class_of(128 * KiB)] == 3);
+    CHECK(zk_scope_warm(need, (uint64_t)1 << 40) == 0);  /* resident already: nothing to add */
+    need[zk_class_of(16 * MiB)] = 4;                     /* idle bytes already cover this peak: nothing */
+    CHECK(zk_scope_warm(need, 2 * zk_class_bytes(c)) == 0);
+    need[zk_class_of(16 * MiB)] = 0;
+    zk_scope *sc = zk_scope_create();
+    void *p[2] = {zk_h_malloc(zk_scope_route(sc), 3 * MiB), zk_h_malloc(zk_scope_route(sc), 3 * MiB)};
+    CHECK(scope_read(sc).hits == 2 && scope_read(sc).misses == 0 && scope_read(sc).fresh_bytes == 0);
+    zk_h_free(ctx_cache(), p[0], 0);
+    zk_h_free(ctx_cache(), p[1], 0);
+    zk_scope_close(sc);
+    zk_scope_destroy(sc);
+
+    stats(&s);
+    uint64_t mark = s.bytes_cached - 2 * zk_class_bytes(c);
+    CHECK(zk_cache_trim_to(mark) >= 2 * zk_class_bytes(c));
+    stats(&s);
+    CHECK(s.bytes_cached <= mark);
+    CHECK(zk_cache_trim_to(s.bytes_cached) == 0);
+    need[c] = (uint64_t)1 << 40;                         /* more than the cap: best effort, no failure */
+    (void)zk_scope_warm(need, (uint64_t)1 << 40);
+    stats(&s);
+    CHECK(s.bytes_cached <= zk_option_get(ZK_OPT_CACHE_BYTES));
+    zk_cache_release();
+    CHECK_INVARIANTS();
+}
+
+/* Threads share one scope: each allocates, another frees (through the scope
+ * or the plain cache route, some after a realloc); then threads allocate
+ * while the scope is closed under them.  The counters must come out exact. */
+#define SCOPE_BLOCKS 64
+static unsigned next_rand(unsigned *s);
+typedef struct {
+    zk_scope *scope;
+    pthread_barrier_t *barrier;
+    void *blocks[SCOPE_BLOCKS];
+    size_t sizes[SCOPE_BLOCKS];
+    int id, n;
+} scope_worker;
+
+static scope_worker *scope_workers;
+
+static void *scope_thread(void *arg)
+{
+    scope_worker *me = arg;
+    void *ctx = zk_scope_route(me->scope);
+    unsigned seed = 77u + (unsigned)me->id;
+    for (int i = 0; i < SCOPE_BLOCKS; i++) {
+        me->sizes[i] = 64 * KiB + (next_rand(&seed) % 64) * 8 * KiB;
+        me->blocks[i] = next_rand(&seed) & 1 ? zk_h_malloc(ctx, me->sizes[i]) : zk_h_calloc(ctx, 1, me->sizes[i]);
+        CHECK(me->blocks[i] != NULL && zk_scope_owns(me->scope, me->blocks[i]));
+    }
+    pthread_barrier_wait(me->barrier);
+    scope_worker *other = &scope_workers[(me->id + 1) % me->n];
+    for (int i = 0; i < SCOPE_BLOCKS; i++) {
+        void *p = other->blocks[i];
+        if (i % 3 == 0)
+            p = zk_h_realloc(ctx, p, other->sizes[i] * 2);   /* the tag follows the data */
+        zk_h_free(i % 2 ? ctx : ctx_cache(), p, 0);
+    }
+    return NULL;
+}
+
+static void test_scope_threads(int n)
+{
+    zk_scope *sc = zk_scope_create();
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, (unsigned)n);
+    scope_workers = calloc((size_t)n, sizeof *scope_workers);
+    pthread_t *t = calloc((size_t)n, sizeof *t);
+    for (int i = 0; i < n; i++) {
+        scope_workers[i] = (scope_worker){.scope = sc, .barrier = &barrier, .id = i, .n = n};
+        pthread_create(&t[i], NULL, scope_thread, &scope_workers[i]);
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    uint64_t bytes = 0;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < SCOPE_BLOCKS; k++)
+            bytes += scope_workers[i].sizes[k];
+    zk_scope_stats st = scope_read(sc);
+    CHECK(st.arrays == (uint64_t)n * SCOPE_BLOCKS && st.bytes_allocated == bytes);
+    CHECK(st.hits + st.misses == st.arrays && st.live_arrays == 0 && st.live_bytes == 0);
+    CHECK(st.peak_bytes >= bytes && st.invalid_frees == 0);   /* all live at the barrier */
+    CHECK(st.realloc_in_place + st.realloc_moved == (uint64_t)n * ((SCOPE_BLOCKS + 2) / 3));
+    for (int c = 0; c < ZK_NCLASSES; c++)
+        CHECK(st.class_live[c] == 0);
+    zk_scope_close(sc);
+    CHECK(scope_read(sc).escaped_arrays == 0);
+    zk_scope_destroy(sc);
+    pthread_barrier_destroy(&barrier);
+    free(scope_workers);
+    free(t);
     CHECK_INVARIANTS();
 }
 
@@ -684,12 +838,15 @@ int main(int argc, char **argv)
     test_cache_api();
     test_failed_unmaps();
     test_handler_routing();
-    test_arena();
+    test_scope();
+    test_scope_nesting();
+    test_scope_warm_and_trim();
     test_secret();
 
     boxes = calloc((size_t)nthreads, sizeof *boxes);
     for (int i = 0; i < nthreads; i++)
         pthread_mutex_init(&boxes[i].lock, NULL);
+    test_scope_threads(nthreads);
     run_threads(0);
     run_threads(1);
     if (fork_rounds > 0)

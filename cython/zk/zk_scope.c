@@ -1,0 +1,289 @@
+/*
+ * Phases: an accounted scope over the size-class cache.
+ *
+ * A phase used to be a bump arena (zk-nalloc's design).  In numpy every
+ * array is freed on its own when its refcount drops, so an O(1) reset saves
+ * nothing, and a stream of temporaries got fresh memory from the arena where
+ * the cache hands back the same hot region: 4.4x slower and 10x the RSS on
+ * an NTT prover.  So a phase's requests now go to the very same cache as
+ * ZK_ROUTE_CACHE, and the phase only adds knowledge: each region it
+ * allocates is tagged with the scope (zk_region.scope), and the scope counts
+ * what it allocated, what is live, what it cost (hits, misses, fresh bytes,
+ * time), per class for the next run's hot start, and what escaped.
+ *
+ * Ownership of a tag: the allocating thread sets it before numpy sees the
+ * pointer; whoever frees or resizes the region takes it off with an atomic
+ * exchange first, so exactly one thread accounts for it, whatever thread
+ * frees it and whichever phase is current then.  Nested phases: the
+ * innermost one tags, the outer one does not see those arrays.
+ *
+ * A scope lives until the capsule that owns it is destroyed (numpy keeps a
+ * reference to it in every array allocated through it): a tag never points
+ * at a freed scope.  No lock: fork needs nothing here.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "zk_internal.h"
+
+struct zk_scope {
+    zk_route route;
+    _Atomic uint64_t arrays, bytes_allocated, live_arrays, live_bytes, peak_bytes, small_arrays;
+    _Atomic uint64_t hits, misses, repurposed, fresh_bytes, alloc_ns;
+    _Atomic uint64_t realloc_in_place, realloc_moved, invalid_frees;
+    _Atomic uint64_t escaped_arrays, escaped_bytes;
+    _Atomic uint64_t region_bytes, peak_region_bytes;   /* live regions' class bytes */
+    _Atomic int closed;
+    _Atomic int64_t class_live[ZK_NCLASSES];   /* may dip below 0 transiently: signed */
+    _Atomic uint64_t class_peak[ZK_NCLASSES];
+};
+
+static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
+
+zk_scope *zk_scope_create(void)
+{
+    zk_scope *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->route.kind = ZK_ROUTE_SCOPE;
+    s->route.scope = s;
+    return s;
+}
+
+zk_route *zk_scope_route(zk_scope *s) { return &s->route; }
+void zk_scope_destroy(zk_scope *s) { free(s); }
+
+/* ---- live accounting ------------------------------------------------------- */
+
+/* Per class, the class of the region that served the request (one or two
+ * classes above the request's on a hit that took a larger region): after
+ * the phase, the cache holds exactly those regions idle, so the next run's
+ * hot start finds them there and reserves nothing. */
+static void live_add(zk_scope *s, uint64_t bytes, int cls)
+{
+    zk_count(&s->live_arrays, 1);
+    zk_stats_gauge_add(&s->live_bytes, &s->peak_bytes, bytes);
+    if (cls >= 0 && cls < ZK_NCLASSES) {
+        zk_stats_gauge_add(&s->region_bytes, &s->peak_region_bytes, zk_class_bytes(cls));
+        int64_t now = atomic_fetch_add_explicit(&s->class_live[cls], 1, memory_order_relaxed) + 1;
+        if (now > 0)
+            zk_stats_raise_peak(&s->class_peak[cls], (uint64_t)now);
+    }
+}
+
+static void live_sub(zk_scope *s, uint64_t bytes, int cls)
+{
+    zk_stats_gauge_sub(&s->live_arrays, 1);
+    zk_stats_gauge_sub(&s->live_bytes, bytes);
+    if (cls >= 0 && cls < ZK_NCLASSES) {
+        zk_stats_gauge_sub(&s->region_bytes, zk_class_bytes(cls));
+        atomic_fetch_sub_explicit(&s->class_live[cls], 1, memory_order_relaxed);
+    }
+}
+
+static void tag(zk_region *r, zk_scope *s, uint64_t bytes)
+{
+    atomic_store_explicit(&r->scope_bytes, bytes, memory_order_relaxed);
+    atomic_store_explicit(&r->scope, s, memory_order_release);
+}
+
+/* ---- the route ------------------------------------------------------------- */
+
+static void count_obtained(zk_scope *s, const zk_obtained *ob, size_t bytes, uint64_t ns)
+{
+    zk_count(&s->arrays, 1);
+    zk_count(&s->bytes_allocated, bytes);
+    zk_count(&s->alloc_ns, ns);
+    if (ob->hit) {
+        zk_count(&s->hits, 1);
+        return;
+    }
+    zk_count(&s->misses, 1);
+    zk_count(&s->fresh_bytes, ob->fresh_bytes);
+    if (ob->repurposed)
+        zk_count(&s->repurposed, 1);
+}
+
+void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed)
+{
+    /* Closed (a copied context still names the phase): plain cache memory,
+     * counted nowhere in the phase.  A request racing with the close may
+     * still be tagged; it then counts as live, never as escaped. */
+    if (atomic_load_explicit(&s->closed, memory_order_relaxed))
+        return zeroed ? zk_cache_calloc(bytes) : zk_cache_alloc(bytes);
+    zk_obtained ob;
+    uint64_t t0 = zk_thp_now_ns();
+    void *p = zk_cache_obtain(bytes, zeroed, &ob);
+    uint64_t ns = zk_thp_now_ns() - t0;
+    if (p == NULL)
+        return NULL;
+    count_obtained(s, &ob, bytes, ns);
+    live_add(s, bytes, ob.region->cls);
+    tag(ob.region, s, bytes);
+    return p;
+}
+
+void zk_scope_count_small(zk_scope *s) { zk_count(&s->small_arrays, 1); }
+void zk_scope_count_invalid_free(zk_scope *s) { zk_count(&s->invalid_frees, 1); }
+
+zk_scope_tag zk_scope_untag(const void *ptr)
+{
+    zk_scope_tag t = {NULL, 0, -1};
+    if (!zk_maybe_region_start(ptr))
+        return t;
+    zk_region *r = zk_pagemap_get(ptr);
+    if (r == NULL || atomic_load_explicit(&r->scope, memory_order_relaxed) == NULL)
+        return t;
+    t.scope = atomic_exchange_explicit(&r->scope, NULL, memory_order_acq_rel);
+    if (t.scope != NULL) {
+        t.bytes = atomic_load_explicit(&r->scope_bytes, memory_order_relaxed);
+        t.cls = r->cls;   /* stable while in use: only a realloc changes it, untagged */
+    }
+    return t;
+}
+
+void zk_scope_untag_freed(const void *ptr)
+{
+    zk_scope_tag t = zk_scope_untag(ptr);
+    if (t.scope != NULL)
+        live_sub(t.scope, t.bytes, t.cls);
+}
+
+void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how)
+{
+    zk_scope *s = old.scope;
+    if (how != ZK_RETAG_FAILED)
+        zk_count(how == ZK_RETAG_MOVED ? &s->realloc_moved : &s->realloc_in_place, 1);
+    zk_region *r = zk_maybe_region_start(p) ? zk_pagemap_get(p) : NULL;
+    live_sub(s, old.bytes, old.cls);
+    if (r == NULL)
+        return;   /* the fallback holds it now: no longer the phase's */
+    live_add(s, bytes, r->cls);
+    tag(r, s, bytes);
+}
+
+/* ---- closing, reading, listing ------------------------------------------------ */
+
+void zk_scope_close(zk_scope *s)
+{
+    atomic_store_explicit(&s->closed, 1, memory_order_relaxed);
+    atomic_store_explicit(&s->escaped_arrays, load(&s->live_arrays), memory_order_relaxed);
+    atomic_store_explicit(&s->escaped_bytes, load(&s->live_bytes), memory_order_relaxed);
+}
+
+void zk_scope_stats_read(zk_scope *s, zk_scope_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->arrays = load(&s->arrays);
+    out->bytes_allocated = load(&s->bytes_allocated);
+    out->live_arrays = load(&s->live_arrays);
+    out->live_bytes = load(&s->live_bytes);
+    out->peak_bytes = load(&s->peak_bytes);
+    out->small_arrays = load(&s->small_arrays);
+    out->hits = load(&s->hits);
+    out->misses = load(&s->misses);
+    out->repurposed = load(&s->repurposed);
+    out->fresh_bytes = load(&s->fresh_bytes);
+    out->alloc_ns = load(&s->alloc_ns);
+    out->realloc_in_place = load(&s->realloc_in_place);
+    out->realloc_moved = load(&s->realloc_moved);
+    out->invalid_frees = load(&s->invalid_frees);
+    out->escaped_arrays = load(&s->escaped_arrays);
+    out->escaped_bytes = load(&s->escaped_bytes);
+    out->peak_region_bytes = load(&s->peak_region_bytes);
+    out->closed = atomic_load_explicit(&s->closed, memory_order_relaxed);
+    for (int c = 0; c < ZK_NCLASSES; c++) {
+        int64_t live = atomic_load_explicit(&s->class_live[c], memory_order_relaxed);
+        out->class_live[c] = live > 0 ? (uint64_t)live : 0;
+        out->class_peak[c] = load(&s->class_peak[c]);
+    }
+}
+
+int zk_scope_owns(zk_scope *s, const void *ptr)
+{
+    if (!zk_maybe_region_start(ptr))
+        return 0;
+    zk_region *r = zk_pagemap_get(ptr);
+    return r != NULL && atomic_load_explicit(&r->state, memory_order_acquire) == ZK_REGION_IN_USE &&
+           atomic_load_explicit(&r->scope, memory_order_acquire) == s;
+}
+
+typedef struct {
+    zk_scope *scope;
+    uintptr_t *addresses;
+    uint64_t *bytes;
+    size_t max, found;
+} live_walk;
+
+static void collect_live(zk_region *r, void *arg)
+{
+    live_walk *w = arg;
+    if (atomic_load_explicit(&r->scope, memory_order_acquire) != w->scope ||
+        atomic_load_explicit(&r->state, memory_order_acquire) != ZK_REGION_IN_USE)
+        return;
+    if (w->found < w->max) {
+        w->addresses[w->found] = r->base;
+        w->bytes[w->found] = atomic_load_explicit(&r->scope_bytes, memory_order_relaxed);
+    }
+    w->found++;
+}
+
+size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *bytes, size_t max)
+{
+    live_walk w = {s, addresses, bytes, max, 0};
+    zk_region_foreach(collect_live, &w);
+    return w.found;
+}
+
+/* ---- hot start ------------------------------------------------------------------- */
+
+/* Take n regions of class c from the cache (resident ones first), holding
+ * them on *held; fresh ones are faulted in now.  Stops once the fresh bytes
+ * would exceed *budget. */
+static uint64_t take_class(int c, uint64_t n, zk_region **held, uint64_t *budget)
+{
+    uint64_t added = 0;
+    size_t bytes = zk_class_bytes(c);
+    for (uint64_t i = 0; i < n && *budget >= bytes; i++) {
+        zk_obtained ob;
+        if (zk_cache_obtain(bytes, false, &ob) == NULL)
+            break;   /* the kernel refused: best effort */
+        if (!ob.hit)
+            (void)zk_os_populate((void *)ob.region->base, ob.region->bytes);
+        added += ob.fresh_bytes;
+        *budget -= ob.fresh_bytes < *budget ? ob.fresh_bytes : *budget;
+        ob.region->free_next = *held;
+        *held = ob.region;
+    }
+    return added;
+}
+
+uint64_t zk_scope_warm(const uint64_t need[ZK_NCLASSES], uint64_t peak_bytes)
+{
+    /* Every region is held until all classes are served, then freed into the
+     * cache together: reserving one class at a time (zk_cache_reserve) would
+     * let a later class's miss carve up or gather the idle regions just
+     * reserved for another.  Fresh memory is bounded by the last run's peak
+     * (the per-class peaks need not coincide: their sum can exceed it) less
+     * what the cache already holds idle, which a miss can repurpose without
+     * a fault; and by the cap.  Largest classes first: their faults cost the
+     * most. */
+    uint64_t cap = zk_opt_cache_bytes();
+    uint64_t target = peak_bytes < cap ? peak_bytes : cap;
+    uint64_t cached = atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed);
+    if (cached >= target)
+        return 0;
+    uint64_t budget = target - cached, added = 0;
+    zk_region *held = NULL;
+    for (int c = ZK_NCLASSES - 1; c >= 0 && budget > 0; c--) {
+        int64_t have = atomic_load_explicit(&zk_stats.class_cached[c], memory_order_relaxed);
+        if (need[c] != 0 && (have < 0 || (uint64_t)have < need[c]))
+            added += take_class(c, need[c], &held, &budget);
+    }
+    while (held != NULL) {
+        zk_region *next = held->free_next;
+        zk_cache_free((void *)held->base);
+        held = next;
+    }
+    return added;
+}
