@@ -317,6 +317,35 @@ def test_generators_crossing_phases_and_installed_restore_the_handler(fresh):
     assert handler_name(np.ones(MiB)) == start
 
 
+def test_generators_crossing_installed_and_phase_blocks(fresh):
+    """installed() goes through the same handler stack: an installed() block
+    in one generator and a phase in another, exited in crossed order, leave
+    the context where it started."""
+    start = handler_name()
+
+    def inst():
+        with zk.installed():
+            yield handler_name()
+            yield handler_name()
+
+    def ph():
+        with zk.phase("crossed"):
+            yield handler_name()
+            yield handler_name()
+
+    a, b = inst(), ph()
+    assert next(a) == "zkalloc"
+    assert next(b) == "zkalloc-phase"
+    assert next(a) == "zkalloc-phase"   # the phase, entered last, is current
+    with pytest.raises(StopIteration):
+        next(a)                          # installed() exits first: the phase stays current
+    assert handler_name() == "zkalloc-phase"
+    assert next(b) == "zkalloc-phase"
+    with pytest.raises(StopIteration):
+        next(b)                          # the phase restores what was there before installed()
+    assert handler_name() == start and _handler_stack.depth() == 0
+
+
 def test_generators_crossing_phase_and_secret_blocks(fresh):
     """A phase entered first and ended first, while a secret block entered
     after it is still open: the secret block keeps its handler, and when it

@@ -22,11 +22,8 @@ a copied context gets its own stack, never a shared list), and exits with
 - its entry on top but another handler current (someone outside this stack
   set one without restoring): leave that handler alone, pop.
 
-Users: ``phase()`` and ``secret()``.  ``installed()`` should enter through
-this too (it is the third block that sets a handler); until then an
-``installed()`` block that crosses a phase can still restore a closed
-phase's capsule, which then serves plain cache memory (nothing breaks, the
-handler name is wrong).
+Users: ``installed()``, ``phase()`` and ``secret()``: every block that
+sets a handler.
 """
 from __future__ import annotations
 

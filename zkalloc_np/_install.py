@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _handler_stack
 from ._log import log_activity
 from ._settings import configure
 
@@ -39,7 +39,7 @@ class Installed(contextlib.AbstractContextManager[None]):
     entering it a second time is a RuntimeError."""
 
     def __init__(self) -> None:
-        self._previous: Any = None
+        self._entry: Any = None
         self._state = "new"
 
     def __enter__(self) -> None:
@@ -47,13 +47,15 @@ class Installed(contextlib.AbstractContextManager[None]):
             raise RuntimeError("this zkalloc.installed() object was already entered; "
                                "call zkalloc.installed() again for each with block")
         self._state = "open"
-        self._previous = _core.set_context_handler(_core.handler_capsule)
+        # Through the handler stack: blocks entered in generators may exit
+        # out of order, and each must still restore the right handler.
+        self._entry = _handler_stack.enter(_core.handler_capsule)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._state = "closed"
-        _core.set_context_handler(self._previous)
-        self._previous = None
+        _handler_stack.leave(self._entry)
+        self._entry = None
         log_activity("installed() block")
 
     def __repr__(self) -> str:
