@@ -44,13 +44,14 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/zkalloc-matrix.XXXXXX")"
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
 log() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*"; }
 
-find_python() {   # find_python 3.13 -> path of a python3.13, or nothing
+find_python() {   # find_python 3.13 -> path of a working python3.13, or nothing
     local v="$1" p
-    p="$(command -v "python$v" 2>/dev/null || true)"
-    if [ -z "$p" ]; then
-        for p in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v"; do [ -x "$p" ] && break; p=""; done
-    fi
-    [ -n "$p" ] && "$p" -c 'import venv' 2>/dev/null && echo "$p"
+    # pyenv's own interpreters first: its shims on PATH fail for versions that are not active
+    for p in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" "$(command -v "python$v" 2>/dev/null)"; do
+        if [ -n "$p" ] && [ -x "$p" ] && "$p" -c "import sys, venv; sys.exit('%d.%d' % sys.version_info[:2] != '$v')" 2>/dev/null; then
+            echo "$p"; return 0
+        fi
+    done
     return 0
 }
 
