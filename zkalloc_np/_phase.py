@@ -71,6 +71,7 @@ class PhaseStats:
     closed: bool
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields, ready for json.dumps."""
         return dataclasses.asdict(self)
 
 
@@ -90,6 +91,7 @@ class PhaseTotals:
     max_chunk_bytes: int = 0   # the most chunk bytes one run needed: the next run's capacity
 
     def add(self, st: PhaseStats) -> None:
+        """Count one more finished phase of this name."""
         self.phases += 1
         self.arrays += st.arrays
         self.bytes_allocated += st.bytes_allocated
