@@ -76,6 +76,15 @@ def runs(tmp_path_factory):
         return {name: f.result() for name, f in futures.items()}
 
 
+def numpy_skips_mem_policy(baseline: dict[str, str]) -> bool:
+    """numpy 2.0.x skips its memory-policy tests on Python >= 3.12 ("no
+    numpy.distutils"); tools/matrix.sh runs that combination."""
+    return baseline.get("_core.tests.test_mem_policy::test_set_policy") == "skipped"
+
+
+MEM_POLICY_SKIPPED = "numpy skips test_mem_policy here (numpy 2.0.x on Python >= 3.12: no numpy.distutils)"
+
+
 def test_subset_passes_as_without_zkalloc(runs):
     baseline, _ = runs["baseline"]
     under, output = runs["install"]
@@ -85,17 +94,22 @@ def test_subset_passes_as_without_zkalloc(runs):
     assert under == expected
     assert sum(v == "passed" for v in under.values()) > 2000
     # the memory-policy tests really built their extension and ran
-    assert under["_core.tests.test_mem_policy::test_set_policy"] == "passed"
+    if not numpy_skips_mem_policy(baseline):
+        assert under["_core.tests.test_mem_policy::test_set_policy"] == "passed"
 
 
 def test_mem_policy_as_is_under_installed(runs):
     baseline, _ = runs["baseline"]
+    if numpy_skips_mem_policy(baseline):
+        pytest.skip(MEM_POLICY_SKIPPED)
     under, output = runs["installed"]
     assert "zkalloc check: ok" in output and "mode=installed" in output
     assert under == {k: v for k, v in baseline.items() if ".test_mem_policy::" in k}
 
 
 def test_deselected_tests_are_exactly_those_asserting_numpys_default(runs):
+    if numpy_skips_mem_policy(runs["baseline"][0]):
+        pytest.skip(MEM_POLICY_SKIPPED)
     under, output = runs["install-all"]
     failed = {k.split("::")[1] for k, v in under.items() if v in ("failure", "error")}
     # test_thread_locality's assertion fails in its child thread, which pytest
