@@ -25,8 +25,9 @@ log = logging.getLogger("mkdocs.hooks.zkalloc")
 
 def _front_page() -> str:
     text = (ROOT / "README.md").read_text()
-    # README links to docs/page.md (right on a repository browser); on the site they are page.md
-    return re.sub(r"\]\(docs/", "](", text)
+    # README links to docs/page.md and CHANGELOG.md (right on a repository browser); on the
+    # site they are page.md and changelog.md
+    return re.sub(r"\]\(docs/", "](", text).replace("](CHANGELOG.md)", "](changelog.md)")
 
 
 def on_files(files: Files, config) -> Files:
