@@ -32,6 +32,8 @@ numpy_defines = [
     # The NEP 49 handler API (PyDataMem_SetHandler, PyDataMem_DefaultHandler)
     # exists from the 1.22 C-API on.
     ("NPY_TARGET_VERSION", "NPY_1_22_API_VERSION"),
+    # Recorded for `python -m zkalloc_np info` (zkalloc_np._core.NUMPY_BUILD_VERSION).
+    ("ZKALLOC_NUMPY_BUILD_VERSION", f'"{numpy.__version__}"'),
 ]
 
 extension = Extension(

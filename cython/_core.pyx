@@ -562,3 +562,16 @@ def raw_realloc(uintptr_t address, size_t size):
 
 def raw_free(uintptr_t address, size_t size=0):
     zk_h_free(&zk_route_cache, <void *>address, size)
+
+
+# The numpy whose headers this extension was compiled against: setup.py
+# passes numpy.__version__ of the build environment as a C string.
+cdef extern from *:
+    """
+    #ifndef ZKALLOC_NUMPY_BUILD_VERSION
+    #define ZKALLOC_NUMPY_BUILD_VERSION "unknown"
+    #endif
+    """
+    const char *ZKALLOC_NUMPY_BUILD_VERSION
+
+NUMPY_BUILD_VERSION = (<bytes>ZKALLOC_NUMPY_BUILD_VERSION).decode("ascii")

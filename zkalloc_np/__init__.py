@@ -22,6 +22,7 @@ from ._settings import SettingsWarning, configure
 from ._settings import current as settings
 from ._settings import sources as setting_sources
 from ._stats import ClassStats, Stats
+from ._version import __version__
 
 __all__ = [
     "HANDLER_NAME", "ClassStats", "EscapedArray", "Phase", "PhaseEscapeError", "PhaseEscapeWarning",
@@ -31,7 +32,6 @@ __all__ = [
     "secret_info", "secret_zeros", "setting_sources", "settings", "soften", "stats", "uninstall",
 ]
 
-__version__ = "0.1.0"
 HANDLER_NAME: str = _core.HANDLER_NAME
 
 

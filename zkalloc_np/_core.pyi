@@ -3,6 +3,7 @@ from typing import Any
 
 HANDLER_NAME: str
 NCLASSES: int
+NUMPY_BUILD_VERSION: str
 OPTIONS: dict[str, int]
 handler_capsule: Any
 secret_capsules: dict[bool, Any]

@@ -42,6 +42,7 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
         "zkalloc_version": __version__,
         "numpy_version": np.__version__,
+        "numpy_build_version": _core.NUMPY_BUILD_VERSION,
         "handler_in_effect": get_handler_name(),
         "default_handler": _default_handler_state(),
         "thp_enabled": _system.thp_mode("enabled"),
@@ -69,6 +70,7 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
     limit = d["memory_limit"]
     lines = [
         f"zkalloc-np {d['zkalloc_version']}, numpy {d['numpy_version']}",
+        f"numpy: running {d['numpy_version']}, extension built against {d['numpy_build_version']}",
         f"handler in effect here: {d['handler_in_effect']}; numpy's default handler points at: {d['default_handler']}",
         f"transparent huge pages: enabled={d['thp_enabled']}, defrag={d['thp_defrag']}",
         f"memlock limit: soft {_limit(d['memlock_soft'])}, hard {_limit(d['memlock_hard'])}"
