@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
 import zkalloc_np as zk
+from conftest import quiesce
 from zkalloc_np import _core
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -87,18 +88,63 @@ class CacheMachine(RuleBasedStateMachine):
     def set_other_settings(self, lazy, thread_cache, hugepages):
         zk.configure(lazy_zero_bytes=lazy, thread_cache_bytes=thread_cache, hugepages=hugepages)
 
+    @rule(target=blocks, parts=st.lists(st.integers(min_value=256 * KiB, max_value=4 * MiB), min_size=1, max_size=6),
+          smaller=st.integers(min_value=64 * KiB, max_value=2 * MiB))
+    def carve(self, parts, smaller):
+        """Idle memory of other classes serves a smaller request: free some
+        regions, then ask for a size none of them has (carved)."""
+        freed = [_core.raw_malloc(p) for p in parts]
+        for address, p in zip(freed, parts):
+            _core.raw_free(address, p)
+        address = _core.raw_calloc(1, smaller)
+        assert address != 0 and address not in self.live
+        assert not view(address, smaller).any(), "calloc on carved pages returned dirty memory"
+        return self._stamp(address, smaller)
+
+    @rule(target=blocks, parts=st.lists(st.integers(min_value=MiB, max_value=3 * MiB), min_size=2, max_size=5))
+    def gather(self, parts):
+        """A request larger than any idle region takes their pages together."""
+        freed = [_core.raw_malloc(p) for p in parts]
+        for address, p in zip(freed, parts):
+            view(address, p)[:] = 0xEE
+            _core.raw_free(address, p)
+        size = sum(parts)
+        address = _core.raw_calloc(1, size)
+        assert address != 0 and address not in self.live
+        assert not view(address, size).any(), "calloc on gathered pages returned dirty memory"
+        return self._stamp(address, size)
+
+    @rule(decay=st.sampled_from([0, 10, 10000]), background=st.booleans())
+    def set_decay_and_background(self, decay, background):
+        zk.configure(decay_ms=decay, background=background)
+
     @rule()
     def release(self):
+        on = self._quiet()
         zk.release()
         assert zk.stats().bytes_cached == 0
+        if on:
+            zk.configure(background=1)
 
     @rule()
     def soften(self):
         zk.soften()
 
+    def _quiet(self) -> bool:
+        """Stop the background worker for a moment (check() is exact only
+        while no other thread allocates); returns whether it was on."""
+        on = bool(zk.settings()["background"])
+        if on:
+            zk.configure(background=0)
+            quiesce()
+        return on
+
     @invariant()
     def consistent(self):
+        on = self._quiet()
         zk.check()
+        if on:
+            zk.configure(background=1)
         for address, (size, stamp) in self.live.items():
             v = view(address, size)
             assert v[0] == stamp and v[-1] == stamp
@@ -107,6 +153,7 @@ class CacheMachine(RuleBasedStateMachine):
         for address, (size, _) in self.live.items():
             _core.raw_free(address, size)
         zk.configure(**self.saved)
+        quiesce()
         zk.check()
         assert zk.stats().bytes_in_use == 0
 
