@@ -22,13 +22,11 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <signal.h>
 #include <time.h>
 
 #include "zk_internal.h"
 
 #define NS_PER_MS 1000000u
-#define THREAD_STACK_BYTES ((size_t)256 << 10)
 #define MAX_NAP_NS (100u * NS_PER_MS)
 
 static _Atomic uint64_t next_pass_ns;
@@ -133,20 +131,7 @@ void zk_decay_parked(void)
         !atomic_compare_exchange_strong_explicit(&thread_running, &expected, 1, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return;
-    /* Signals stay with the program's threads: the new thread blocks all. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_t attr;
-    pthread_t t;
-    bool ok = pthread_attr_init(&attr) == 0;
-    ok = ok && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0;
-    /* A small stack: it sleeps, locks and calls madvise; the default 8 MiB
-     * would show in the process's VmSize for as long as idle memory lasts. */
-    ok = ok && pthread_attr_setstacksize(&attr, THREAD_STACK_BYTES) == 0;
-    ok = ok && pthread_create(&t, &attr, decay_thread, NULL) == 0;
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    bool ok = zk_os_start_thread(decay_thread) == 0;
     if (ok)
         zk_count(&zk_stats.decay_thread, 1);
     else   /* no thread: the alloc/free paths still decay while active */

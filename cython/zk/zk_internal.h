@@ -218,6 +218,7 @@ void *zk_os_map(size_t bytes, size_t align);
 void *zk_os_reserve(size_t bytes, size_t align);
 int zk_os_unmap(void *p, size_t bytes);           /* 0, or -1 with the region still mapped */
 int zk_os_map_fixed(void *p, size_t bytes);       /* fresh memory over [p, p+bytes) we own */
+int zk_os_start_thread(void *(*fn)(void *));      /* detached, signals blocked, small stack */
 uint64_t zk_os_max_map_count(void);
 /* Tests: make the next n unmaps fail as the kernel does at the map-count limit. */
 void zk_os_fail_unmaps(unsigned n);

@@ -7,6 +7,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -239,4 +241,30 @@ void zk_os_drop_failed_target(void *target, size_t bytes)
 {
     if (zk_os_reclaim_failed_target(target, bytes))
         munmap(target, bytes);
+}
+
+/* A detached helper thread of the core (decay, background worker).  All
+ * signals stay blocked in it: they belong to the program's own threads.  A
+ * small stack: it sleeps, locks and calls madvise, and the default 8 MiB
+ * would show in the process's VmSize for as long as the thread lives.
+ * 0, or an errno-style error where no thread could be started. */
+int zk_os_start_thread(void *(*fn)(void *))
+{
+    enum { STACK_BYTES = 256 << 10 };
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);   /* the new thread inherits this mask */
+    pthread_attr_t attr;
+    pthread_t t;
+    int rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (rc == 0)
+            rc = pthread_attr_setstacksize(&attr, STACK_BYTES);
+        if (rc == 0)
+            rc = pthread_create(&t, &attr, fn, NULL);
+        pthread_attr_destroy(&attr);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }

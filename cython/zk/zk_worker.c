@@ -32,14 +32,12 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <time.h>
 
 #include "zk_internal.h"
 
 #define MIN_AHEAD_BYTES ((size_t)256 << 10)   /* below this faults are cheap */
 #define AHEAD_BUDGET_MIN ((uint64_t)64 << 20)
-#define THREAD_STACK_BYTES ((size_t)256 << 10)
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
@@ -124,19 +122,8 @@ static void *worker(void *arg)
 
 static void start_locked(void)
 {
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);   /* signals stay with the program's threads */
-    pthread_attr_t attr;
-    pthread_t t;
-    bool ok = pthread_attr_init(&attr) == 0;
-    ok = ok && pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0;
-    ok = ok && pthread_attr_setstacksize(&attr, THREAD_STACK_BYTES) == 0;
-    ok = ok && pthread_create(&t, &attr, worker, NULL) == 0;
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    running = ok;
-    if (ok)
+    running = zk_os_start_thread(worker) == 0;
+    if (running)
         zk_count(&zk_stats.worker_running, 1);
 }
 
