@@ -57,7 +57,7 @@ def test_phase_repr_and_str_are_readable(fresh):
     lines = text.splitlines()
     assert len(lines) >= 4 and all(len(line) < 120 for line in lines)
     assert lines[0].startswith("phase 'commit' (closed): 1 arrays, 8.0 MiB allocated")
-    assert "escaped the phase: 1 arrays (8.0 MiB)" in text and "capacity 16.0 MiB" in text
+    assert "escaped 1 arrays (8.0 MiB)" in text and "capacity 16.0 MiB" in text
     del kept
 
 

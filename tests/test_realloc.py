@@ -23,7 +23,7 @@ def test_np_resize_keeps_contents(fresh):
 
 
 def test_same_class_returns_same_pointer(fresh):
-    p = _core.raw_malloc(9 * MiB)
+    p = _core.raw_malloc(9 * MiB + 1)             # class 10 MiB (8 classes per power of two)
     assert _core.raw_realloc(p, 10 * MiB) == p
     assert zk.stats().realloc_same == 1
     _core.raw_free(p)

@@ -22,7 +22,7 @@ from ._settings import SettingsWarning, configure
 from ._settings import current as settings
 from ._settings import sources as setting_sources
 from ._stats import ClassStats, Stats
-from ._version import __version__
+from ._version import __version__ as __version__
 
 __all__ = [
     "HANDLER_NAME", "ClassStats", "EscapedArray", "Phase", "PhaseEscapeError", "PhaseEscapeWarning",

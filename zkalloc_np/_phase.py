@@ -138,7 +138,8 @@ class PhaseStats:
             f"peak {_fmt(self.peak_bytes)}, {self.live_arrays} live ({_fmt(self.live_bytes)})",
             f"  cache: {self.hits} hits, {self.misses} misses ({self.repurposed} from idle memory of other "
             f"sizes, {_fmt(self.fresh_bytes)} mapped fresh), {self.alloc_seconds * 1e3:.3f} ms allocating",
-            f"  hot start added {_fmt(self.hot_start_bytes)}, release_after gave back {_fmt(self.released_bytes)}, "
+            f"  capacity {'none' if self.capacity is None else _fmt(self.capacity)}; hot start added "
+            f"{_fmt(self.hot_start_bytes)}, release_after gave back {_fmt(self.released_bytes)}, "
             f"{self.small_arrays} small arrays left to numpy",
             f"  escaped {self.escaped_arrays} arrays ({_fmt(self.escaped_bytes)}); reallocs "
             f"{self.realloc_in_place} in place, {self.realloc_moved} moved; invalid frees {self.invalid_frees}",
