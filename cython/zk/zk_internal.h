@@ -229,6 +229,7 @@ int zk_os_discard(void *p, size_t bytes);
 int zk_os_soften(void *p, size_t bytes);
 int zk_os_populate(void *p, size_t bytes);
 int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes);
+int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved);
 /* Fault [p, p+bytes) in; 0, or -1 where the kernel lacks MADV_POPULATE_WRITE
  * (then it was written a byte a page). */
 void zk_os_drop_failed_target(void *target, size_t bytes);

@@ -206,6 +206,37 @@ int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes)
     return p == MAP_FAILED ? -1 : 0;
 }
 
+/* Move [old, old+bytes), which may span several memory areas (a region
+ * gathered earlier: its pieces' areas do not merge), to target, one
+ * mremap per area as /proc/self/maps draws them.  0 on success; on
+ * failure, -1 and *moved says how many bytes from the start did move (the
+ * caller keeps those, the rest stays where it was). */
+int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved)
+{
+    *moved = 0;
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (maps == NULL)
+        return -1;
+    uintptr_t start = (uintptr_t)old, end = start + bytes, lo, hi;
+    char line[512];
+    int rc = 0;
+    while (rc == 0 && *moved < bytes && fgets(line, sizeof line, maps) != NULL) {
+        if (sscanf(line, "%lx-%lx", &lo, &hi) != 2 || hi <= start + *moved || lo >= end)
+            continue;
+        if (lo > start + *moved) {   /* a hole: the range is not ours whole */
+            rc = -1;
+            break;
+        }
+        size_t len = (hi < end ? hi : end) - (start + *moved);
+        if (zk_os_move((void *)(start + *moved), len, (char *)target + *moved, len) != 0)
+            rc = -1;
+        else
+            *moved += len;
+    }
+    fclose(maps);
+    return rc == 0 && *moved == bytes ? 0 : -1;
+}
+
 /* Whether /proc/self/maps shows exactly [p, p+bytes) as one PROT_NONE
  * private mapping: the reservation zk_os_reserve() made, untouched. */
 static bool is_own_reservation(void *p, size_t bytes)

@@ -25,7 +25,7 @@
 #define LRU_WALK 64                           /* oldest regions looked at for a carve */
 #define GATHER_MIN_BYTES ((size_t)1 << 20)    /* below this, faulting fresh is cheap */
 #define PIECE_MIN_BYTES ((size_t)256 << 10)   /* smaller pieces cost more areas than they save */
-#define MAX_PIECES 16
+#define MAX_PIECES 32
 #define COALESCE_WALK 4096                    /* idle regions a coalescing pass looks at */
 
 
@@ -97,18 +97,40 @@ static zk_region *carve(zk_region *r, size_t need, int cls, zk_region **spill)
 
 /* ---- gather -------------------------------------------------------------------- */
 
-/* The oldest idle regions of at least PIECE_MIN_BYTES, until they cover
- * `need` (pool lock held); they stay in the pool.  Returns how many. */
+/* Insert r into pieces[0..*n) kept largest first, at most MAX_PIECES. */
+static void keep_largest(zk_region **pieces, int *n, zk_region *r)
+{
+    int i;
+    if (*n < MAX_PIECES) {
+        i = (*n)++;
+    } else {
+        if (pieces[MAX_PIECES - 1]->bytes >= r->bytes)
+            return;   /* no larger than any piece kept */
+        i = MAX_PIECES - 1;
+    }
+    while (i > 0 && pieces[i - 1]->bytes < r->bytes) {
+        pieces[i] = pieces[i - 1];
+        i--;
+    }
+    pieces[i] = r;
+}
+
+/* The largest idle regions of at least PIECE_MIN_BYTES (least recently
+ * used first among the first COALESCE_WALK looked at), until they cover
+ * `need` (pool lock held); they stay in the pool.  Largest first: the
+ * fewer pieces, the fewer moves and memory areas, and a gather must not
+ * fail for want of pieces while enough idle memory sits in larger ones. */
 static int collect(size_t need, zk_region **pieces, size_t *total)
 {
-    int n = 0;
+    int n = 0, steps = 0;
+    for (zk_region *r = zk_pool_oldest(); r != NULL && steps < COALESCE_WALK; r = zk_pool_newer(r), steps++)
+        if (r->bytes >= PIECE_MIN_BYTES)
+            keep_largest(pieces, &n, r);
+    int used = 0;
     *total = 0;
-    for (zk_region *r = zk_pool_oldest(); r != NULL && n < MAX_PIECES && *total < need; r = zk_pool_newer(r))
-        if (r->bytes >= PIECE_MIN_BYTES && !(r->flags & ZK_RF_MULTI)) {   /* mremap moves one area */
-            pieces[n++] = r;
-            *total += r->bytes;
-        }
-    return n;
+    while (used < n && *total < need)
+        *total += pieces[used++]->bytes;
+    return used;
 }
 
 /* Whole 2 MiB multiples first, so each lands at a 2 MiB-aligned offset of
@@ -165,6 +187,36 @@ static int take_pieces(zk_region **pieces, int n, size_t need, zk_region **spill
     return n;
 }
 
+/* Move one idle piece's pages to dest.  A piece gathered earlier spans
+ * several memory areas (its own pieces' areas do not merge), which one
+ * mremap cannot move: it goes area by area.  *moved: bytes from its start
+ * that did move. */
+static int move_piece(zk_region *p, char *dest, size_t *moved)
+{
+    if (p->flags & ZK_RF_MULTI)
+        return zk_os_move_areas((void *)p->base, p->bytes, dest, moved);
+    int rc = zk_os_move((void *)p->base, p->bytes, dest, p->bytes);
+    *moved = rc == 0 ? p->bytes : 0;
+    return rc;
+}
+
+/* After a partial move of p: refill its hole so it stays a whole idle
+ * region, and count the `moved` bytes now in the target as the region's
+ * (spare becomes the region's descriptor when it has none yet).  Returns
+ * the bytes the region gained. */
+static size_t took_part(zk_region *p, size_t moved, zk_region *spare, zk_region **region, uint32_t *areas)
+{
+    if (zk_os_map_fixed((void *)p->base, moved) != 0)
+        p->flags |= ZK_RF_MULTI;   /* a hole there now: never moved again (and unmapped whole) */
+    zk_stats_gauge_add(&zk_stats.bytes_mapped, &zk_stats.peak_bytes_mapped, moved);
+    *areas += 1;
+    if (*region == NULL)
+        *region = spare;
+    else
+        zk_region_release_descriptor(spare);
+    return moved;
+}
+
 /* Move pieces[0..n) side by side to the start of target; stops at the first
  * move the kernel refuses (those pieces go back to the pool).  Returns the
  * bytes moved; *region: the first piece's descriptor, now the region's;
@@ -179,14 +231,23 @@ static size_t move_pieces(zk_region **pieces, zk_region **spares, int n, char *t
     *lost = 0;
     for (int i = 0; i < n; i++) {
         zk_region *p = pieces[i];
+        size_t moved = 0;
         zk_pagemap_clear((void *)p->base);
-        if (zk_os_move((void *)p->base, p->bytes, target + off, p->bytes) != 0) {
+        if (move_piece(p, target + off, &moved) != 0) {
+            if (moved > 0) {
+                /* A piece of several areas moved in part: what moved is the
+                 * region's now (old bytes, like the rest), and the piece is
+                 * made whole again with fresh pages where those were. */
+                off += took_part(p, moved, spares[i], region, areas);
+                spares[i] = NULL;
+            }
             zk_pagemap_set((void *)p->base, p);   /* its leaf exists: cannot fail */
-            if (!zk_os_reclaim_failed_target(target + off, p->bytes))
-                *lost = p->bytes;
+            if (!zk_os_reclaim_failed_target(target + off, p->bytes - moved))
+                *lost = p->bytes - moved;
             for (int j = i; j < n; j++) {
                 put_back(pieces[j]);
-                zk_region_release_descriptor(spares[j]);
+                if (spares[j] != NULL)
+                    zk_region_release_descriptor(spares[j]);
             }
             break;
         }
@@ -231,6 +292,7 @@ static bool fill_tail(char *target, size_t off, size_t need, uint32_t *areas)
 /* A gather that could not finish: what moved stays an idle region. */
 static void keep_as_idle(zk_region *r, char *target, size_t off, uint32_t areas)
 {
+    atomic_store_explicit(&r->state, ZK_REGION_IDLE, memory_order_relaxed);   /* a spare may be UNUSED */
     r->base = (uintptr_t)target;
     r->flags = 0;
     zk_heap_adopt(r, off, areas);
@@ -364,8 +426,8 @@ static zk_region *try_gather(size_t need, int cls, size_t *fresh_tail)
     size_t total;
     zk_pool_lock();
     int n = collect(need, pieces, &total);
-    /* Worth it from a quarter: each piece saves its faults for a few us. */
-    if (total < need / 4 || !zk_heap_may_add_areas((uint32_t)n + 1)) {
+    /* Worth it from an eighth: each piece saves its faults for a few us. */
+    if (total < need / 8 || !zk_heap_may_add_areas((uint32_t)n + 1)) {
         zk_pool_unlock();
         return NULL;
     }
