@@ -353,8 +353,9 @@ static bool idle_in_pool(zk_region *r)
 
 /* Merge idle region b, a's neighbour in the same segment, into a (both in
  * the pool, pool lock held).  Bookkeeping only: they are one range of one
- * mapping already. */
-static void merge_idle(zk_region *a, zk_region *b)
+ * mapping already.  Returns a when the cap has no room for it any more (to
+ * vacate once the pool lock is dropped), else NULL. */
+static zk_region *merge_idle(zk_region *a, zk_region *b)
 {
     zk_pool_unlink(a);
     zk_pool_unlink(b);
@@ -377,16 +378,22 @@ static void merge_idle(zk_region *a, zk_region *b)
         a->addr_next->addr_prev = a;
     zk_region_release_descriptor(b);
     a->cls = zk_class_floor(a->bytes);
-    (void)zk_idle_count(a);   /* the same bytes as before: always fits */
-    zk_pool_link(a);
+    /* The same bytes as before, but another thread may have lowered the
+     * cap meanwhile: then the merged region is given back instead. */
+    if (zk_idle_count(a)) {
+        zk_pool_link(a);
+        return NULL;
+    }
+    return a;
 }
 
 /* Idle regions that touch in their segment become one (what a carve cut
  * off, and its neighbour once freed, join again), so fragments left by
  * earlier rounds can serve a larger request.  Pool lock held; at most
  * COALESCE_WALK regions looked at, oldest first. */
-static void coalesce_idle(void)
+static zk_region *coalesce_idle(void)
 {
+    zk_region *spill = NULL;
     int steps = 0;
     zk_region *r = zk_pool_oldest();
     while (r != NULL && steps++ < COALESCE_WALK) {
@@ -395,11 +402,15 @@ static void coalesce_idle(void)
             zk_region *next = r->addr_next;
             if (newer == next)
                 newer = zk_pool_newer(next);
-            merge_idle(r, next);
-            continue;   /* r may touch another idle region now */
+            zk_region *out = merge_idle(r, next);
+            if (out == NULL)
+                continue;   /* r may touch another idle region now */
+            out->free_next = spill;
+            spill = out;
         }
         r = newer;
     }
+    return spill;
 }
 
 /* ---- entry ----------------------------------------------------------------------- */
@@ -408,14 +419,14 @@ static zk_region *try_carve(size_t need, int cls, bool coalesce)
 {
     zk_region *spill = NULL;
     zk_pool_lock();
-    if (coalesce)
-        coalesce_idle();
+    zk_region *merged_out = coalesce ? coalesce_idle() : NULL;
     zk_region *r = carve_candidate(need);
     if (r != NULL)
         r = carve(r, need, cls, &spill);
     zk_pool_unlock();
     if (spill != NULL)
         zk_heap_vacate(spill);
+    zk_vacate_chain(merged_out, &zk_stats.evictions, &zk_stats.evicted_bytes, true);
     return r;
 }
 
