@@ -45,6 +45,8 @@ OTHER_ENV_VARS: dict[str, str] = {
     "ZKALLOC_SANITIZE": "build: sanitizers for the core (setup.py, tools/sanitize.sh)",
     "ZKALLOC_STRESS_OPS": "tests: operations per thread of the stress test",
     "ZKALLOC_STRESS_THREADS": "tests: threads of the stress test",
+    "ZKALLOC_TEST_INSTALLED": "tests: the suite runs against an installed wheel, not the checkout (.ci/run)",
+    "ZKALLOC_TEST_SOURCE_TREE": "tests: where the checkout is, for the installed-wheel check (.ci/run)",
 }
 
 
