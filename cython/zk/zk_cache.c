@@ -486,7 +486,7 @@ size_t zk_cache_release(void)
 {
     zk_tcache_drain_all();
     size_t total;
-    zk_region *chain = zk_pool_evict(true, &total);
+    zk_region *chain = zk_pool_evict(0, &total);
     zk_vacate_chain(chain, NULL, &zk_stats.released_bytes, false);
     zk_heap_lock();
     zk_heap_retry_unmaps();
@@ -502,19 +502,8 @@ size_t zk_cache_trim_to(size_t bytes)
     if (atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) <= bytes)
         return 0;
     zk_tcache_drain_all();
-    zk_region *chain = NULL;
-    size_t total = 0;
-    zk_pool_lock();
-    zk_region *r;
-    while (atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) > bytes &&
-           (r = zk_pool_oldest()) != NULL) {
-        zk_pool_unlink(r);
-        zk_idle_uncount(r);
-        total += r->bytes;
-        r->free_next = chain;
-        chain = r;
-    }
-    zk_pool_unlock();
+    size_t total;
+    zk_region *chain = zk_pool_evict(bytes, &total);
     zk_vacate_chain(chain, NULL, &zk_stats.released_bytes, false);
     return total;
 }
@@ -525,7 +514,7 @@ void zk_cache_trim(void)
         return;
     zk_tcache_drain_all();   /* thread caches count against the cap too */
     size_t total;
-    zk_region *chain = zk_pool_evict(false, &total);
+    zk_region *chain = zk_pool_evict(zk_opt_cache_bytes(), &total);
     zk_vacate_chain(chain, &zk_stats.evictions, &zk_stats.evicted_bytes, false);
 }
 

@@ -45,7 +45,6 @@ void zk_heap_unlock(void) { pthread_mutex_unlock(&heap_lock); }
 
 static bool whole_segment(const zk_region *r) { return r->addr_prev == NULL && r->addr_next == NULL; }
 
-static int floor_class(size_t bytes) { return zk_class_floor(bytes); }
 
 /* ---- vacant bins: shared segments' free address space -------------------- */
 
@@ -62,7 +61,7 @@ static void bin_link(zk_region *r)
     if (!binnable(r))
         return;
     r->flags |= ZK_RF_BINNED;
-    int c = floor_class(r->bytes);
+    int c = zk_class_floor(r->bytes);
     r->cls = c;
     r->cls_prev = NULL;
     r->cls_next = bins[c].head;
@@ -197,7 +196,7 @@ zk_region *zk_heap_split(zk_region *r, size_t front)
     b->bytes = r->bytes - front;
     b->flags = r->flags & ~(ZK_RF_MARK | ZK_RF_SAMPLE);
     b->stamp = r->stamp;
-    b->cls = floor_class(b->bytes);
+    b->cls = zk_class_floor(b->bytes);
     b->addr_prev = r;
     b->addr_next = r->addr_next;
     if (b->addr_next != NULL)
@@ -249,35 +248,46 @@ static void settle_vacant(zk_region *v)
         bin_link(v);
 }
 
-void zk_heap_vacate(zk_region *r)
+/* r stops holding memory the cache counts: no longer a region faulted
+ * ahead, out of the ownership map (before any unmap: see zk_pagemap.c),
+ * out of bytes_mapped. */
+static void stop_being_mapped(zk_region *r)
 {
     zk_prefault_forget(r);
     zk_pagemap_clear((void *)r->base);
     zk_stats_gauge_sub(&zk_stats.bytes_mapped, r->bytes);
+}
+
+/* r is vacant from now on: it keeps only the flags that describe its memory
+ * area, and ZK_RF_ZERO when its pages were discarded. */
+static void become_vacant(zk_region *r, bool zero)
+{
+    r->flags = (r->flags & (ZK_RF_SHARED | ZK_RF_SMALL_PAGES | ZK_RF_MULTI)) | (zero ? ZK_RF_ZERO : 0u);
     atomic_store_explicit(&r->state, ZK_REGION_VACANT, memory_order_relaxed);
     add_vacant((int64_t)r->bytes);
-    unsigned keep = r->flags & (ZK_RF_SHARED | ZK_RF_SMALL_PAGES);
+}
+
+void zk_heap_vacate(zk_region *r)
+{
+    stop_being_mapped(r);
     if (whole_segment(r)) {   /* munmap frees the memory: no discard first */
-        r->flags = keep;
+        become_vacant(r, false);
         unmap_segment(r);
         return;
     }
     /* MADV_DONTNEED, not munmap: the area stays whole (no split, no new map
      * entry) and the next touch reads zeros. */
-    r->flags = keep | (zk_os_discard((void *)r->base, r->bytes) == 0 ? ZK_RF_ZERO : 0u);
+    become_vacant(r, zk_os_discard((void *)r->base, r->bytes) == 0);
     settle_vacant(r);
 }
 
 void zk_heap_give_back(zk_region *r)
 {
-    zk_prefault_forget(r);
     /* Stable without the lock: only r's owner (us) could split r, and a
      * neighbour merging with another never makes a link NULL. */
     bool whole = whole_segment(r);
     r->flags |= ZK_RF_LEAVING;   /* a fork child must know (zk_fork.c) */
-    zk_pagemap_clear((void *)r->base);
-    zk_stats_gauge_sub(&zk_stats.bytes_mapped, r->bytes);
-    unsigned keep = r->flags & (ZK_RF_SHARED | ZK_RF_SMALL_PAGES | ZK_RF_MULTI);
+    stop_being_mapped(r);
     if (whole && zk_os_unmap((void *)r->base, r->bytes) == 0) {
         account_segment(-1, -(int64_t)r->bytes, -(int64_t)r->areas);
         zk_region_release_descriptor(r);
@@ -285,9 +295,7 @@ void zk_heap_give_back(zk_region *r)
     }
     bool zero = zk_os_discard((void *)r->base, r->bytes) == 0;
     zk_heap_lock();
-    r->flags = keep | (zero ? ZK_RF_ZERO : 0u);
-    atomic_store_explicit(&r->state, ZK_REGION_VACANT, memory_order_relaxed);
-    add_vacant((int64_t)r->bytes);
+    become_vacant(r, zero);   /* and no longer ZK_RF_LEAVING */
     if (whole)
         unmap_segment(r);   /* failed once: it goes on the retry list */
     else
@@ -307,12 +315,11 @@ void zk_heap_fork_adopt_leaving(zk_region *r)
 {
     if (zk_pagemap_get((void *)r->base) == r)   /* forked before the entry was cleared */
         zk_pagemap_clear((void *)r->base);
-    r->flags &= ZK_RF_SHARED | ZK_RF_SMALL_PAGES | ZK_RF_MULTI;
     if (whole_segment(r)) {
         zk_region_release_descriptor(r);
         return;
     }
-    atomic_store_explicit(&r->state, ZK_REGION_VACANT, memory_order_relaxed);
+    become_vacant(r, false);   /* the gauges are recounted after (zk_heap_fork_recount) */
     settle_vacant(r);
 }
 
@@ -404,7 +411,7 @@ bool zk_heap_may_add_areas(uint32_t n)
     return atomic_load_explicit(&zk_stats.map_areas, memory_order_relaxed) + n < max_areas / 2;
 }
 
-void zk_heap_add_areas(uint32_t n)
+static void add_areas(uint32_t n)
 {
     atomic_fetch_add_explicit(&zk_stats.map_areas, n, memory_order_relaxed);
 }
@@ -432,7 +439,7 @@ uint32_t zk_heap_moved_out(zk_region *r, zk_region *spare)
     } else {
         spare->flags |= ZK_RF_HOLE;   /* never handed out; unmapped with its segment */
         spare->areas = 1;
-        zk_heap_add_areas(1);
+        add_areas(1);
     }
     atomic_store_explicit(&spare->state, ZK_REGION_VACANT, memory_order_relaxed);
     add_vacant((int64_t)spare->bytes);
@@ -452,7 +459,7 @@ void zk_heap_adopt(zk_region *r, size_t bytes, uint32_t areas)
 
 /* ---- checks ---------------------------------------------------------------- */
 
-const char *zk_heap_check_span(zk_region *r)
+static const char *check_span(zk_region *r)
 {
     if (r->addr_next != NULL &&
         (r->addr_next->addr_prev != r || r->addr_next->base != r->base + r->bytes))
@@ -479,7 +486,7 @@ static const char *check_bins(uint64_t *binned_bytes)
         if (bit != (bins[c].head != NULL))
             return "a vacant bin's bit is wrong";
         for (zk_region *v = bins[c].head; v != NULL; v = v->cls_next) {
-            if (!is_vacant(v) || !(v->flags & ZK_RF_BINNED) || floor_class(v->bytes) != c)
+            if (!is_vacant(v) || !(v->flags & ZK_RF_BINNED) || zk_class_floor(v->bytes) != c)
                 return "a vacant bin holds a span that does not belong there";
             *binned_bytes += v->bytes;
         }
@@ -495,7 +502,7 @@ typedef struct {
 static void total_span(zk_region *r, void *arg)
 {
     heap_totals *t = arg;
-    const char *err = zk_heap_check_span(r);
+    const char *err = check_span(r);
     if (err != NULL && t->error == NULL)
         t->error = err;
     t->reserved += r->bytes;

@@ -110,9 +110,7 @@ void zk_heap_adopt(zk_region *r, size_t bytes, uint32_t areas);
 size_t zk_heap_retry_unmaps(void);
 /* Whether a page-table move may add memory areas now (map count headroom). */
 bool zk_heap_may_add_areas(uint32_t n);
-void zk_heap_add_areas(uint32_t n);
 /* Checks: spans of every segment are contiguous and consistent. */
-const char *zk_heap_check_span(zk_region *r);
 const char *zk_heap_check(void);   /* heap and pool locks held */
 int zk_heap_check_maps(const char **what);
 
@@ -138,15 +136,14 @@ zk_region *zk_pool_oldest(void);
 zk_region *zk_pool_newer(zk_region *r);   /* the next newer region, NULL at the end */
 zk_region *zk_pool_class_oldest(int cls);
 zk_region *zk_pool_newest(void);
-zk_region *zk_pool_class_newest(int cls);
 zk_region *zk_pool_pop(int cls);          /* takes the lock itself */
 /* Park r (counted against the cap here), evicting the oldest as needed;
  * *parked false if it cannot fit.  Takes the pool lock; returns the evicted
  * regions (uncounted, chained through free_next) for zk_vacate_chain. */
 zk_region *zk_pool_put(zk_region *r, bool *parked);
-/* Take the oldest idle regions out, uncounted, until idle bytes fit the cap
- * (every one with `all`); chained through free_next. */
-zk_region *zk_pool_evict(bool all, size_t *bytes);
+/* Take the oldest idle regions out, uncounted, until idle bytes are at most
+ * `keep`; chained through free_next, their bytes in *bytes. */
+zk_region *zk_pool_evict(size_t keep, size_t *bytes);
 /* Vacate every region of a chain, counting each in event/event_bytes (may be
  * NULL); takes the heap lock unless the caller holds it. */
 void zk_vacate_chain(zk_region *chain, _Atomic uint64_t *event, _Atomic uint64_t *event_bytes, bool heap_held);

@@ -110,7 +110,6 @@ zk_region *zk_pool_oldest(void) { return lru_oldest; }
 zk_region *zk_pool_newer(zk_region *r) { return r->lru_prev; }
 zk_region *zk_pool_newest(void) { return lru_newest; }
 zk_region *zk_pool_class_oldest(int cls) { return pool_classes[cls].tail; }
-zk_region *zk_pool_class_newest(int cls) { return pool_classes[cls].head; }
 
 zk_region *zk_pool_pop(int cls)
 {
@@ -135,13 +134,12 @@ static zk_region *evict_oldest(zk_region *chain)
     return victim;
 }
 
-zk_region *zk_pool_evict(bool all, size_t *bytes)
+zk_region *zk_pool_evict(size_t keep, size_t *bytes)
 {
     zk_region *chain = NULL;
     size_t total = 0;
     pthread_mutex_lock(&pool_lock);
-    while (lru_oldest != NULL &&
-           (all || atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) > zk_opt_cache_bytes())) {
+    while (lru_oldest != NULL && atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) > keep) {
         total += lru_oldest->bytes;
         chain = evict_oldest(chain);
     }
