@@ -26,13 +26,20 @@ def consistent_cache():
     zk.check()
 
 
+def wait_for(condition, seconds: float = 5.0) -> bool:
+    """Poll until condition() holds, at most `seconds` (a bound on waiting,
+    not a timing); returns whether it holds."""
+    import time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.005)
+    return condition()
+
+
 def quiesce(seconds: float = 10.0) -> None:
     """Wait until no background worker runs (check() is exact only while no
     other thread allocates, and the worker does); background must be off."""
-    import time
-    deadline = time.monotonic() + seconds
-    while zk.stats().worker_running and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: not zk.stats().worker_running, seconds)
 
 
 @pytest.fixture

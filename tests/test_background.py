@@ -8,16 +8,9 @@ import time
 import numpy as np
 
 import zkalloc_np as zk
-from conftest import quiesce, run_python
+from conftest import quiesce, run_python, wait_for
 
 MiB = 1 << 20
-
-
-def wait_for(condition, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not condition():
-        time.sleep(0.005)
-    return condition()
 
 
 def grow(count: int, nbytes: int, zeros: bool = False, wait: bool = False) -> list[np.ndarray]:

@@ -11,24 +11,10 @@ import pytest
 
 import zkalloc_np as zk
 from zkalloc_np import _container
-from conftest import run_python
+from conftest import run_python, wait_for
 
 MiB = 1 << 20
 
-
-def wait_for(condition, seconds: float = 5.0) -> bool:
-    """Poll until condition() holds (a bound on waiting, not a timing)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
-
-def segments_mapped() -> int:
-    """Bytes of /proc/self/maps ranges that hold the cache's segments."""
-    return zk.stats().bytes_reserved
 
 
 def test_idle_regions_are_softened_then_released(fresh):

@@ -41,8 +41,8 @@ _THP_RANGES = ("2-16 MiB", "16-128 MiB", ">= 128 MiB")
 def thp_policy() -> tuple[ThpRange, ...]:
     """The first-touch policy's measurements, per size range."""
     rows = []
+    mode = _settings.current()["hugepages"]
     for name, (small, huge, n_small, n_huge) in zip(_THP_RANGES, _core.thp_snapshot()):
-        mode = _settings.current()["hugepages"]
         if mode != 2:
             choice = "huge pages (forced)" if mode == 1 else "4 KiB pages (forced)"
         elif n_small < 2 or n_huge < 2:
