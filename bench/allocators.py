@@ -55,17 +55,7 @@ PEERS = ("glibc-tuned", "jemalloc", "mimalloc", "tcmalloc")
 def resolve(names: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """For each allocator name: the environment its worker needs, or why it is
     skipped (a missing library, with the install hint).  Returns (envs, skipped)."""
-    envs: dict[str, dict[str, str]] = {}
-    skipped: dict[str, str] = {}
-    cache = _peers.ldconfig() if any(ALLOCATORS[n].libraries for n in names) else {}
-    for name in names:
-        alloc = ALLOCATORS[name]
-        env, why = _peers.environment(alloc.env, alloc.libraries, alloc.install_hint, cache)
-        if env is None:
-            skipped[name] = why
-        else:
-            envs[name] = env
-    return envs, skipped
+    return _peers.environments({n: ALLOCATORS[n] for n in names})
 
 
 def runs_by_default(name: str, pattern: object) -> bool:

@@ -190,21 +190,8 @@ def plan(allocators: Sequence[str], runs: int) -> list[tuple[int, str]]:
 def resolve(names: Sequence[str], cache: dict[str, str] | None = None) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """The environment each allocator's child needs, and the ones skipped
     (a missing library, with the apt-get line that installs it)."""
-    envs: dict[str, dict[str, str]] = {}
-    skipped: dict[str, str] = {}
-    needs_cache = any(_peers.PEERS[n].libraries for n in names if n in _peers.PEERS)
-    known = (_peers.ldconfig() if needs_cache else {}) if cache is None else cache
-    for name in names:
-        peer = _peers.PEERS.get(name)
-        if peer is None:
-            envs[name] = {}
-            continue
-        env, why = _peers.environment(peer.env, peer.libraries, peer.install_hint, known)
-        if env is None:
-            skipped[name] = why
-        else:
-            envs[name] = env
-    return envs, skipped
+    found, skipped = _peers.environments({n: _peers.PEERS[n] for n in names if n in _peers.PEERS}, cache)
+    return {n: found.get(n, {}) for n in names if n not in skipped}, skipped
 
 
 def child_command(program: Program, allocator: str, stats_json: str) -> list[str]:

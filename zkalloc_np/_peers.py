@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 #: Where system allocators live when ldconfig does not list them.
 LIBRARY_DIRS: tuple[str, ...] = (
@@ -87,6 +89,25 @@ def environment(env: dict[str, str], libraries: tuple[str, ...], install_hint: s
             return None, f"{libraries[0]} not found ({install_hint})"
         out["LD_PRELOAD"] = path
     return out, ""
+
+
+def environments(specs: Mapping[str, Any], cache: dict[str, str] | None = None,
+                 ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """For each name -> spec (anything with ``env``, ``libraries`` and
+    ``install_hint``): the environment its child needs, or, in the second
+    dict, why it is skipped (`environment`).  ldconfig is asked once, and only
+    when some spec preloads a library."""
+    if cache is None:
+        cache = ldconfig() if any(spec.libraries for spec in specs.values()) else {}
+    envs: dict[str, dict[str, str]] = {}
+    skipped: dict[str, str] = {}
+    for name, spec in specs.items():
+        env, why = environment(spec.env, spec.libraries, spec.install_hint, cache)
+        if env is None:
+            skipped[name] = why
+        else:
+            envs[name] = env
+    return envs, skipped
 
 
 def preloaded(path: str) -> bool:
