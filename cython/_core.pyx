@@ -73,6 +73,8 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t samples[3][2]
     void zk_thp_read(zk_thp_snapshot *out)
     void zk_thp_reset()
+    const char *zk_zero_ahead_status()
+    int zk_cache_zeroed_ahead(const void *ptr)
 
     ctypedef struct zk_fallback:
         void *ctx
@@ -108,6 +110,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending
         uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread
         uint64_t prefaulted_bytes, prefault_hits, prefault_idle_bytes, worker_cpu_ns, worker_running
+        uint64_t background_zeroed_bytes, zeroed_hits, zeroed_stale
         uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes
         uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes
         uint64_t secret_unprotected, secret_failures
@@ -517,6 +520,17 @@ def thp_snapshot():
     zk_thp_read(&t)
     return [(t.ns_per_mib[i][0], t.ns_per_mib[i][1], t.samples[i][0], t.samples[i][1])
             for i in range(ZK_THP_RANGES)]
+
+
+def zero_ahead_status():
+    """None when the background worker can zero regions ahead here, else why not."""
+    cdef const char *why = zk_zero_ahead_status()
+    return None if why == NULL else why.decode()
+
+
+def zeroed_ahead(uintptr_t address):
+    """Whether the idle region at address is zeroed ahead by the worker (tests)."""
+    return zk_cache_zeroed_ahead(<const void *>address) != 0
 
 
 def reset_thp_policy():

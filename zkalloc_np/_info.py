@@ -50,6 +50,7 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "memlock_soft": soft,
         "memlock_hard": hard,
         "memlock_exempt": _system.memlock_exempt(),
+        "zero_ahead": _core.zero_ahead_status(),
         "cache_cap_bytes": _settings.current()["cache_bytes"],
         "memory_limit": _container_limit(),
         "cache_cap_source": sources["cache_bytes"],
@@ -92,6 +93,10 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
             shown = f"{value} ({fmt_bytes(value)})"
         lines.append(f"  {name} = {shown}  [{d['setting_sources'][name]}]")
     lines += thp_policy_lines()
+    why_not = d["zero_ahead"]
+    lines.append("zeroing ahead for np.zeros (background=1): "
+                 + ("available (the kernel tracks writes to zeroed regions)" if why_not is None
+                    else f"unavailable here: {why_not}"))
     if d["env"]:
         lines.append("from the environment: " + ", ".join(f"{k}={v}" for k, v in d["env"].items()))
     else:

@@ -169,7 +169,10 @@ def configure(**settings: Any) -> dict[str, int]:
         drops its pages (MADV_DONTNEED) instead of memset; 0 = always memset.
     thread_cache_bytes: idle bytes one thread may keep without taking a lock.
     background: a background worker (one thread, SCHED_IDLE) faults the next
-        region of a growing size class ahead, on a spare core; off by default.
+        region of a growing size class ahead, and zeroes freed regions of
+        classes that serve np.zeros so the next np.zeros skips its memset
+        (where the kernel can track writes: see ``info``); it uses a spare
+        core only; off by default.
     decay_ms: an idle region no request took for this long is softened
         (MADV_FREE), after twice as long given back to the kernel; 0 = keep
         idle memory until release().  Default 10000 (10 s).

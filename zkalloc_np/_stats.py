@@ -92,6 +92,10 @@ class Stats:
     background=1, regions the worker faulted ahead, requests they served,
     and those not used yet; worker_cpu_ns: the CPU time the worker spent
     (the work moved to another core, it did not vanish); worker_running.
+    background_zeroed_bytes: idle regions the worker zeroed ahead for
+    np.zeros; zeroed_hits: np.zeros served by one with no memset;
+    zeroed_stale: such regions something wrote after they were zeroed (a
+    stale pointer), found by the kernel's write tracking and memset instead.
 
     rss_bytes: the process's resident memory now (/proc/self/statm);
     idle_resident_bytes: the part of it that is the cache's idle regions
@@ -155,6 +159,9 @@ class Stats:
     prefault_idle_bytes: int
     worker_cpu_ns: int
     worker_running: int
+    background_zeroed_bytes: int
+    zeroed_hits: int
+    zeroed_stale: int
     secret_arrays: int
     secret_bytes: int
     secret_mapped_bytes: int

@@ -79,6 +79,7 @@ typedef struct {
     bool sample;          /* a fresh mapping whose first touch may be timed */
     bool huge;            /* its huge-page choice */
     size_t fresh_tail;    /* a gathered region's fresh end */
+    bool zeroed_ahead;    /* a hit the worker zeroed, untouched since (zk_worker.c) */
 } obtain_info;
 
 static zk_region *miss(int cls, obtain_info *info)
@@ -94,21 +95,38 @@ static zk_region *miss(int cls, obtain_info *info)
     return r;
 }
 
-static zk_region *obtain(size_t bytes, obtain_info *info)
+/* A hit the worker zeroed ahead: its protection comes off (it is written
+ * next), and for np.zeros the kernel says whether it is still all zeros. */
+static void take_zeroed_ahead(zk_region *r, bool zeroed, obtain_info *info)
+{
+    if ((r->flags & ZK_RF_ZEROED) && zk_zeroed_ahead_take(r, zeroed) && zeroed) {
+        r->flags |= ZK_RF_ZERO;
+        info->zeroed_ahead = true;
+    }
+}
+
+static zk_region *obtain(size_t bytes, bool zeroed, obtain_info *info)
 {
     memset(info, 0, sizeof *info);
     int cls = zk_class_of(bytes != 0 ? bytes : 1);
     if (cls < 0)
         return NULL;
+    zk_zero_note_request(cls, zeroed);
     if (zk_opt_decay_ms() != 0)
         zk_decay_tick(zk_decay_now());
     zk_region *r = take_cached(cls);
     if (r == NULL)
         r = take_larger(cls);
+    if (r == NULL && zk_worker_wait_zeroing(cls, cls + LARGER_CLASSES)) {
+        r = take_cached(cls);   /* the region the worker was zeroing is back */
+        if (r == NULL)
+            r = take_larger(cls);
+    }
     info->hit = r != NULL;
     if (r != NULL) {
         zk_count(&zk_stats.hits, 1);
         zk_count(&zk_stats.class_hits[cls], 1);
+        take_zeroed_ahead(r, zeroed, info);
     } else {
         r = miss(cls, info);
         if (r == NULL && zk_cache_release() > 0)
@@ -121,15 +139,15 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
         zk_count(&zk_stats.class_misses[cls], 1);
     }
     r->flags &= ~ZK_RF_SOFT;   /* wanted again: written pages are plain pages */
-    /* The class grows: a fresh mapping, or the region the worker faulted
-     * ahead for it, is the sign (zk_worker.c). */
+    /* The class grows: fresh mappings, or the region the worker faulted
+     * ahead for it, are the sign (zk_worker.c). */
     bool ahead = (r->flags & ZK_RF_PREFAULTED) != 0;
     if (ahead) {
         zk_prefault_forget(r);
         zk_count(&zk_stats.prefault_hits, 1);
     }
     if (ahead || info->fresh)
-        zk_worker_growth(cls);
+        zk_worker_growth(cls, ahead);
     zk_in_use_count(r);
     return r;
 }
@@ -169,7 +187,7 @@ static bool restore_huge_pages(zk_region *r)
 
 static zk_region *cache_alloc(size_t bytes, obtain_info *info)
 {
-    zk_region *r = obtain(bytes, info);
+    zk_region *r = obtain(bytes, false, info);
     if (r == NULL)
         return NULL;
     (void)restore_huge_pages(r);
@@ -206,8 +224,10 @@ static bool discard_and_sample(zk_region *r, size_t len)
  * class's users are known to touch few pages: see zk_zero.c for the
  * measurements and the policy.  Repurposed pages hold old bytes like any
  * reused region. */
-static void zero_for_calloc(zk_region *r, size_t bytes)
+static void zero_for_calloc(zk_region *r, size_t bytes, const obtain_info *info)
 {
+    if (info->zeroed_ahead)
+        return;   /* counted in zeroed_hits */
     if (r->flags & ZK_RF_ZERO) {
         zk_count(&zk_stats.calloc_fresh, 1);
         return;
@@ -229,10 +249,10 @@ static void zero_for_calloc(zk_region *r, size_t bytes)
 
 static zk_region *cache_calloc(size_t bytes, obtain_info *info)
 {
-    zk_region *r = obtain(bytes, info);
+    zk_region *r = obtain(bytes, true, info);
     if (r == NULL)
         return NULL;
-    zero_for_calloc(r, bytes);   /* a fresh region stays lazy: untouched pages never fault */
+    zero_for_calloc(r, bytes, info);   /* a fresh region stays lazy: untouched pages never fault */
     r->flags &= ~ZK_RF_ZERO;
     return r;
 }
@@ -265,9 +285,18 @@ void *zk_cache_obtain(size_t bytes, bool zeroed, zk_obtained *out)
 
 static _Atomic uint64_t lru_clock;
 
+uint64_t zk_cache_next_stamp(void)
+{
+    return atomic_fetch_add_explicit(&lru_clock, 1, memory_order_relaxed) + 1;
+}
+
+/* A region faulted ahead is parked as the oldest of the pool: requests take
+ * the regions their program freed first, so taking this one means the class
+ * really ran out (the worker's sign of growth, zk_worker.c), and under the
+ * cap it is the first to go. */
 bool zk_cache_park_ahead(zk_region *r)
 {
-    r->stamp = atomic_fetch_add_explicit(&lru_clock, 1, memory_order_relaxed) + 1;
+    r->stamp = 0;
     r->idle_ns = zk_decay_now();
     zk_pool_lock();
     bool counted = zk_idle_count(r);   /* never evicts: it is only a guess */
@@ -295,9 +324,16 @@ static bool park_in_pool(zk_region *r)
 /* Keep a region just freed: in this thread's cache when it fits, else in the
  * pool, evicting the least recently freed regions to stay under the cap.
  * When the pool alone cannot make room, the older regions sit in thread
- * caches: drain them into the pool (in stamp order) and evict from there. */
+ * caches: drain them into the pool (in stamp order) and evict from there.
+ * A region the worker should zero ahead goes to the pool, where it can. */
 static bool keep_idle(zk_region *r)
 {
+    if (zk_zero_ahead_wanted(r)) {
+        if (!park_in_pool(r))
+            return false;
+        zk_worker_parked(r->cls);
+        return true;
+    }
     zk_tcache *tc = zk_tcache_mine();
     if (tc != NULL && zk_tcache_push(tc, r))
         return true;
@@ -312,7 +348,7 @@ static bool keep_idle(zk_region *r)
 
 static void park(zk_region *r)
 {
-    r->stamp = atomic_fetch_add_explicit(&lru_clock, 1, memory_order_relaxed) + 1;
+    r->stamp = zk_cache_next_stamp();
     bool decay = zk_opt_decay_ms() != 0;
     uint64_t now = decay ? zk_decay_now() : 0;
     r->idle_ns = now;
@@ -355,6 +391,17 @@ int zk_cache_state(const void *ptr)
         return ZK_PTR_FOREIGN;
     return atomic_load_explicit(&r->state, memory_order_acquire) == ZK_REGION_IN_USE ? ZK_PTR_IN_USE
                                                                                      : ZK_PTR_IDLE;
+}
+
+int zk_cache_zeroed_ahead(const void *ptr)
+{
+    zk_region *r = zk_pagemap_get(ptr);
+    if (r == NULL)
+        return 0;
+    zk_pool_lock();   /* the worker sets the flag before it relinks the region, under this lock */
+    int zeroed = zk_pool_contains(r) && (r->flags & ZK_RF_ZEROED) != 0;
+    zk_pool_unlock();
+    return zeroed;
 }
 
 size_t zk_cache_usable(const void *ptr)
@@ -536,7 +583,7 @@ int zk_cache_reserve(size_t bytes, int count)
     int got = 0;
     for (; got < count; got++) {
         obtain_info info;
-        zk_region *r = obtain(bytes, &info);
+        zk_region *r = obtain(bytes, false, &info);
         if (r == NULL)
             break;
         (void)zk_os_populate((void *)r->base, r->bytes);

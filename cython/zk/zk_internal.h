@@ -39,6 +39,8 @@ enum {
     ZK_RF_MULTI = 128u,      /* may span several memory areas: mremap cannot move it */
     ZK_RF_SOFT = 1024u,      /* idle and MADV_FREE'd by decay (zk_decay.c) */
     ZK_RF_PREFAULTED = 2048u,   /* faulted in ahead by the background worker, not yet used */
+    ZK_RF_ZEROED = 4096u,       /* idle, zeroed ahead by the worker and write-protected (zk_wp.c) */
+    ZK_RF_PLAIN_PAGES = 8192u,  /* the worker found it on 4 KiB pages: not worth zeroing ahead */
     ZK_RF_PENDING = 512u,    /* a whole vacant segment whose munmap failed: on the retry list */
     ZK_RF_LEAVING = 256u,    /* being given back outside the heap lock (fork: see zk_fork.c) */
 };
@@ -137,6 +139,10 @@ zk_region *zk_pool_newer(zk_region *r);   /* the next newer region, NULL at the 
 zk_region *zk_pool_class_oldest(int cls);
 zk_region *zk_pool_newest(void);
 zk_region *zk_pool_pop(int cls);          /* takes the lock itself */
+/* The oldest region of cls for which want() holds, out of the lists and
+ * still counted idle (zk_pool_relink puts it back); takes the lock. */
+zk_region *zk_pool_claim_oldest(int cls, bool (*want)(const zk_region *r));
+void zk_pool_relink(zk_region *r);        /* takes the lock itself */
 /* Park r (counted against the cap here), evicting the oldest as needed;
  * *parked false if it cannot fit.  Takes the pool lock; returns the evicted
  * regions (uncounted, chained through free_next) for zk_vacate_chain. */
@@ -159,16 +165,43 @@ void zk_decay_reschedule(void);       /* decay_ms changed: the next tick runs a 
 void zk_tcache_drain_older(uint64_t cutoff);
 
 /* ---- the background worker: first-touch faults off the caller (zk_worker.c) */
-/* A request of class cls faulted fresh memory, or took a region the worker
- * faulted ahead: the working set grows there, so fault the next one ahead. */
-void zk_worker_growth(int cls);
+/* A request of class cls faulted fresh memory (confirmed: took a region the
+ * worker faulted ahead): the working set may grow there, so fault the next
+ * one ahead. */
+void zk_worker_growth(int cls, bool confirmed);
 void zk_worker_fork_child(void);
 void zk_worker_setting_changed(void);
 /* r is no longer a region faulted ahead (taken, reshaped or given back). */
 void zk_prefault_forget(zk_region *r);
+/* A region of class cls was parked in the pool: zero idle regions of the
+ * class ahead if np.zeros is what the class serves (zk_zero_ahead_wanted). */
+void zk_worker_parked(int cls);
+/* A request of classes lo..hi found no idle region while the worker zeroes
+ * one of them: have it stop and wait until the region is back in the pool
+ * (at most a couple of milliseconds); false if there was none to wait for. */
+bool zk_worker_wait_zeroing(int lo, int hi);
+/* Whether a region being freed should skip the thread cache for the pool,
+ * where the worker can zero it ahead. */
+bool zk_zero_ahead_wanted(const zk_region *r);
+/* r, zeroed ahead, is being handed out (check: to calloc): its protection
+ * comes off; true when the kernel says nothing wrote it since (all zeros). */
+bool zk_zeroed_ahead_take(zk_region *r, bool check);
+/* r leaves the pool to be reshaped or given back: no longer zeroed ahead. */
+void zk_zeroed_ahead_drop(zk_region *r);
+uint64_t zk_cache_next_stamp(void);   /* LRU order: larger is newer */
 /* Park a region nobody has used in the pool, counted idle; false if the cap
  * has no room without evicting (speculation never evicts). */
 bool zk_cache_park_ahead(zk_region *r);
+
+/* ---- write tracking for regions zeroed ahead (zk_wp.c) ----------------- */
+bool zk_wp_ready(void);                          /* opens what it needs, once */
+const char *zk_wp_status(void);                  /* NULL when ready, else why not */
+int zk_wp_register(void *p, size_t bytes);       /* 0: the range may be protected */
+int zk_wp_protect(void *p, size_t bytes);        /* 0: writes from now on are tracked */
+void zk_wp_unprotect(void *p, size_t bytes);
+bool zk_wp_written(void *p, size_t bytes);       /* true: written since protect, or unknown */
+size_t zk_wp_small_page_bytes(void *p, size_t bytes);   /* present, not huge; SIZE_MAX: unknown */
+void zk_wp_fork_child(void);
 
 /* ---- fork (zk_fork.c) ---------------------------------------------------- */
 void zk_fork_init(void);   /* registers the atfork handlers, once */
@@ -250,6 +283,7 @@ typedef struct {
     _Atomic uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending;
     _Atomic uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread;
     _Atomic uint64_t prefaulted_bytes, prefault_hits, prefault_idle_bytes, worker_cpu_ns, worker_running;
+    _Atomic uint64_t background_zeroed_bytes, zeroed_hits, zeroed_stale;
     _Atomic uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     _Atomic uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
     _Atomic uint64_t secret_unprotected, secret_failures;
@@ -284,6 +318,10 @@ typedef enum {
     ZK_ZERO_SAMPLE,     /* MADV_DONTNEED on 4 KiB pages, then learn from it at free */
 } zk_zero_way;
 zk_zero_way zk_zero_choose(int cls, size_t bytes);
+/* A request of class cls: zeroed (calloc) or not.  Whether most recent
+ * requests of the class were zeroed, and it is written densely. */
+void zk_zero_note_request(int cls, bool zeroed);
+bool zk_zero_class_dense_calloc(int cls);
 /* A region calloc discarded is being freed: learn how much of it was touched. */
 void zk_zero_learn(zk_region *r);
 

@@ -30,10 +30,13 @@
 #define FIRST_INTERVAL 4u
 #define MAX_INTERVAL 1024u
 
+#define CALLOC_SCORE_MAX 8   /* how many recent requests the calloc share remembers */
+
 typedef struct {
     _Atomic uint32_t touched;      /* average touched fraction, in 1/FRACTION_ONE */
     _Atomic uint32_t countdown;    /* dense class: callocs left before the next sample */
     _Atomic uint32_t interval;
+    _Atomic int32_t calloc_score;  /* +1 per calloc, -1 per malloc, within +-CALLOC_SCORE_MAX */
 } zero_class;
 
 static zero_class classes[ZK_NCLASSES];
@@ -46,6 +49,7 @@ void zk_zero_reset(void)
         atomic_store_explicit(&classes[c].touched, FRACTION_ONE, memory_order_relaxed);
         atomic_store_explicit(&classes[c].countdown, FIRST_INTERVAL, memory_order_relaxed);
         atomic_store_explicit(&classes[c].interval, FIRST_INTERVAL, memory_order_relaxed);
+        atomic_store_explicit(&classes[c].calloc_score, 0, memory_order_relaxed);
     }
 }
 
@@ -97,4 +101,27 @@ void zk_zero_learn(zk_region *r)
     interval = interval < MAX_INTERVAL ? 2 * interval : MAX_INTERVAL;
     atomic_store_explicit(&z->interval, interval, memory_order_relaxed);
     atomic_store_explicit(&z->countdown, interval, memory_order_relaxed);
+}
+
+/* Which requests a class serves, for the background worker (zk_worker.c):
+ * zeroing a region ahead pays only when the next request of its class is an
+ * np.zeros, and only for a class written densely (a sparse one is
+ * discarded, which costs the caller little). */
+void zk_zero_note_request(int cls, bool zeroed)
+{
+    if (cls < 0 || cls >= ZK_NCLASSES)
+        return;
+    _Atomic int32_t *score = &classes[cls].calloc_score;
+    int32_t s = atomic_load_explicit(score, memory_order_relaxed);
+    if (zeroed ? s < CALLOC_SCORE_MAX : s > -CALLOC_SCORE_MAX)   /* racy on purpose: a hint */
+        atomic_store_explicit(score, s + (zeroed ? 1 : -1), memory_order_relaxed);
+}
+
+bool zk_zero_class_dense_calloc(int cls)
+{
+    if (cls < 0 || cls >= ZK_NCLASSES)
+        return false;
+    zero_class *z = &classes[cls];
+    return atomic_load_explicit(&z->calloc_score, memory_order_relaxed) > 0 &&
+           atomic_load_explicit(&z->touched, memory_order_relaxed) >= SPARSE_LIMIT;
 }

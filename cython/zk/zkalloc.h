@@ -29,7 +29,7 @@ typedef enum {
     ZK_OPT_THREAD_CACHE_BYTES,  /* idle bytes one thread may hold without a lock */
     ZK_OPT_ADAPTIVE_ZERO,       /* 1: calloc learns per class whether MADV_DONTNEED beats memset */
     ZK_OPT_DECAY_MS,            /* idle this long: MADV_FREE; twice as long: unmapped; 0 = never */
-    ZK_OPT_BACKGROUND,          /* 1: a background worker faults growing classes' next regions ahead */
+    ZK_OPT_BACKGROUND,          /* 1: a background worker faults growing classes ahead and zeroes np.zeros' regions */
     ZK_OPT_COUNT
 } zk_option;
 
@@ -58,6 +58,9 @@ int zk_cache_free(void *ptr);
 /* What the cache knows of a pointer. */
 enum { ZK_PTR_FOREIGN = 0, ZK_PTR_IN_USE = 1, ZK_PTR_IDLE = 2 };
 int zk_cache_state(const void *ptr);
+/* 1 when ptr starts an idle region of the pool that the worker has zeroed
+ * ahead (and protected), else 0.  Takes the pool lock: for tests. */
+int zk_cache_zeroed_ahead(const void *ptr);
 /* Usable bytes of an in-use region this cache owns, 0 if foreign or idle. */
 size_t zk_cache_usable(const void *ptr);
 
@@ -84,6 +87,11 @@ typedef struct {
 } zk_thp_snapshot;
 void zk_thp_read(zk_thp_snapshot *out);
 void zk_thp_reset(void);
+
+/* ---- zeroing ahead (zk_worker.c, zk_wp.c) ------------------------------ */
+/* NULL when the background worker can zero regions ahead for np.zeros in
+ * this process (the kernel tracks writes for it), else why it cannot. */
+const char *zk_zero_ahead_status(void);
 
 /* ---- NEP 49 shaped entry points (zk_handler.c) ------------------------- */
 /* The allocator functions requests fall back to: numpy's original default. */
@@ -231,6 +239,9 @@ typedef struct {
     uint64_t prefault_idle_bytes;     /* faulted ahead and not used yet, now */
     uint64_t worker_cpu_ns;           /* CPU time the background worker spent */
     uint64_t worker_running;          /* 1 while the background worker exists */
+    uint64_t background_zeroed_bytes; /* idle regions the worker zeroed ahead for np.zeros */
+    uint64_t zeroed_hits;             /* np.zeros served by such a region, no memset */
+    uint64_t zeroed_stale;            /* such regions written after zeroing (a stale pointer): memset */
     uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
     uint64_t secret_unprotected, secret_failures;
