@@ -199,6 +199,22 @@ def test_report_renders_markdown_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_workers_cpu_time_is_reported_beside_its_speed():
+    records = [_rec("default", 0.004), _rec("zkalloc", 0.002), _rec("zkalloc-bg", 0.001)]
+    md = report.markdown(records, ["default", "zkalloc", "zkalloc-bg"])
+    assert "worker" not in md   # no worker ran: no column
+    records[2].update(worker_cpu_s_per_round=0.0009, cold_s=0.05, cold_worker_cpu_s=0.004,
+                      cold_rss_bytes=MiB, cold_minflt=1, minflt_per_round=0.0)
+    md = report.markdown(records, ["default", "zkalloc", "zkalloc-bg"])
+    assert "| 1 (4.00x) +0.9 worker |" in md
+    assert "| 4 / 0.9 |" in next(part for part in md.split("\n\n") if "cold ms" in part)
+    from rich.console import Console
+    console = Console(width=250, record=True)
+    console.print(report.rich_table(records, ["default", "zkalloc", "zkalloc-bg"]))
+    text = console.export_text()
+    assert "worker cpu ms/rnd" in text and " 0.9 " in text
+
+
 def test_cells_within_the_pass_spread_are_flagged():
     records = [_rec("default", 1.0, (1.0, 1.05, 1.1)), _rec("zkalloc", 0.5, (1.0, 1.02, 1.04)),
                _rec("tcmalloc", 0.95, (0.9, 1.0, 1.2)), _rec("jemalloc", 1.1, (1.0, 1.0, 1.01))]
