@@ -114,8 +114,10 @@ class Block:
 class Stress:
     """The shared state of one stress run."""
 
-    def __init__(self, threads: int, ops: int, seed: int, handler: _Handler | None = None) -> None:
+    def __init__(self, threads: int, ops: int, seed: int, handler: _Handler | None = None,
+                 calloc_share: float = 0.3) -> None:
         self.handler = handler if handler is not None else zkalloc_handler()
+        self.calloc_share = calloc_share
         self.alloc = self.handler.allocator
         self.ctx = self.alloc.ctx
         self.threads, self.ops, self.seed = threads, ops, seed
@@ -135,7 +137,7 @@ class Stress:
 
     def new_block(self, rng: random.Random) -> Block | None:
         size = random_size(rng)
-        if rng.random() < 0.3:
+        if rng.random() < self.calloc_share:
             address = self.alloc.calloc(self.ctx, 1, size)
             self.count("calloc")
             if address and not all(not view(address, off, n).any() for off, n in segments(size)):
@@ -237,18 +239,21 @@ class Stress:
                     break
 
 
-@pytest.mark.parametrize("chaos,background", [(False, 0), (True, 0), (True, 1)],
-                         ids=["traffic", "traffic+maintenance", "traffic+maintenance+worker"])
-def test_stress_cross_thread(fresh, chaos, background):
+@pytest.mark.parametrize("chaos,background,calloc_share", [(False, 0, 0.3), (True, 0, 0.3), (True, 1, 0.3),
+                                                           (True, 1, 0.9)],
+                         ids=["traffic", "traffic+maintenance", "traffic+maintenance+worker",
+                              "traffic+maintenance+worker, mostly zeros (zeroed ahead)"])
+def test_stress_cross_thread(fresh, chaos, background, calloc_share):
     zk.configure(min_bytes=4 * KiB, cache_bytes=512 * MiB, background=background)
     before = zk.stats().bytes_in_use
-    stress = Stress(THREADS, OPS, seed=2 + chaos)
+    stress = Stress(THREADS, OPS, seed=2 + chaos, calloc_share=calloc_share)
     stress.run(chaos)
     if background:   # the worker may be faulting one more region ahead
         zk.configure(background=0)
         quiesce()
     c = stress.counts
-    print(f"stress: {THREADS} threads, {sum(c.values())} operations {c}, {len(stress.errors)} error(s)")
+    print(f"stress: {THREADS} threads, {sum(c.values())} operations {c}, {len(stress.errors)} error(s), "
+          f"{zk.stats().background_zeroed_bytes} bytes zeroed ahead")
     assert stress.errors == []
     assert c["free"] == c["malloc"] + c["calloc"], c   # every block freed exactly once
     assert c["handed"] > 0 and c["realloc"] > 0
