@@ -40,7 +40,8 @@ ALLOCATORS: dict[str, Allocator] = {
                   env={"ZKALLOC_LAZY_ZERO_BYTES": "64K", "ZKALLOC_HUGEPAGES": "0"}, default_patterns="zeros"),
         Allocator("zkalloc-phase", "zkalloc scoped, every round inside with zkalloc.phase()",
                   default_patterns="phase"),
-        Allocator("zkalloc-bg", "zkalloc scoped, background worker on (background=1): growing classes faulted ahead",
+        Allocator("zkalloc-bg", "zkalloc scoped, background worker on (background=1): np.zeros' regions zeroed ahead, "
+                  "growing classes faulted ahead",
                   env={"ZKALLOC_BACKGROUND": "1"}, default_patterns="background"),
         Allocator("zkalloc-nothp", "zkalloc scoped, no MADV_HUGEPAGE (hugepages=0)",
                   env={"ZKALLOC_HUGEPAGES": "0"}, default_patterns="first_touch"),

@@ -422,6 +422,31 @@ def test_phase_targets_time_and_rss_against_installed():
     assert verdicts["expr_churn 32 MiB zkalloc-phase peak RSS <= 1.10x zkalloc's"] == "MISSED"
 
 
+def test_background_targets_name_the_workers_cost():
+    """Issue 17: zkalloc-bg against tcmalloc on the MSM patterns, its cold
+    proof against the best peer's, and against zkalloc everywhere; each
+    detail carries the worker's CPU time."""
+    from bench import targets
+
+    def rec(alloc, pattern, t, cold=None, cpu=0.0):
+        r = {"allocator": alloc, "pattern": pattern, "size": 16, "median_s": t, "pass_median_s": [t],
+             "worker_cpu_s_per_round": cpu}
+        if cold is not None:
+            r.update(cold_s=cold, pass_cold_s=[cold], cold_worker_cpu_s=cpu)
+        return r
+    records = [rec("tcmalloc", "msm_compute", 1.0), rec("zkalloc", "msm_compute", 1.0),
+               rec("zkalloc-bg", "msm_compute", 0.55, cpu=0.002),
+               rec("tcmalloc", "stark_prove", 1.0, cold=1.0), rec("jemalloc", "stark_prove", 1.1, cold=0.9),
+               rec("zkalloc", "stark_prove", 1.0, cold=1.0), rec("zkalloc-bg", "stark_prove", 1.2, cold=0.8)]
+    verdicts = {what: (v, detail) for what, v, detail in targets.check(records)}
+    v, detail = verdicts["msm_compute 16 B zkalloc-bg time <= 0.6x tcmalloc's"]
+    assert v == "met" and "0.55x" in detail and "worker cpu 2 ms/round" in detail
+    assert verdicts["msm_compute 16 B zkalloc-bg no slower than zkalloc (background=0)"][0] == "met"
+    v, detail = verdicts["stark_prove 2^16 zkalloc-bg cold proof <= 0.8x best peer's (jemalloc)"]
+    assert v == "MISSED" and "0.89x" in detail
+    assert verdicts["stark_prove 2^16 zkalloc-bg no slower than zkalloc (background=0)"][0] == "MISSED"
+
+
 def test_prover_targets_cold_warm_rss_and_faults():
     """Issue 12's targets on stark_prove / grow: time against the best of
     default and the peers, RSS against default, faults against glibc-tuned."""
