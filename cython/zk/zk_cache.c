@@ -285,6 +285,16 @@ void *zk_cache_obtain(size_t bytes, bool zeroed, zk_obtained *out)
 
 static _Atomic uint64_t lru_clock;
 
+/* Bumped by every release and trim: a region the worker held out of the
+ * pool meanwhile goes back to the kernel instead of the pool (zk_worker.c),
+ * so release() leaves nothing idle and a lowered cap holds. */
+static _Atomic uint64_t release_epoch;
+
+uint64_t zk_cache_release_epoch(void)
+{
+    return atomic_load(&release_epoch);
+}
+
 uint64_t zk_cache_next_stamp(void)
 {
     return atomic_fetch_add_explicit(&lru_clock, 1, memory_order_relaxed) + 1;
@@ -304,7 +314,7 @@ bool zk_cache_park_ahead(zk_region *r)
         zk_pool_link(r);
     zk_pool_unlock();
     if (!counted) {
-        r->flags &= ~ZK_RF_PREFAULTED;
+        zk_prefault_forget(r);   /* out of prefault_idle_bytes too */
         zk_heap_give_back(r);
     } else if (zk_opt_decay_ms() != 0) {
         zk_decay_parked();
@@ -328,9 +338,7 @@ static bool park_in_pool(zk_region *r)
  * A region the worker should zero ahead goes to the pool, where it can. */
 static bool keep_idle(zk_region *r)
 {
-    if (zk_zero_ahead_wanted(r)) {
-        if (!park_in_pool(r))
-            return false;
+    if (zk_zero_ahead_wanted(r) && park_in_pool(r)) {
         zk_worker_parked(r->cls);
         return true;
     }
@@ -531,6 +539,7 @@ size_t zk_cache_idle_resident(void)
 
 size_t zk_cache_release(void)
 {
+    atomic_fetch_add(&release_epoch, 1);
     zk_tcache_drain_all();
     size_t total;
     zk_region *chain = zk_pool_evict(0, &total);
@@ -548,6 +557,7 @@ size_t zk_cache_trim_to(size_t bytes)
 {
     if (atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) <= bytes)
         return 0;
+    atomic_fetch_add(&release_epoch, 1);
     zk_tcache_drain_all();
     size_t total;
     zk_region *chain = zk_pool_evict(bytes, &total);
@@ -559,6 +569,7 @@ void zk_cache_trim(void)
 {
     if (atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) <= zk_opt_cache_bytes())
         return;
+    atomic_fetch_add(&release_epoch, 1);
     zk_tcache_drain_all();   /* thread caches count against the cap too */
     size_t total;
     zk_region *chain = zk_pool_evict(zk_opt_cache_bytes(), &total);

@@ -189,6 +189,7 @@ bool zk_zeroed_ahead_take(zk_region *r, bool check);
 /* r leaves the pool to be reshaped or given back: no longer zeroed ahead. */
 void zk_zeroed_ahead_drop(zk_region *r);
 uint64_t zk_cache_next_stamp(void);   /* LRU order: larger is newer */
+uint64_t zk_cache_release_epoch(void);   /* changes with every release() and trim */
 /* Park a region nobody has used in the pool, counted idle; false if the cap
  * has no room without evicting (speculation never evicts). */
 bool zk_cache_park_ahead(zk_region *r);

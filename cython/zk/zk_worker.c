@@ -192,6 +192,22 @@ static void zero_and_protect(zk_region *r)
     zk_wp_unprotect(p, off < r->bytes ? off : r->bytes);
 }
 
+/* Back in the pool as its newest region, so the next request of the class
+ * takes it; or, if release() or a trim ran while the worker held it, back to
+ * the kernel as they would have sent it. */
+static void put_back(zk_region *r, uint64_t epoch)
+{
+    if (zk_cache_release_epoch() != epoch) {
+        zk_idle_uncount(r);
+        zk_zeroed_ahead_drop(r);
+        zk_count(&zk_stats.released_bytes, r->bytes);
+        zk_heap_give_back(r);
+        return;
+    }
+    r->stamp = zk_cache_next_stamp();
+    zk_pool_relink(r);
+}
+
 /* The worker is done with its region: wake the requests waiting for it.
  * Returns whether one of them had cancelled it. */
 static bool zeroing_finished(void)
@@ -213,11 +229,11 @@ static void zero_class_ahead(int cls)
     while (zk_opt_background()) {
         atomic_fetch_add(&zeroing_gen, 1);
         atomic_store(&zeroing_cls, cls);
+        uint64_t epoch = zk_cache_release_epoch();
         zk_region *r = zk_pool_claim_oldest(cls, worth_zeroing);
         if (r != NULL) {
             zero_and_protect(r);
-            r->stamp = zk_cache_next_stamp();
-            zk_pool_relink(r);
+            put_back(r, epoch);
         }
         if (zeroing_finished() || r == NULL)
             return;
