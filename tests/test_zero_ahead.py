@@ -148,8 +148,11 @@ def test_a_request_does_not_miss_because_the_worker_holds_its_region(ahead):
 def test_reshaping_a_zeroed_region_takes_its_protection_off(ahead):
     """Carved into smaller arrays, a zeroed region's pages are written
     without faults and hold what was written."""
-    size = 12 * MiB   # a class no other test uses: its first miss faults nothing ahead
-    address, = zeros_rounds(count=1, size=size)
+    size = 12 * MiB
+    zk.configure(background=0)   # its fresh miss then faults nothing ahead: one idle region only
+    zeros_rounds(rounds=1, count=1, size=size)
+    zk.configure(background=1)
+    address, = zeros_rounds(rounds=1, count=1, size=size)
     assert zeroed_ahead([address])
     zk.configure(background=0)
     quiesce()
