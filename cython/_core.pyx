@@ -74,6 +74,10 @@ cdef extern from "zkalloc.h" nogil:
     void zk_thp_read(zk_thp_snapshot *out)
     void zk_thp_reset()
     const char *zk_zero_ahead_status()
+    ctypedef struct zk_zero_policy:
+        uint64_t memset_ns_per_mib, fault_ns, touched_per_1024, discard_ns
+        int discard
+    void zk_zero_read(int cls, zk_zero_policy *out)
     int zk_cache_zeroed_ahead(const void *ptr)
 
     ctypedef struct zk_fallback:
@@ -520,6 +524,13 @@ def thp_snapshot():
     zk_thp_read(&t)
     return [(t.ns_per_mib[i][0], t.ns_per_mib[i][1], t.samples[i][0], t.samples[i][1])
             for i in range(ZK_THP_RANGES)]
+
+
+def zero_policy(int cls):
+    """What np.zeros' zeroing policy measured, and its choice for class cls."""
+    cdef zk_zero_policy p
+    zk_zero_read(cls, &p)
+    return p
 
 
 def zero_ahead_status():

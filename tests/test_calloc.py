@@ -1,8 +1,12 @@
 """np.zeros on a reused region returns zeros, whichever way it is zeroed."""
 import numpy as np
+import pytest
 
 import zkalloc_np as zk
 from conftest import MiB
+from zkalloc_np import _core
+
+KiB = 1 << 10
 
 
 def dirty_then_zeros(nbytes):
@@ -113,3 +117,31 @@ def test_region_back_from_small_pages_serves_np_empty(fresh):
         a = np.empty(6 * MiB, np.uint8)
         a.fill(3)
         assert (a == 3).all() and zk.owns(a)
+
+
+@pytest.mark.parametrize("nbytes", [1536 * KiB, 6 * MiB])
+def test_the_way_a_class_is_zeroed_follows_its_measured_costs(fresh, nbytes):
+    """An MSM window touching its first and last bucket: whether its np.zeros
+    is discarded or memset is what the measured costs say (memset bandwidth,
+    the class's discard, a page fault), not a fixed share of pages: on a
+    machine whose memset of zeros outruns a discard, a sparse class is
+    memset.  The last rounds go the way the policy's numbers say."""
+    def ends(z):
+        z[:96] = 0xFF
+        z[-96:] = 0xFF
+    assert all(zeros_rounds(nbytes, 40, ends, full_check=False))
+    cls = _core.class_of(nbytes)
+    policy = _core.zero_policy(cls)
+    assert policy["memset_ns_per_mib"] > 0 and policy["fault_ns"] > 0
+    assert policy["touched_per_1024"] < 1024 // 32   # it did learn that few pages are touched
+    pages = _core.class_bytes(cls) // 4096
+    discard = policy["discard_ns"] + pages * policy["touched_per_1024"] // 1024 * policy["fault_ns"]
+    memset = policy["memset_ns_per_mib"] * _core.class_bytes(cls) >> 20
+    assert bool(policy["discard"]) == (discard < memset)
+    before = zk.stats()
+    assert all(zeros_rounds(nbytes, 4, ends, full_check=False))   # (a full read would touch every page)
+    after = zk.stats()
+    if policy["discard"]:
+        assert after.calloc_discard - before.calloc_discard >= 3
+    else:
+        assert after.calloc_memset - before.calloc_memset >= 3

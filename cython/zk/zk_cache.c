@@ -208,12 +208,18 @@ void *zk_cache_alloc(size_t bytes)
  * touched (zk_zero.c).  False when the kernel refuses the advice. */
 static bool discard_and_sample(zk_region *r, size_t len)
 {
-    if (r->bytes >= ZK_HUGE_BYTES && !(r->flags & ZK_RF_SMALL_PAGES)) {
+    /* Timed only on 4 KiB pages: dropping huge pages is cheaper than the
+     * steady state the policy decides about. */
+    bool small = r->bytes < ZK_HUGE_BYTES || (r->flags & ZK_RF_SMALL_PAGES);
+    if (!small) {
         zk_os_advise_small_pages((void *)r->base, r->bytes);
         r->flags |= ZK_RF_SMALL_PAGES;
     }
+    uint64_t t0 = zk_thp_now_ns();
     if (zk_os_discard((void *)r->base, len) != 0)
         return false;
+    if (small)
+        zk_zero_timed_discard(r->cls, zk_thp_now_ns() - t0);
     r->flags |= ZK_RF_SAMPLE;
     r->sampled_bytes = len;
     return true;
@@ -243,7 +249,9 @@ static void zero_for_calloc(zk_region *r, size_t bytes, const obtain_info *info)
         zk_count(&zk_stats.calloc_discard, 1);
         return;
     }
+    uint64_t t0 = zk_thp_now_ns();
     memset((void *)r->base, 0, bytes);
+    zk_zero_timed_memset(bytes, zk_thp_now_ns() - t0);
     zk_count(&zk_stats.calloc_memset, 1);
 }
 

@@ -122,6 +122,9 @@ int zk_heap_check_maps(const char **what);
 bool zk_thp_choose(size_t bytes, bool *sample);
 void zk_thp_record(size_t bytes, bool huge, uint64_t ns);
 uint64_t zk_thp_now_ns(void);
+/* The measured cost of faulting in one 4 KiB page (fresh regions faulted at
+ * once on 4 KiB pages, 2-16 MiB); 0 before any sample. */
+uint64_t zk_thp_small_page_fault_ns(void);
 
 /* ---- the shared pool and idle accounting (zk_pool.c) --------------------
  * Functions named pool_* need the pool lock (zk_pool_lock). */
@@ -320,11 +323,15 @@ typedef enum {
 } zk_zero_way;
 zk_zero_way zk_zero_choose(int cls, size_t bytes);
 /* A request of class cls: zeroed (calloc) or not.  Whether most recent
- * requests of the class were zeroed, and it is written densely. */
+ * requests of the class were zeroed, and a memset is how they are zeroed. */
 void zk_zero_note_request(int cls, bool zeroed);
-bool zk_zero_class_dense_calloc(int cls);
+bool zk_zero_ahead_pays(int cls, size_t bytes);
 /* A region calloc discarded is being freed: learn how much of it was touched. */
 void zk_zero_learn(zk_region *r);
+/* What a memset of `bytes` and a discard of class cls just cost: the
+ * policy compares measured costs, not assumed ones. */
+void zk_zero_timed_memset(size_t bytes, uint64_t ns);
+void zk_zero_timed_discard(int cls, uint64_t ns);
 
 /* ---- the cache, as phases use it (zk_cache.c) -------------------------- */
 typedef struct {

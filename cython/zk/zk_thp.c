@@ -84,6 +84,14 @@ void zk_thp_record(size_t bytes, bool huge, uint64_t ns)
     atomic_fetch_add_explicit(&r->samples[huge], 1, memory_order_relaxed);
 }
 
+uint64_t zk_thp_small_page_fault_ns(void)
+{
+    thp_range *r = &ranges[0];   /* 2-16 MiB: the sizes a discard refaults in */
+    if (load(&r->samples[0]) == 0)
+        return 0;
+    return load(&r->ns_per_mib[0]) / (((size_t)1 << 20) / 4096);
+}
+
 void zk_thp_read(zk_thp_snapshot *out)
 {
     for (int i = 0; i < ZK_THP_RANGES; i++)

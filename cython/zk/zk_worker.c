@@ -132,7 +132,7 @@ static bool worth_zeroing(const zk_region *r)
 bool zk_zero_ahead_wanted(const zk_region *r)
 {
     return zk_opt_background() && r->bytes >= ZK_HUGE_BYTES && worth_zeroing(r) &&
-           zk_zero_class_dense_calloc(r->cls) && zk_wp_ready();
+           zk_zero_ahead_pays(r->cls, r->bytes) && zk_wp_ready();
 }
 
 /* The region being zeroed: its class (-1: none) and a generation that

@@ -2,31 +2,48 @@
  * calloc's zeroing policy for a reused region, learned per size class.
  *
  * A reused region holds old bytes, so np.zeros must clear it.  Two ways:
- *  - memset: ~27 GB/s on resident memory, the right answer when the array is
- *    then written densely (trace columns, accumulators);
- *  - MADV_DONTNEED: free now, but every page touched afterwards faults back
- *    in (~2.4 us per 4 KiB page, ~16x the memset of that page), so it wins
- *    only when well under 1/16 of the pages are touched afterwards (MSM
- *    bucket arrays of which a window touches a handful of buckets).
+ *  - memset: the right answer when the array is then written densely
+ *    (trace columns, accumulators);
+ *  - MADV_DONTNEED: the call, then every page touched afterwards faults back
+ *    in, zero-filled by the kernel; it wins only when few pages are touched
+ *    afterwards (MSM bucket arrays of which a window touches a handful).
  * With huge pages a sparse touch after a discard zero-fills a whole 2 MiB
  * page, which is no cheaper than the memset: the discard path therefore also
  * switches the region to 4 KiB pages (MADV_NOHUGEPAGE), and the memset path
  * switches it back.
  *
- * Which way a class goes is measured, not guessed: a region that calloc
- * discarded is flagged, and when it is freed mincore() counts the pages its
- * user touched.  A class whose touched fraction (an average over samples)
- * is under SPARSE_LIMIT is discarded from then on, and every such calloc is
- * itself a sample, so a class that turns dense is noticed.  A dense class
- * is memset, with a sample every `interval` callocs to notice a class that
- * turns sparse; the interval doubles after each dense sample (up to
- * MAX_INTERVAL), so a dense class pays for sampling less and less.
+ * Which way a class goes is measured, not guessed, on both sides:
+ *  - what the class's users touch: a region that calloc discarded is
+ *    flagged, and when it is freed mincore() counts the pages its user
+ *    touched (an average over samples, per class);
+ *  - what each way costs on this machine: memsets are timed (bandwidth, per
+ *    MiB), discards are timed per class (the call's cost grows with the
+ *    pages present), and a page fault costs what the first-touch policy
+ *    measured for 4 KiB pages (zk_thp.c).  Machines differ more than one
+ *    constant can say: on the 2-core EPYC VM a memset of zeros ran at
+ *    60-140 GB/s and a fault cost 1.5-10 us, so a class touching 2 pages of
+ *    384 was cheaper memset (11 us) than discarded (~10 us for the call,
+ *    then the faults), where the old rule (memset at 27 GB/s, 2.4 us a
+ *    fault, discard below 1/32 touched) discarded it and ran 2.7x slower
+ *    than tcmalloc's plain memset.
+ * A class is discarded when the estimate says it is cheaper, and every such
+ * calloc is itself a sample.  Otherwise it is memset, with a sample every
+ * `interval` callocs to notice a class that turns sparse; the interval
+ * doubles after each sample that keeps it memset (up to MAX_INTERVAL), so a
+ * dense class pays for sampling less and less.
  */
+#include <string.h>
+
 #include "zk_internal.h"
 
 #define FRACTION_ONE 1024u
-#define SPARSE_LIMIT (FRACTION_ONE / 32)   /* 1/32: a margin under the 1/16 break-even */
 #define MIN_ADAPTIVE_BYTES ((size_t)256 << 10)   /* below this memset is too cheap to matter */
+#define PAGE_BYTES ((uint64_t)4096)
+/* Before anything is measured: the costs the old fixed rule assumed (memset
+ * at ~27 GB/s, 2.4 us a fault, a free call), which discards below ~1/16 of
+ * the pages touched. */
+#define DEFAULT_MEMSET_NS_PER_MIB 38800u
+#define DEFAULT_FAULT_NS 2400u
 #define FIRST_INTERVAL 4u
 #define MAX_INTERVAL 1024u
 
@@ -37,9 +54,87 @@ typedef struct {
     _Atomic uint32_t countdown;    /* dense class: callocs left before the next sample */
     _Atomic uint32_t interval;
     _Atomic int32_t calloc_score;  /* +1 per calloc, -1 per malloc, within +-CALLOC_SCORE_MAX */
+    _Atomic uint32_t discard_ns;   /* what a discard of this class's regions cost (average) */
 } zero_class;
 
 static zero_class classes[ZK_NCLASSES];
+static _Atomic uint32_t memset_ns_per_mib = DEFAULT_MEMSET_NS_PER_MIB;
+
+/* Three quarters of the weight on the newest measurement. */
+static void average_into(_Atomic uint32_t *avg, uint64_t sample)
+{
+    uint32_t before = atomic_load_explicit(avg, memory_order_relaxed);
+    uint64_t now = before == 0 ? sample : (before + 3 * sample) / 4;
+    atomic_store_explicit(avg, now > UINT32_MAX ? UINT32_MAX : (uint32_t)now, memory_order_relaxed);
+}
+
+/* The memset's cost follows the fastest recent memsets: a memset over pages
+ * a discard took away (or a fresh region never touched) also pays their
+ * faults, up to 100x a memset of resident pages, and that is not what the
+ * policy compares.  A lower sample wins at once; a higher one raises the
+ * estimate by 1/64 at most (a machine that got slower is still followed). */
+void zk_zero_timed_memset(size_t bytes, uint64_t ns)
+{
+    if (bytes < MIN_ADAPTIVE_BYTES)
+        return;
+    uint64_t sample = ns * ((uint64_t)1 << 20) / bytes;
+    uint32_t before = atomic_load_explicit(&memset_ns_per_mib, memory_order_relaxed);
+    uint64_t ceiling = (uint64_t)before + before / 64 + 1;
+    uint64_t now = sample < ceiling ? sample : ceiling;
+    atomic_store_explicit(&memset_ns_per_mib, now > UINT32_MAX ? UINT32_MAX : (uint32_t)now,
+                          memory_order_relaxed);
+}
+
+/* The first adaptive decision measures a memset of resident memory once:
+ * the regions' own first memsets usually fault (a fresh region handed to
+ * np.zeros stays lazy), so they cannot say what a memset costs. */
+#define CALIBRATION_BYTES ((size_t)2 << 20)
+static _Atomic bool calibrated;
+
+static void calibrate_memset(void)
+{
+    if (atomic_exchange_explicit(&calibrated, true, memory_order_relaxed))
+        return;
+    void *p = zk_os_map(CALIBRATION_BYTES, zk_os_page_size());
+    if (p == NULL)
+        return;   /* the default stays */
+    (void)zk_os_populate(p, CALIBRATION_BYTES);
+    uint64_t best = UINT64_MAX;
+    for (int i = 0; i < 3; i++) {
+        uint64_t t0 = zk_thp_now_ns();
+        memset(p, 0, CALIBRATION_BYTES);
+        uint64_t ns = zk_thp_now_ns() - t0;
+        best = ns < best ? ns : best;
+    }
+    (void)zk_os_unmap(p, CALIBRATION_BYTES);
+    uint64_t per_mib = best * ((uint64_t)1 << 20) / CALIBRATION_BYTES;
+    atomic_store_explicit(&memset_ns_per_mib, per_mib > UINT32_MAX ? UINT32_MAX : (uint32_t)per_mib,
+                          memory_order_relaxed);
+}
+
+void zk_zero_timed_discard(int cls, uint64_t ns)
+{
+    if (cls >= 0 && cls < ZK_NCLASSES)
+        average_into(&classes[cls].discard_ns, ns);
+}
+
+static uint64_t fault_ns(void)
+{
+    uint64_t fault = zk_thp_small_page_fault_ns();
+    return fault != 0 ? fault : DEFAULT_FAULT_NS;
+}
+
+/* Is discarding a region of `bytes` of class z, whose users touch `touched`
+ * (in 1/FRACTION_ONE of its pages), cheaper than a memset of it? */
+static bool discard_pays(zero_class *z, size_t bytes, uint32_t touched)
+{
+    uint64_t fault = fault_ns();
+    uint64_t pages = bytes / PAGE_BYTES;
+    uint64_t discard = atomic_load_explicit(&z->discard_ns, memory_order_relaxed) +
+                       pages * touched / FRACTION_ONE * fault;
+    uint64_t memset_ns = (uint64_t)atomic_load_explicit(&memset_ns_per_mib, memory_order_relaxed) * bytes >> 20;
+    return discard < memset_ns;
+}
 
 /* Every class starts dense (memset, the safe default), its first sample due
  * at its FIRST_INTERVAL-th reuse. */
@@ -50,7 +145,10 @@ void zk_zero_reset(void)
         atomic_store_explicit(&classes[c].countdown, FIRST_INTERVAL, memory_order_relaxed);
         atomic_store_explicit(&classes[c].interval, FIRST_INTERVAL, memory_order_relaxed);
         atomic_store_explicit(&classes[c].calloc_score, 0, memory_order_relaxed);
+        atomic_store_explicit(&classes[c].discard_ns, 0, memory_order_relaxed);
     }
+    atomic_store_explicit(&memset_ns_per_mib, DEFAULT_MEMSET_NS_PER_MIB, memory_order_relaxed);
+    atomic_store_explicit(&calibrated, false, memory_order_relaxed);
 }
 
 /* A dense class's turn to sample: true once every `interval` calls. */
@@ -71,8 +169,10 @@ zk_zero_way zk_zero_choose(int cls, size_t bytes)
         return ZK_ZERO_DISCARD;   /* the user asked for it: no learning needed */
     if (!zk_opt_adaptive_zero() || bytes < MIN_ADAPTIVE_BYTES || cls < 0 || cls >= ZK_NCLASSES)
         return ZK_ZERO_MEMSET;
+    if (!atomic_load_explicit(&calibrated, memory_order_relaxed))
+        calibrate_memset();
     zero_class *z = &classes[cls];
-    if (atomic_load_explicit(&z->touched, memory_order_relaxed) < SPARSE_LIMIT || sample_due(z))
+    if (discard_pays(z, bytes, atomic_load_explicit(&z->touched, memory_order_relaxed)) || sample_due(z))
         return ZK_ZERO_SAMPLE;
     return ZK_ZERO_MEMSET;
 }
@@ -92,7 +192,10 @@ void zk_zero_learn(zk_region *r)
      * samples in a row turn a dense class sparse, one dense sample turns it
      * back (the costlier mistake is discarding a class that is written). */
     atomic_store_explicit(&z->touched, (before + 3 * sample) / 4, memory_order_relaxed);
-    if (sample < SPARSE_LIMIT) {   /* look again at the next calloc */
+    if (discard_pays(z, r->sampled_bytes, sample)) {
+        /* This sample says discard: look again at the next calloc (the
+         * average follows within a few samples; discarded from then on,
+         * every calloc is a sample). */
         atomic_store_explicit(&z->interval, FIRST_INTERVAL, memory_order_relaxed);
         atomic_store_explicit(&z->countdown, 1, memory_order_relaxed);
         return;
@@ -105,8 +208,8 @@ void zk_zero_learn(zk_region *r)
 
 /* Which requests a class serves, for the background worker (zk_worker.c):
  * zeroing a region ahead pays only when the next request of its class is an
- * np.zeros, and only for a class written densely (a sparse one is
- * discarded, which costs the caller little). */
+ * np.zeros that would be memset (a class cheaper discarded costs the caller
+ * little already). */
 void zk_zero_note_request(int cls, bool zeroed)
 {
     if (cls < 0 || cls >= ZK_NCLASSES)
@@ -117,11 +220,24 @@ void zk_zero_note_request(int cls, bool zeroed)
         atomic_store_explicit(score, s + (zeroed ? 1 : -1), memory_order_relaxed);
 }
 
-bool zk_zero_class_dense_calloc(int cls)
+void zk_zero_read(int cls, zk_zero_policy *out)
+{
+    memset(out, 0, sizeof *out);
+    out->memset_ns_per_mib = atomic_load_explicit(&memset_ns_per_mib, memory_order_relaxed);
+    out->fault_ns = fault_ns();
+    if (cls < 0 || cls >= ZK_NCLASSES)
+        return;
+    zero_class *z = &classes[cls];
+    out->touched_per_1024 = atomic_load_explicit(&z->touched, memory_order_relaxed);
+    out->discard_ns = atomic_load_explicit(&z->discard_ns, memory_order_relaxed);
+    out->discard = discard_pays(z, zk_class_bytes(cls), (uint32_t)out->touched_per_1024);
+}
+
+bool zk_zero_ahead_pays(int cls, size_t bytes)
 {
     if (cls < 0 || cls >= ZK_NCLASSES)
         return false;
     zero_class *z = &classes[cls];
     return atomic_load_explicit(&z->calloc_score, memory_order_relaxed) > 0 &&
-           atomic_load_explicit(&z->touched, memory_order_relaxed) >= SPARSE_LIMIT;
+           !discard_pays(z, bytes, atomic_load_explicit(&z->touched, memory_order_relaxed));
 }

@@ -88,6 +88,16 @@ typedef struct {
 void zk_thp_read(zk_thp_snapshot *out);
 void zk_thp_reset(void);
 
+/* ---- np.zeros' zeroing policy (zk_zero.c) ------------------------------ */
+typedef struct {
+    uint64_t memset_ns_per_mib;   /* a memset of resident memory, measured */
+    uint64_t fault_ns;            /* a 4 KiB page fault, as the policy counts it */
+    uint64_t touched_per_1024;    /* the class's users touch this share of its pages */
+    uint64_t discard_ns;          /* a discard of one of its regions, measured (0: none yet) */
+    int discard;                  /* 1: its next np.zeros is discarded, not memset */
+} zk_zero_policy;
+void zk_zero_read(int cls, zk_zero_policy *out);
+
 /* ---- zeroing ahead (zk_worker.c, zk_wp.c) ------------------------------ */
 /* NULL when the background worker can zero regions ahead for np.zeros in
  * this process (the kernel tracks writes for it), else why it cannot. */
