@@ -114,7 +114,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending
         uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread
         uint64_t prefaulted_bytes, prefault_hits, prefault_idle_bytes, worker_cpu_ns, worker_running
-        uint64_t background_zeroed_bytes, zeroed_hits, zeroed_stale
+        uint64_t background_zeroed_bytes, zeroed_hits, zeroed_stale, zero_ahead_cancels
         uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes
         uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes
         uint64_t secret_unprotected, secret_failures

@@ -95,7 +95,9 @@ class Stats:
     background_zeroed_bytes: idle regions the worker zeroed ahead for
     np.zeros; zeroed_hits: np.zeros served by one with no memset;
     zeroed_stale: such regions something wrote after they were zeroed (a
-    stale pointer), found by the kernel's write tracking and memset instead.
+    stale pointer), found by the kernel's write tracking and memset instead;
+    zero_ahead_cancels: requests that needed the region the worker was
+    zeroing (it stops, and lets the class's next frees pass for a while).
 
     rss_bytes: the process's resident memory now (/proc/self/statm);
     idle_resident_bytes: the part of it that is the cache's idle regions
@@ -162,6 +164,7 @@ class Stats:
     background_zeroed_bytes: int
     zeroed_hits: int
     zeroed_stale: int
+    zero_ahead_cancels: int
     secret_arrays: int
     secret_bytes: int
     secret_mapped_bytes: int

@@ -99,10 +99,13 @@ static zk_region *miss(int cls, obtain_info *info)
  * next), and for np.zeros the kernel says whether it is still all zeros. */
 static void take_zeroed_ahead(zk_region *r, bool zeroed, obtain_info *info)
 {
-    if ((r->flags & ZK_RF_ZEROED) && zk_zeroed_ahead_take(r, zeroed) && zeroed) {
+    bool ahead = (r->flags & ZK_RF_ZEROED) != 0;
+    if (ahead && zk_zeroed_ahead_take(r, zeroed) && zeroed) {
         r->flags |= ZK_RF_ZERO;
         info->zeroed_ahead = true;
     }
+    if (zeroed && r->bytes >= ZK_HUGE_BYTES && zk_opt_background() && zk_zero_ahead_pays(r->cls, r->bytes))
+        zk_worker_outcome(r->cls, ahead);
 }
 
 static zk_region *obtain(size_t bytes, bool zeroed, obtain_info *info)

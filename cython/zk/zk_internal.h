@@ -183,6 +183,9 @@ void zk_worker_parked(int cls);
  * one of them: have it stop and wait until the region is back in the pool
  * (at most a couple of milliseconds); false if there was none to wait for. */
 bool zk_worker_wait_zeroing(int lo, int hi);
+/* An np.zeros hit of class cls (a class zeroed ahead) took a region the
+ * worker had zeroed, or not: whether the worker keeps ahead there. */
+void zk_worker_outcome(int cls, bool zeroed_ahead);
 /* Whether a region being freed should skip the thread cache for the pool,
  * where the worker can zero it ahead. */
 bool zk_zero_ahead_wanted(const zk_region *r);
@@ -287,7 +290,7 @@ typedef struct {
     _Atomic uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending;
     _Atomic uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread;
     _Atomic uint64_t prefaulted_bytes, prefault_hits, prefault_idle_bytes, worker_cpu_ns, worker_running;
-    _Atomic uint64_t background_zeroed_bytes, zeroed_hits, zeroed_stale;
+    _Atomic uint64_t background_zeroed_bytes, zeroed_hits, zeroed_stale, zero_ahead_cancels;
     _Atomic uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     _Atomic uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
     _Atomic uint64_t secret_unprotected, secret_failures;

@@ -94,6 +94,7 @@ void zk_stats_read(zk_stats_snapshot *out)
     out->background_zeroed_bytes = load(&zk_stats.background_zeroed_bytes);
     out->zeroed_hits = load(&zk_stats.zeroed_hits);
     out->zeroed_stale = load(&zk_stats.zeroed_stale);
+    out->zero_ahead_cancels = load(&zk_stats.zero_ahead_cancels);
     out->secret_arrays = load(&zk_stats.secret_arrays);
     out->secret_bytes = load(&zk_stats.secret_bytes);
     out->secret_mapped_bytes = load(&zk_stats.secret_mapped_bytes);
@@ -131,7 +132,7 @@ void zk_stats_reset_counters(void)
         &zk_stats.gathered_pieces, &zk_stats.fresh_tail_bytes, &zk_stats.populated_bytes,
         &zk_stats.unmap_failures, &zk_stats.decayed_softened_bytes, &zk_stats.decayed_released_bytes,
         &zk_stats.decay_passes, &zk_stats.prefaulted_bytes, &zk_stats.prefault_hits, &zk_stats.worker_cpu_ns,
-        &zk_stats.background_zeroed_bytes, &zk_stats.zeroed_hits, &zk_stats.zeroed_stale,
+        &zk_stats.background_zeroed_bytes, &zk_stats.zeroed_hits, &zk_stats.zeroed_stale, &zk_stats.zero_ahead_cancels,
     };
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
         atomic_store_explicit(events[i], 0, memory_order_relaxed);

@@ -252,6 +252,7 @@ typedef struct {
     uint64_t background_zeroed_bytes; /* idle regions the worker zeroed ahead for np.zeros */
     uint64_t zeroed_hits;             /* np.zeros served by such a region, no memset */
     uint64_t zeroed_stale;            /* such regions written after zeroing (a stale pointer): memset */
+    uint64_t zero_ahead_cancels;      /* requests that needed the region the worker was zeroing */
     uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
     uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
     uint64_t secret_unprotected, secret_failures;
