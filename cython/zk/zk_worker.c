@@ -384,15 +384,20 @@ static void ask(bool *flags, int *count, int cls)
     pthread_mutex_unlock(&lock);
 }
 
-/* Fresh misses per class: one is not growth yet (a loop's first round maps
- * its working set once); the second is. */
-static _Atomic uint32_t fresh_misses[ZK_NCLASSES];
+/* A fresh miss is growth only when the class missed before with no
+ * release() or trim in between: a loop's first round maps its working set
+ * once, and a program that gives its memory back and maps it again is not
+ * growing (faulting ahead there only races the program's own faults, and
+ * the next release() throws the region away).  Per class, the release epoch
+ * (plus one: 0 is "never") of its last fresh miss. */
+static _Atomic uint64_t miss_epoch[ZK_NCLASSES];
 
 void zk_worker_growth(int cls, bool confirmed)
 {
     if (!zk_opt_background() || cls < 0 || zk_class_bytes(cls) < MIN_AHEAD_BYTES)
         return;
-    if (!confirmed && atomic_fetch_add_explicit(&fresh_misses[cls], 1, memory_order_relaxed) == 0)
+    uint64_t epoch = zk_cache_release_epoch() + 1;
+    if (!confirmed && atomic_exchange_explicit(&miss_epoch[cls], epoch, memory_order_relaxed) != epoch)
         return;
     ask(wanted, &nwanted, cls);
 }
