@@ -53,8 +53,20 @@
 
 #include "zk_internal.h"
 
-/* Newer than the headers of the build machines (glibc 2.36, Linux 6.1
- * headers): the kernel ABI, from include/uapi/linux/{userfaultfd,fs}.h. */
+/* Newer than the headers of some build machines (Linux 6.1 headers here;
+ * 4.18 in the manylinux_2_28 images, which predate write protection): the
+ * kernel ABI, from include/uapi/linux/{userfaultfd,fs}.h. */
+#ifndef UFFDIO_REGISTER_MODE_WP
+#define UFFDIO_REGISTER_MODE_WP ((__u64)1 << 1)
+#endif
+#ifndef UFFDIO_WRITEPROTECT_MODE_WP
+#define UFFDIO_WRITEPROTECT_MODE_WP ((__u64)1 << 0)
+struct uffdio_writeprotect {
+    struct uffdio_range range;
+    __u64 mode;
+};
+#define UFFDIO_WRITEPROTECT _IOWR(UFFDIO, 0x06, struct uffdio_writeprotect)
+#endif
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
 #endif
