@@ -68,6 +68,7 @@ cdef extern from "zkalloc.h" nogil:
     int zk_heap_check_maps(const char **what)
     void zk_os_fail_unmaps(unsigned n)
     void zk_zero_reset()
+    void zk_worker_forget()
     ctypedef struct zk_thp_snapshot:
         uint64_t ns_per_mib[3][2]
         uint64_t samples[3][2]
@@ -567,8 +568,10 @@ def reset_counters():
 
 
 def reset_zero_policy():
-    """Forget what calloc's zeroing policy learned per class (tests)."""
+    """Forget what calloc's zeroing policy and the background worker learned
+    per class (tests)."""
     zk_zero_reset()
+    zk_worker_forget()
 
 
 # Raw access to the handler functions, for tests of the core through the very

@@ -444,3 +444,14 @@ void zk_worker_fork_child(void)
         zk_stats_gauge_sub(&zk_stats.worker_running, 1);
     running = false;
 }
+
+void zk_worker_forget(void)
+{
+    for (int c = 0; c < ZK_NCLASSES; c++) {
+        atomic_store_explicit(&backoff_len[c], 0, memory_order_relaxed);
+        atomic_store_explicit(&backoff_left[c], 0, memory_order_relaxed);
+        atomic_store_explicit(&outcomes[c], 0, memory_order_relaxed);
+        atomic_store_explicit(&behind[c], 0, memory_order_relaxed);
+        atomic_store_explicit(&miss_epoch[c], 0, memory_order_relaxed);
+    }
+}

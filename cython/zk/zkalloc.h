@@ -72,6 +72,7 @@ int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENO
 void zk_cache_trim(void);                       /* evict until idle bytes <= cap */
 size_t zk_cache_trim_to(size_t bytes);          /* evict oldest until idle bytes <= bytes; bytes unmapped */
 void zk_zero_reset(void);                       /* forget what calloc's policy learned */
+void zk_worker_forget(void);                    /* forget what the worker learned (back-off, growth) */
 /* Walks every structure; ZK_OK or ZK_ECORRUPT (with *what set to a reason). */
 int zk_check(const char **what);
 /* Every segment the cache holds is mapped, per /proc/self/maps. */
