@@ -6,7 +6,9 @@ such a region since (a stale pointer), and then the memset happens after all.
 from __future__ import annotations
 
 import ctypes
+import inspect
 import resource
+import textwrap
 import time
 import tempfile
 
@@ -55,10 +57,30 @@ def zeros_rounds(rounds: int = 2, count: int = 2, size: int = SIZE) -> list[int]
     return addresses
 
 
-def zeroed_ahead(addresses: list[int]) -> bool:
+def huge_bytes(address: int) -> int:
+    """AnonHugePages of the memory area holding address (smaps), in bytes."""
+    inside = False
+    for line in open("/proc/self/smaps"):
+        first = line.split()[0]
+        if "-" in first and ":" not in first:
+            lo, hi = (int(x, 16) for x in first.split("-"))
+            inside = lo <= address < hi
+        elif inside and first == "AnonHugePages:":
+            return int(line.split()[1]) << 10
+    return 0
+
+
+def zeroed_ahead(addresses: list[int], size: int = SIZE) -> bool:
     """Wait until the worker has zeroed the idle regions at these addresses
-    (it runs at SCHED_IDLE: only when a core is spare); whether it did."""
-    return wait_for(lambda: all(_core.zeroed_ahead(x) for x in addresses), 10)
+    (it runs at SCHED_IDLE: only when a core is spare); whether it did.
+    The worker zeroes only regions on huge pages: where the kernel had none
+    to give (a fragmented machine), that is the environment, not a failure,
+    and the test is skipped."""
+    if wait_for(lambda: all(_core.zeroed_ahead(x) for x in addresses), 10):
+        return True
+    if any(huge_bytes(x) < size * 7 // 8 for x in addresses):
+        pytest.skip("the kernel gave these regions no huge pages: the worker rightly left them alone")
+    return False
 
 
 def test_np_zeros_takes_a_region_zeroed_ahead_without_a_memset(ahead):
@@ -178,11 +200,13 @@ def test_fork_child_never_trusts_the_parents_zeroed_regions():
         zk.configure(background=1, hugepages=1)
         zk.install()
         from zkalloc_np import _core
+        # huge_bytes
         for _ in range(4):
             a = np.zeros(SIZE, np.uint8); a.fill(7); address = a.ctypes.data; del a
         deadline = time.monotonic() + 10
         while not _core.zeroed_ahead(address) and time.monotonic() < deadline:
             time.sleep(0.005)
+        zeroed, huge = _core.zeroed_ahead(address), huge_bytes(address) >= SIZE * 7 // 8
         pid = os.fork()
         if pid == 0:
             ctypes.memset(address + 5000, 0xCD, 4096)
@@ -191,16 +215,18 @@ def test_fork_child_never_trusts_the_parents_zeroed_regions():
             os._exit(0 if ok else 3)
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         b = np.zeros(SIZE, np.uint8)
-        print(code, b.ctypes.data == address, bool(b.any()), zk.stats().zeroed_hits)
+        print(code, b.ctypes.data == address, bool(b.any()), zk.stats().zeroed_hits, zeroed, huge)
         zk.configure(background=0)
         while zk.stats().worker_running:
             time.sleep(0.005)
         zk.check()
-    """)
+    """.replace("# huge_bytes", textwrap.indent(inspect.getsource(huge_bytes), " " * 8).lstrip()))
     assert out.returncode == 0, out.stderr
-    code, same, nonzero, hits = out.stdout.split()
-    assert (code, same, nonzero) == ("0", "True", "False")
-    assert int(hits) >= 1
+    code, same, nonzero, hits, zeroed, huge = out.stdout.split()
+    assert (code, same, nonzero) == ("0", "True", "False")   # the child memset: never trusted
+    if zeroed == "False" and huge == "False":
+        pytest.skip("the kernel gave the region no huge pages: nothing was zeroed ahead to test in the parent")
+    assert zeroed == "True" and int(hits) >= 1   # the parent still skips its memset
 
 
 def test_info_says_whether_zeroing_ahead_is_available():
