@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 import zkalloc_np as zk
-from conftest import quiesce, run_python, wait_for
+from conftest import run_python, wait_for
 
 MiB = 1 << 20
 
@@ -44,9 +44,6 @@ def test_a_growing_class_is_faulted_ahead_and_served_from_it(fresh):
     assert s.misses + s.hits == 30 and s.hits >= s.prefault_hits
     assert s.worker_cpu_ns > 0 and s.worker_running == 1
     assert all((a == i % 250 + 1).all() for i, a in enumerate(live))
-    zk.configure(background=0)
-    quiesce()
-    zk.check()
 
 
 def test_zeros_from_regions_faulted_ahead_are_zero(fresh):
@@ -55,9 +52,6 @@ def test_zeros_from_regions_faulted_ahead_are_zero(fresh):
         live = grow(20, 3 * MiB, zeros=True, wait=True)
     assert zk.stats().prefault_hits > 0
     del live
-    zk.configure(background=0)
-    quiesce()
-    zk.check()
 
 
 def test_faulted_ahead_bytes_stay_within_the_budget_and_the_cap(fresh):
@@ -68,9 +62,6 @@ def test_faulted_ahead_bytes_stay_within_the_budget_and_the_cap(fresh):
         assert s.prefault_idle_bytes <= max(64 * MiB, s.bytes_in_use // 8) + 2 * MiB
         assert s.bytes_cached <= 24 * MiB
     del live
-    zk.configure(background=0)
-    quiesce()
-    zk.check()
 
 
 def test_the_worker_turns_off_and_on_at_run_time(fresh):
@@ -86,10 +77,6 @@ def test_the_worker_turns_off_and_on_at_run_time(fresh):
         zk.configure(background=1)
         live += grow(5, 4 * MiB)
         assert zk.stats().worker_running == 1
-    zk.configure(background=0)
-    quiesce()
-    del live
-    zk.check()
 
 
 def test_off_by_default_starts_no_worker(fresh):

@@ -30,15 +30,12 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def ahead(fresh):
     """background=1 with huge pages forced, so the regions are worth zeroing
-    ahead whatever the first-touch policy would measure; off again after."""
+    ahead whatever the first-touch policy would measure.  The autouse
+    consistent_cache fixture turns the worker off again, waits for it and
+    checks the cache."""
     zk.configure(background=1, hugepages=1)
-    try:
-        with zk.installed():
-            yield zk
-    finally:
-        zk.configure(background=0, hugepages="auto")
-        quiesce()
-        zk.check()
+    with zk.installed():
+        yield zk
 
 
 def zeros_rounds(rounds: int = 2, count: int = 2, size: int = SIZE) -> list[int]:

@@ -104,8 +104,8 @@ static void take_zeroed_ahead(zk_region *r, bool zeroed, obtain_info *info)
         r->flags |= ZK_RF_ZERO;
         info->zeroed_ahead = true;
     }
-    if (zeroed && r->bytes >= ZK_HUGE_BYTES && zk_opt_background() && zk_zero_ahead_pays(r->cls, r->bytes))
-        zk_worker_outcome(r->cls, ahead);
+    if (zeroed)
+        zk_worker_outcome(r, ahead);
 }
 
 static zk_region *obtain(size_t bytes, bool zeroed, obtain_info *info)

@@ -183,9 +183,9 @@ void zk_worker_parked(int cls);
  * one of them: have it stop and wait until the region is back in the pool
  * (at most a couple of milliseconds); false if there was none to wait for. */
 bool zk_worker_wait_zeroing(int lo, int hi);
-/* An np.zeros hit of class cls (a class zeroed ahead) took a region the
- * worker had zeroed, or not: whether the worker keeps ahead there. */
-void zk_worker_outcome(int cls, bool zeroed_ahead);
+/* An np.zeros hit took region r, which the worker had zeroed ahead or not:
+ * in a class it zeroes ahead, whether it keeps ahead there. */
+void zk_worker_outcome(const zk_region *r, bool zeroed_ahead);
 /* Whether a region being freed should skip the thread cache for the pool,
  * where the worker can zero it ahead. */
 bool zk_zero_ahead_wanted(const zk_region *r);

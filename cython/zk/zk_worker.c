@@ -129,10 +129,16 @@ static bool worth_zeroing(const zk_region *r)
     return !(r->flags & (ZK_RF_ZEROED | ZK_RF_ZERO | ZK_RF_PLAIN_PAGES | ZK_RF_SMALL_PAGES | ZK_RF_MULTI));
 }
 
+/* Whether r's class is one the worker zeroes ahead (background on, huge
+ * regions, np.zeros requests that a memset serves). */
+static bool class_zeroed_ahead(const zk_region *r)
+{
+    return zk_opt_background() && r->bytes >= ZK_HUGE_BYTES && zk_zero_ahead_pays(r->cls, r->bytes);
+}
+
 bool zk_zero_ahead_wanted(const zk_region *r)
 {
-    return zk_opt_background() && r->bytes >= ZK_HUGE_BYTES && worth_zeroing(r) &&
-           zk_zero_ahead_pays(r->cls, r->bytes) && zk_wp_ready();
+    return class_zeroed_ahead(r) && worth_zeroing(r) && zk_wp_ready();
 }
 
 /* The region being zeroed: its class (-1: none) and a generation that
@@ -249,11 +255,12 @@ static void back_off(int cls, bool fell_behind)
     atomic_store_explicit(&backoff_left[cls], fell_behind ? len : 0, memory_order_relaxed);
 }
 
-void zk_worker_outcome(int cls, bool zeroed_ahead)
+void zk_worker_outcome(const zk_region *r, bool zeroed_ahead)
 {
-    if (!zk_opt_background() || cls < 0 || cls >= ZK_NCLASSES ||
+    int cls = r->cls;
+    if (!class_zeroed_ahead(r) || cls < 0 || cls >= ZK_NCLASSES ||
         atomic_load_explicit(&backoff_left[cls], memory_order_relaxed) > 0)
-        return;   /* backing off: its regions are not zeroed on purpose */
+        return;   /* not such a class, or backing off: its regions are not zeroed on purpose */
     if (!zeroed_ahead)
         atomic_fetch_add_explicit(&behind[cls], 1, memory_order_relaxed);
     if (atomic_fetch_add_explicit(&outcomes[cls], 1, memory_order_relaxed) + 1 < OUTCOMES)
