@@ -41,6 +41,7 @@ enum {
     ZK_RF_PREFAULTED = 2048u,   /* faulted in ahead by the background worker, not yet used */
     ZK_RF_ZEROED = 4096u,       /* idle, zeroed ahead by the worker and write-protected (zk_wp.c) */
     ZK_RF_PLAIN_PAGES = 8192u,  /* the worker found it on 4 KiB pages: not worth zeroing ahead */
+    ZK_RF_DISCARDED = 16384u,   /* its last np.zeros was a discard: few of its pages are present */
     ZK_RF_PENDING = 512u,    /* a whole vacant segment whose munmap failed: on the retry list */
     ZK_RF_LEAVING = 256u,    /* being given back outside the heap lock (fork: see zk_fork.c) */
 };

@@ -374,6 +374,8 @@ static zk_region *merge_idle(zk_region *a, zk_region *b)
     a->flags |= b->flags & (ZK_RF_SMALL_PAGES | ZK_RF_MULTI | ZK_RF_SOFT);
     if (!(b->flags & ZK_RF_ZERO))
         a->flags &= ~ZK_RF_ZERO;
+    if (!(b->flags & ZK_RF_DISCARDED))
+        a->flags &= ~ZK_RF_DISCARDED;   /* b's pages may all be present */
     if (a->flags & ZK_RF_SOFT)
         a->flags &= ~ZK_RF_ZERO;   /* MADV_FREE'd: old bytes or zeros */
     a->stamp = a->stamp > b->stamp ? a->stamp : b->stamp;

@@ -54,35 +54,33 @@ typedef struct {
     _Atomic uint32_t countdown;    /* dense class: callocs left before the next sample */
     _Atomic uint32_t interval;
     _Atomic int32_t calloc_score;  /* +1 per calloc, -1 per malloc, within +-CALLOC_SCORE_MAX */
-    _Atomic uint32_t discard_ns;   /* what a discard of this class's regions cost (average) */
+    _Atomic uint32_t discard_ns;   /* what a discard of this class's regions costs (follow_fastest) */
 } zero_class;
 
 static zero_class classes[ZK_NCLASSES];
 static _Atomic uint32_t memset_ns_per_mib = DEFAULT_MEMSET_NS_PER_MIB;
 
-/* Three quarters of the weight on the newest measurement. */
-static void average_into(_Atomic uint32_t *avg, uint64_t sample)
+/* A cost follows its fastest recent measurements: a lower sample wins at
+ * once, a higher one raises the estimate by 1/64 at most (0: none yet, the
+ * sample is taken).  Slow samples are mostly not the cost asked about: a
+ * memset over pages a discard took away (or a fresh region never touched)
+ * also pays their faults, up to 100x a memset of resident pages; a discard
+ * or memset whose thread was preempted took a scheduler slice.  With the
+ * newest sample weighted 3/4, one such outlier kept a sparse class on
+ * memset for good (it was never discarded again, so never re-measured).
+ * A machine that really got slower is still followed, 1/64 a sample. */
+static void follow_fastest(_Atomic uint32_t *cost, uint64_t sample)
 {
-    uint32_t before = atomic_load_explicit(avg, memory_order_relaxed);
-    uint64_t now = before == 0 ? sample : (before + 3 * sample) / 4;
-    atomic_store_explicit(avg, now > UINT32_MAX ? UINT32_MAX : (uint32_t)now, memory_order_relaxed);
+    uint32_t before = atomic_load_explicit(cost, memory_order_relaxed);
+    uint64_t ceiling = (uint64_t)before + before / 64 + 1;
+    uint64_t now = before == 0 || sample < ceiling ? sample : ceiling;
+    atomic_store_explicit(cost, now > UINT32_MAX ? UINT32_MAX : (uint32_t)now, memory_order_relaxed);
 }
 
-/* The memset's cost follows the fastest recent memsets: a memset over pages
- * a discard took away (or a fresh region never touched) also pays their
- * faults, up to 100x a memset of resident pages, and that is not what the
- * policy compares.  A lower sample wins at once; a higher one raises the
- * estimate by 1/64 at most (a machine that got slower is still followed). */
 void zk_zero_timed_memset(size_t bytes, uint64_t ns)
 {
-    if (bytes < MIN_ADAPTIVE_BYTES)
-        return;
-    uint64_t sample = ns * ((uint64_t)1 << 20) / bytes;
-    uint32_t before = atomic_load_explicit(&memset_ns_per_mib, memory_order_relaxed);
-    uint64_t ceiling = (uint64_t)before + before / 64 + 1;
-    uint64_t now = sample < ceiling ? sample : ceiling;
-    atomic_store_explicit(&memset_ns_per_mib, now > UINT32_MAX ? UINT32_MAX : (uint32_t)now,
-                          memory_order_relaxed);
+    if (bytes >= MIN_ADAPTIVE_BYTES)
+        follow_fastest(&memset_ns_per_mib, ns * ((uint64_t)1 << 20) / bytes);
 }
 
 /* The first adaptive decision measures a memset of resident memory once:
@@ -115,7 +113,7 @@ static void calibrate_memset(void)
 void zk_zero_timed_discard(int cls, uint64_t ns)
 {
     if (cls >= 0 && cls < ZK_NCLASSES)
-        average_into(&classes[cls].discard_ns, ns);
+        follow_fastest(&classes[cls].discard_ns, ns);
 }
 
 static uint64_t fault_ns(void)

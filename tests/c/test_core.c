@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "zkalloc.h"
+#include "zk_internal.h"   /* the zeroing policy's cost estimates, tested directly */
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -779,6 +780,27 @@ static void *churn(void *arg)
     return NULL;
 }
 
+/* ---- np.zeros' zeroing policy: costs follow the fastest measurements ----------- */
+
+static void test_zero_costs_follow_the_fastest(void)
+{
+    zk_zero_reset();
+    int cls = zk_class_of(6 * MiB);
+    zk_zero_policy p;
+    zk_zero_timed_discard(cls, 10000);       /* 10 us */
+    zk_zero_timed_discard(cls, 5000000);     /* a preempted call: 5 ms */
+    zk_zero_read(cls, &p);
+    CHECK(p.discard_ns > 10000 && p.discard_ns <= 10000 + 10000 / 64 + 1);   /* raised by 1/64 at most */
+    zk_zero_timed_discard(cls, 4000);        /* a lower sample wins at once */
+    zk_zero_read(cls, &p);
+    CHECK(p.discard_ns == 4000);
+    zk_zero_timed_memset(8 * MiB, 8 * 8000);           /* 8 us per MiB */
+    zk_zero_timed_memset(8 * MiB, 8 * 900000);         /* one that faulted its pages in */
+    zk_zero_read(cls, &p);
+    CHECK(p.memset_ns_per_mib > 8000 && p.memset_ns_per_mib <= 8000 + 8000 / 64 + 1);
+    zk_zero_reset();
+}
+
 /* ---- zeroing ahead (zk_worker.c, zk_wp.c) -------------------------------------- */
 
 static void nap_ms(long ms)
@@ -980,6 +1002,7 @@ int main(int argc, char **argv)
     test_scope_nesting();
     test_scope_warm_and_trim();
     test_secret();
+    test_zero_costs_follow_the_fastest();
     test_zero_ahead();
     test_zero_ahead_refused();
 
