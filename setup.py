@@ -48,5 +48,5 @@ setup(
     libraries=[
         ("zkcore", {"sources": sorted(glob(f"{CORE_DIR}/*.c")), "include_dirs": [CORE_DIR], "cflags": core_cflags}),
     ],
-    ext_modules=cythonize([extension], compiler_directives={"language_level": 3}),
+    ext_modules=cythonize([extension], include_path=["cython"], compiler_directives={"language_level": 3}),
 )

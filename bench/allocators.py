@@ -23,7 +23,7 @@ class Allocator:
     ideal: bool = False                 # run the pattern's preallocated variant instead
     libraries: tuple[str, ...] = ()     # LD_PRELOAD candidates (sonames), first found wins
     install_hint: str = ""              # how to get the library where it is missing
-    default_patterns: str = ""          # "" = every pattern; "zeros" / "first_touch" / "phase" / "background": a variant
+    default_patterns: str = ""          # "" = every pattern; "zeros" / "first_touch" / "phase": a variant
 
 
 ALLOCATORS: dict[str, Allocator] = {
@@ -40,9 +40,6 @@ ALLOCATORS: dict[str, Allocator] = {
                   env={"ZKALLOC_LAZY_ZERO_BYTES": "64K", "ZKALLOC_HUGEPAGES": "0"}, default_patterns="zeros"),
         Allocator("zkalloc-phase", "zkalloc scoped, every round inside with zkalloc.phase()",
                   default_patterns="phase"),
-        Allocator("zkalloc-bg", "zkalloc scoped, background worker on (background=1): np.zeros' regions zeroed ahead, "
-                  "growing classes faulted ahead",
-                  env={"ZKALLOC_BACKGROUND": "1"}, default_patterns="background"),
         Allocator("zkalloc-nothp", "zkalloc scoped, no MADV_HUGEPAGE (hugepages=0)",
                   env={"ZKALLOC_HUGEPAGES": "0"}, default_patterns="first_touch"),
         Allocator("ideal", "the pattern written with preallocated buffers (out=): the limit", ideal=True),
@@ -69,8 +66,6 @@ def runs_by_default(name: str, pattern: object) -> bool:
         return bool(getattr(pattern, "USES_ZEROS", False))
     if scope == "phase":
         return bool(getattr(pattern, "PHASE_ROUNDS", False))
-    if scope == "background":
-        return bool(getattr(pattern, "BACKGROUND", False))
     if scope:
         return getattr(pattern, "PATTERN", "") == scope
     return True

@@ -63,20 +63,6 @@ def cold_warm_cells(r: Record) -> list[str]:
             mib(r.get("cold_rss_bytes")), count(r.get("cold_minflt"))]
 
 
-def worker_ms(r: Record, key: str = "worker_cpu_s_per_round") -> str:
-    """The background worker's CPU time (per warm round, or `key`) in ms;
-    "" where no worker ran.  Reported beside the speed it bought: the work
-    moved to another core, it did not vanish."""
-    value = r.get(key) or 0.0
-    return ms(value) if value > 0 else ""
-
-
-def has_worker(records: Iterable[Record]) -> bool:
-    """Whether any record ran the background worker."""
-    return any((r.get("worker_cpu_s_per_round") or 0) > 0 or (r.get("cold_worker_cpu_s") or 0) > 0
-               for r in records)
-
-
 def speedup(rows: dict[str, Record], name: str) -> float | None:
     """default's median / this allocator's: > 1 means faster than numpy's default."""
     base = rows.get("default")
@@ -141,7 +127,7 @@ def rich_table(records: list[Record], allocators: list[str]) -> Any:
                          ("min..max ms", "right"), ("vs default", "right"), ("/ ideal", "right"),
                          ("GB/s", "right"), ("peak RSS", "right"), ("faults/rnd", "right"),
                          ("cold ms", "right"), ("cold RSS", "right"), ("cold faults", "right"),
-                         ("zk hits", "right")] + ([("worker cpu ms/rnd", "right")] if has_worker(records) else []):
+                         ("zk hits", "right")]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for pattern, size, rows in groups(records):
         first = True
@@ -155,8 +141,7 @@ def rich_table(records: list[Record], allocators: list[str]) -> Any:
                 ms(r["median_s"]), f"{ms(r['min_s'])}..{ms(r['max_s'])}",
                 _ratio(rows, name), f"{ideal:.2f}" if ideal is not None else "",
                 f"{r['gb_per_s']:.1f}" if "gb_per_s" in r else "", mib(r["peak_rss_bytes"]),
-                *cold_warm_cells(r), f"{r['hit_rate']:.0%}" if "hit_rate" in r else "",
-                *([worker_ms(r)] if has_worker(records) else []), end_section=False)
+                *cold_warm_cells(r), f"{r['hit_rate']:.0%}" if "hit_rate" in r else "", end_section=False)
             first = False
         table.add_section()
     return table
@@ -178,9 +163,7 @@ def markdown(records: list[Record], allocators: list[str]) -> str:
                 cells.append(f"{r['gb_per_s']:.1f} GB/s")
             else:
                 ratio = _ratio(rows, name)
-                worker = worker_ms(r)
-                cells.append(ms(r["median_s"]) + (f" ({ratio})" if ratio and name != "default" else "")
-                             + (f" +{worker} worker" if worker else ""))
+                cells.append(ms(r["median_s"]) + (f" ({ratio})" if ratio and name != "default" else ""))
         lines.append(f"| {pattern} | {size_label(pattern, size)} | " + " | ".join(cells) + " |")
     cold = cold_warm_markdown(records, present)
     return "\n".join(lines) + f"\n\n{flag_note(records)}." + ("\n\n" + cold if cold else "")
@@ -190,10 +173,8 @@ def cold_warm_markdown(records: list[Record], allocators: list[str]) -> str:
     """One row per (pattern, size, allocator) that has a cold round: cold and
     warm time, peak RSS after the cold round and at the end, minor faults of
     the cold round and per warm round ("" when no record has them)."""
-    worker = has_worker(records)
-    lines = ["| pattern | size | allocator | cold ms | warm ms | cold RSS | peak RSS | cold faults | faults/round |"
-             + (" worker cpu ms, cold / per warm round |" if worker else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if worker else "")]
+    lines = ["| pattern | size | allocator | cold ms | warm ms | cold RSS | peak RSS | cold faults | faults/round |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for pattern, size, rows in groups(records):
         for name in allocators:
             r = rows.get(name)
@@ -201,8 +182,7 @@ def cold_warm_markdown(records: list[Record], allocators: list[str]) -> str:
                 continue
             lines.append(f"| {pattern} | {size_label(pattern, size)} | {name} | {ms(r['cold_s'])} | "
                          f"{ms(r['median_s'])} | {mib(r.get('cold_rss_bytes'))} | {mib(r['peak_rss_bytes'])} | "
-                         f"{count(r.get('cold_minflt'))} | {count(r.get('minflt_per_round'))} |"
-                         + (f" {worker_ms(r, 'cold_worker_cpu_s') or '–'} / {worker_ms(r) or '–'} |" if worker else ""))
+                         f"{count(r.get('cold_minflt'))} | {count(r.get('minflt_per_round'))} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

@@ -1,7 +1,6 @@
 """Check a saved run against the speed targets of the benchmark issues
 (and issue 12's time, RSS and fault targets on the prover-shaped patterns,
-issue 13's: a phase per round costs no time or RSS over installed();
-issue 17's: what the background worker, zkalloc-bg, buys).
+and issue 13's: a phase per round costs no time or RSS over installed()).
 
 ``python -m bench.targets RESULTS.json`` prints one line per target and
 comparison: the ratio measured and whether it is met.  Ratios within one
@@ -104,44 +103,6 @@ def check_phase(where: str, rows: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-#: Issue 17's time targets for zkalloc-bg, against tcmalloc's warm rounds.
-BACKGROUND_TCMALLOC_GOALS = {"msm_compute": 0.6, "msm_buckets": 0.6}
-#: ... and its cold first proof, against the best peer's.
-BACKGROUND_COLD_GOAL = 0.8
-
-
-def check_background(where: str, pattern: str, rows: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """Issue 17's targets for the background worker (zkalloc-bg): msm_compute
-    and msm_buckets at most 0.6x tcmalloc's time per round, stark_prove's cold
-    first proof at most 0.8x the best peer's, and no pattern slower than
-    zkalloc (background=0).  Each detail also gives the worker's CPU time,
-    which the speed cost."""
-    if "zkalloc-bg" not in rows:
-        return []
-    me, out = rows["zkalloc-bg"], []
-    cpu = f", worker cpu {me.get('worker_cpu_s_per_round', 0.0) * 1e3:.3g} ms/round"
-
-    def add(what: str, r: float, goal: float, other: str, key: str, detail: str) -> None:
-        spread = max(noise(me, key), noise(rows[other], key))
-        out.append((f"{where} zkalloc-bg {what}", _verdict(goal / r, 1.0, spread),
-                    detail + f" (pass spread {spread:.2f})"))
-    goal = BACKGROUND_TCMALLOC_GOALS.get(pattern)
-    if goal is not None and "tcmalloc" in rows:
-        r = me["median_s"] / rows["tcmalloc"]["median_s"]
-        add(f"time <= {goal}x tcmalloc's", r, goal, "tcmalloc", "median_s", f"{r:.2f}x tcmalloc's{cpu}")
-    if pattern == "stark_prove" and "cold_s" in me:
-        cold = {p: rows[p]["cold_s"] for p in PEERS if p in rows and "cold_s" in rows[p]}
-        if cold:
-            best = min(cold, key=lambda p: cold[p])
-            r = me["cold_s"] / cold[best]
-            add(f"cold proof <= {BACKGROUND_COLD_GOAL}x best peer's ({best})", r, BACKGROUND_COLD_GOAL, best,
-                "cold_s", f"{r:.2f}x, worker cpu {me.get('cold_worker_cpu_s', 0.0) * 1e3:.3g} ms")
-    if "zkalloc" in rows:
-        r = me["median_s"] / rows["zkalloc"]["median_s"]
-        add("no slower than zkalloc (background=0)", r, 1.0, "zkalloc", "median_s", f"{r:.2f}x zkalloc's{cpu}")
-    return out
-
-
 def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(what, verdict, detail) for every target the records can decide;
     verdict is "met", "MISSED" or "noise" (missed by less than the pass-to-pass
@@ -150,7 +111,6 @@ def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     for pattern, size, rows in groups(records):
         where = f"{pattern} {size_label(pattern, size)}"
         out += check_phase(where, rows)
-        out += check_background(where, pattern, rows)
         peers = {p: rows[p]["median_s"] for p in PEERS if p in rows}
         best_peer = min(peers, key=lambda p: peers[p]) if peers else None
         for zk in ZK:

@@ -87,9 +87,6 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
         warm: list[float] = [_time_round(body)]   # the cold round: the first warm-up round
         faults_after, cold_rss = _usage()
         cold = {"cold_s": warm[0], "cold_minflt": faults_after - faults_before, "cold_rss_bytes": cold_rss}
-        if allocator.startswith("zkalloc"):
-            import zkalloc_np   # the background worker's CPU time, beside the time it saved
-            cold["cold_worker_cpu_s"] = zkalloc_np.stats().worker_cpu_ns / 1e9
         while len(warm) < max(warmup, 1) and time.perf_counter() - started <= max_seconds / 3:
             warm.append(_time_round(body))
         if allocator.startswith("zkalloc"):
@@ -115,7 +112,6 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             st = zk.stats()
             record["hit_rate"] = st.hit_rate
             record["zk_hits"], record["zk_misses"] = st.hits, st.misses
-            record["worker_cpu_s_per_round"] = st.worker_cpu_ns / 1e9 / n
     if "LD_PRELOAD" in os.environ:
         record["preload"] = os.environ["LD_PRELOAD"]
     return record

@@ -14,169 +14,26 @@ from libc.string cimport memcpy, memset, strncpy
 
 cimport numpy as cnp
 
-cdef extern from "numpy/ndarraytypes.h":
-    ctypedef struct PyDataMemAllocator:
-        void *ctx
-        void *(*malloc)(void *ctx, size_t size) noexcept nogil
-        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
-        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
-        void (*free)(void *ctx, void *ptr, size_t size) noexcept nogil
-
-    ctypedef struct PyDataMem_Handler:
-        char name[127]
-        uint8_t version
-        PyDataMemAllocator allocator
-
-cdef extern from "numpy/arrayobject.h":
-    object PyDataMem_SetHandler(object handler)
-    PyObject *PyDataMem_DefaultHandler
-
-cdef extern from "zkalloc.h" nogil:
-    enum:
-        ZK_OK
-        ZK_EINVAL
-        ZK_ENOMEM
-        ZK_ECORRUPT
-        ZK_ECAP
-        ZK_NCLASSES
-        ZK_THP_RANGES
-    ctypedef enum zk_option:
-        ZK_OPT_MIN_BYTES
-        ZK_OPT_CACHE_BYTES
-        ZK_OPT_HUGEPAGES
-        ZK_OPT_LAZY_ZERO_BYTES
-        ZK_OPT_THREAD_CACHE_BYTES
-        ZK_OPT_ADAPTIVE_ZERO
-        ZK_OPT_DECAY_MS
-        ZK_OPT_BACKGROUND
-        ZK_OPT_COUNT
-    int zk_option_set(zk_option opt, uint64_t value)
-    uint64_t zk_option_get(zk_option opt)
-    uint64_t zk_option_min(zk_option opt)
-    uint64_t zk_option_max(zk_option opt)
-
-    int zk_class_of(size_t nbytes)
-    size_t zk_class_bytes(int cls)
-
-    size_t zk_cache_soften()
-    size_t zk_cache_idle_resident()
-    size_t zk_cache_release()
-    size_t zk_cache_trim_to(size_t nbytes)
-    int zk_cache_reserve(size_t nbytes, int count)
-    size_t zk_cache_usable(const void *ptr)
-    int zk_check(const char **what)
-    int zk_heap_check_maps(const char **what)
-    void zk_os_fail_unmaps(unsigned n)
-    void zk_zero_reset()
-    void zk_worker_forget()
-    ctypedef struct zk_thp_snapshot:
-        uint64_t ns_per_mib[3][2]
-        uint64_t samples[3][2]
-    void zk_thp_read(zk_thp_snapshot *out)
-    void zk_thp_reset()
-    const char *zk_zero_ahead_status()
-    ctypedef struct zk_zero_policy:
-        uint64_t memset_ns_per_mib, fault_ns, touched_per_1024, discard_ns
-        int discard
-    void zk_zero_read(int cls, zk_zero_policy *out)
-    int zk_cache_zeroed_ahead(const void *ptr)
-
-    ctypedef struct zk_fallback:
-        void *ctx
-        void *(*malloc)(void *ctx, size_t size)
-        void *(*calloc)(void *ctx, size_t nelem, size_t elsize)
-        void *(*realloc)(void *ctx, void *ptr, size_t new_size)
-        void (*free)(void *ctx, void *ptr, size_t size)
-    ctypedef struct zk_scope:
-        pass
-    ctypedef struct zk_route:
-        zk_scope *scope
-    zk_route zk_route_cache
-    zk_route zk_route_passthrough
-    zk_route zk_route_secret_strict
-    zk_route zk_route_secret_lenient
-    void zk_handler_set_fallback(const zk_fallback *fallback)
-    void *zk_h_malloc(void *ctx, size_t size)
-    void *zk_h_calloc(void *ctx, size_t nelem, size_t elsize)
-    void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
-    void zk_h_free(void *ctx, void *ptr, size_t size)
-
-    ctypedef struct zk_stats_snapshot:
-        uint64_t hits, misses, small_allocs, small_frees, foreign_frees, invalid_frees
-        uint64_t bytes_in_use, peak_bytes_in_use
-        uint64_t bytes_cached, peak_bytes_cached
-        uint64_t bytes_mapped, peak_bytes_mapped
-        uint64_t evictions, evicted_bytes, uncached_frees, map_failures
-        uint64_t calloc_fresh, calloc_memset, calloc_discard, zero_samples
-        uint64_t realloc_same, realloc_remap, realloc_copy
-        uint64_t softened_bytes, released_bytes
-        uint64_t repurposed, repurposed_bytes, carved, gathered, gathered_pieces
-        uint64_t fresh_tail_bytes, populated_bytes
-        uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending
-        uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread
-        uint64_t prefaulted_bytes, prefault_hits, prefault_idle_bytes, worker_cpu_ns, worker_running
-        uint64_t background_zeroed_bytes, zeroed_hits, zeroed_stale, zero_ahead_cancels
-        uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes
-        uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes
-        uint64_t secret_unprotected, secret_failures
-        uint64_t class_hits[ZK_NCLASSES]
-        uint64_t class_misses[ZK_NCLASSES]
-        uint64_t class_in_use[ZK_NCLASSES]
-        uint64_t class_cached[ZK_NCLASSES]
-        uint64_t small_by_log2[65]
-    void zk_stats_read(zk_stats_snapshot *out)
-    void zk_stats_reset_counters()
-
-    ctypedef struct zk_scope_stats:
-        uint64_t arrays, bytes_allocated, live_arrays, live_bytes, peak_bytes, small_arrays
-        uint64_t hits, misses, repurposed, fresh_bytes, alloc_ns
-        uint64_t realloc_in_place, realloc_moved, invalid_frees
-        uint64_t escaped_arrays, escaped_bytes
-        uint64_t peak_region_bytes
-        int closed
-        uint64_t class_live[92]
-        uint64_t class_peak[92]
-    zk_scope *zk_scope_create()
-    zk_route *zk_scope_route(zk_scope *s)
-    void zk_scope_close(zk_scope *s)
-    void zk_scope_destroy(zk_scope *s)
-    void zk_scope_stats_read(zk_scope *s, zk_scope_stats *out)
-    int zk_scope_owns(zk_scope *s, const void *ptr)
-    size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *nbytes, size_t max)
-    uint64_t zk_scope_warm(const uint64_t *need, uint64_t peak_bytes)
-
-    enum:
-        ZK_SECRET_GUARDED
-        ZK_SECRET_LOCKED
-        ZK_SECRET_NODUMP
-        ZK_SECRET_WIPEONFORK
-        ZK_SECRET_ALL
-    ctypedef struct zk_secret_info:
-        uint64_t data_bytes, mapped_bytes
-        unsigned protections
-    int zk_secret_lookup(const void *ptr, zk_secret_info *out)
-    unsigned zk_secret_last_failure(int *err)
-    unsigned zk_secret_block_failures(int *err, uint64_t *count)
-    void zk_secret_block_reset()
-    unsigned zk_secret_probe(int *err)
-    void zk_secure_wipe(void *p, size_t n)
+# Every extern (numpy's handler API, the core's zkalloc.h) is declared in
+# zkalloc.pxd, beside this file.
+from zkalloc cimport *
 
 cnp.import_array()
 
 HANDLER_NAME = "zkalloc"
 NCLASSES = ZK_NCLASSES
 
-# Option ids, in the order of zk_option.
-OPTIONS = {
-    "min_bytes": ZK_OPT_MIN_BYTES,
-    "cache_bytes": ZK_OPT_CACHE_BYTES,
-    "hugepages": ZK_OPT_HUGEPAGES,
-    "lazy_zero_bytes": ZK_OPT_LAZY_ZERO_BYTES,
-    "thread_cache_bytes": ZK_OPT_THREAD_CACHE_BYTES,
-    "adaptive_zero": ZK_OPT_ADAPTIVE_ZERO,
-    "decay_ms": ZK_OPT_DECAY_MS,
-    "background": ZK_OPT_BACKGROUND,
-}
+#: Setting name -> zk_option id, from the core's own table (zk_options.c).
+OPTIONS = {zk_option_name(i).decode(): i for i in range(ZK_OPT_COUNT)}
+
+#: hugepages values as the core stores them.
+HUGEPAGES = {"off": ZK_HUGEPAGES_OFF, "on": ZK_HUGEPAGES_ON, "auto": ZK_HUGEPAGES_AUTO}
+
+#: Every scalar statistic, in the core's order (cython/zk/zk_stats_list.h):
+#: (name, kind, doc), kind one of "counter", "gauge", "peak".
+STATS = tuple((zk_stats_info[i].name.decode(),
+               ("counter", "gauge", "peak")[zk_stats_info[i].kind],
+               zk_stats_info[i].doc.decode()) for i in range(zk_stats_count))
 
 #: Secret protections, as bits of secret_info()["protections"].
 SECRET_PROTECTIONS = {
@@ -330,13 +187,13 @@ def warm(dict need, uint64_t peak_bytes):
     """Hot start: make sure need[class bytes] idle regions of each class are
     resident, faulting in at most peak_bytes less the idle bytes cached,
     best effort; returns the bytes it mapped fresh."""
-    cdef uint64_t counts[92]
+    cdef uint64_t counts[ZK_NCLASSES]
     cdef uint64_t added
     cdef int cls
     memset(counts, 0, sizeof(counts))
     for nbytes, count in need.items():
         cls = zk_class_of(nbytes)
-        if cls < 0:
+        if cls < 0 or cls >= ZK_NCLASSES:
             raise ValueError(f"warm: {nbytes} bytes is larger than the largest class")
         counts[cls] += count
     with nogil:
@@ -416,6 +273,11 @@ def default_points_at_numpy():
     return PyCapsule_GetPointer(<object>PyDataMem_DefaultHandler, "mem_handler") == <void *>original_default_ptr
 
 
+def default_points_at_zkalloc():
+    """Whether numpy's default capsule routes to the cache (install() is in effect)."""
+    return PyCapsule_GetPointer(<object>PyDataMem_DefaultHandler, "mem_handler") == <void *>&zk_handler
+
+
 def usable_bytes(uintptr_t address):
     """Usable size of an in-use cache region starting at address, 0 if the
     cache does not own it."""
@@ -469,17 +331,6 @@ def release():
     return n
 
 
-def reserve(size_t nbytes, int count):
-    cdef int rc
-    with nogil:
-        rc = zk_cache_reserve(nbytes, count)
-    if rc == ZK_EINVAL:
-        raise ValueError(f"reserve: nbytes={nbytes} is larger than the largest size class")
-    if rc == ZK_ENOMEM:
-        raise MemoryError(f"reserve: the kernel refused a region of {nbytes} bytes")
-    return rc
-
-
 RESERVE_OVER_CAP = ZK_ECAP   # reserve_raw(): the cap could never keep that much
 
 
@@ -499,17 +350,15 @@ def reserve_raw(size_t nbytes, int count):
 
 def check():
     """Walk the core's structures, then compare its segments with
-    /proc/self/maps; raise AssertionError naming a broken invariant."""
+    /proc/self/maps: None when every invariant holds, else the first broken
+    one, named."""
     cdef const char *what = NULL
     cdef int rc
     with nogil:
         rc = zk_check(&what)
-    if rc != ZK_OK:
-        raise AssertionError("zkalloc invariant broken: " + what.decode())
-    with nogil:
-        rc = zk_heap_check_maps(&what)
-    if rc != ZK_OK:
-        raise AssertionError("zkalloc invariant broken: " + what.decode())
+        if rc == ZK_OK:
+            rc = zk_heap_check_maps(&what)
+    return None if rc == ZK_OK else what.decode()
 
 
 def fail_unmaps(unsigned n):
@@ -534,32 +383,26 @@ def zero_policy(int cls):
     return p
 
 
-def zero_ahead_status():
-    """None when the background worker can zero regions ahead here, else why not."""
-    cdef const char *why = zk_zero_ahead_status()
-    return None if why == NULL else why.decode()
-
-
-def zeroed_ahead(uintptr_t address):
-    """Whether the idle region at address is zeroed ahead by the worker (tests)."""
-    return zk_cache_zeroed_ahead(<const void *>address) != 0
-
-
 def reset_thp_policy():
     """Forget the first-touch samples (tests)."""
     zk_thp_reset()
 
 
 def stats_snapshot():
-    """Every counter of the core as a dict; per-class arrays as lists."""
+    """Every statistic of the core as a dict (the names of STATS), with
+    "classes": [(class bytes, hits, misses, in use, cached)] and
+    "small_by_log2": the small requests by bit length."""
     cdef zk_stats_snapshot s
+    cdef size_t i
     zk_stats_read(&s)
-    cdef dict raw = s
-    out = {k: v for k, v in raw.items() if not k.startswith("class_")}
+    cdef char *base = <char *>&s
+    out = {zk_stats_info[i].name.decode(): (<uint64_t *>(base + zk_stats_info[i].offset))[0]
+           for i in range(zk_stats_count)}
     out["classes"] = [
         (zk_class_bytes(c), s.class_hits[c], s.class_misses[c], s.class_in_use[c], s.class_cached[c])
         for c in range(ZK_NCLASSES)
     ]
+    out["small_by_log2"] = [s.small_by_log2[b] for b in range(ZK_SIZE_BUCKETS)]
     return out
 
 
@@ -568,10 +411,8 @@ def reset_counters():
 
 
 def reset_zero_policy():
-    """Forget what calloc's zeroing policy and the background worker learned
-    per class (tests)."""
+    """Forget what np.zeros' zeroing policy learned per class (tests)."""
     zk_zero_reset()
-    zk_worker_forget()
 
 
 # Raw access to the handler functions, for tests of the core through the very

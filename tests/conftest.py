@@ -22,7 +22,6 @@ def consistent_cache():
     gc.collect()
     zk.uninstall()
     zk.configure(**saved)
-    quiesce()
     zk.check()
 
 
@@ -34,12 +33,6 @@ def wait_for(condition, seconds: float = 5.0) -> bool:
     while time.monotonic() < deadline and not condition():
         time.sleep(0.005)
     return condition()
-
-
-def quiesce(seconds: float = 10.0) -> None:
-    """Wait until no background worker runs (check() is exact only while no
-    other thread allocates, and the worker does); background must be off."""
-    wait_for(lambda: not zk.stats().worker_running, seconds)
 
 
 @pytest.fixture

@@ -199,22 +199,6 @@ def test_report_renders_markdown_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_workers_cpu_time_is_reported_beside_its_speed():
-    records = [_rec("default", 0.004), _rec("zkalloc", 0.002), _rec("zkalloc-bg", 0.001)]
-    md = report.markdown(records, ["default", "zkalloc", "zkalloc-bg"])
-    assert "worker" not in md   # no worker ran: no column
-    records[2].update(worker_cpu_s_per_round=0.0009, cold_s=0.05, cold_worker_cpu_s=0.004,
-                      cold_rss_bytes=MiB, cold_minflt=1, minflt_per_round=0.0)
-    md = report.markdown(records, ["default", "zkalloc", "zkalloc-bg"])
-    assert "| 1 (4.00x) +0.9 worker |" in md
-    assert "| 4 / 0.9 |" in next(part for part in md.split("\n\n") if "cold ms" in part)
-    from rich.console import Console
-    console = Console(width=250, record=True)
-    console.print(report.rich_table(records, ["default", "zkalloc", "zkalloc-bg"]))
-    text = console.export_text()
-    assert "worker cpu ms/rnd" in text and " 0.9 " in text
-
-
 def test_cells_within_the_pass_spread_are_flagged():
     records = [_rec("default", 1.0, (1.0, 1.05, 1.1)), _rec("zkalloc", 0.5, (1.0, 1.02, 1.04)),
                _rec("tcmalloc", 0.95, (0.9, 1.0, 1.2)), _rec("jemalloc", 1.1, (1.0, 1.0, 1.01))]
@@ -420,31 +404,6 @@ def test_phase_targets_time_and_rss_against_installed():
     verdicts = {what: v for what, v, _ in targets.check([rec("zkalloc", 1.0, 100), rec("zkalloc-phase", 1.04, 120)])}
     assert verdicts["expr_churn 32 MiB zkalloc-phase time <= 1.05x zkalloc's"] == "met"
     assert verdicts["expr_churn 32 MiB zkalloc-phase peak RSS <= 1.10x zkalloc's"] == "MISSED"
-
-
-def test_background_targets_name_the_workers_cost():
-    """Issue 17: zkalloc-bg against tcmalloc on the MSM patterns, its cold
-    proof against the best peer's, and against zkalloc everywhere; each
-    detail carries the worker's CPU time."""
-    from bench import targets
-
-    def rec(alloc, pattern, t, cold=None, cpu=0.0):
-        r = {"allocator": alloc, "pattern": pattern, "size": 16, "median_s": t, "pass_median_s": [t],
-             "worker_cpu_s_per_round": cpu}
-        if cold is not None:
-            r.update(cold_s=cold, pass_cold_s=[cold], cold_worker_cpu_s=cpu)
-        return r
-    records = [rec("tcmalloc", "msm_compute", 1.0), rec("zkalloc", "msm_compute", 1.0),
-               rec("zkalloc-bg", "msm_compute", 0.55, cpu=0.002),
-               rec("tcmalloc", "stark_prove", 1.0, cold=1.0), rec("jemalloc", "stark_prove", 1.1, cold=0.9),
-               rec("zkalloc", "stark_prove", 1.0, cold=1.0), rec("zkalloc-bg", "stark_prove", 1.2, cold=0.8)]
-    verdicts = {what: (v, detail) for what, v, detail in targets.check(records)}
-    v, detail = verdicts["msm_compute 16 B zkalloc-bg time <= 0.6x tcmalloc's"]
-    assert v == "met" and "0.55x" in detail and "worker cpu 2 ms/round" in detail
-    assert verdicts["msm_compute 16 B zkalloc-bg no slower than zkalloc (background=0)"][0] == "met"
-    v, detail = verdicts["stark_prove 2^16 zkalloc-bg cold proof <= 0.8x best peer's (jemalloc)"]
-    assert v == "MISSED" and "0.89x" in detail
-    assert verdicts["stark_prove 2^16 zkalloc-bg no slower than zkalloc (background=0)"][0] == "MISSED"
 
 
 def test_prover_targets_cold_warm_rss_and_faults():

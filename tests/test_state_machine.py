@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
 import zkalloc_np as zk
-from conftest import quiesce
 from zkalloc_np import _core
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -114,37 +113,22 @@ class CacheMachine(RuleBasedStateMachine):
         assert not view(address, size).any(), "calloc on gathered pages returned dirty memory"
         return self._stamp(address, size)
 
-    @rule(decay=st.sampled_from([0, 10, 10000]), background=st.booleans())
-    def set_decay_and_background(self, decay, background):
-        zk.configure(decay_ms=decay, background=background)
+    @rule(decay=st.sampled_from([0, 10, 10000]))
+    def set_decay(self, decay):
+        zk.configure(decay_ms=decay)
 
     @rule()
     def release(self):
-        on = self._quiet()
         zk.release()
         assert zk.stats().bytes_cached == 0
-        if on:
-            zk.configure(background=1)
 
     @rule()
     def soften(self):
         zk.soften()
 
-    def _quiet(self) -> bool:
-        """Stop the background worker for a moment (check() is exact only
-        while no other thread allocates); returns whether it was on."""
-        on = bool(zk.settings()["background"])
-        if on:
-            zk.configure(background=0)
-            quiesce()
-        return on
-
     @invariant()
     def consistent(self):
-        on = self._quiet()
         zk.check()
-        if on:
-            zk.configure(background=1)
         for address, (size, stamp) in self.live.items():
             v = view(address, size)
             assert v[0] == stamp and v[-1] == stamp
@@ -153,7 +137,6 @@ class CacheMachine(RuleBasedStateMachine):
         for address, (size, _) in self.live.items():
             _core.raw_free(address, size)
         zk.configure(**self.saved)
-        quiesce()
         zk.check()
         assert zk.stats().bytes_in_use == 0
 

@@ -59,3 +59,13 @@ def test_a_user_script_is_strict_clean_and_really_typed(outside):
         f.write("import zkalloc_np as zk\nname: str = zk.stats().hits\n")
     done = mypy(bad, cwd=outside)
     assert done.returncode == 1 and "Incompatible types in assignment" in done.stdout, done.stdout
+
+
+def test_a_misspelt_setting_is_a_type_error(outside):
+    """configure() has a typed keyword per setting: a misspelt name is caught
+    by the type checker, not only at run time (where it is a TypeError)."""
+    bad = os.path.join(outside, "misspelt.py")
+    with open(bad, "w") as f:
+        f.write("import zkalloc_np as zk\nzk.configure(cache_byte='1G')\n")
+    done = mypy(bad, cwd=outside)
+    assert done.returncode == 1 and 'Unexpected keyword argument "cache_byte"' in done.stdout, done.stdout

@@ -9,25 +9,30 @@
     print(zkalloc.stats())
 
 Requests of at least ``min_bytes`` (64 KiB by default) are rounded up to a
-size class (4 per power of two) and served from idle resident regions when
+size class (8 per power of two) and served from idle resident regions when
 one is cached, so a loop that allocates and frees the same sizes stops
 page-faulting.  Smaller requests go to numpy's own allocator.
 """
+import warnings
+
 from . import _core, _log, _settings
+from ._format import fmt_bytes as _fmt_bytes
 from ._install import install, installed, is_installed, owns, uninstall
 from ._phase import EscapedArray, Phase, PhaseEscapeError, PhaseEscapeWarning, PhaseStats, PhaseTotals, phase
 from ._secret import (SecretInfo, SecretMemoryError, SecretWarning, is_secret, secret, secret_empty,
                       secret_info, secret_zeros)
-from ._settings import SettingsWarning, configure
+from ._phase import reset_phase_totals as _reset_phase_totals
+from ._settings import Settings, SettingsWarning, configure
 from ._settings import current as settings
 from ._settings import sources as setting_sources
 from ._stats import ClassStats, Stats
+from ._stats import snapshot as _snapshot
 from ._version import __version__ as __version__
 
 __all__ = [
-    "HANDLER_NAME", "ClassStats", "EscapedArray", "Phase", "PhaseEscapeError", "PhaseEscapeWarning",
+    "HANDLER_NAME", "ClassStats", "EscapedArray", "InvariantError", "Phase", "PhaseEscapeError", "PhaseEscapeWarning",
     "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
-    "SecretWarning", "SettingsWarning", "Stats", "check", "configure", "install", "installed", "is_installed",
+    "SecretWarning", "Settings", "SettingsWarning", "Stats", "check", "configure", "install", "installed", "is_installed",
     "is_secret", "owns", "phase", "release", "reserve", "reset_stats", "secret", "secret_empty",
     "secret_info", "secret_zeros", "setting_sources", "settings", "soften", "stats", "uninstall",
 ]
@@ -35,18 +40,21 @@ __all__ = [
 HANDLER_NAME: str = _core.HANDLER_NAME
 
 
+class InvariantError(RuntimeError):
+    """check() found one of the core's invariants broken: a bug in zkalloc
+    (please report it with the message)."""
+
+
 def stats() -> Stats:
     """A snapshot of the cache's counters and gauges (see Stats)."""
-    from ._stats import snapshot
-    return snapshot(installed=is_installed())
+    return _snapshot()
 
 
 def reset_stats() -> None:
     """Zero hit/miss/event counters and the per-phase totals; byte gauges
     stay, peaks restart from now."""
-    from ._phase import reset_phase_totals
     _core.reset_counters()
-    reset_phase_totals()
+    _reset_phase_totals()
 
 
 def soften() -> int:
@@ -67,8 +75,7 @@ def reserve(nbytes: int, count: int = 1) -> int:
     (fewer when the cap refuses some).  MemoryError if none can be mapped.
     More than the cap can hold at all returns 0 at once with a
     ResourceWarning, having faulted nothing."""
-    from ._settings import parse_size
-    nbytes = parse_size(nbytes, "reserve(nbytes)")
+    nbytes = _settings.parse_size(nbytes, "reserve(nbytes)")
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**31:
         raise ValueError(f"reserve(count): expected a non-negative int, got {count!r}")
     if nbytes == 0:
@@ -76,11 +83,9 @@ def reserve(nbytes: int, count: int = 1) -> int:
     rc = _core.reserve_raw(nbytes, count)
     if rc == _core.RESERVE_OVER_CAP:
         # Faulting it in would only have the cap unmap it again.
-        import warnings
-        from ._stats import fmt_bytes
         cap = settings()["cache_bytes"]
-        warnings.warn(f"reserve({fmt_bytes(nbytes)}, count={count}) is more than the cache's cap "
-                      f"({fmt_bytes(cap)}) can keep: nothing reserved; raise cache_bytes with configure() "
+        warnings.warn(f"reserve({_fmt_bytes(nbytes)}, count={count}) is more than the cache's cap "
+                      f"({_fmt_bytes(cap)}) can keep: nothing reserved; raise cache_bytes with configure() "
                       f"to keep that much", ResourceWarning, stacklevel=2)
         return 0
     return int(rc)
@@ -88,10 +93,11 @@ def reserve(nbytes: int, count: int = 1) -> int:
 
 def check() -> None:
     """Verify the core's invariants (no region lost, cached twice, or
-    miscounted; every segment it holds mapped, per /proc/self/maps);
-    AssertionError naming the broken one.  Exact only while no other thread
-    allocates."""
-    _core.check()
+    miscounted; every segment it holds mapped, per /proc/self/maps).  Exact
+    only while no other thread allocates.  InvariantError naming the broken one."""
+    broken = _core.check()
+    if broken is not None:
+        raise InvariantError(f"zkalloc invariant broken: {broken}")
 
 
 _settings.load_environment(strict=False)

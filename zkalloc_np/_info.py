@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _core, _settings, _system
-from ._stats import fmt_bytes
+from ._format import fmt_bytes
+from ._stats import thp_policy
 
 
 def _default_handler_state() -> str:
     """What numpy's default handler capsule runs now."""
-    from . import is_installed
-    if is_installed():
+    if _core.default_points_at_zkalloc():
         return "zkalloc (process-wide install on)"
     return "numpy's functions" if _core.default_points_at_numpy() else "pass-through (after uninstall())"
 
@@ -38,7 +38,7 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     soft, hard = _system.memlock_limit()
     sources = _settings.sources()
-    known = set(_settings.ENV_VARS.values()) | set(_settings.OTHER_ENV_VARS)
+    known = _settings.known_env_vars()
     return {
         "zkalloc_version": __version__,
         "numpy_version": np.__version__,
@@ -50,7 +50,6 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "memlock_soft": soft,
         "memlock_hard": hard,
         "memlock_exempt": _system.memlock_exempt(),
-        "zero_ahead": _core.zero_ahead_status(),
         "cache_cap_bytes": _settings.current()["cache_bytes"],
         "memory_limit": _container_limit(),
         "cache_cap_source": sources["cache_bytes"],
@@ -83,9 +82,7 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
         "settings:",
     ]
     for name, value in d["settings"].items():
-        if name in _settings.CHOICE_SETTINGS:
-            shown = next(w for w, v in _settings.CHOICE_SETTINGS[name].items() if v == value and not w.isdigit())
-        elif name in _settings.BOOLEAN_SETTINGS:
+        if isinstance(value, (bool, str)):
             shown = str(value)
         elif name in _settings.DURATION_SETTINGS:
             shown = f"{value} ms" + (" (off)" if value == 0 else "")
@@ -93,10 +90,6 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
             shown = f"{value} ({fmt_bytes(value)})"
         lines.append(f"  {name} = {shown}  [{d['setting_sources'][name]}]")
     lines += thp_policy_lines()
-    why_not = d["zero_ahead"]
-    lines.append("zeroing ahead for np.zeros (background=1): "
-                 + ("available (the kernel tracks writes to zeroed regions)" if why_not is None
-                    else f"unavailable here: {why_not}"))
     if d["env"]:
         lines.append("from the environment: " + ", ".join(f"{k}={v}" for k, v in d["env"].items()))
     else:
@@ -110,7 +103,6 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
 def thp_policy_lines() -> list[str]:
     """What the first-touch policy (hugepages=auto) has measured so far in
     this process: cost per MiB of faulting fresh memory, per size range."""
-    from ._stats import thp_policy
     lines = ["first-touch cost measured in this process (fresh np.empty >= 2 MiB, faulted at once):"]
     rows = thp_policy()
     if not any(r.samples_small or r.samples_huge for r in rows):

@@ -25,13 +25,14 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+from numpy._core.multiarray import get_handler_name
 
 from . import _core, _handler_stack
+from ._arrays import data_address
 from ._log import log_activity
-from ._settings import configure
+from ._settings import configure_from
 
 _install_lock = threading.Lock()
-_installed = False
 
 
 class Installed(contextlib.AbstractContextManager[None]):
@@ -88,12 +89,10 @@ def install(**settings: Any) -> None:
     set a handler.  Calling it again is harmless.  A context inside a
     ``with installed():`` or another library's handler keeps that handler.
     """
-    global _installed
     if settings:
-        configure(**settings)
+        configure_from(settings, stacklevel=3)
     with _install_lock:
         _core.point_default_at_zkalloc(True)
-        _installed = True
 
 
 def uninstall() -> None:
@@ -102,37 +101,24 @@ def uninstall() -> None:
     Arrays allocated while installed stay valid and return to the cache when
     freed.  Without a prior install() this does nothing.
     """
-    global _installed
     with _install_lock:
-        if _installed:
+        if _core.default_points_at_zkalloc():
             _core.point_default_at_zkalloc(False)
-            _installed = False
     log_activity("uninstall()")
 
 
+#: The handler names whose requests the cache serves (a phase's capsules
+#: are named apart, secret arrays are never cached).
+_CACHE_HANDLERS = frozenset({_core.HANDLER_NAME, "zkalloc-phase"})
+
+
 def is_installed() -> bool:
-    """Whether install() is in effect (process-wide)."""
-    return _installed
-
-
-def _data_owner(array: np.ndarray) -> np.ndarray | None:
-    """The array whose buffer `array` views (itself if it owns its data)."""
-    while not array.flags.owndata:
-        base = array.base
-        if not isinstance(base, np.ndarray):
-            return None   # a view of bytes, mmap, another buffer protocol object
-        array = base
-    return array
-
-
-def data_address(array: np.ndarray, caller: str) -> int | None:
-    """Address of the buffer an array's data lives in (its base's, for a
-    view); None when no numpy array owns it.  TypeError naming `caller` for
-    anything but an ndarray."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{caller}() takes a numpy.ndarray, not {type(array).__name__}")
-    owner = _data_owner(array)
-    return None if owner is None else owner.__array_interface__["data"][0]
+    """Whether numpy arrays created here, now, come from the cache: in this
+    thread and context, the handler numpy uses is zkalloc's (install() in
+    effect and no other handler set here, or inside installed() or a
+    phase()).  Inside secret() it is False: secret arrays are never cached.
+    For the process-wide state alone, see stats().installed."""
+    return str(get_handler_name()) in _CACHE_HANDLERS
 
 
 def owns(array: np.ndarray) -> bool:

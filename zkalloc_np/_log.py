@@ -20,21 +20,16 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ._stats import Stats
+from ._format import fmt_bytes, size_range
+from ._settings import parse_bool
+from ._stats import Stats, snapshot
 
 logger = logging.getLogger("zkalloc_np")
 ENV_VAR = "ZKALLOC_LOG"
 
 _lock = threading.Lock()
 _last: Stats | None = None
-
-
-def _fmt(n: int) -> str:
-    from ._stats import fmt_bytes
-    return fmt_bytes(n)
 
 
 def _gain(after: int, before: int) -> int:
@@ -57,15 +52,14 @@ def activity_lines(before: Stats | None, after: Stats) -> list[str]:
         misses = _gain(c.misses, old.misses if old else 0)
         hits = _gain(c.hits, old.hits if old else 0)
         if misses:
-            lines.append(f"miss: {misses} request(s) of the {_fmt(c.bytes)} class mapped fresh memory "
+            lines.append(f"miss: {misses} request(s) of the {fmt_bytes(c.bytes)} class mapped fresh memory "
                          f"({hits} hit(s) reused resident regions)")
     small_before = before.small_allocs_by_size if before is not None else {}
     small = {low: _gain(n, small_before.get(low, 0)) for low, n in after.small_allocs_by_size.items()}
     small = {low: n for low, n in small.items() if n}
     if small:
-        from ._stats import size_range
         sizes = ", ".join(f"{n} of {size_range(low)}" for low, n in sorted(small.items()))
-        lines.append(f"left to numpy (below min_bytes {_fmt(after.min_bytes)}, or above the largest class): {sizes}")
+        lines.append(f"left to numpy (below min_bytes {fmt_bytes(after.min_bytes)}, or above the largest class): {sizes}")
     fresh, memset, discard = (_gain(getattr(after, k), prev(k)) for k in
                               ("calloc_fresh", "calloc_memset", "calloc_discard"))
     samples = _gain(after.zero_samples, prev("zero_samples"))
@@ -75,8 +69,8 @@ def activity_lines(before: Stats | None, after: Stats) -> list[str]:
                      f"{samples} touch sample(s) taken")
     evictions = _gain(after.evictions, prev("evictions"))
     if evictions:
-        lines.append(f"evicted {evictions} idle region(s) ({_fmt(_gain(after.evicted_bytes, prev('evicted_bytes')))}) "
-                     f"to stay under the cap of {_fmt(after.cap_bytes)}")
+        lines.append(f"evicted {evictions} idle region(s) ({fmt_bytes(_gain(after.evicted_bytes, prev('evicted_bytes')))}) "
+                     f"to stay under the cap of {fmt_bytes(after.cap_bytes)}")
     uncached = _gain(after.uncached_frees, prev("uncached_frees"))
     if uncached:
         lines.append(f"{uncached} freed region(s) larger than the whole cap were unmapped")
@@ -91,10 +85,8 @@ def log_activity(where: str) -> None:
     global _last
     if not logger.isEnabledFor(logging.DEBUG):
         return
-    from ._stats import snapshot
-    from ._install import is_installed
     with _lock:
-        now = snapshot(installed=is_installed())
+        now = snapshot()
         lines = activity_lines(_last, now)
         _last = now
     for line in lines:
@@ -112,7 +104,6 @@ def enable_from_environment(environ: Mapping[str, str] | None = None) -> str | N
     """With ZKALLOC_LOG=1 (on/true/yes): DEBUG level and a stderr handler on
     the logger.  Returns a problem message for a value that is not a
     boolean (logging stays off), else None."""
-    from ._settings import parse_bool
     env = os.environ if environ is None else environ
     value = env.get(ENV_VAR)
     if value is None:

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from . import _core, _handler_stack
-from ._install import _data_owner, data_address
+from ._arrays import data_address, data_owner
+from ._format import fmt_bytes
 from ._secret import secret_active
 from ._settings import parse_size
 
@@ -81,7 +82,7 @@ class EscapedArray:
 
     def __str__(self) -> str:
         what = f"{self.dtype} array of shape {self.shape}" if self.shape is not None else "array (object not found)"
-        text = f"{what}, {_fmt(self.nbytes)} at {self.address:#x}"
+        text = f"{what}, {fmt_bytes(self.nbytes)} at {self.address:#x}"
         if self.traceback:
             text += "\n" + "\n".join("      " + line for line in self.traceback)
         return text
@@ -134,14 +135,14 @@ class PhaseStats:
     def __str__(self) -> str:
         state = "closed" if self.closed else "open"
         return "\n".join([
-            f"phase {self.name!r} ({state}): {self.arrays} arrays, {_fmt(self.bytes_allocated)} allocated, "
-            f"peak {_fmt(self.peak_bytes)}, {self.live_arrays} live ({_fmt(self.live_bytes)})",
+            f"phase {self.name!r} ({state}): {self.arrays} arrays, {fmt_bytes(self.bytes_allocated)} allocated, "
+            f"peak {fmt_bytes(self.peak_bytes)}, {self.live_arrays} live ({fmt_bytes(self.live_bytes)})",
             f"  cache: {self.hits} hits, {self.misses} misses ({self.repurposed} from idle memory of other "
-            f"sizes, {_fmt(self.fresh_bytes)} mapped fresh), {self.alloc_seconds * 1e3:.3f} ms allocating",
-            f"  capacity {'none' if self.capacity is None else _fmt(self.capacity)}; hot start added "
-            f"{_fmt(self.hot_start_bytes)}, release_after gave back {_fmt(self.released_bytes)}, "
+            f"sizes, {fmt_bytes(self.fresh_bytes)} mapped fresh), {self.alloc_seconds * 1e3:.3f} ms allocating",
+            f"  capacity {'none' if self.capacity is None else fmt_bytes(self.capacity)}; hot start added "
+            f"{fmt_bytes(self.hot_start_bytes)}, release_after gave back {fmt_bytes(self.released_bytes)}, "
             f"{self.small_arrays} small arrays left to numpy",
-            f"  escaped {self.escaped_arrays} arrays ({_fmt(self.escaped_bytes)}); reallocs "
+            f"  escaped {self.escaped_arrays} arrays ({fmt_bytes(self.escaped_bytes)}); reallocs "
             f"{self.realloc_in_place} in place, {self.realloc_moved} moved; invalid frees {self.invalid_frees}",
         ])
 
@@ -208,11 +209,6 @@ def _learned_need(name: str | None) -> tuple[dict[int, int], int]:
         if totals is None:
             return {}, 0
         return dict(totals.working_set), totals.working_set_bytes
-
-
-def _fmt(n: int) -> str:
-    from ._stats import fmt_bytes
-    return fmt_bytes(n)
 
 
 def _check_bool(value: Any, what: str) -> bool:
@@ -318,7 +314,7 @@ class Phase:
         if not self.escapes:
             return   # freed between the close and the listing
         total = sum(e.nbytes for e in self.escapes)
-        lines = [f"phase {self.name!r}: {len(self.escapes)} array(s) ({_fmt(total)}) outlived the phase "
+        lines = [f"phase {self.name!r}: {len(self.escapes)} array(s) ({fmt_bytes(total)}) outlived the phase "
                  f"(they stay valid):"]
         lines += [f"  {e}" for e in self.escapes]
         if not self.track:
@@ -352,7 +348,6 @@ class Phase:
         )
 
     def __repr__(self) -> str:
-        from ._stats import fmt_bytes
         capacity = "" if self.capacity is None else f", capacity={fmt_bytes(self.capacity)}"
         if self._capsule is None:
             return f"<Phase {self.name!r} {self._state}{capacity}>"
@@ -380,7 +375,7 @@ _EMPTY: dict[str, int] = dict.fromkeys(
 def _owner_address(obj: Any) -> tuple[np.ndarray, int] | None:
     if not isinstance(obj, np.ndarray):
         return None
-    owner = _data_owner(obj)
+    owner = data_owner(obj)
     if owner is None:
         return None
     return owner, owner.__array_interface__["data"][0]

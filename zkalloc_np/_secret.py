@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, _handler_stack, _system
-from ._install import data_address
+from ._arrays import data_address
 
 _depth: contextvars.ContextVar[int] = contextvars.ContextVar("zkalloc_secret_depth", default=0)
 

@@ -12,29 +12,42 @@ import re
 import threading
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
 from . import _core
 
-#: setting name -> environment variable read at import
-ENV_VARS: dict[str, str] = {
-    "cache_bytes": "ZKALLOC_CACHE_BYTES",
-    "min_bytes": "ZKALLOC_MIN_BYTES",
-    "hugepages": "ZKALLOC_HUGEPAGES",
-    "lazy_zero_bytes": "ZKALLOC_LAZY_ZERO_BYTES",
-    "thread_cache_bytes": "ZKALLOC_THREAD_CACHE_BYTES",
-    "adaptive_zero": "ZKALLOC_ADAPTIVE_ZERO",
-    "decay_ms": "ZKALLOC_DECAY_MS",
-    "background": "ZKALLOC_BACKGROUND",
-}
+#: setting name -> environment variable read at import.  The names are the
+#: core's (zk_options.c); each variable is ZKALLOC_ and the name upper-cased.
+ENV_VARS: dict[str, str] = {name: f"ZKALLOC_{name.upper()}" for name in _core.OPTIONS}
 #: settings that are durations in milliseconds, not byte counts
 DURATION_SETTINGS = frozenset({"decay_ms"})
 _MS_RE = re.compile(r"^\s*(\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
-BOOLEAN_SETTINGS = frozenset({"adaptive_zero", "background"})
-#: settings that take a word as well as a number: name -> {word: core value}
+BOOLEAN_SETTINGS = frozenset({"adaptive_zero"})
+#: settings that take a word as well as a number: name -> {word: core value};
+#: the first word of each value is how it reads back.
 CHOICE_SETTINGS: dict[str, dict[str, int]] = {
-    "hugepages": {"0": 0, "off": 0, "false": 0, "no": 0, "1": 1, "on": 1, "true": 1, "yes": 1, "auto": 2},
+    "hugepages": {**_core.HUGEPAGES, "0": 0, "false": 0, "no": 0, "1": 1, "true": 1, "yes": 1},
 }
+#: settings that no longer exist: name -> why, warned about instead of failing
+REMOVED_SETTINGS: dict[str, str] = {
+    "background": "the background worker was removed (it did not pay for itself: see the CHANGELOG); "
+                  "the setting has no effect",
+}
+
+HugePages = Literal["off", "on", "auto"]
+
+
+class Settings(TypedDict):
+    """Every setting's value, as settings() reads them back: sizes in bytes,
+    decay_ms in milliseconds, hugepages as its word, adaptive_zero a bool."""
+
+    min_bytes: int
+    cache_bytes: int
+    hugepages: HugePages
+    lazy_zero_bytes: int
+    thread_cache_bytes: int
+    adaptive_zero: bool
+    decay_ms: int
 
 #: Every other ZKALLOC_* variable this project reads (not a setting), and
 #: who reads it.  Any ZKALLOC_* name in neither list is reported as unknown.
@@ -141,9 +154,14 @@ def _apply(values: dict[str, int], source: dict[str, str], what: dict[str, str])
         _sources[name] = source[name]
 
 
-def validate(settings: Mapping[str, Any]) -> dict[str, int]:
+def validate(settings: Mapping[str, Any], stacklevel: int = 2) -> dict[str, int]:
     """Check names, syntax and range of settings without applying them;
-    returns them as the core's numbers.  ValueError naming the bad one."""
+    returns them as the core's numbers.  ValueError naming the bad one.
+    A removed setting (REMOVED_SETTINGS) is warned about (stacklevel: of the
+    warning, counted from validate's caller) and left out."""
+    for name in sorted(set(settings) & set(REMOVED_SETTINGS)):
+        warnings.warn(f"{name}: {REMOVED_SETTINGS[name]}", FutureWarning, stacklevel=stacklevel + 1)
+    settings = {k: v for k, v in settings.items() if k not in REMOVED_SETTINGS}
     unknown = sorted(set(settings) - set(ENV_VARS))
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(ENV_VARS))}")
@@ -155,7 +173,25 @@ def validate(settings: Mapping[str, Any]) -> dict[str, int]:
     return values
 
 
-def configure(**settings: Any) -> dict[str, int]:
+def _warn_useless(values: Mapping[str, int], stacklevel: int) -> None:
+    """Settings that are valid but can have no effect together."""
+    now = {name: _core.option_get(name) for name in ("cache_bytes", "thread_cache_bytes")}
+    now.update({k: v for k, v in values.items() if k in now})
+    if "thread_cache_bytes" in values and now["thread_cache_bytes"] > now["cache_bytes"]:
+        from ._format import fmt_bytes
+        warnings.warn(f"thread_cache_bytes={fmt_bytes(now['thread_cache_bytes'])} is more than cache_bytes="
+                      f"{fmt_bytes(now['cache_bytes'])}: a thread's idle regions count against cache_bytes, "
+                      f"so a thread holds at most {fmt_bytes(now['cache_bytes'])}", SettingsWarning,
+                      stacklevel=stacklevel + 1)
+
+
+_UNSET: Any = object()
+
+
+def configure(*, min_bytes: int | str = _UNSET, cache_bytes: int | str = _UNSET,
+              hugepages: HugePages | bool | int = _UNSET, lazy_zero_bytes: int | str = _UNSET,
+              thread_cache_bytes: int | str = _UNSET, adaptive_zero: bool | int | str = _UNSET,
+              decay_ms: int | str = _UNSET, background: Any = _UNSET) -> Settings:
     """Change settings at run time; returns all settings after the change.
 
     cache_bytes: cap on idle bytes the cache holds (int or '512M'); lowering
@@ -163,35 +199,50 @@ def configure(**settings: Any) -> dict[str, int]:
     min_bytes: smallest request the cache serves; smaller ones go to numpy's
         own allocator.
     hugepages: huge pages for fresh regions of 2 MiB and more: "auto"
-        (default: measured, see How it works), 1/"on" (always MADV_HUGEPAGE)
-        or 0/"off" (never).
+        (default: measured, see How it works), "on" (always MADV_HUGEPAGE)
+        or "off" (never); True/False and 1/0 also work.
     lazy_zero_bytes: np.zeros of at least this many bytes on a reused region
         drops its pages (MADV_DONTNEED) instead of memset; 0 = always memset.
-    thread_cache_bytes: idle bytes one thread may keep without taking a lock.
-    background: a background worker (one thread, SCHED_IDLE) faults the next
-        region of a growing size class ahead, and zeroes freed regions of
-        classes that serve np.zeros so the next np.zeros skips its memset
-        (where the kernel can track writes: see ``info``); it uses a spare
-        core only; off by default.
+    thread_cache_bytes: idle bytes one thread may keep without taking a lock
+        (they count against cache_bytes: more than it warns).
     decay_ms: an idle region no request took for this long is softened
         (MADV_FREE), after twice as long given back to the kernel; 0 = keep
         idle memory until release().  Default 10000 (10 s).
     adaptive_zero: np.zeros on a reused region of 256 KiB or more learns per
         size class whether its users touch few pages (then MADV_DONTNEED on
         4 KiB pages) or many (memset); off: always memset.
+    background: removed (a FutureWarning, no effect).
 
-    Raises ValueError naming the setting on an unknown name or a bad value;
-    nothing is changed then.
+    A misspelt name is a TypeError (and a type checker's error); a bad value
+    is a ValueError naming the setting, and nothing is changed then.
     """
-    values = validate(settings)
+    given = {name: value for name, value in locals().items() if value is not _UNSET}
+    return configure_from(given, stacklevel=3)
+
+
+def configure_from(settings: Mapping[str, Any], stacklevel: int = 2) -> Settings:
+    """configure() with the settings in a mapping (install(**settings), the
+    Dask plugin, saved settings()); an unknown name is a ValueError.
+    stacklevel: of its warnings, counted from configure_from's caller."""
+    values = validate(settings, stacklevel + 1)
     with _lock:
         _apply(values, dict.fromkeys(values, "configure()"), {name: name for name in values})
+    _warn_useless(values, stacklevel + 1)
     return current()
 
 
-def current() -> dict[str, int]:
-    """Every setting's value now (booleans as 0/1, hugepages as 0/1/2 = auto)."""
-    return {name: _core.option_get(name) for name in ENV_VARS}
+def _read_back(name: str, number: int) -> Any:
+    if name in CHOICE_SETTINGS:
+        return next(word for word, v in CHOICE_SETTINGS[name].items() if v == number)
+    if name in BOOLEAN_SETTINGS:
+        return bool(number)
+    return number
+
+
+def current() -> Settings:
+    """Every setting's value now, the way it is written (hugepages "auto",
+    adaptive_zero True): configure(**settings()) sets them all again."""
+    return cast(Settings, {name: _read_back(name, _core.option_get(name)) for name in ENV_VARS})
 
 
 def sources() -> dict[str, str]:
@@ -200,11 +251,17 @@ def sources() -> dict[str, str]:
         return dict(_sources)
 
 
+def known_env_vars() -> frozenset[str]:
+    """Every ZKALLOC_* name zkalloc reads or knows: settings, the project's
+    other variables, and removed settings (warned about as removed)."""
+    return frozenset(ENV_VARS.values()) | frozenset(OTHER_ENV_VARS) | {f"ZKALLOC_{n.upper()}" for n in REMOVED_SETTINGS}
+
+
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     """ZKALLOC_* names in the environment that zkalloc does not read, each
     as a message (with the closest known name, if one is close)."""
     env: Mapping[str, str] = os.environ if environ is None else environ
-    known = set(ENV_VARS.values()) | set(OTHER_ENV_VARS)
+    known = known_env_vars()
     problems = []
     for name in sorted(k for k in env if k.startswith("ZKALLOC_") and k not in known):
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
@@ -241,6 +298,8 @@ def environment_problems(environ: Mapping[str, str] | None = None) -> list[str]:
     env: Mapping[str, str] = os.environ if environ is None else environ
     _, _, bad = _parse_environment(env)
     problems = [f"{msg}; ignored, {name} keeps its default" for name, msg in bad.items()]
+    problems += [f"ZKALLOC_{name.upper()}: {why}" for name, why in REMOVED_SETTINGS.items()
+                 if f"ZKALLOC_{name.upper()}" in env]
     log = env.get("ZKALLOC_LOG")
     if log is not None and log.strip().lower() not in _TRUE | _FALSE:
         problems.append(f"ZKALLOC_LOG={log!r}: expected 1/0, on/off, true/false; ignored, logging stays off")

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _core, _settings, _system
+from ._format import fmt_bytes, size_range
 from ._phase import PhaseTotals, phase_totals
+
+__all__ = ["ClassStats", "Stats", "ThpRange", "fmt_bytes", "size_range", "snapshot", "thp_policy"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,8 @@ def thp_policy() -> tuple[ThpRange, ...]:
     rows = []
     mode = _settings.current()["hugepages"]
     for name, (small, huge, n_small, n_huge) in zip(_THP_RANGES, _core.thp_snapshot()):
-        if mode != 2:
-            choice = "huge pages (forced)" if mode == 1 else "4 KiB pages (forced)"
+        if mode != "auto":
+            choice = "huge pages (forced)" if mode == "on" else "4 KiB pages (forced)"
         elif n_small < 2 or n_huge < 2:
             choice = "measuring"
         else:
@@ -57,65 +60,24 @@ def thp_policy() -> tuple[ThpRange, ...]:
 class Stats:
     """What the cache has done and holds.
 
-    hits/misses count cache-served requests (a hit reuses a resident region, a
-    miss maps a new one); small_allocs counts requests below min_bytes sent to
-    numpy's own allocator, small_frees the frees of such small arrays (passed
-    back to numpy).  foreign_frees are frees of arrays of min_bytes or more
-    that the cache did not allocate: made before the install (or while
-    min_bytes was larger), passed to numpy.  invalid_frees: a second free of a
-    region of ours, ignored.  bytes_* are gauges with their peaks: in_use is
-    held by live arrays, cached is idle and resident (at most cap_bytes),
-    mapped is both together.  evictions are idle regions unmapped to stay
-    under the cap; uncached_frees are regions too large to cache at all.
+    The fields from hits to secret_failures are the core's counters and
+    gauges, in the core's order (cython/zk/zk_stats_list.h, which also says
+    what each one means; docs/stats.md has the same table, and a test holds
+    both to it).  Then what the Python layer adds:
 
-    repurposed: misses served from idle memory of other classes instead of
-    fresh memory (repurposed_bytes of it): carved out of one larger idle
-    region, or gathered from several by moving their pages (mremap,
-    gathered_pieces moved; fresh_tail_bytes: what idle memory could not
-    cover).  populated_bytes: fresh np.empty regions faulted in at once,
-    which the first-touch policy times (see thp_policy()).
-
-    Address space: segments (mappings) hold the regions; bytes_reserved is
-    their size, bytes_vacant the part with no memory behind it (given back,
-    kept as address space for the next regions); map_areas estimates the
-    memory areas (vm.max_map_count) the cache accounts for.
-    unmap_failures counts munmap calls the kernel refused (at the map-count
-    limit); unmap_pending segments are kept, counted, and retried by
-    release().
-
-    decayed_softened_bytes / decayed_released_bytes: idle regions softened
-    (MADV_FREE) after decay_ms unused, and given back after twice that;
-    decay_passes: walks of the idle regions; decay_thread: 1 while the
-    background decay thread runs (only while idle regions are left).
-
-    prefaulted_bytes / prefault_hits / prefault_idle_bytes: with
-    background=1, regions the worker faulted ahead, requests they served,
-    and those not used yet; worker_cpu_ns: the CPU time the worker spent
-    (the work moved to another core, it did not vanish); worker_running.
-    background_zeroed_bytes: idle regions the worker zeroed ahead for
-    np.zeros; zeroed_hits: np.zeros served by one with no memset;
-    zeroed_stale: such regions something wrote after they were zeroed (a
-    stale pointer), found by the kernel's write tracking and memset instead;
-    zero_ahead_cancels: requests that needed the region the worker was
-    zeroing (it stops, and lets the class's next frees pass for a while).
-
-    rss_bytes: the process's resident memory now (/proc/self/statm);
-    idle_resident_bytes: the part of it that is the cache's idle regions
-    (mincore), i.e. what the cache costs right now.
-
-    secret_*: secret arrays live now (arrays, bytes,
-    mapped_bytes with guard pages, locked_bytes), and events: allocs,
-    wiped_arrays/bytes (freed and wiped), unprotected (strict=False arrays
-    that lack a protection), failures (refused allocations).  Secret memory
-    is never in the cache's counters.  phases: totals per phase name.
-    small_allocs_by_size: the requests left to numpy's allocator (below
-    min_bytes, or larger than the largest class), by size: {low: count} for
-    the sizes from low to 2 * low - 1 bytes (low a power of two, or 0).
+    hit_rate: hits / (hits + misses).  cap_bytes, min_bytes: the settings.
+    thp: whether huge pages may be used; thp_policy: what the first-touch
+    policy measured.  installed: whether install() (process-wide) is in
+    effect.  rss_bytes: the process's resident memory now
+    (/proc/self/statm); idle_resident_bytes: the part of it that is the
+    cache's idle regions (mincore), i.e. what the cache costs right now.
+    classes: per size class with any activity.  phases: totals per phase
+    name.  small_allocs_by_size: the requests left to numpy's allocator, by
+    size: {low: count} for the sizes from low to 2 * low - 1 bytes.
     """
 
     hits: int
     misses: int
-    hit_rate: float
     small_allocs: int
     small_frees: int
     foreign_frees: int
@@ -156,15 +118,6 @@ class Stats:
     decayed_released_bytes: int
     decay_passes: int
     decay_thread: int
-    prefaulted_bytes: int
-    prefault_hits: int
-    prefault_idle_bytes: int
-    worker_cpu_ns: int
-    worker_running: int
-    background_zeroed_bytes: int
-    zeroed_hits: int
-    zeroed_stale: int
-    zero_ahead_cancels: int
     secret_arrays: int
     secret_bytes: int
     secret_mapped_bytes: int
@@ -174,6 +127,7 @@ class Stats:
     secret_wiped_bytes: int
     secret_unprotected: int
     secret_failures: int
+    hit_rate: float
     cap_bytes: int
     min_bytes: int
     thp: bool
@@ -221,24 +175,7 @@ class Stats:
         return "\n".join(lines)
 
 
-def fmt_bytes(n: int) -> str:
-    """Human-readable binary size: 512.0 MiB."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(size) < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def size_range(low: int) -> str:
-    """The sizes of one small_allocs_by_size bucket: from low to 2 * low - 1 bytes."""
-    if low <= 1:
-        return f"{low} B"
-    return f"{fmt_bytes(low)}..{fmt_bytes(2 * low - 1)}"
-
-
-def snapshot(installed: bool) -> Stats:
+def snapshot() -> Stats:
     raw = _core.stats_snapshot()
     classes = tuple(ClassStats(*row) for row in raw.pop("classes") if any(row[1:]))
     by_log2 = raw.pop("small_by_log2")
@@ -250,11 +187,11 @@ def snapshot(installed: bool) -> Stats:
         hit_rate=raw["hits"] / requests if requests else 0.0,
         cap_bytes=settings["cache_bytes"],
         min_bytes=settings["min_bytes"],
-        thp=bool(settings["hugepages"]) and _system.thp_possible(),
+        thp=settings["hugepages"] != "off" and _system.thp_possible(),
         thp_policy=thp_policy(),
         rss_bytes=_system.rss_bytes(),
         idle_resident_bytes=_core.idle_resident(),
-        installed=installed,
+        installed=_core.default_points_at_zkalloc(),
         classes=classes,
         phases=phase_totals(),
         small_allocs_by_size=small_by_size,

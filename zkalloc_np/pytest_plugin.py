@@ -103,7 +103,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gc.collect()
     try:
         zk.check()
-    except AssertionError as exc:
+    except zk.InvariantError as exc:
         state["error"] = str(exc)
     stats = zk.stats()
     state["stats"] = stats

@@ -23,8 +23,6 @@ and optionally:
 - ``PASSES``: at most this many passes (for patterns whose workers are slow to start);
 - ``PHASE_ROUNDS``: the ``zkalloc-phase`` allocator runs each round of it inside
   ``zkalloc.phase()``; ``ONLY``: the allocators that run it by default;
-- ``BACKGROUND``: the ``zkalloc-bg`` allocator (background worker on) runs it
-  by default;
 - ``ZKALLOC_SETTINGS``: settings the zkalloc allocators run this pattern with
   (``zkalloc_np.configure(**ZKALLOC_SETTINGS)`` before ``prepare``);
 - ``after_rounds(size, body) -> dict``: called after the timed rounds; its

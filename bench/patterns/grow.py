@@ -24,7 +24,6 @@ import numpy as np
 from ._timing import Body, runner
 
 PATTERN = "grow"
-BACKGROUND = True   # zkalloc-bg (the background worker) runs it by default
 SIZES = [512 << 20]
 QUICK_SIZE = 128 << 20   # --quick: a smoke run, not a measurement
 TEST_SIZE = 8 << 20

@@ -80,7 +80,6 @@ class _Buckets:
     PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
     SIZES: tuple[int, ...] = (6 << 20,)
     USES_ZEROS = True
-    BACKGROUND = True   # zkalloc-bg runs it by default: the worker zeroes its regions ahead
     TEST_SIZE = 1 << 16
 
     def _body(self, size: int, ideal: bool) -> Body:

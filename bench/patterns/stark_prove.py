@@ -40,7 +40,6 @@ from . import _fri, _merkle
 from ._timing import Body, runner
 
 PATTERN = "stark_prove"
-BACKGROUND = True   # zkalloc-bg (the background worker) runs it by default
 PHASE_ROUNDS = True   # zkalloc-phase runs each round (one proof) inside zkalloc.phase()
 UNIT = "log2n"
 SIZES = [14, 16]      # trace rows; LDE of 2^17 and 2^19 points

@@ -27,15 +27,9 @@
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
-static void init_once_fn(void)
-{
-    zk_tcache_init();
-    zk_fork_init();
-}
-
 void zk_cache_init(void)
 {
-    pthread_once(&init_once, init_once_fn);
+    pthread_once(&init_once, zk_fork_init);
 }
 
 /* ---- hits ------------------------------------------------------------------------ */
@@ -79,7 +73,6 @@ typedef struct {
     bool sample;          /* a fresh mapping whose first touch may be timed */
     bool huge;            /* its huge-page choice */
     size_t fresh_tail;    /* a gathered region's fresh end */
-    bool zeroed_ahead;    /* a hit the worker zeroed, untouched since (zk_worker.c) */
 } obtain_info;
 
 static zk_region *miss(int cls, obtain_info *info)
@@ -95,41 +88,21 @@ static zk_region *miss(int cls, obtain_info *info)
     return r;
 }
 
-/* A hit the worker zeroed ahead: its protection comes off (it is written
- * next), and for np.zeros the kernel says whether it is still all zeros. */
-static void take_zeroed_ahead(zk_region *r, bool zeroed, obtain_info *info)
-{
-    bool ahead = (r->flags & ZK_RF_ZEROED) != 0;
-    if (ahead && zk_zeroed_ahead_take(r, zeroed) && zeroed) {
-        r->flags |= ZK_RF_ZERO;
-        info->zeroed_ahead = true;
-    }
-    if (zeroed)
-        zk_worker_outcome(r, ahead);
-}
-
-static zk_region *obtain(size_t bytes, bool zeroed, obtain_info *info)
+static zk_region *obtain(size_t bytes, obtain_info *info)
 {
     memset(info, 0, sizeof *info);
     int cls = zk_class_of(bytes != 0 ? bytes : 1);
     if (cls < 0)
         return NULL;
-    zk_zero_note_request(cls, zeroed);
     if (zk_opt_decay_ms() != 0)
         zk_decay_tick(zk_decay_now());
     zk_region *r = take_cached(cls);
     if (r == NULL)
         r = take_larger(cls);
-    if (r == NULL && zk_worker_wait_zeroing(cls, cls + LARGER_CLASSES)) {
-        r = take_cached(cls);   /* the region the worker was zeroing is back */
-        if (r == NULL)
-            r = take_larger(cls);
-    }
     info->hit = r != NULL;
     if (r != NULL) {
         zk_count(&zk_stats.hits, 1);
         zk_count(&zk_stats.class_hits[cls], 1);
-        take_zeroed_ahead(r, zeroed, info);
     } else {
         r = miss(cls, info);
         if (r == NULL && zk_cache_release() > 0)
@@ -142,15 +115,6 @@ static zk_region *obtain(size_t bytes, bool zeroed, obtain_info *info)
         zk_count(&zk_stats.class_misses[cls], 1);
     }
     r->flags &= ~ZK_RF_SOFT;   /* wanted again: written pages are plain pages */
-    /* The class grows: fresh mappings, or the region the worker faulted
-     * ahead for it, are the sign (zk_worker.c). */
-    bool ahead = (r->flags & ZK_RF_PREFAULTED) != 0;
-    if (ahead) {
-        zk_prefault_forget(r);
-        zk_count(&zk_stats.prefault_hits, 1);
-    }
-    if (ahead || info->fresh)
-        zk_worker_growth(cls, ahead);
     zk_in_use_count(r);
     return r;
 }
@@ -171,30 +135,12 @@ static void populate_fresh(zk_region *r, const obtain_info *info)
     }
 }
 
-/* Huge pages back for a region the zeroing policy had put on 4 KiB pages
- * (its user is about to write it densely).  MADV_HUGEPAGE alone would leave
- * the 4 KiB pages already there until khugepaged collapses them, and a dense
- * user writes 4 KiB pages ~15-20% slower (TLB misses); dropping them makes
- * the next touches fault in huge pages, at about the cost of one memset,
- * once.  Returns true when the region is now all zeros. */
-static bool restore_huge_pages(zk_region *r)
-{
-    if (!(r->flags & ZK_RF_SMALL_PAGES))
-        return false;
-    r->flags &= ~ZK_RF_SMALL_PAGES;
-    if (!zk_opt_hugepages())
-        return false;
-    zk_os_advise_huge((void *)r->base, r->bytes);
-    return zk_os_discard((void *)r->base, r->bytes) == 0;
-}
-
 static zk_region *cache_alloc(size_t bytes, obtain_info *info)
 {
-    zk_region *r = obtain(bytes, false, info);
+    zk_region *r = obtain(bytes, info);
     if (r == NULL)
         return NULL;
-    (void)restore_huge_pages(r);
-    r->flags &= ~(ZK_RF_ZERO | ZK_RF_DISCARDED);   /* its user will write it */
+    zk_zero_for_write(r);   /* its user will write it */
     if (!info->hit)
         populate_fresh(r, info);
     return r;
@@ -207,69 +153,11 @@ void *zk_cache_alloc(size_t bytes)
     return r != NULL ? (void *)r->base : NULL;
 }
 
-/* MADV_DONTNEED on 4 KiB pages, flagged so the free measures what the user
- * touched (zk_zero.c).  False when the kernel refuses the advice.
- * The call is timed only in the steady state the policy decides about: on
- * 4 KiB pages, and after a discard (only what its user touched is present).
- * The first discard after memsets zaps every page (~240 ns each here, 370 us
- * for 6 MiB) and, timed, kept a sparse class on memset for good; dropping
- * huge pages is cheaper than either. */
-static bool discard_and_sample(zk_region *r, size_t len, bool after_discard)
-{
-    bool small = r->bytes < ZK_HUGE_BYTES || (r->flags & ZK_RF_SMALL_PAGES);
-    if (!small) {
-        zk_os_advise_small_pages((void *)r->base, r->bytes);
-        r->flags |= ZK_RF_SMALL_PAGES;
-    }
-    uint64_t t0 = zk_thp_now_ns();
-    if (zk_os_discard((void *)r->base, len) != 0)
-        return false;
-    if (small && after_discard)
-        zk_zero_timed_discard(r->cls, zk_thp_now_ns() - t0);
-    r->flags |= ZK_RF_SAMPLE | ZK_RF_DISCARDED;
-    r->sampled_bytes = len;
-    return true;
-}
-
-/* Zero a region about to be handed out by calloc.  A fresh mapping already
- * is.  Otherwise memset of resident pages, or MADV_DONTNEED where this
- * class's users are known to touch few pages: see zk_zero.c for the
- * measurements and the policy.  Repurposed pages hold old bytes like any
- * reused region. */
-static void zero_for_calloc(zk_region *r, size_t bytes, const obtain_info *info)
-{
-    bool after_discard = (r->flags & ZK_RF_DISCARDED) != 0;
-    r->flags &= ~ZK_RF_DISCARDED;   /* set again below if it is discarded again */
-    if (info->zeroed_ahead)
-        return;   /* counted in zeroed_hits */
-    if (r->flags & ZK_RF_ZERO) {
-        zk_count(&zk_stats.calloc_fresh, 1);
-        return;
-    }
-    size_t len = zk_round_up(bytes, zk_os_page_size());
-    zk_zero_way way = zk_zero_choose(r->cls, bytes);
-    if ((way == ZK_ZERO_DISCARD && zk_os_discard((void *)r->base, len) == 0) ||
-        (way == ZK_ZERO_SAMPLE && discard_and_sample(r, len, after_discard))) {
-        zk_count(&zk_stats.calloc_discard, 1);
-        return;
-    }
-    if (restore_huge_pages(r)) {   /* dropped whole: zeros already */
-        zk_count(&zk_stats.calloc_discard, 1);
-        return;
-    }
-    uint64_t t0 = zk_thp_now_ns();
-    memset((void *)r->base, 0, bytes);
-    zk_zero_timed_memset(bytes, zk_thp_now_ns() - t0);
-    zk_count(&zk_stats.calloc_memset, 1);
-}
-
 static zk_region *cache_calloc(size_t bytes, obtain_info *info)
 {
-    zk_region *r = obtain(bytes, true, info);
-    if (r == NULL)
-        return NULL;
-    zero_for_calloc(r, bytes, info);   /* a fresh region stays lazy: untouched pages never fault */
-    r->flags &= ~ZK_RF_ZERO;
+    zk_region *r = obtain(bytes, info);
+    if (r != NULL)
+        zk_zero_for_calloc(r, bytes);
     return r;
 }
 
@@ -299,44 +187,7 @@ void *zk_cache_obtain(size_t bytes, bool zeroed, zk_obtained *out)
 
 /* ---- free ------------------------------------------------------------------------ */
 
-static _Atomic uint64_t lru_clock;
-
-/* Bumped by every release and trim: a region the worker held out of the
- * pool meanwhile goes back to the kernel instead of the pool (zk_worker.c),
- * so release() leaves nothing idle and a lowered cap holds. */
-static _Atomic uint64_t release_epoch;
-
-uint64_t zk_cache_release_epoch(void)
-{
-    return atomic_load(&release_epoch);
-}
-
-uint64_t zk_cache_next_stamp(void)
-{
-    return atomic_fetch_add_explicit(&lru_clock, 1, memory_order_relaxed) + 1;
-}
-
-/* A region faulted ahead is parked as the oldest of the pool: requests take
- * the regions their program freed first, so taking this one means the class
- * really ran out (the worker's sign of growth, zk_worker.c), and under the
- * cap it is the first to go. */
-bool zk_cache_park_ahead(zk_region *r)
-{
-    r->stamp = 0;
-    r->idle_ns = zk_decay_now();
-    zk_pool_lock();
-    bool counted = zk_idle_count(r);   /* never evicts: it is only a guess */
-    if (counted)
-        zk_pool_link(r);
-    zk_pool_unlock();
-    if (!counted) {
-        zk_prefault_forget(r);   /* out of prefault_idle_bytes too */
-        zk_heap_give_back(r);
-    } else if (zk_opt_decay_ms() != 0) {
-        zk_decay_parked();
-    }
-    return counted;
-}
+static _Atomic uint64_t lru_clock;   /* LRU order: a larger stamp is newer */
 
 /* Park r in the pool, giving back to the kernel what eviction took. */
 static bool park_in_pool(zk_region *r)
@@ -350,14 +201,9 @@ static bool park_in_pool(zk_region *r)
 /* Keep a region just freed: in this thread's cache when it fits, else in the
  * pool, evicting the least recently freed regions to stay under the cap.
  * When the pool alone cannot make room, the older regions sit in thread
- * caches: drain them into the pool (in stamp order) and evict from there.
- * A region the worker should zero ahead goes to the pool, where it can. */
+ * caches: drain them into the pool (in stamp order) and evict from there. */
 static bool keep_idle(zk_region *r)
 {
-    if (zk_zero_ahead_wanted(r) && park_in_pool(r)) {
-        zk_worker_parked(r->cls);
-        return true;
-    }
     zk_tcache *tc = zk_tcache_mine();
     if (tc != NULL && zk_tcache_push(tc, r))
         return true;
@@ -372,7 +218,7 @@ static bool keep_idle(zk_region *r)
 
 static void park(zk_region *r)
 {
-    r->stamp = zk_cache_next_stamp();
+    r->stamp = atomic_fetch_add_explicit(&lru_clock, 1, memory_order_relaxed) + 1;
     bool decay = zk_opt_decay_ms() != 0;
     uint64_t now = decay ? zk_decay_now() : 0;
     r->idle_ns = now;
@@ -387,11 +233,8 @@ static void park(zk_region *r)
     zk_heap_give_back(r);
 }
 
-int zk_cache_free(void *ptr)
+bool zk_cache_free_region(zk_region *r)
 {
-    zk_region *r = zk_pagemap_get(ptr);
-    if (r == NULL)
-        return 0;
     unsigned expected = ZK_REGION_IN_USE;
     /* Only one of two racing frees moves the region to idle.  A stale
      * second free is caught here only until the address is handed out
@@ -399,12 +242,21 @@ int zk_cache_free(void *ptr)
     if (!atomic_compare_exchange_strong_explicit(&r->state, &expected, ZK_REGION_IDLE,
                                                  memory_order_acq_rel, memory_order_acquire)) {
         zk_count(&zk_stats.invalid_frees, 1);
-        return 1;
+        return false;
     }
     if (r->flags & ZK_RF_SAMPLE)
         zk_zero_learn(r);
     zk_in_use_uncount(r);
     park(r);
+    return true;
+}
+
+int zk_cache_free(void *ptr)
+{
+    zk_region *r = zk_pagemap_get(ptr);
+    if (r == NULL)
+        return 0;
+    (void)zk_cache_free_region(r);
     return 1;
 }
 
@@ -415,17 +267,6 @@ int zk_cache_state(const void *ptr)
         return ZK_PTR_FOREIGN;
     return atomic_load_explicit(&r->state, memory_order_acquire) == ZK_REGION_IN_USE ? ZK_PTR_IN_USE
                                                                                      : ZK_PTR_IDLE;
-}
-
-int zk_cache_zeroed_ahead(const void *ptr)
-{
-    zk_region *r = zk_pagemap_get(ptr);
-    if (r == NULL)
-        return 0;
-    zk_pool_lock();   /* the worker sets the flag before it relinks the region, under this lock */
-    int zeroed = zk_pool_contains(r) && (r->flags & ZK_RF_ZEROED) != 0;
-    zk_pool_unlock();
-    return zeroed;
 }
 
 size_t zk_cache_usable(const void *ptr)
@@ -483,11 +324,11 @@ static int grow_by_move(zk_region *r, int ncls)
     return ZK_OK;
 }
 
-void *zk_cache_realloc(void *ptr, size_t bytes)
+void *zk_cache_realloc_region(zk_region *r, size_t bytes)
 {
-    zk_region *r = zk_pagemap_get(ptr);
+    void *ptr = (void *)r->base;
     int ncls = zk_class_of(bytes != 0 ? bytes : 1);
-    if (r == NULL || ncls < 0 || atomic_load_explicit(&r->state, memory_order_acquire) != ZK_REGION_IN_USE)
+    if (ncls < 0)
         return NULL;
     r->flags &= ~ZK_RF_SAMPLE;   /* what its user touched no longer says anything */
     if (bytes <= r->bytes && r->cls - ncls <= LARGER_CLASSES) {   /* a region allocation could have given it */
@@ -507,9 +348,17 @@ void *zk_cache_realloc(void *ptr, size_t bytes)
     if (moved == NULL)
         return bytes <= r->bytes ? ptr : NULL;   /* a shrink can always stay put */
     memcpy(moved, ptr, bytes < r->bytes ? bytes : r->bytes);
-    zk_cache_free(ptr);
+    (void)zk_cache_free_region(r);
     zk_count(&zk_stats.realloc_copy, 1);
     return moved;
+}
+
+void *zk_cache_realloc(void *ptr, size_t bytes)
+{
+    zk_region *r = zk_pagemap_get(ptr);
+    if (r == NULL || atomic_load_explicit(&r->state, memory_order_acquire) != ZK_REGION_IN_USE)
+        return NULL;
+    return zk_cache_realloc_region(r, bytes);
 }
 
 /* ---- maintenance ----------------------------------------------------------------- */
@@ -555,7 +404,6 @@ size_t zk_cache_idle_resident(void)
 
 size_t zk_cache_release(void)
 {
-    atomic_fetch_add(&release_epoch, 1);
     zk_tcache_drain_all();
     size_t total;
     zk_region *chain = zk_pool_evict(0, &total);
@@ -573,7 +421,6 @@ size_t zk_cache_trim_to(size_t bytes)
 {
     if (atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) <= bytes)
         return 0;
-    atomic_fetch_add(&release_epoch, 1);
     zk_tcache_drain_all();
     size_t total;
     zk_region *chain = zk_pool_evict(bytes, &total);
@@ -585,7 +432,6 @@ void zk_cache_trim(void)
 {
     if (atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) <= zk_opt_cache_bytes())
         return;
-    atomic_fetch_add(&release_epoch, 1);
     zk_tcache_drain_all();   /* thread caches count against the cap too */
     size_t total;
     zk_region *chain = zk_pool_evict(zk_opt_cache_bytes(), &total);
@@ -610,7 +456,7 @@ int zk_cache_reserve(size_t bytes, int count)
     int got = 0;
     for (; got < count; got++) {
         obtain_info info;
-        zk_region *r = obtain(bytes, false, &info);
+        zk_region *r = obtain(bytes, &info);
         if (r == NULL)
             break;
         (void)zk_os_populate((void *)r->base, r->bytes);

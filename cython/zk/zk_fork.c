@@ -44,11 +44,6 @@ static void census_region(zk_region *r, void *arg)
     unsigned state = atomic_load_explicit(&r->state, memory_order_relaxed);
     if (state == ZK_REGION_VACANT)
         return;   /* the heap's own gauges are consistent (heap lock held) */
-    if (state == ZK_REGION_IN_USE && (r->flags & ZK_RF_PREFAULTED)) {
-        /* The parent's worker was faulting it ahead: fresh pages, idle here. */
-        atomic_store_explicit(&r->state, ZK_REGION_IDLE, memory_order_relaxed);
-        state = ZK_REGION_IDLE;
-    }
     if (r->flags & ZK_RF_LEAVING) {   /* a dead thread was giving it back */
         r->free_next = c->leaving;
         c->leaving = r;
@@ -98,7 +93,6 @@ static void fork_child(void)
     zk_tcache_unlock_after_fork();
     zk_heap_unlock();
     zk_decay_fork_child();   /* the parent's decay thread does not exist here */
-    zk_worker_fork_child();  /* nor its background worker */
     /* A thread of the parent may have stored a lower cap and been about to
      * trim (zk_option_set) when the fork happened: that thread is gone here,
      * so the child trims for it. */

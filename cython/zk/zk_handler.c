@@ -113,24 +113,33 @@ static void *move_to(const zk_route *route, void *ptr, size_t have, size_t size)
 }
 
 /* A phase's tag follows the data: taken off first (so the cache's own
- * frees inside zk_cache_realloc never see it), put back on whatever region
- * holds the data afterwards; if the fallback holds it now, the phase's
- * accounting drops it like a free. */
-static void *realloc_cached(const zk_route *route, void *ptr, size_t new_size)
+ * frees inside the realloc never see it), put back on whatever region holds
+ * the data afterwards; if the fallback holds it now, the phase's accounting
+ * drops it like a free. */
+static void *realloc_cached(const zk_route *route, zk_region *r, size_t new_size)
 {
     bool cache_route = route->kind == ZK_ROUTE_CACHE || route->kind == ZK_ROUTE_SCOPE;
-    zk_scope_tag tag = zk_scope_untag(ptr);
+    void *ptr = (void *)r->base;
+    size_t have = r->bytes;   /* read before the realloc may reshape r */
+    zk_scope_tag tag = zk_scope_untag(r);
     void *p = NULL;
     if (cache_route && cache_serves(new_size))
-        p = zk_cache_realloc(ptr, new_size);
+        p = zk_cache_realloc_region(r, new_size);
     /* Not for the cache, or the kernel refused a bigger region: the fallback may still have room. */
     if (p == NULL)
-        p = move_to(&zk_route_passthrough, ptr, zk_cache_usable(ptr), new_size);
+        p = move_to(&zk_route_passthrough, ptr, have, new_size);
     if (tag.scope != NULL && p == NULL)
         zk_scope_retag(tag, ptr, tag.bytes, ZK_RETAG_FAILED);
     else if (tag.scope != NULL)
         zk_scope_retag(tag, p, new_size, p == ptr ? ZK_RETAG_IN_PLACE : ZK_RETAG_MOVED);
     return p;
+}
+
+/* The cache's region starting at ptr, NULL for a foreign pointer: every
+ * region starts on a page, so most foreign pointers need no lookup. */
+static zk_region *region_at(const void *ptr)
+{
+    return zk_maybe_region_start(ptr) ? zk_pagemap_get(ptr) : NULL;
 }
 
 void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
@@ -143,16 +152,16 @@ void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
         if (have != 0)
             return move_to(route, ptr, have, new_size);   /* wipes the old copy */
     }
-    int state = zk_maybe_region_start(ptr) ? zk_cache_state(ptr) : ZK_PTR_FOREIGN;
-    if (state == ZK_PTR_FOREIGN)
+    zk_region *r = region_at(ptr);
+    if (r == NULL)
         return fallback.realloc(fallback.ctx, ptr, new_size);
-    if (state == ZK_PTR_IDLE) {
+    if (atomic_load_explicit(&r->state, memory_order_acquire) != ZK_REGION_IN_USE) {
         zk_count(&zk_stats.invalid_frees, 1);   /* realloc after free: refuse, never pass on */
         if (route->kind == ZK_ROUTE_SCOPE)
             zk_scope_count_invalid_free(route->scope);
         return NULL;
     }
-    return realloc_cached(route, ptr, new_size);
+    return realloc_cached(route, r, new_size);
 }
 
 /* ---- free: ownership from the address, the route only says where to look
@@ -162,12 +171,13 @@ static void free_any(const zk_route *route, void *ptr, size_t size)
 {
     if (route->kind == ZK_ROUTE_SECRET && zk_secret_free(ptr))
         return;
-    if (zk_maybe_region_start(ptr)) {
-        if (route->kind == ZK_ROUTE_SCOPE && zk_cache_state(ptr) == ZK_PTR_IDLE)
+    zk_region *r = region_at(ptr);
+    if (r != NULL) {
+        if (zk_region_tagged(r))
+            zk_scope_untag_freed(r);   /* before the region can be handed out again */
+        if (!zk_cache_free_region(r) && route->kind == ZK_ROUTE_SCOPE)
             zk_scope_count_invalid_free(route->scope);   /* a double free, as far as can be told */
-        zk_scope_untag_freed(ptr);   /* before the region can be handed out again */
-        if (zk_cache_free(ptr))
-            return;
+        return;
     }
     /* After uninstall() every numpy free passes here: only a free through an
      * active route is news.  The size numpy passes only sorts the count: a

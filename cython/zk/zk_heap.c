@@ -178,20 +178,11 @@ size_t zk_heap_retry_unmaps(void)
 
 /* ---- spans --------------------------------------------------------------------- */
 
-void zk_prefault_forget(zk_region *r)
-{
-    if (!(r->flags & ZK_RF_PREFAULTED))
-        return;
-    r->flags &= ~ZK_RF_PREFAULTED;
-    zk_stats_gauge_sub(&zk_stats.prefault_idle_bytes, r->bytes);
-}
-
 zk_region *zk_heap_split(zk_region *r, size_t front)
 {
     zk_region *b = zk_region_descriptor();
     if (b == NULL)
         return NULL;
-    zk_prefault_forget(r);   /* reshaped: no longer the worker's guess */
     b->base = r->base + front;
     b->bytes = r->bytes - front;
     b->flags = r->flags & ~(ZK_RF_MARK | ZK_RF_SAMPLE);
@@ -248,12 +239,10 @@ static void settle_vacant(zk_region *v)
         bin_link(v);
 }
 
-/* r stops holding memory the cache counts: no longer a region faulted
- * ahead, out of the ownership map (before any unmap: see zk_pagemap.c),
- * out of bytes_mapped. */
+/* r stops holding memory the cache counts: out of the ownership map
+ * (before any unmap: see zk_pagemap.c), out of bytes_mapped. */
 static void stop_being_mapped(zk_region *r)
 {
-    zk_prefault_forget(r);
     zk_pagemap_clear((void *)r->base);
     zk_stats_gauge_sub(&zk_stats.bytes_mapped, r->bytes);
 }
@@ -418,7 +407,6 @@ static void add_areas(uint32_t n)
 
 uint32_t zk_heap_moved_out(zk_region *r, zk_region *spare)
 {
-    zk_prefault_forget(r);
     if (whole_segment(r)) {   /* its areas moved with it */
         account_segment(-1, -(int64_t)r->bytes, -(int64_t)r->areas);
         zk_region_release_descriptor(spare);

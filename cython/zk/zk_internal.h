@@ -38,9 +38,6 @@ enum {
     ZK_RF_BINNED = 64u,      /* VACANT, in a vacant bin (zk_heap.c) */
     ZK_RF_MULTI = 128u,      /* may span several memory areas: mremap cannot move it */
     ZK_RF_SOFT = 1024u,      /* idle and MADV_FREE'd by decay (zk_decay.c) */
-    ZK_RF_PREFAULTED = 2048u,   /* faulted in ahead by the background worker, not yet used */
-    ZK_RF_ZEROED = 4096u,       /* idle, zeroed ahead by the worker and write-protected (zk_wp.c) */
-    ZK_RF_PLAIN_PAGES = 8192u,  /* the worker found it on 4 KiB pages: not worth zeroing ahead */
     ZK_RF_DISCARDED = 16384u,   /* its last np.zeros was a discard: few of its pages are present */
     ZK_RF_PENDING = 512u,    /* a whole vacant segment whose munmap failed: on the retry list */
     ZK_RF_LEAVING = 256u,    /* being given back outside the heap lock (fork: see zk_fork.c) */
@@ -143,10 +140,6 @@ zk_region *zk_pool_newer(zk_region *r);   /* the next newer region, NULL at the 
 zk_region *zk_pool_class_oldest(int cls);
 zk_region *zk_pool_newest(void);
 zk_region *zk_pool_pop(int cls);          /* takes the lock itself */
-/* The oldest region of cls for which want() holds, out of the lists and
- * still counted idle (zk_pool_relink puts it back); takes the lock. */
-zk_region *zk_pool_claim_oldest(int cls, bool (*want)(const zk_region *r));
-void zk_pool_relink(zk_region *r);        /* takes the lock itself */
 /* Park r (counted against the cap here), evicting the oldest as needed;
  * *parked false if it cannot fit.  Takes the pool lock; returns the evicted
  * regions (uncounted, chained through free_next) for zk_vacate_chain. */
@@ -168,61 +161,17 @@ void zk_decay_reschedule(void);       /* decay_ms changed: the next tick runs a 
 /* Thread caches: move regions idle since before `cutoff` into the pool. */
 void zk_tcache_drain_older(uint64_t cutoff);
 
-/* ---- the background worker: first-touch faults off the caller (zk_worker.c) */
-/* A request of class cls faulted fresh memory (confirmed: took a region the
- * worker faulted ahead): the working set may grow there, so fault the next
- * one ahead. */
-void zk_worker_growth(int cls, bool confirmed);
-void zk_worker_fork_child(void);
-void zk_worker_setting_changed(void);
-/* r is no longer a region faulted ahead (taken, reshaped or given back). */
-void zk_prefault_forget(zk_region *r);
-/* A region of class cls was parked in the pool: zero idle regions of the
- * class ahead if np.zeros is what the class serves (zk_zero_ahead_wanted). */
-void zk_worker_parked(int cls);
-/* A request of classes lo..hi found no idle region while the worker zeroes
- * one of them: have it stop and wait until the region is back in the pool
- * (at most a couple of milliseconds); false if there was none to wait for. */
-bool zk_worker_wait_zeroing(int lo, int hi);
-/* An np.zeros hit took region r, which the worker had zeroed ahead or not:
- * in a class it zeroes ahead, whether it keeps ahead there. */
-void zk_worker_outcome(const zk_region *r, bool zeroed_ahead);
-/* Whether a region being freed should skip the thread cache for the pool,
- * where the worker can zero it ahead. */
-bool zk_zero_ahead_wanted(const zk_region *r);
-/* r, zeroed ahead, is being handed out (check: to calloc): its protection
- * comes off; true when the kernel says nothing wrote it since (all zeros). */
-bool zk_zeroed_ahead_take(zk_region *r, bool check);
-/* r leaves the pool to be reshaped or given back: no longer zeroed ahead. */
-void zk_zeroed_ahead_drop(zk_region *r);
-uint64_t zk_cache_next_stamp(void);   /* LRU order: larger is newer */
-uint64_t zk_cache_release_epoch(void);   /* changes with every release() and trim */
-/* Park a region nobody has used in the pool, counted idle; false if the cap
- * has no room without evicting (speculation never evicts). */
-bool zk_cache_park_ahead(zk_region *r);
-
-/* ---- write tracking for regions zeroed ahead (zk_wp.c) ----------------- */
-bool zk_wp_ready(void);                          /* opens what it needs, once */
-const char *zk_wp_status(void);                  /* NULL when ready, else why not */
-int zk_wp_register(void *p, size_t bytes);       /* 0: the range may be protected */
-int zk_wp_protect(void *p, size_t bytes);        /* 0: writes from now on are tracked */
-void zk_wp_unprotect(void *p, size_t bytes);
-bool zk_wp_written(void *p, size_t bytes);       /* true: written since protect, or unknown */
-size_t zk_wp_small_page_bytes(void *p, size_t bytes);   /* present, not huge; SIZE_MAX: unknown */
-void zk_wp_fork_child(void);
-
 /* ---- fork (zk_fork.c) ---------------------------------------------------- */
 void zk_fork_init(void);   /* registers the atfork handlers, once */
 
 /* ---- thread caches (zk_tcache.c) ---------------------------------------- */
 typedef struct zk_tcache zk_tcache;
-zk_tcache *zk_tcache_mine(void);
+zk_tcache *zk_tcache_mine(void);   /* NULL: none (exiting, or no memory) */
 zk_region *zk_tcache_pop(zk_tcache *tc, int cls);
 bool zk_tcache_push(zk_tcache *tc, zk_region *r);
 void zk_tcache_drain_all(void);                       /* into the pool */
 zk_region *zk_tcache_take_anywhere(zk_tcache *mine, int cls);
 const char *zk_tcache_check(const char *(*check_idle)(zk_region *r));   /* pool lock held */
-void zk_tcache_init(void);
 void zk_tcache_lock_for_fork(void);
 void zk_tcache_unlock_after_fork(void);
 void zk_tcache_fork_child(void);   /* locks held: adopt dead threads' regions, mark ours */
@@ -277,28 +226,14 @@ void zk_os_drop_failed_target(void *target, size_t bytes);
 bool zk_os_reclaim_failed_target(void *target, size_t bytes);
 
 /* ---- statistics (zk_stats.c) -------------------------------------------- */
+#define ZK_STAT_ATOMIC(name, ...) _Atomic uint64_t name;
 typedef struct {
-    _Atomic uint64_t hits, misses, small_allocs, small_frees, foreign_frees, invalid_frees;
-    _Atomic uint64_t bytes_in_use, peak_bytes_in_use;
-    _Atomic uint64_t bytes_cached, peak_bytes_cached;
-    _Atomic uint64_t bytes_mapped, peak_bytes_mapped;
-    _Atomic uint64_t evictions, evicted_bytes, uncached_frees, map_failures;
-    _Atomic uint64_t calloc_fresh, calloc_memset, calloc_discard, zero_samples;
-    _Atomic uint64_t realloc_same, realloc_remap, realloc_copy;
-    _Atomic uint64_t softened_bytes, released_bytes;
-    _Atomic uint64_t repurposed, repurposed_bytes, carved, gathered, gathered_pieces;
-    _Atomic uint64_t fresh_tail_bytes, populated_bytes;
-    _Atomic uint64_t segments, bytes_reserved, bytes_vacant, map_areas, unmap_failures, unmap_pending;
-    _Atomic uint64_t decayed_softened_bytes, decayed_released_bytes, decay_passes, decay_thread;
-    _Atomic uint64_t prefaulted_bytes, prefault_hits, prefault_idle_bytes, worker_cpu_ns, worker_running;
-    _Atomic uint64_t background_zeroed_bytes, zeroed_hits, zeroed_stale, zero_ahead_cancels;
-    _Atomic uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
-    _Atomic uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
-    _Atomic uint64_t secret_unprotected, secret_failures;
+    ZK_STATS_LIST(ZK_STAT_ATOMIC, ZK_STAT_ATOMIC, ZK_STAT_ATOMIC)
     _Atomic uint64_t class_hits[ZK_NCLASSES], class_misses[ZK_NCLASSES];
-    _Atomic int64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
+    _Atomic int64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];   /* may dip below 0 under races */
     _Atomic uint64_t small_by_log2[ZK_SIZE_BUCKETS];
 } zk_stats_counters;
+#undef ZK_STAT_ATOMIC
 
 extern zk_stats_counters zk_stats;
 
@@ -319,21 +254,18 @@ void zk_stats_gauge_add(_Atomic uint64_t *gauge, _Atomic uint64_t *peak, uint64_
 void zk_stats_raise_peak(_Atomic uint64_t *peak, uint64_t now);
 void zk_stats_gauge_sub(_Atomic uint64_t *gauge, uint64_t n);
 
-/* ---- calloc's zeroing policy, learned per class (zk_zero.c) ------------- */
-typedef enum {
-    ZK_ZERO_MEMSET,     /* memset the region (huge pages back on) */
-    ZK_ZERO_DISCARD,    /* lazy_zero_bytes asked for MADV_DONTNEED */
-    ZK_ZERO_SAMPLE,     /* MADV_DONTNEED on 4 KiB pages, then learn from it at free */
-} zk_zero_way;
-zk_zero_way zk_zero_choose(int cls, size_t bytes);
-/* A request of class cls: zeroed (calloc) or not.  Whether most recent
- * requests of the class were zeroed, and a memset is how they are zeroed. */
-void zk_zero_note_request(int cls, bool zeroed);
-bool zk_zero_ahead_pays(int cls, size_t bytes);
-/* A region calloc discarded is being freed: learn how much of it was touched. */
+/* ---- np.zeros' zeroing policy, learned per class (zk_zero.c) ----------- */
+/* Zero r, a region about to be handed to np.zeros for `bytes`: the class's
+ * measured policy chooses memset or MADV_DONTNEED (and learns at free from
+ * what was touched), a fresh mapping is left lazy; counted in calloc_*. */
+void zk_zero_for_calloc(zk_region *r, size_t bytes);
+/* r goes to np.empty, whose user writes it densely: huge pages back on where
+ * the policy had dropped them. */
+void zk_zero_for_write(zk_region *r);
+/* A region the policy discarded is being freed: learn how much was touched. */
 void zk_zero_learn(zk_region *r);
-/* What a memset of `bytes` and a discard of class cls just cost: the
- * policy compares measured costs, not assumed ones. */
+/* Measured costs the policy follows (zk_zero.c times them itself; the C
+ * test feeds them to check the estimator). */
 void zk_zero_timed_memset(size_t bytes, uint64_t ns);
 void zk_zero_timed_discard(int cls, uint64_t ns);
 
@@ -346,6 +278,11 @@ typedef struct {
 } zk_obtained;
 /* zk_cache_alloc (zeroed: zk_cache_calloc) that also says how it was served. */
 void *zk_cache_obtain(size_t bytes, bool zeroed, zk_obtained *out);
+/* Free r, found in the ownership map; false (counted in invalid_frees) when
+ * it was not in use. */
+bool zk_cache_free_region(zk_region *r);
+/* zk_cache_realloc for r, found in the ownership map and in use. */
+void *zk_cache_realloc_region(zk_region *r, size_t bytes);
 
 /* ---- phases: accounting scopes over the cache (zk_scope.c) -------------- */
 /* A request through a scope's route that the cache serves: tagged with the
@@ -354,7 +291,7 @@ void *zk_cache_obtain(size_t bytes, bool zeroed, zk_obtained *out);
 void *zk_scope_alloc(struct zk_scope *s, size_t bytes, bool zeroed);
 void zk_scope_count_small(struct zk_scope *s);
 void zk_scope_count_invalid_free(struct zk_scope *s);
-/* Take the tag off the in-use region at ptr (if it is one and tagged):
+/* Take the tag off in-use region r (if it is tagged):
  * scope NULL if none.  Exactly one caller gets a given tag.
  * zk_scope_untag_freed also counts the free. */
 typedef struct {
@@ -362,8 +299,14 @@ typedef struct {
     uint64_t bytes;     /* requested bytes it was tagged with */
     int cls;            /* the region's class then */
 } zk_scope_tag;
-zk_scope_tag zk_scope_untag(const void *ptr);
-void zk_scope_untag_freed(const void *ptr);
+zk_scope_tag zk_scope_untag(zk_region *r);
+void zk_scope_untag_freed(zk_region *r);
+/* Whether r carries a phase's tag: the handler's free and realloc call the
+ * phase module only then (a plain load; the exchange decides). */
+static inline bool zk_region_tagged(zk_region *r)
+{
+    return atomic_load_explicit(&r->scope, memory_order_relaxed) != NULL;
+}
 /* After a realloc of a region that carried tag `old`: tag the region now at
  * p with the same scope, moving the accounting to `bytes` (dropped if the
  * fallback holds the data now).  how: which realloc counter it adds to. */
@@ -394,6 +337,5 @@ static inline size_t zk_opt_lazy_zero_bytes(void) { return (size_t)zk_opt(ZK_OPT
 static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_THREAD_CACHE_BYTES); }
 static inline bool zk_opt_adaptive_zero(void) { return zk_opt(ZK_OPT_ADAPTIVE_ZERO) != 0; }
 static inline uint64_t zk_opt_decay_ms(void) { return zk_opt(ZK_OPT_DECAY_MS); }
-static inline bool zk_opt_background(void) { return zk_opt(ZK_OPT_BACKGROUND) != 0; }
 
 #endif

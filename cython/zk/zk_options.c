@@ -11,6 +11,7 @@
 #define ADDRESS_SPACE ((uint64_t)1 << 47)
 
 typedef struct {
+    const char *name;   /* the Python setting and, upper-cased, its ZKALLOC_ variable */
     uint64_t min, max;
     uint64_t (*default_value)(void);
 } zk_option_spec;
@@ -24,7 +25,6 @@ static uint64_t default_thread_cache_bytes(void) { return 256 * MiB; }
  * after seconds at most, and softening a region it still wants costs a
  * refault of what the kernel reclaimed. */
 static uint64_t default_decay_ms(void) { return 10000; }
-static uint64_t default_background(void) { return 0; }   /* opt-in: it spends a second core */
 
 /* min(physical RAM / 8, 1 GiB), the zk-alloc default. */
 static uint64_t default_cache_bytes(void)
@@ -34,14 +34,13 @@ static uint64_t default_cache_bytes(void)
 }
 
 static const zk_option_spec specs[ZK_OPT_COUNT] = {
-    [ZK_OPT_MIN_BYTES] = {1, ZK_MAX_CLASS_BYTES, default_min_bytes},
-    [ZK_OPT_CACHE_BYTES] = {0, ADDRESS_SPACE, default_cache_bytes},
-    [ZK_OPT_HUGEPAGES] = {ZK_HUGEPAGES_OFF, ZK_HUGEPAGES_AUTO, default_hugepages},
-    [ZK_OPT_LAZY_ZERO_BYTES] = {0, ADDRESS_SPACE, default_lazy_zero_bytes},
-    [ZK_OPT_THREAD_CACHE_BYTES] = {0, ADDRESS_SPACE, default_thread_cache_bytes},
-    [ZK_OPT_ADAPTIVE_ZERO] = {0, 1, default_adaptive_zero},
-    [ZK_OPT_DECAY_MS] = {0, (uint64_t)24 * 3600 * 1000, default_decay_ms},
-    [ZK_OPT_BACKGROUND] = {0, 1, default_background},
+    [ZK_OPT_MIN_BYTES] = {"min_bytes", 1, ZK_MAX_CLASS_BYTES, default_min_bytes},
+    [ZK_OPT_CACHE_BYTES] = {"cache_bytes", 0, ADDRESS_SPACE, default_cache_bytes},
+    [ZK_OPT_HUGEPAGES] = {"hugepages", ZK_HUGEPAGES_OFF, ZK_HUGEPAGES_AUTO, default_hugepages},
+    [ZK_OPT_LAZY_ZERO_BYTES] = {"lazy_zero_bytes", 0, ADDRESS_SPACE, default_lazy_zero_bytes},
+    [ZK_OPT_THREAD_CACHE_BYTES] = {"thread_cache_bytes", 0, ADDRESS_SPACE, default_thread_cache_bytes},
+    [ZK_OPT_ADAPTIVE_ZERO] = {"adaptive_zero", 0, 1, default_adaptive_zero},
+    [ZK_OPT_DECAY_MS] = {"decay_ms", 0, (uint64_t)24 * 3600 * 1000, default_decay_ms},
 };
 
 /* Current values, read on hot paths through the inline accessors in
@@ -72,10 +71,9 @@ int zk_option_set(zk_option opt, uint64_t value)
         zk_cache_trim();   /* a lower cap applies now, not at the next free */
     if (opt == ZK_OPT_DECAY_MS)
         zk_decay_reschedule();   /* a shorter period applies from now */
-    if (opt == ZK_OPT_BACKGROUND)
-        zk_worker_setting_changed();   /* off: the worker exits */
     return ZK_OK;
 }
 
+const char *zk_option_name(zk_option opt) { return valid(opt) ? specs[opt].name : NULL; }
 uint64_t zk_option_min(zk_option opt) { return valid(opt) ? specs[opt].min : 0; }
 uint64_t zk_option_max(zk_option opt) { return valid(opt) ? specs[opt].max : 0; }

@@ -274,7 +274,7 @@ void zk_os_drop_failed_target(void *target, size_t bytes)
         munmap(target, bytes);
 }
 
-/* A detached helper thread of the core (decay, background worker).  All
+/* A detached helper thread of the core (the decay thread).  All
  * signals stay blocked in it: they belong to the program's own threads.  A
  * small stack: it sleeps, locks and calls madvise, and the default 8 MiB
  * would show in the process's VmSize for as long as the thread lives.

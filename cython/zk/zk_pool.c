@@ -121,25 +121,6 @@ zk_region *zk_pool_pop(int cls)
     return r;
 }
 
-zk_region *zk_pool_claim_oldest(int cls, bool (*want)(const zk_region *r))
-{
-    pthread_mutex_lock(&pool_lock);
-    zk_region *r = pool_classes[cls].tail;
-    while (r != NULL && !want(r))
-        r = r->cls_prev;
-    if (r != NULL)
-        zk_pool_unlink(r);
-    pthread_mutex_unlock(&pool_lock);
-    return r;
-}
-
-void zk_pool_relink(zk_region *r)
-{
-    pthread_mutex_lock(&pool_lock);
-    zk_pool_link(r);
-    pthread_mutex_unlock(&pool_lock);
-}
-
 /* ---- parking and eviction -------------------------------------------------------- */
 
 /* The least recently freed region, out of the pool and uncounted, pushed on

@@ -69,7 +69,6 @@ static zk_region *carve(zk_region *r, size_t need, int cls, zk_region **spill)
 {
     zk_pool_unlink(r);
     zk_idle_uncount(r);
-    zk_zeroed_ahead_drop(r);
     *spill = NULL;
     zk_region *out = r;
     bool from_end = need < ZK_HUGE_BYTES;
@@ -164,7 +163,6 @@ static int take_pieces(zk_region **pieces, int n, size_t need, zk_region **spill
                 return i;
             zk_pool_unlink(p);
             zk_idle_uncount(p);
-            zk_zeroed_ahead_drop(p);
             zk_region *rest = zk_heap_split(p, lack);
             if (rest == NULL) {   /* no descriptor: leave it idle */
                 if (zk_idle_count(p))
@@ -184,7 +182,6 @@ static int take_pieces(zk_region **pieces, int n, size_t need, zk_region **spill
         }
         zk_pool_unlink(p);
         zk_idle_uncount(p);
-        zk_zeroed_ahead_drop(p);
         have += p->bytes;
     }
     return n;
@@ -364,10 +361,6 @@ static zk_region *merge_idle(zk_region *a, zk_region *b)
     zk_pool_unlink(b);
     zk_idle_uncount(a);
     zk_idle_uncount(b);
-    zk_prefault_forget(a);
-    zk_prefault_forget(b);
-    zk_zeroed_ahead_drop(a);
-    zk_zeroed_ahead_drop(b);
     zk_pagemap_clear((void *)b->base);
     a->bytes += b->bytes;
     a->areas += b->areas;

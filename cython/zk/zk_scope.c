@@ -126,13 +126,10 @@ void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed)
 void zk_scope_count_small(zk_scope *s) { zk_count(&s->small_arrays, 1); }
 void zk_scope_count_invalid_free(zk_scope *s) { zk_count(&s->invalid_frees, 1); }
 
-zk_scope_tag zk_scope_untag(const void *ptr)
+zk_scope_tag zk_scope_untag(zk_region *r)
 {
     zk_scope_tag t = {NULL, 0, -1};
-    if (!zk_maybe_region_start(ptr))
-        return t;
-    zk_region *r = zk_pagemap_get(ptr);
-    if (r == NULL || atomic_load_explicit(&r->scope, memory_order_relaxed) == NULL)
+    if (!zk_region_tagged(r))
         return t;
     t.scope = atomic_exchange_explicit(&r->scope, NULL, memory_order_acq_rel);
     if (t.scope != NULL) {
@@ -142,9 +139,9 @@ zk_scope_tag zk_scope_untag(const void *ptr)
     return t;
 }
 
-void zk_scope_untag_freed(const void *ptr)
+void zk_scope_untag_freed(zk_region *r)
 {
-    zk_scope_tag t = zk_scope_untag(ptr);
+    zk_scope_tag t = zk_scope_untag(r);
     if (t.scope != NULL)
         live_sub(t.scope, t.bytes, t.cls);
 }

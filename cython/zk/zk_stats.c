@@ -5,6 +5,7 @@
  * go both ways and keep a peak.  A snapshot taken while other threads run is
  * not a consistent cut across counters, only each counter is exact.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "zk_internal.h"
@@ -41,69 +42,19 @@ static uint64_t load_count(_Atomic int64_t *c)
     return v > 0 ? (uint64_t)v : 0;   /* transiently negative under races */
 }
 
+#define STAT_INFO(name, kind, doc) {#name, kind, doc, offsetof(zk_stats_snapshot, name)},
+#define COUNTER_INFO(name, doc) STAT_INFO(name, ZK_STAT_COUNTER, doc)
+#define GAUGE_INFO(name, doc) STAT_INFO(name, ZK_STAT_GAUGE, doc)
+#define PEAK_INFO(name, gauge, doc) STAT_INFO(name, ZK_STAT_PEAK, doc)
+const zk_stat_info zk_stats_info[] = {ZK_STATS_LIST(COUNTER_INFO, GAUGE_INFO, PEAK_INFO)};
+const size_t zk_stats_count = sizeof zk_stats_info / sizeof zk_stats_info[0];
+
 void zk_stats_read(zk_stats_snapshot *out)
 {
     memset(out, 0, sizeof *out);
-    out->hits = load(&zk_stats.hits);
-    out->misses = load(&zk_stats.misses);
-    out->small_allocs = load(&zk_stats.small_allocs);
-    out->small_frees = load(&zk_stats.small_frees);
-    out->foreign_frees = load(&zk_stats.foreign_frees);
-    out->invalid_frees = load(&zk_stats.invalid_frees);
-    out->bytes_in_use = load(&zk_stats.bytes_in_use);
-    out->peak_bytes_in_use = load(&zk_stats.peak_bytes_in_use);
-    out->bytes_cached = load(&zk_stats.bytes_cached);
-    out->peak_bytes_cached = load(&zk_stats.peak_bytes_cached);
-    out->bytes_mapped = load(&zk_stats.bytes_mapped);
-    out->peak_bytes_mapped = load(&zk_stats.peak_bytes_mapped);
-    out->evictions = load(&zk_stats.evictions);
-    out->evicted_bytes = load(&zk_stats.evicted_bytes);
-    out->uncached_frees = load(&zk_stats.uncached_frees);
-    out->map_failures = load(&zk_stats.map_failures);
-    out->calloc_fresh = load(&zk_stats.calloc_fresh);
-    out->calloc_memset = load(&zk_stats.calloc_memset);
-    out->calloc_discard = load(&zk_stats.calloc_discard);
-    out->zero_samples = load(&zk_stats.zero_samples);
-    out->realloc_same = load(&zk_stats.realloc_same);
-    out->realloc_remap = load(&zk_stats.realloc_remap);
-    out->realloc_copy = load(&zk_stats.realloc_copy);
-    out->softened_bytes = load(&zk_stats.softened_bytes);
-    out->released_bytes = load(&zk_stats.released_bytes);
-    out->repurposed = load(&zk_stats.repurposed);
-    out->repurposed_bytes = load(&zk_stats.repurposed_bytes);
-    out->carved = load(&zk_stats.carved);
-    out->gathered = load(&zk_stats.gathered);
-    out->gathered_pieces = load(&zk_stats.gathered_pieces);
-    out->fresh_tail_bytes = load(&zk_stats.fresh_tail_bytes);
-    out->populated_bytes = load(&zk_stats.populated_bytes);
-    out->segments = load(&zk_stats.segments);
-    out->bytes_reserved = load(&zk_stats.bytes_reserved);
-    out->bytes_vacant = load(&zk_stats.bytes_vacant);
-    out->map_areas = load(&zk_stats.map_areas);
-    out->unmap_failures = load(&zk_stats.unmap_failures);
-    out->unmap_pending = load(&zk_stats.unmap_pending);
-    out->decayed_softened_bytes = load(&zk_stats.decayed_softened_bytes);
-    out->decayed_released_bytes = load(&zk_stats.decayed_released_bytes);
-    out->decay_passes = load(&zk_stats.decay_passes);
-    out->decay_thread = load(&zk_stats.decay_thread);
-    out->prefaulted_bytes = load(&zk_stats.prefaulted_bytes);
-    out->prefault_hits = load(&zk_stats.prefault_hits);
-    out->prefault_idle_bytes = load(&zk_stats.prefault_idle_bytes);
-    out->worker_cpu_ns = load(&zk_stats.worker_cpu_ns);
-    out->worker_running = load(&zk_stats.worker_running);
-    out->background_zeroed_bytes = load(&zk_stats.background_zeroed_bytes);
-    out->zeroed_hits = load(&zk_stats.zeroed_hits);
-    out->zeroed_stale = load(&zk_stats.zeroed_stale);
-    out->zero_ahead_cancels = load(&zk_stats.zero_ahead_cancels);
-    out->secret_arrays = load(&zk_stats.secret_arrays);
-    out->secret_bytes = load(&zk_stats.secret_bytes);
-    out->secret_mapped_bytes = load(&zk_stats.secret_mapped_bytes);
-    out->secret_locked_bytes = load(&zk_stats.secret_locked_bytes);
-    out->secret_allocs = load(&zk_stats.secret_allocs);
-    out->secret_wiped_arrays = load(&zk_stats.secret_wiped_arrays);
-    out->secret_wiped_bytes = load(&zk_stats.secret_wiped_bytes);
-    out->secret_unprotected = load(&zk_stats.secret_unprotected);
-    out->secret_failures = load(&zk_stats.secret_failures);
+#define READ(name, ...) out->name = load(&zk_stats.name);
+    ZK_STATS_LIST(READ, READ, READ)
+#undef READ
     for (int c = 0; c < ZK_NCLASSES; c++) {
         out->class_hits[c] = load(&zk_stats.class_hits[c]);
         out->class_misses[c] = load(&zk_stats.class_misses[c]);
@@ -119,30 +70,17 @@ void zk_stats_read(zk_stats_snapshot *out)
  * from the current values. */
 void zk_stats_reset_counters(void)
 {
-    _Atomic uint64_t *events[] = {
-        &zk_stats.hits, &zk_stats.misses, &zk_stats.small_allocs, &zk_stats.small_frees,
-        &zk_stats.foreign_frees,
-        &zk_stats.invalid_frees, &zk_stats.evictions, &zk_stats.evicted_bytes,
-        &zk_stats.uncached_frees, &zk_stats.map_failures, &zk_stats.calloc_fresh,
-        &zk_stats.calloc_memset, &zk_stats.calloc_discard, &zk_stats.zero_samples, &zk_stats.realloc_same,
-        &zk_stats.realloc_remap, &zk_stats.realloc_copy, &zk_stats.softened_bytes,
-        &zk_stats.released_bytes, &zk_stats.secret_allocs, &zk_stats.secret_wiped_arrays,
-        &zk_stats.secret_wiped_bytes, &zk_stats.secret_unprotected, &zk_stats.secret_failures,
-        &zk_stats.repurposed, &zk_stats.repurposed_bytes, &zk_stats.carved, &zk_stats.gathered,
-        &zk_stats.gathered_pieces, &zk_stats.fresh_tail_bytes, &zk_stats.populated_bytes,
-        &zk_stats.unmap_failures, &zk_stats.decayed_softened_bytes, &zk_stats.decayed_released_bytes,
-        &zk_stats.decay_passes, &zk_stats.prefaulted_bytes, &zk_stats.prefault_hits, &zk_stats.worker_cpu_ns,
-        &zk_stats.background_zeroed_bytes, &zk_stats.zeroed_hits, &zk_stats.zeroed_stale, &zk_stats.zero_ahead_cancels,
-    };
-    for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
-        atomic_store_explicit(events[i], 0, memory_order_relaxed);
+#define ZERO(name, doc) atomic_store_explicit(&zk_stats.name, 0, memory_order_relaxed);
+#define KEEP(name, doc)
+#define RESTART(name, gauge, doc) atomic_store_explicit(&zk_stats.name, load(&zk_stats.gauge), memory_order_relaxed);
+    ZK_STATS_LIST(ZERO, KEEP, RESTART)
+#undef ZERO
+#undef KEEP
+#undef RESTART
     for (int c = 0; c < ZK_NCLASSES; c++) {
         atomic_store_explicit(&zk_stats.class_hits[c], 0, memory_order_relaxed);
         atomic_store_explicit(&zk_stats.class_misses[c], 0, memory_order_relaxed);
     }
     for (int b = 0; b < ZK_SIZE_BUCKETS; b++)
         atomic_store_explicit(&zk_stats.small_by_log2[b], 0, memory_order_relaxed);
-    atomic_store_explicit(&zk_stats.peak_bytes_in_use, load(&zk_stats.bytes_in_use), memory_order_relaxed);
-    atomic_store_explicit(&zk_stats.peak_bytes_cached, load(&zk_stats.bytes_cached), memory_order_relaxed);
-    atomic_store_explicit(&zk_stats.peak_bytes_mapped, load(&zk_stats.bytes_mapped), memory_order_relaxed);
 }

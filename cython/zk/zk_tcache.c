@@ -118,7 +118,11 @@ static zk_tcache *tcache_open(void)
     return tc;
 }
 
-void zk_tcache_init(void)
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+/* The key whose destructor drains an exiting thread's cache, made once by
+ * the first thread that wants a cache. */
+static void make_key(void)
 {
     tcache_key_ok = pthread_key_create(&tcache_key, tcache_close) == 0;
 }
@@ -129,7 +133,7 @@ zk_tcache *zk_tcache_mine(void)
 {
     if (my_tcache != NULL || my_tcache_closed)
         return my_tcache;
-    zk_cache_init();
+    pthread_once(&key_once, make_key);
     if (!tcache_key_ok)
         return NULL;
     my_tcache = tcache_open();

@@ -36,6 +36,12 @@
 
 #include "zk_internal.h"
 
+typedef enum {
+    ZK_ZERO_MEMSET,     /* memset the region (huge pages back on) */
+    ZK_ZERO_DISCARD,    /* lazy_zero_bytes asked for MADV_DONTNEED */
+    ZK_ZERO_SAMPLE,     /* MADV_DONTNEED on 4 KiB pages, then learn from it at free */
+} zk_zero_way;
+
 #define FRACTION_ONE 1024u
 #define MIN_ADAPTIVE_BYTES ((size_t)256 << 10)   /* below this memset is too cheap to matter */
 #define PAGE_BYTES ((uint64_t)4096)
@@ -47,13 +53,10 @@
 #define FIRST_INTERVAL 4u
 #define MAX_INTERVAL 1024u
 
-#define CALLOC_SCORE_MAX 8   /* how many recent requests the calloc share remembers */
-
 typedef struct {
     _Atomic uint32_t touched;      /* average touched fraction, in 1/FRACTION_ONE */
     _Atomic uint32_t countdown;    /* dense class: callocs left before the next sample */
     _Atomic uint32_t interval;
-    _Atomic int32_t calloc_score;  /* +1 per calloc, -1 per malloc, within +-CALLOC_SCORE_MAX */
     _Atomic uint32_t discard_ns;   /* what a discard of this class's regions costs (follow_fastest) */
 } zero_class;
 
@@ -142,7 +145,6 @@ void zk_zero_reset(void)
         atomic_store_explicit(&classes[c].touched, FRACTION_ONE, memory_order_relaxed);
         atomic_store_explicit(&classes[c].countdown, FIRST_INTERVAL, memory_order_relaxed);
         atomic_store_explicit(&classes[c].interval, FIRST_INTERVAL, memory_order_relaxed);
-        atomic_store_explicit(&classes[c].calloc_score, 0, memory_order_relaxed);
         atomic_store_explicit(&classes[c].discard_ns, 0, memory_order_relaxed);
     }
     atomic_store_explicit(&memset_ns_per_mib, DEFAULT_MEMSET_NS_PER_MIB, memory_order_relaxed);
@@ -160,7 +162,7 @@ static bool sample_due(zero_class *z)
     return true;
 }
 
-zk_zero_way zk_zero_choose(int cls, size_t bytes)
+static zk_zero_way choose(int cls, size_t bytes)
 {
     size_t lazy = zk_opt_lazy_zero_bytes();
     if (lazy != 0 && bytes >= lazy)
@@ -204,20 +206,6 @@ void zk_zero_learn(zk_region *r)
     atomic_store_explicit(&z->countdown, interval, memory_order_relaxed);
 }
 
-/* Which requests a class serves, for the background worker (zk_worker.c):
- * zeroing a region ahead pays only when the next request of its class is an
- * np.zeros that would be memset (a class cheaper discarded costs the caller
- * little already). */
-void zk_zero_note_request(int cls, bool zeroed)
-{
-    if (cls < 0 || cls >= ZK_NCLASSES)
-        return;
-    _Atomic int32_t *score = &classes[cls].calloc_score;
-    int32_t s = atomic_load_explicit(score, memory_order_relaxed);
-    if (zeroed ? s < CALLOC_SCORE_MAX : s > -CALLOC_SCORE_MAX)   /* racy on purpose: a hint */
-        atomic_store_explicit(score, s + (zeroed ? 1 : -1), memory_order_relaxed);
-}
-
 void zk_zero_read(int cls, zk_zero_policy *out)
 {
     memset(out, 0, sizeof *out);
@@ -231,11 +219,82 @@ void zk_zero_read(int cls, zk_zero_policy *out)
     out->discard = discard_pays(z, zk_class_bytes(cls), (uint32_t)out->touched_per_1024);
 }
 
-bool zk_zero_ahead_pays(int cls, size_t bytes)
+/* ---- zeroing a reused region ---------------------------------------------- */
+
+/* Huge pages back for a region this policy had put on 4 KiB pages (its user
+ * is about to write it densely).  MADV_HUGEPAGE alone would leave the 4 KiB
+ * pages already there until khugepaged collapses them, and a dense user
+ * writes 4 KiB pages ~15-20% slower (TLB misses); dropping them makes the
+ * next touches fault in huge pages, at about the cost of one memset, once.
+ * Returns true when the region is now all zeros. */
+static bool restore_huge_pages(zk_region *r)
 {
-    if (cls < 0 || cls >= ZK_NCLASSES)
+    if (!(r->flags & ZK_RF_SMALL_PAGES))
         return false;
-    zero_class *z = &classes[cls];
-    return atomic_load_explicit(&z->calloc_score, memory_order_relaxed) > 0 &&
-           !discard_pays(z, bytes, atomic_load_explicit(&z->touched, memory_order_relaxed));
+    r->flags &= ~ZK_RF_SMALL_PAGES;
+    if (!zk_opt_hugepages())
+        return false;
+    zk_os_advise_huge((void *)r->base, r->bytes);
+    return zk_os_discard((void *)r->base, r->bytes) == 0;
+}
+
+void zk_zero_for_write(zk_region *r)
+{
+    (void)restore_huge_pages(r);
+    r->flags &= ~(ZK_RF_ZERO | ZK_RF_DISCARDED);
+}
+
+/* MADV_DONTNEED on 4 KiB pages, flagged so the free measures what the user
+ * touched (zk_zero_learn).  False when the kernel refuses the advice.
+ * The call is timed only in the steady state the policy decides about: on
+ * 4 KiB pages, and after a discard (only what its user touched is present).
+ * The first discard after memsets zaps every page (~240 ns each here, 370 us
+ * for 6 MiB) and, timed, kept a sparse class on memset for good; dropping
+ * huge pages is cheaper than either. */
+static bool discard_and_sample(zk_region *r, size_t len, bool after_discard)
+{
+    bool small = r->bytes < ZK_HUGE_BYTES || (r->flags & ZK_RF_SMALL_PAGES);
+    if (!small) {
+        zk_os_advise_small_pages((void *)r->base, r->bytes);
+        r->flags |= ZK_RF_SMALL_PAGES;
+    }
+    uint64_t t0 = zk_thp_now_ns();
+    if (zk_os_discard((void *)r->base, len) != 0)
+        return false;
+    if (small && after_discard)
+        zk_zero_timed_discard(r->cls, zk_thp_now_ns() - t0);
+    r->flags |= ZK_RF_SAMPLE | ZK_RF_DISCARDED;
+    r->sampled_bytes = len;
+    return true;
+}
+
+/* Choose, zero, time: one call per np.zeros.  A fresh mapping already is
+ * zero (and stays lazy: untouched pages never fault).  Repurposed pages
+ * hold old bytes like any reused region. */
+static bool zero_reused(zk_region *r, size_t bytes, bool after_discard)
+{
+    size_t len = zk_round_up(bytes, zk_os_page_size());
+    zk_zero_way way = choose(r->cls, bytes);
+    if ((way == ZK_ZERO_DISCARD && zk_os_discard((void *)r->base, len) == 0) ||
+        (way == ZK_ZERO_SAMPLE && discard_and_sample(r, len, after_discard)))
+        return true;
+    if (restore_huge_pages(r))   /* dropped whole: zeros already */
+        return true;
+    uint64_t t0 = zk_thp_now_ns();
+    memset((void *)r->base, 0, bytes);
+    zk_zero_timed_memset(bytes, zk_thp_now_ns() - t0);
+    return false;
+}
+
+void zk_zero_for_calloc(zk_region *r, size_t bytes)
+{
+    bool after_discard = (r->flags & ZK_RF_DISCARDED) != 0;
+    r->flags &= ~ZK_RF_DISCARDED;   /* set again if it is discarded again */
+    if (r->flags & ZK_RF_ZERO)
+        zk_count(&zk_stats.calloc_fresh, 1);
+    else if (zero_reused(r, bytes, after_discard))
+        zk_count(&zk_stats.calloc_discard, 1);
+    else
+        zk_count(&zk_stats.calloc_memset, 1);
+    r->flags &= ~ZK_RF_ZERO;
 }

@@ -29,7 +29,6 @@ typedef enum {
     ZK_OPT_THREAD_CACHE_BYTES,  /* idle bytes one thread may hold without a lock */
     ZK_OPT_ADAPTIVE_ZERO,       /* 1: calloc learns per class whether MADV_DONTNEED beats memset */
     ZK_OPT_DECAY_MS,            /* idle this long: MADV_FREE; twice as long: unmapped; 0 = never */
-    ZK_OPT_BACKGROUND,          /* 1: a background worker faults growing classes ahead and zeroes np.zeros' regions */
     ZK_OPT_COUNT
 } zk_option;
 
@@ -37,6 +36,7 @@ enum { ZK_HUGEPAGES_OFF = 0, ZK_HUGEPAGES_ON = 1, ZK_HUGEPAGES_AUTO = 2 };
 
 int zk_option_set(zk_option opt, uint64_t value);   /* ZK_OK or ZK_EINVAL */
 uint64_t zk_option_get(zk_option opt);
+const char *zk_option_name(zk_option opt);   /* NULL out of range */
 uint64_t zk_option_min(zk_option opt);
 uint64_t zk_option_max(zk_option opt);
 
@@ -58,9 +58,6 @@ int zk_cache_free(void *ptr);
 /* What the cache knows of a pointer. */
 enum { ZK_PTR_FOREIGN = 0, ZK_PTR_IN_USE = 1, ZK_PTR_IDLE = 2 };
 int zk_cache_state(const void *ptr);
-/* 1 when ptr starts an idle region of the pool that the worker has zeroed
- * ahead (and protected), else 0.  Takes the pool lock: for tests. */
-int zk_cache_zeroed_ahead(const void *ptr);
 /* Usable bytes of an in-use region this cache owns, 0 if foreign or idle. */
 size_t zk_cache_usable(const void *ptr);
 
@@ -72,7 +69,6 @@ int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENO
 void zk_cache_trim(void);                       /* evict until idle bytes <= cap */
 size_t zk_cache_trim_to(size_t bytes);          /* evict oldest until idle bytes <= bytes; bytes unmapped */
 void zk_zero_reset(void);                       /* forget what calloc's policy learned */
-void zk_worker_forget(void);                    /* forget what the worker learned (back-off, growth) */
 /* Walks every structure; ZK_OK or ZK_ECORRUPT (with *what set to a reason). */
 int zk_check(const char **what);
 /* Every segment the cache holds is mapped, per /proc/self/maps. */
@@ -98,11 +94,6 @@ typedef struct {
     int discard;                  /* 1: its next np.zeros is discarded, not memset */
 } zk_zero_policy;
 void zk_zero_read(int cls, zk_zero_policy *out);
-
-/* ---- zeroing ahead (zk_worker.c, zk_wp.c) ------------------------------ */
-/* NULL when the background worker can zero regions ahead for np.zeros in
- * this process (the kernel tracks writes for it), else why it cannot. */
-const char *zk_zero_ahead_status(void);
 
 /* ---- NEP 49 shaped entry points (zk_handler.c) ------------------------- */
 /* The allocator functions requests fall back to: numpy's original default. */
@@ -216,52 +207,30 @@ unsigned zk_secret_probe(int *err);
 void zk_secure_wipe(void *p, size_t n);
 
 /* ---- statistics (zk_stats.c) ------------------------------------------ */
+#include "zk_stats_list.h"
 #define ZK_SIZE_BUCKETS 65   /* bit lengths of a 64-bit size, 0 to 64 */
+
+#define ZK_STAT_FIELD(name, ...) uint64_t name;
 typedef struct {
-    uint64_t hits, misses;
-    uint64_t small_allocs;          /* below min_bytes: sent to the fallback */
-    uint64_t small_frees;           /* frees of arrays below min_bytes, passed to the fallback */
-    uint64_t foreign_frees;         /* frees of larger pointers this cache did not allocate */
-    uint64_t invalid_frees;         /* a pointer of ours that was not in use */
-    uint64_t bytes_in_use, peak_bytes_in_use;
-    uint64_t bytes_cached, peak_bytes_cached;
-    uint64_t bytes_mapped, peak_bytes_mapped;
-    uint64_t evictions, evicted_bytes;
-    uint64_t uncached_frees;        /* freed regions larger than the cap */
-    uint64_t map_failures;
-    uint64_t calloc_fresh, calloc_memset, calloc_discard, zero_samples;
-    uint64_t realloc_same, realloc_remap, realloc_copy;
-    uint64_t softened_bytes, released_bytes;
-    uint64_t repurposed;            /* misses served from idle memory of other classes */
-    uint64_t repurposed_bytes;      /* their bytes that were idle memory */
-    uint64_t carved, gathered;      /* of those: cut from one larger region, moved together from several */
-    uint64_t gathered_pieces;       /* regions moved (mremap) into gathered ones */
-    uint64_t fresh_tail_bytes;      /* gathered regions' bytes that idle memory could not cover */
-    uint64_t populated_bytes;       /* fresh np.empty regions faulted in at once (timed) */
-    uint64_t segments, bytes_reserved, bytes_vacant;   /* address space: segments, their bytes, unbacked */
-    uint64_t map_areas;             /* memory areas the cache accounts for (an estimate) */
-    uint64_t unmap_failures, unmap_pending;   /* failed munmaps; segments waiting for a retry */
-    uint64_t decayed_softened_bytes;  /* idle regions MADV_FREE'd after decay_ms unused */
-    uint64_t decayed_released_bytes;  /* idle regions given back after 2 x decay_ms unused */
-    uint64_t decay_passes;            /* decay walks of the idle regions */
-    uint64_t decay_thread;            /* 1 while the decay thread runs */
-    uint64_t prefaulted_bytes;        /* regions the background worker faulted ahead */
-    uint64_t prefault_hits;           /* requests served by such a region */
-    uint64_t prefault_idle_bytes;     /* faulted ahead and not used yet, now */
-    uint64_t worker_cpu_ns;           /* CPU time the background worker spent */
-    uint64_t worker_running;          /* 1 while the background worker exists */
-    uint64_t background_zeroed_bytes; /* idle regions the worker zeroed ahead for np.zeros */
-    uint64_t zeroed_hits;             /* np.zeros served by such a region, no memset */
-    uint64_t zeroed_stale;            /* such regions written after zeroing (a stale pointer): memset */
-    uint64_t zero_ahead_cancels;      /* requests that needed the region the worker was zeroing */
-    uint64_t secret_arrays, secret_bytes, secret_mapped_bytes, secret_locked_bytes;
-    uint64_t secret_allocs, secret_wiped_arrays, secret_wiped_bytes;
-    uint64_t secret_unprotected, secret_failures;
+    ZK_STATS_LIST(ZK_STAT_FIELD, ZK_STAT_FIELD, ZK_STAT_FIELD)
     uint64_t class_hits[ZK_NCLASSES], class_misses[ZK_NCLASSES];
     uint64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
     /* small_allocs by size: [0] size 0, [b] sizes in [2^(b-1), 2^b) */
     uint64_t small_by_log2[ZK_SIZE_BUCKETS];
 } zk_stats_snapshot;
+#undef ZK_STAT_FIELD
+
+/* One entry per line of ZK_STATS_LIST, in its order: what the Cython layer
+ * reads a snapshot with, so no field name is restated outside the list. */
+enum { ZK_STAT_COUNTER = 0, ZK_STAT_GAUGE = 1, ZK_STAT_PEAK = 2 };
+typedef struct {
+    const char *name;
+    int kind;            /* ZK_STAT_* */
+    const char *doc;
+    size_t offset;       /* of its uint64_t in zk_stats_snapshot */
+} zk_stat_info;
+extern const zk_stat_info zk_stats_info[];
+extern const size_t zk_stats_count;
 
 void zk_stats_read(zk_stats_snapshot *out);
 void zk_stats_reset_counters(void);  /* hits/misses/events; not the byte gauges */

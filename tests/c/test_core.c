@@ -16,12 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <stddef.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -801,137 +796,6 @@ static void test_zero_costs_follow_the_fastest(void)
     zk_zero_reset();
 }
 
-/* ---- zeroing ahead (zk_worker.c, zk_wp.c) -------------------------------------- */
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {0, ms * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Wait (at most ~10 s: the worker runs at SCHED_IDLE) until the idle region
- * at p is zeroed ahead. */
-static int wait_zeroed(void *p)
-{
-    for (int i = 0; i < 2000 && !zk_cache_zeroed_ahead(p); i++)
-        nap_ms(5);
-    return zk_cache_zeroed_ahead(p);
-}
-
-static void background_off(void)
-{
-    zk_option_set(ZK_OPT_BACKGROUND, 0);
-    zk_stats_snapshot s;
-    for (int i = 0; i < 2000; i++) {
-        stats(&s);
-        if (s.worker_running == 0)
-            break;
-        nap_ms(5);
-    }
-}
-
-/* calloc rounds of one 8 MiB region, written densely: the class serves
- * zeroed requests, so its freed region is zeroed ahead.  Returns it. */
-static void *zeroed_class_round(void)
-{
-    void *p = NULL;
-    for (int i = 0; i < 2; i++) {
-        p = zk_cache_calloc(8 * MiB);
-        CHECK(p != NULL && all_zero(p, 8 * MiB));
-        memset(p, 7, 8 * MiB);
-        zk_cache_free(p);
-    }
-    return p;
-}
-
-static void test_zero_ahead(void)
-{
-    const char *why = zk_zero_ahead_status();
-    if (why != NULL) {
-        printf("zeroing ahead: not tested here (%s)\n", why);
-        fflush(stdout);   /* not again from every fork child's exit */
-        return;
-    }
-    uint64_t huge = zk_option_get(ZK_OPT_HUGEPAGES);
-    zk_cache_release();
-    zk_stats_reset_counters();
-    zk_option_set(ZK_OPT_HUGEPAGES, ZK_HUGEPAGES_ON);
-    zk_option_set(ZK_OPT_BACKGROUND, 1);
-    void *p = zeroed_class_round();
-    if (wait_zeroed(p)) {
-        void *q = zk_cache_calloc(8 * MiB);
-        zk_stats_snapshot s;
-        stats(&s);
-        CHECK(q == p && all_zero(q, 8 * MiB) && s.zeroed_hits == 1 && s.zeroed_stale == 0);
-        memset(q, 9, 8 * MiB);
-        zk_cache_free(q);
-        CHECK(wait_zeroed(p));
-        /* A stale pointer writes it after the worker zeroed it.  (That write
-         * splits its huge page: it is not zeroed ahead again.) */
-        ((volatile char *)p)[5000] = 1;
-        q = zk_cache_calloc(8 * MiB);
-        stats(&s);
-        CHECK(q == p && all_zero(q, 8 * MiB) && s.zeroed_stale == 1 && s.zeroed_hits == 1);
-        zk_cache_free(q);
-    } else {
-        printf("zeroing ahead: the worker got no CPU within 10 s, not tested\n");
-        fflush(stdout);
-    }
-    background_off();
-    CHECK_INVARIANTS();
-    zk_option_set(ZK_OPT_HUGEPAGES, huge);
-    zk_cache_release();
-}
-
-/* Under a seccomp filter that refuses userfaultfd (as some container
- * runtimes do), zeroing ahead is unavailable, says why, and np.zeros'
- * regions are still zeros.  In a child: a filter cannot be removed. */
-static int refuse_userfaultfd(void)
-{
-    struct sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_userfaultfd, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {sizeof filter / sizeof filter[0], filter};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        return -1;
-    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
-}
-
-static void test_zero_ahead_refused(void)
-{
-    if (zk_zero_ahead_status() != NULL)
-        return;   /* unavailable anyway (an older kernel, valgrind): nothing to refuse */
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (refuse_userfaultfd() != 0)
-            _exit(77);   /* no seccomp here: nothing to test */
-        zk_stats_reset_counters();
-        const char *why = zk_zero_ahead_status();
-        int ok = why != NULL && strstr(why, "not permitted") != NULL;
-        if (!ok)
-            fprintf(stderr, "zero-ahead status under seccomp: %s\n", why ? why : "available");
-        zk_option_set(ZK_OPT_BACKGROUND, 1);
-        void *p = zeroed_class_round();
-        nap_ms(50);
-        void *q = zk_cache_calloc(8 * MiB);
-        zk_stats_snapshot s;
-        stats(&s);
-        ok = ok && q == p && all_zero(q, 8 * MiB) && s.background_zeroed_bytes == 0;
-        _exit(ok ? 0 : 1);
-    }
-    int status = 0;
-    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status));
-    if (WEXITSTATUS(status) == 77) {
-        printf("zeroing ahead refused: not tested here (no seccomp)\n");
-        fflush(stdout);
-    } else {
-        CHECK(WEXITSTATUS(status) == 0);
-    }
-}
-
 static void test_fork_during_traffic(int rounds)
 {
     pthread_t t[3];
@@ -1003,8 +867,6 @@ int main(int argc, char **argv)
     test_scope_warm_and_trim();
     test_secret();
     test_zero_costs_follow_the_fastest();
-    test_zero_ahead();
-    test_zero_ahead_refused();
 
     boxes = calloc((size_t)nthreads, sizeof *boxes);
     for (int i = 0; i < nthreads; i++)
