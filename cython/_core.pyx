@@ -9,7 +9,7 @@ from cpython.ref cimport PyObject
 from cpython.pycapsule cimport (PyCapsule_New, PyCapsule_GetPointer, PyCapsule_SetPointer,
                                PyCapsule_GetDestructor, PyCapsule_IsValid)
 from libc.stdlib cimport malloc, free
-from libc.stdint cimport uint8_t, uint64_t, uintptr_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memset, strncpy
 
 cimport numpy as cnp
@@ -113,17 +113,92 @@ cdef zk_scope *scope_of(object capsule) except NULL:
     return (<zk_route *>h.allocator.ctx).scope
 
 
-def scope_capsule():
-    """A new phase scope behind its own handler capsule (name "zkalloc-phase")."""
+def scope_capsule(bint track=False, uint64_t budget=0):
+    """A new phase scope behind its own handler capsule (name "zkalloc-phase");
+    track: its allocations record their site; budget: live bytes (0: none)."""
     cdef zk_scope *s = zk_scope_create()
     if s == NULL:
         raise MemoryError("phase: no memory for its counters")
+    zk_scope_configure(s, track, budget)
     cdef PyDataMem_Handler *h = <PyDataMem_Handler *>malloc(sizeof(PyDataMem_Handler))
     if h == NULL:
         zk_scope_destroy(s)
         raise MemoryError("phase: no memory for a handler")
     fill_handler(h, b"zkalloc-phase", zk_scope_route(s))
     return PyCapsule_New(h, "mem_handler", destroy_scope_capsule)
+
+
+def scope_serial(capsule):
+    """The number a peak snapshot's entries name this phase by."""
+    return zk_scope_serial(scope_of(capsule))
+
+
+cdef tuple read_peak(zk_peak *p):
+    cdef zk_peak_info info
+    cdef size_t n = zk_peak_read(p, NULL, 0, &info)
+    cdef size_t got
+    cdef zk_live_entry *entries
+    while True:
+        n += 16   # it may grow before the copy
+        entries = <zk_live_entry *>malloc(n * sizeof(zk_live_entry))
+        if entries == NULL:
+            raise MemoryError("peak: no memory to copy the snapshot")
+        got = zk_peak_read(p, entries, n, &info)
+        if got <= n:
+            out = [(entries[i].scope, entries[i].bytes, entries[i].site, entries[i].cls) for i in range(got)]
+            free(entries)
+            return info, out
+        free(entries)
+        n = got
+
+
+def scope_peak(capsule):
+    """({live, in_use, unlisted_bytes, count}, [(scope serial, bytes, site, class)])
+    of what was live when the phase's live bytes last grew by 1/16."""
+    return read_peak(zk_scope_peak(scope_of(capsule)))
+
+
+def scope_refusal(capsule):
+    """The same, taken when the phase's budget last refused a request."""
+    return read_peak(zk_scope_refusal(scope_of(capsule)))
+
+
+def track_process(bint on):
+    """run --peak: record sites and snapshots at the process's peaks (on starts afresh)."""
+    zk_track_process(on)
+
+
+def process_peak():
+    """The process's peak snapshot, as scope_peak()."""
+    return read_peak(zk_process_peak())
+
+
+# Allocation sites: the core asks, on tracked requests, where the current
+# allocation happens; the answer comes from a Python callable
+# (zkalloc_np._peak), called only while this thread holds the GIL (numpy
+# allocates with it, except in a few resizes: those get site 0).
+cdef object site_callback = None
+
+cdef uint32_t call_site_callback() noexcept with gil:
+    try:
+        return site_callback() if site_callback is not None else 0
+    except BaseException:
+        return 0
+
+cdef uint32_t site_now() noexcept nogil:
+    if not PyGILState_Check():
+        return 0
+    return call_site_callback()
+
+
+def set_site_source(callback):
+    """callback() -> int names the current allocation site (None: none)."""
+    global site_callback
+    site_callback = callback
+    if callback is None:
+        zk_site_source(NULL)
+    else:
+        zk_site_source(site_now)
 
 
 def scope_close(capsule):
@@ -154,6 +229,8 @@ def scope_stats(capsule):
             "alloc_ns": st.alloc_ns, "realloc_in_place": st.realloc_in_place, "realloc_moved": st.realloc_moved,
             "invalid_frees": st.invalid_frees, "escaped_arrays": st.escaped_arrays,
             "escaped_bytes": st.escaped_bytes, "peak_region_bytes": st.peak_region_bytes,
+            "budget": st.budget, "budget_refusals": st.budget_refusals, "refused_bytes": st.refused_bytes,
+            "refused_live_bytes": st.refused_live_bytes,
             "closed": st.closed, "class_live": live, "class_peak": peak}
 
 

@@ -4,8 +4,11 @@
 # the C headers at compile time, so nothing here can drift from them.
 # The stats snapshot's counters are read through zk_stats_info (one entry per
 # line of zk_stats_list.h), so this file names none of them.
-from libc.stdint cimport uint8_t, uint64_t, uintptr_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from cpython.ref cimport PyObject
+
+cdef extern from "Python.h":
+    int PyGILState_Check() nogil
 
 cdef extern from "numpy/ndarraytypes.h":
     ctypedef struct PyDataMemAllocator:
@@ -114,6 +117,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t realloc_in_place, realloc_moved, invalid_frees
         uint64_t escaped_arrays, escaped_bytes
         uint64_t peak_region_bytes
+        uint64_t budget, budget_refusals, refused_bytes, refused_live_bytes
         int closed
         uint64_t class_live[ZK_NCLASSES]
         uint64_t class_peak[ZK_NCLASSES]
@@ -125,6 +129,24 @@ cdef extern from "zkalloc.h" nogil:
     int zk_scope_owns(zk_scope *s, const void *ptr)
     size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *nbytes, size_t max)
     uint64_t zk_scope_warm(const uint64_t *need, uint64_t peak_bytes)
+    void zk_scope_configure(zk_scope *s, int track, uint64_t budget)
+    uint64_t zk_scope_serial(zk_scope *s)
+
+    ctypedef struct zk_live_entry:
+        uint64_t scope, bytes
+        uint32_t site
+        int cls
+    ctypedef struct zk_peak_info:
+        uint64_t live, in_use, unlisted_bytes, count
+    ctypedef struct zk_peak:
+        pass
+    ctypedef uint32_t (*zk_site_fn)() noexcept nogil
+    void zk_site_source(zk_site_fn fn)
+    size_t zk_peak_read(zk_peak *p, zk_live_entry *out, size_t max, zk_peak_info *info)
+    zk_peak *zk_scope_peak(zk_scope *s)
+    zk_peak *zk_scope_refusal(zk_scope *s)
+    void zk_track_process(int on)
+    zk_peak *zk_process_peak()
 
     enum:
         ZK_SECRET_GUARDED

@@ -18,7 +18,9 @@ import warnings
 from . import _core, _log, _settings
 from ._format import fmt_bytes as _fmt_bytes
 from ._install import install, installed, is_installed, owns, uninstall
-from ._phase import EscapedArray, Phase, PhaseEscapeError, PhaseEscapeWarning, PhaseStats, PhaseTotals, phase
+from ._peak import PeakReport, SiteBytes
+from ._phase import (EscapedArray, Phase, PhaseBudgetError, PhaseEscapeError, PhaseEscapeWarning, PhaseStats,
+                     PhaseTotals, phase)
 from ._secret import (SecretInfo, SecretMemoryError, SecretWarning, is_secret, secret, secret_empty,
                       secret_info, secret_zeros)
 from ._phase import reset_phase_totals as _reset_phase_totals
@@ -30,9 +32,9 @@ from ._stats import snapshot as _snapshot
 from ._version import __version__ as __version__
 
 __all__ = [
-    "HANDLER_NAME", "ClassStats", "EscapedArray", "InvariantError", "Phase", "PhaseEscapeError", "PhaseEscapeWarning",
+    "HANDLER_NAME", "ClassStats", "EscapedArray", "InvariantError", "PeakReport", "Phase", "PhaseBudgetError", "PhaseEscapeError", "PhaseEscapeWarning",
     "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
-    "SecretWarning", "Settings", "SettingsWarning", "Stats", "check", "configure", "install", "installed", "is_installed",
+    "SecretWarning", "Settings", "SettingsWarning", "SiteBytes", "Stats", "check", "configure", "install", "installed", "is_installed",
     "is_secret", "owns", "phase", "release", "reserve", "reset_stats", "secret", "secret_empty",
     "secret_info", "secret_zeros", "setting_sources", "settings", "soften", "stats", "uninstall",
 ]

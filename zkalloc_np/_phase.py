@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _handler_stack
+from . import _core, _handler_stack, _peak
 from ._arrays import data_address, data_owner
 from ._format import fmt_bytes
+from ._peak import PeakReport
 from ._secret import secret_active
 from ._settings import parse_size
 
@@ -52,6 +53,20 @@ _REMOVED = {
     "min_bytes": "a phase serves exactly what the cache serves (the min_bytes setting)",
     "chunk_bytes": "a phase has no arena chunks any more; capacity= reserves regions up front",
 }
+
+
+class PhaseBudgetError(MemoryError):
+    """A request in a phase with a budget would have taken the phase's live
+    bytes over it.  Raised at the phase's exit from numpy's MemoryError (its
+    __cause__); budget, live_bytes and request_bytes say the numbers, the
+    message names the phase and, with track=True, the top allocation sites
+    live at that moment.  Nothing of the refused request was mapped or
+    counted, and the next request within the budget succeeds."""
+
+    def __init__(self, message: str, *, phase: str, budget: int, live_bytes: int, request_bytes: int):
+        super().__init__(message)
+        self.phase, self.budget = phase, budget
+        self.live_bytes, self.request_bytes = live_bytes, request_bytes
 
 
 class PhaseEscapeWarning(RuntimeWarning):
@@ -104,6 +119,9 @@ class PhaseStats:
     escaped_arrays / escaped_bytes: alive when the phase ended.
     realloc_in_place / realloc_moved: resizes that kept / changed the address;
     invalid_frees: frees through the phase of memory not in use.
+    budget: the phase's budget (None: none); budget_refusals: requests it
+    refused.  peak: what was live at the peak (see PeakReport), None before
+    the first request.
     """
 
     name: str
@@ -127,6 +145,9 @@ class PhaseStats:
     escaped_arrays: int
     escaped_bytes: int
     closed: bool
+    budget: int | None = None
+    budget_refusals: int = 0
+    peak: PeakReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict, ready for json.dumps."""
@@ -221,12 +242,13 @@ class Phase:
     """A context manager scoping one phase; see phase()."""
 
     def __init__(self, name: str | None = None, *, on_escape: str = "ignore", track: bool = False,
-                 release_after: bool = False, capacity: int | str | None = None, **removed: Any):
+                 release_after: bool = False, capacity: int | str | None = None,
+                 budget: int | str | None = None, **removed: Any):
         for key in removed:
             if key in _REMOVED:
                 raise TypeError(f"phase({key}=...) was removed: {_REMOVED[key]}")
             raise TypeError(f"phase() got an unexpected keyword argument {key!r}; known: "
-                            "name, on_escape, track, release_after, capacity")
+                            "name, on_escape, track, release_after, capacity, budget")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"phase(name): expected a str, got {type(name).__name__}")
         if on_escape not in ON_ESCAPE:
@@ -239,6 +261,9 @@ class Phase:
         self.capacity = None if capacity is None else parse_size(capacity, "phase(capacity)")
         if self.capacity is not None and not 1 <= self.capacity <= _MAX_BYTES:
             raise ValueError(f"phase(capacity): must be between 1 and {_MAX_BYTES} bytes, got {self.capacity}")
+        self.budget = None if budget is None else parse_size(budget, "phase(budget)")
+        if self.budget is not None and not 1 <= self.budget <= _MAX_BUDGET:
+            raise ValueError(f"phase(budget): must be between 1 and {_MAX_BUDGET} bytes, got {self.budget}")
         self.escapes: tuple[EscapedArray, ...] = ()   # filled at exit when on_escape != "ignore"
         self._capsule: Any = None
         self._entry: Any = None
@@ -264,7 +289,8 @@ class Phase:
         if self.release_after:
             self._cached_at_entry = _core.stats_snapshot()["bytes_cached"]
         self._hot_start()
-        self._capsule = _core.scope_capsule()
+        self._capsule = _core.scope_capsule(self.track, self.budget or 0)
+        _name_serial(_core.scope_serial(self._capsule), self.name)
         self._entry = _handler_stack.enter(self._capsule)
         return self
 
@@ -302,12 +328,25 @@ class Phase:
                 totals = _totals[self.name] = PhaseTotals()
             totals.add(raw)
         try:
+            if isinstance(exc, MemoryError) and not isinstance(exc, PhaseBudgetError) and raw["budget_refusals"]:
+                raise self._budget_error(raw) from exc
             if raw["escaped_arrays"] and self.on_escape != "ignore" and exc_type is None:
                 self._report_escapes(sys._getframe(1))
         finally:
             if self._started_tracemalloc:
                 tracemalloc.stop()
                 self._started_tracemalloc = False
+
+    def _budget_error(self, raw: dict[str, Any]) -> PhaseBudgetError:
+        budget, live, request = raw["budget"], raw["refused_live_bytes"], raw["refused_bytes"]
+        sites = _peak.top_sites_text(_core.scope_refusal(self._capsule), _core.scope_serial(self._capsule))
+        where = (f"; live then: {sites}" if sites else
+                 "" if not self.track else "; no allocation site was recorded for the live arrays")
+        hint = "" if self.track else " (phase(track=True) names the allocation sites)"
+        return PhaseBudgetError(
+            f"phase {self.name!r}: a request of {fmt_bytes(request)} would take its live bytes from "
+            f"{fmt_bytes(live)} over its budget of {fmt_bytes(budget)}{where}{hint}",
+            phase=self.name, budget=budget, live_bytes=live, request_bytes=request)
 
     def _report_escapes(self, frame: FrameType | None) -> None:
         self.escapes = _describe(_core.scope_live(self._capsule), frame, self.track)
@@ -345,7 +384,15 @@ class Phase:
             invalid_frees=raw["invalid_frees"], escaped_arrays=raw["escaped_arrays"],
             escaped_bytes=raw["escaped_bytes"],
             closed=bool(raw["closed"]) or self._state == "closed",
+            budget=self.budget, budget_refusals=raw["budget_refusals"],
+            peak=self._peak(raw),
         )
+
+    def _peak(self, raw: dict[str, Any]) -> PeakReport | None:
+        if self._capsule is None or not raw["arrays"]:
+            return None
+        return _peak.report(_core.scope_peak(self._capsule), _core.scope_serial(self._capsule), raw["peak_bytes"],
+                            phase_names())
 
     def __repr__(self) -> str:
         capacity = "" if self.capacity is None else f", capacity={fmt_bytes(self.capacity)}"
@@ -367,7 +414,28 @@ class Phase:
 _EMPTY: dict[str, int] = dict.fromkeys(
     ("arrays", "bytes_allocated", "peak_bytes", "live_arrays", "live_bytes", "small_arrays", "hits", "misses",
      "repurposed", "fresh_bytes", "alloc_ns", "realloc_in_place", "realloc_moved", "invalid_frees",
-     "escaped_arrays", "escaped_bytes", "closed"), 0)
+     "escaped_arrays", "escaped_bytes", "closed", "budget_refusals"), 0)
+
+#: A budget as large as the address space the core accepts.
+_MAX_BUDGET = 1 << 47
+
+# Phase names by scope serial, for peak reports that list other phases'
+# arrays; the newest _MAX_NAMES (a name only matters while its arrays live).
+_MAX_NAMES = 4096
+_serial_names: dict[int, str] = {}
+
+
+def _name_serial(serial: int, name: str) -> None:
+    with _totals_lock:
+        _serial_names[serial] = name
+        if len(_serial_names) > _MAX_NAMES:
+            del _serial_names[next(iter(_serial_names))]
+
+
+def phase_names() -> dict[int, str]:
+    """{scope serial: phase name} of recent phases (a copy)."""
+    with _totals_lock:
+        return dict(_serial_names)
 
 
 # ---- finding escaped arrays --------------------------------------------------
@@ -424,7 +492,8 @@ def _describe(live: list[tuple[int, int]], frame: FrameType | None, track: bool)
 
 
 def phase(name: str | None = None, *, on_escape: str = "ignore", track: bool = False,
-          release_after: bool = False, capacity: int | str | None = None, **removed: Any) -> Phase:
+          release_after: bool = False, capacity: int | str | None = None, budget: int | str | None = None,
+          **removed: Any) -> Phase:
     """Scope a proof phase: numpy arrays of at least ``min_bytes`` created in
     the block (this thread/context) come from the cache, as under
     ``installed()``, each tagged with the phase, which accounts for them.
@@ -439,12 +508,21 @@ def phase(name: str | None = None, *, on_escape: str = "ignore", track: bool = F
         is restored).  Escaped arrays stay valid either way.  Not checked
         when the block raised.
     track: record where each array was created (tracemalloc, started for the
-        phase if it is not running) and name it in the escape report.
+        phase if it is not running) and name it in the escape report, the
+        peak report (stats.peak.by_site) and a budget error.
+    budget: bytes (int or '2G') the phase's live arrays may take at most: a
+        request that would go over fails (numpy's MemoryError, turned into
+        PhaseBudgetError at the phase's exit, naming the phase, the numbers
+        and, with track, the top sites).  Counts the requests the cache
+        serves (min_bytes and up), as requested.
     release_after: at exit, give the kernel back the idle bytes the cache
         holds beyond what it held at entry (oldest first).
     capacity: bytes (int or '512M') to make resident at entry as one region
         of the class that fits, best effort (for an unnamed phase, which
         learns nothing).
+
+    Every phase records what was live at its peak (stats.peak): cheap
+    enough to leave on, see PeakReport for its precision.
 
     Phases nest (the innermost tags; an outer phase does not count the inner
     one's arrays), phases in different threads are independent, inside
@@ -453,4 +531,4 @@ def phase(name: str | None = None, *, on_escape: str = "ignore", track: bool = F
     then go to the cache untagged.
     """
     return Phase(name, on_escape=on_escape, track=track, release_after=release_after, capacity=capacity,
-                 **removed)
+                 budget=budget, **removed)

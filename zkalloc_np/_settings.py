@@ -48,6 +48,7 @@ class Settings(TypedDict):
     thread_cache_bytes: int
     adaptive_zero: bool
     decay_ms: int
+    budget: int
 
 #: Every other ZKALLOC_* variable this project reads (not a setting), and
 #: who reads it.  Any ZKALLOC_* name in neither list is reported as unknown.
@@ -191,7 +192,7 @@ _UNSET: Any = object()
 def configure(*, min_bytes: int | str = _UNSET, cache_bytes: int | str = _UNSET,
               hugepages: HugePages | bool | int = _UNSET, lazy_zero_bytes: int | str = _UNSET,
               thread_cache_bytes: int | str = _UNSET, adaptive_zero: bool | int | str = _UNSET,
-              decay_ms: int | str = _UNSET, background: Any = _UNSET) -> Settings:
+              decay_ms: int | str = _UNSET, budget: int | str = _UNSET, background: Any = _UNSET) -> Settings:
     """Change settings at run time; returns all settings after the change.
 
     cache_bytes: cap on idle bytes the cache holds (int or '512M'); lowering
@@ -211,6 +212,12 @@ def configure(*, min_bytes: int | str = _UNSET, cache_bytes: int | str = _UNSET,
     adaptive_zero: np.zeros on a reused region of 256 KiB or more learns per
         size class whether its users touch few pages (then MADV_DONTNEED on
         4 KiB pages) or many (memset); off: always memset.
+    budget: the cache's bytes in use (regions, all threads) may not exceed
+        it: a request that would is refused (numpy's MemoryError) and counted
+        in stats().budget_refusals; 0 (default) = no budget.  Checked on
+        the cache's requests only (min_bytes and up, not numpy's small ones
+        or resizes), per request: threads racing may pass it by a region
+        each.  phase(budget=...) is the per-phase budget.
     background: removed (a FutureWarning, no effect).
 
     A misspelt name is a TypeError (and a type checker's error); a bad value

@@ -92,6 +92,7 @@ class Stats:
     evicted_bytes: int
     uncached_frees: int
     map_failures: int
+    budget_refusals: int
     calloc_fresh: int
     calloc_memset: int
     calloc_discard: int

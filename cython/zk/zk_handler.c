@@ -20,6 +20,7 @@ zk_route zk_route_cache = {ZK_ROUTE_CACHE, 0, NULL};
 zk_route zk_route_passthrough = {ZK_ROUTE_PASSTHROUGH, 0, NULL};
 
 static zk_fallback fallback;   /* set once at import, before any install */
+char zk_refused_marker;
 
 void zk_handler_set_fallback(const zk_fallback *f)
 {
@@ -35,17 +36,43 @@ static bool cache_serves(size_t bytes)
     return bytes >= zk_opt_min_bytes() && (uint64_t)bytes <= ZK_MAX_CLASS_BYTES;
 }
 
+/* The process's budget (a setting): a request that would take the cache's
+ * bytes in use past it is refused.  Checked per request against the gauge,
+ * so requests racing in other threads may pass it by one region each. */
+static bool over_budget(size_t size)
+{
+    uint64_t budget = zk_opt_budget();
+    if (budget == 0)
+        return false;
+    int cls = zk_class_of(size);
+    uint64_t in_use = atomic_load_explicit(&zk_stats.bytes_in_use, memory_order_relaxed);
+    if (cls >= 0 && in_use + zk_class_bytes(cls) <= budget)
+        return false;
+    zk_count(&zk_stats.budget_refusals, 1);
+    return true;
+}
+
 /* The cache's answer to a request, or NULL when the fallback must serve it:
  * too small, too large, or the kernel refused a new mapping (map count,
  * address space), in which case the fallback may still succeed or fail the
- * same way. */
+ * same way.  ZK_REFUSED: over the process's budget. */
 static void *from_cache(size_t size, bool zeroed)
 {
     if (!cache_serves(size)) {
         zk_count_small(size);
         return NULL;
     }
-    return zeroed ? zk_cache_calloc(size) : zk_cache_alloc(size);
+    if (over_budget(size))
+        return ZK_REFUSED;
+    if (!zk_process_tracked())
+        return zeroed ? zk_cache_calloc(size) : zk_cache_alloc(size);
+    zk_obtained ob;
+    void *p = zk_cache_obtain(size, zeroed, &ob);
+    if (p != NULL) {
+        ob.region->site = zk_site_now();
+        zk_process_peak_consider();
+    }
+    return p;
 }
 
 static void *from_fallback(size_t size, bool zeroed)
@@ -62,7 +89,12 @@ static void *from_scope(struct zk_scope *scope, size_t size, bool zeroed)
         zk_scope_count_small(scope);
         return NULL;
     }
-    return zk_scope_alloc(scope, size, zeroed);
+    if (over_budget(size))
+        return ZK_REFUSED;
+    void *p = zk_scope_alloc(scope, size, zeroed);
+    if (p != NULL && p != ZK_REFUSED)
+        zk_process_peak_consider();
+    return p;
 }
 
 /* Every route's allocation. */
@@ -81,6 +113,8 @@ static void *route_alloc(const zk_route *route, size_t size, bool zeroed)
     case ZK_ROUTE_PASSTHROUGH:
         break;
     }
+    if (p == ZK_REFUSED)
+        return NULL;   /* numpy raises MemoryError; nothing was mapped or counted */
     return p != NULL ? p : from_fallback(size, zeroed);
 }
 
@@ -112,6 +146,13 @@ static void *move_to(const zk_route *route, void *ptr, size_t have, size_t size)
     return moved;
 }
 
+/* The cache's region starting at ptr, NULL for a foreign pointer: every
+ * region starts on a page, so most foreign pointers need no lookup. */
+static zk_region *region_at(const void *ptr)
+{
+    return zk_maybe_region_start(ptr) ? zk_pagemap_get(ptr) : NULL;
+}
+
 /* A phase's tag follows the data: taken off first (so the cache's own
  * frees inside the realloc never see it), put back on whatever region holds
  * the data afterwards; if the fallback holds it now, the phase's accounting
@@ -121,7 +162,12 @@ static void *realloc_cached(const zk_route *route, zk_region *r, size_t new_size
     bool cache_route = route->kind == ZK_ROUTE_CACHE || route->kind == ZK_ROUTE_SCOPE;
     void *ptr = (void *)r->base;
     size_t have = r->bytes;   /* read before the realloc may reshape r */
+    uint32_t site = r->site;
     zk_scope_tag tag = zk_scope_untag(r);
+    if (tag.scope != NULL && !zk_scope_may_grow(tag.scope, tag.bytes, new_size)) {
+        zk_scope_retag(tag, ptr, tag.bytes, ZK_RETAG_FAILED);
+        return NULL;   /* over the phase's budget: numpy raises MemoryError, the array is as it was */
+    }
     void *p = NULL;
     if (cache_route && cache_serves(new_size))
         p = zk_cache_realloc_region(r, new_size);
@@ -132,14 +178,10 @@ static void *realloc_cached(const zk_route *route, zk_region *r, size_t new_size
         zk_scope_retag(tag, ptr, tag.bytes, ZK_RETAG_FAILED);
     else if (tag.scope != NULL)
         zk_scope_retag(tag, p, new_size, p == ptr ? ZK_RETAG_IN_PLACE : ZK_RETAG_MOVED);
+    zk_region *moved = p != NULL && p != ptr ? region_at(p) : NULL;
+    if (moved != NULL)
+        moved->site = site;   /* the data's site follows it */
     return p;
-}
-
-/* The cache's region starting at ptr, NULL for a foreign pointer: every
- * region starts on a page, so most foreign pointers need no lookup. */
-static zk_region *region_at(const void *ptr)
-{
-    return zk_maybe_region_start(ptr) ? zk_pagemap_get(ptr) : NULL;
 }
 
 void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)

@@ -64,6 +64,8 @@ typedef struct zk_region {
      * region never carries a tag. */
     _Atomic(struct zk_scope *) scope;
     _Atomic uint64_t scope_bytes;
+    _Atomic uint64_t scope_serial;    /* the tag's zk_scope_serial: read by peak snapshots */
+    uint32_t site;                    /* allocation site of a tracked request (zk_peak.c), else 0 */
 } zk_region;
 
 /* zk_region.c: descriptors, in slabs that are never unmapped */
@@ -289,6 +291,14 @@ void *zk_cache_realloc_region(zk_region *r, size_t bytes);
  * scope while it is open, plain cache memory once it is closed.  NULL: the
  * fallback must serve it. */
 void *zk_scope_alloc(struct zk_scope *s, size_t bytes, bool zeroed);
+/* What zk_scope_alloc (and the handler's budget check) returns for a
+ * request the budget refuses: numpy gets NULL (MemoryError), the fallback
+ * is not asked. */
+extern char zk_refused_marker;
+#define ZK_REFUSED ((void *)&zk_refused_marker)
+/* Whether a region of the scope tagged with `from` requested bytes may be
+ * resized to `to` within its budget; false counts a refusal. */
+bool zk_scope_may_grow(struct zk_scope *s, uint64_t from, uint64_t to);
 void zk_scope_count_small(struct zk_scope *s);
 void zk_scope_count_invalid_free(struct zk_scope *s);
 /* Take the tag off in-use region r (if it is tagged):
@@ -312,6 +322,16 @@ static inline bool zk_region_tagged(zk_region *r)
  * fallback holds the data now).  how: which realloc counter it adds to. */
 typedef enum { ZK_RETAG_FAILED, ZK_RETAG_IN_PLACE, ZK_RETAG_MOVED } zk_retag_how;
 void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how);
+
+/* ---- peaks (zk_peak.c) -------------------------------------------------- */
+zk_peak *zk_peak_create(void);        /* NULL: no memory */
+void zk_peak_destroy(zk_peak *p);
+/* A snapshot now if `live` passed the last one's by 1/16. */
+void zk_peak_consider(zk_peak *p, uint64_t live);
+void zk_peak_take(zk_peak *p, uint64_t live);   /* a snapshot now, whatever the last one */
+uint32_t zk_site_now(void);           /* the registered site source's answer, 0 without one */
+bool zk_process_tracked(void);
+void zk_process_peak_consider(void);  /* a request succeeded: the process's peak may have grown */
 
 /* ---- secret memory (zk_secret.c) ---------------------------------------- */
 void zk_secret_init(void);
@@ -337,5 +357,6 @@ static inline size_t zk_opt_lazy_zero_bytes(void) { return (size_t)zk_opt(ZK_OPT
 static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_OPT_THREAD_CACHE_BYTES); }
 static inline bool zk_opt_adaptive_zero(void) { return zk_opt(ZK_OPT_ADAPTIVE_ZERO) != 0; }
 static inline uint64_t zk_opt_decay_ms(void) { return zk_opt(ZK_OPT_DECAY_MS); }
+static inline uint64_t zk_opt_budget(void) { return zk_opt(ZK_OPT_BUDGET); }
 
 #endif

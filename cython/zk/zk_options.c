@@ -25,6 +25,7 @@ static uint64_t default_thread_cache_bytes(void) { return 256 * MiB; }
  * after seconds at most, and softening a region it still wants costs a
  * refault of what the kernel reclaimed. */
 static uint64_t default_decay_ms(void) { return 10000; }
+static uint64_t default_budget(void) { return 0; }   /* none: the kernel's limits only */
 
 /* min(physical RAM / 8, 1 GiB), the zk-alloc default. */
 static uint64_t default_cache_bytes(void)
@@ -41,6 +42,7 @@ static const zk_option_spec specs[ZK_OPT_COUNT] = {
     [ZK_OPT_THREAD_CACHE_BYTES] = {"thread_cache_bytes", 0, ADDRESS_SPACE, default_thread_cache_bytes},
     [ZK_OPT_ADAPTIVE_ZERO] = {"adaptive_zero", 0, 1, default_adaptive_zero},
     [ZK_OPT_DECAY_MS] = {"decay_ms", 0, (uint64_t)24 * 3600 * 1000, default_decay_ms},
+    [ZK_OPT_BUDGET] = {"budget", 0, ADDRESS_SPACE, default_budget},
 };
 
 /* Current values, read on hot paths through the inline accessors in

@@ -63,6 +63,8 @@ zk_region *zk_region_descriptor(void)
     r->areas = 0;
     atomic_store_explicit(&r->scope, NULL, memory_order_relaxed);
     atomic_store_explicit(&r->scope_bytes, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->scope_serial, 0, memory_order_relaxed);
+    r->site = 0;
     return r;
 }
 

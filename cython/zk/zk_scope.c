@@ -28,6 +28,12 @@
 
 struct zk_scope {
     zk_route route;
+    uint64_t serial;                /* zk_scope_serial */
+    bool track;                     /* record allocation sites (set before the first request) */
+    uint64_t budget;                /* live bytes it may not exceed, 0: none */
+    zk_peak *peak;                  /* what was live at its peak */
+    zk_peak *refusal;               /* what was live when the budget last refused */
+    _Atomic uint64_t budget_refusals, refused_bytes, refused_live_bytes;
     _Atomic uint64_t arrays, bytes_allocated, live_arrays, live_bytes, peak_bytes, small_arrays;
     _Atomic uint64_t hits, misses, repurposed, fresh_bytes, alloc_ns;
     _Atomic uint64_t realloc_in_place, realloc_moved, invalid_frees;
@@ -40,35 +46,92 @@ struct zk_scope {
 
 static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
 
+static _Atomic uint64_t last_serial;
+
 zk_scope *zk_scope_create(void)
 {
     zk_scope *s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
+    s->peak = zk_peak_create();
+    s->refusal = zk_peak_create();
+    if (s->peak == NULL || s->refusal == NULL) {
+        zk_scope_destroy(s);
+        return NULL;
+    }
     s->route.kind = ZK_ROUTE_SCOPE;
     s->route.scope = s;
+    s->serial = atomic_fetch_add_explicit(&last_serial, 1, memory_order_relaxed) + 1;
     return s;
 }
 
+void zk_scope_configure(zk_scope *s, int track, uint64_t budget)
+{
+    s->track = track != 0;
+    s->budget = budget;
+}
+
+uint64_t zk_scope_serial(zk_scope *s) { return s->serial; }
 zk_route *zk_scope_route(zk_scope *s) { return &s->route; }
-void zk_scope_destroy(zk_scope *s) { free(s); }
+zk_peak *zk_scope_peak(zk_scope *s) { return s->peak; }
+zk_peak *zk_scope_refusal(zk_scope *s) { return s->refusal; }
+
+void zk_scope_destroy(zk_scope *s)
+{
+    zk_peak_destroy(s->peak);
+    zk_peak_destroy(s->refusal);
+    free(s);
+}
 
 /* ---- live accounting ------------------------------------------------------- */
 
-/* Per class, the class of the region that served the request (one or two
- * classes above the request's on a hit that took a larger region): after
- * the phase, the cache holds exactly those regions idle, so the next run's
- * hot start finds them there and reserves nothing. */
+/* Take `bytes` more live bytes if the budget has room (always without one);
+ * the peak is raised only once the request is served (live_add). */
+static bool live_reserve(zk_scope *s, uint64_t bytes)
+{
+    if (s->budget == 0) {
+        atomic_fetch_add_explicit(&s->live_bytes, bytes, memory_order_relaxed);
+        return true;
+    }
+    uint64_t seen = atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
+    do {
+        if (seen > s->budget || bytes > s->budget - seen)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&s->live_bytes, &seen, seen + bytes, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+/* The budget refused a request of `bytes`: counted, and what was live then
+ * kept for the phase's error message. */
+static void refuse(zk_scope *s, uint64_t bytes)
+{
+    uint64_t live = atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
+    zk_count(&s->budget_refusals, 1);
+    zk_count(&zk_stats.budget_refusals, 1);
+    atomic_store_explicit(&s->refused_bytes, bytes, memory_order_relaxed);
+    atomic_store_explicit(&s->refused_live_bytes, live, memory_order_relaxed);
+    zk_peak_take(s->refusal, live);
+}
+
+/* A served request whose bytes live_reserve already took.  Per class, the
+ * class of the region that served the request (one class above the
+ * request's on a hit that took a larger region): after the phase, the cache
+ * holds exactly those regions idle, so the next run's hot start finds them
+ * there and reserves nothing. */
 static void live_add(zk_scope *s, uint64_t bytes, int cls)
 {
     zk_count(&s->live_arrays, 1);
-    zk_stats_gauge_add(&s->live_bytes, &s->peak_bytes, bytes);
+    uint64_t live = atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
+    zk_stats_raise_peak(&s->peak_bytes, live);
     if (cls >= 0 && cls < ZK_NCLASSES) {
         zk_stats_gauge_add(&s->region_bytes, &s->peak_region_bytes, zk_class_bytes(cls));
         int64_t now = atomic_fetch_add_explicit(&s->class_live[cls], 1, memory_order_relaxed) + 1;
         if (now > 0)
             zk_stats_raise_peak(&s->class_peak[cls], (uint64_t)now);
     }
+    (void)bytes;
+    zk_peak_consider(s->peak, live);
 }
 
 static void live_sub(zk_scope *s, uint64_t bytes, int cls)
@@ -84,6 +147,7 @@ static void live_sub(zk_scope *s, uint64_t bytes, int cls)
 static void tag(zk_region *r, zk_scope *s, uint64_t bytes)
 {
     atomic_store_explicit(&r->scope_bytes, bytes, memory_order_relaxed);
+    atomic_store_explicit(&r->scope_serial, s->serial, memory_order_relaxed);
     atomic_store_explicit(&r->scope, s, memory_order_release);
 }
 
@@ -111,16 +175,35 @@ void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed)
      * still be tagged; it then counts as live, never as escaped. */
     if (atomic_load_explicit(&s->closed, memory_order_relaxed))
         return zeroed ? zk_cache_calloc(bytes) : zk_cache_alloc(bytes);
+    if (!live_reserve(s, bytes)) {
+        refuse(s, bytes);
+        return ZK_REFUSED;
+    }
     zk_obtained ob;
     uint64_t t0 = zk_thp_now_ns();
     void *p = zk_cache_obtain(bytes, zeroed, &ob);
     uint64_t ns = zk_thp_now_ns() - t0;
-    if (p == NULL)
+    if (p == NULL) {
+        zk_stats_gauge_sub(&s->live_bytes, bytes);   /* the fallback serves it: not the phase's */
         return NULL;
+    }
+    if (s->track || zk_process_tracked())
+        ob.region->site = zk_site_now();
+    tag(ob.region, s, bytes);   /* before live_add: its snapshot lists the region as the phase's */
     count_obtained(s, &ob, bytes, ns);
     live_add(s, bytes, ob.region->cls);
-    tag(ob.region, s, bytes);
     return p;
+}
+
+bool zk_scope_may_grow(zk_scope *s, uint64_t from, uint64_t to)
+{
+    if (s->budget == 0 || to <= from)
+        return true;
+    uint64_t live = atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
+    if (live - from + to <= s->budget)   /* live includes `from`: the region is still tagged as it was */
+        return true;
+    refuse(s, to);
+    return false;
 }
 
 void zk_scope_count_small(zk_scope *s) { zk_count(&s->small_arrays, 1); }
@@ -155,8 +238,9 @@ void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how)
     live_sub(s, old.bytes, old.cls);
     if (r == NULL)
         return;   /* the fallback holds it now: no longer the phase's */
-    live_add(s, bytes, r->cls);
     tag(r, s, bytes);
+    atomic_fetch_add_explicit(&s->live_bytes, bytes, memory_order_relaxed);   /* zk_scope_may_grow checked it */
+    live_add(s, bytes, r->cls);
 }
 
 /* ---- closing, reading, listing ------------------------------------------------ */
@@ -188,6 +272,10 @@ void zk_scope_stats_read(zk_scope *s, zk_scope_stats *out)
     out->escaped_arrays = load(&s->escaped_arrays);
     out->escaped_bytes = load(&s->escaped_bytes);
     out->peak_region_bytes = load(&s->peak_region_bytes);
+    out->budget = s->budget;
+    out->budget_refusals = load(&s->budget_refusals);
+    out->refused_bytes = load(&s->refused_bytes);
+    out->refused_live_bytes = load(&s->refused_live_bytes);
     out->closed = atomic_load_explicit(&s->closed, memory_order_relaxed);
     for (int c = 0; c < ZK_NCLASSES; c++) {
         int64_t live = atomic_load_explicit(&s->class_live[c], memory_order_relaxed);

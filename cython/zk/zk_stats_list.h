@@ -32,6 +32,7 @@
     COUNTER(evicted_bytes, "their bytes") \
     COUNTER(uncached_frees, "freed regions the cap could not keep at all (larger than it)") \
     COUNTER(map_failures, "requests the kernel refused a mapping for, left to numpy's allocator") \
+    COUNTER(budget_refusals, "requests refused because they would exceed a budget (a phase's, or the process's budget setting)") \
     COUNTER(calloc_fresh, "np.zeros served by a fresh mapping (zeros already, left lazy)") \
     COUNTER(calloc_memset, "np.zeros of a reused region zeroed by memset") \
     COUNTER(calloc_discard, "np.zeros of a reused region zeroed by MADV_DONTNEED (pages fault back as zeros)") \

@@ -29,6 +29,7 @@ typedef enum {
     ZK_OPT_THREAD_CACHE_BYTES,  /* idle bytes one thread may hold without a lock */
     ZK_OPT_ADAPTIVE_ZERO,       /* 1: calloc learns per class whether MADV_DONTNEED beats memset */
     ZK_OPT_DECAY_MS,            /* idle this long: MADV_FREE; twice as long: unmapped; 0 = never */
+    ZK_OPT_BUDGET,              /* the cache's bytes in use may not exceed it; 0 = no budget */
     ZK_OPT_COUNT
 } zk_option;
 
@@ -152,6 +153,10 @@ typedef struct {
     uint64_t invalid_frees;     /* frees through the phase's handler of regions not in use */
     uint64_t escaped_arrays, escaped_bytes;   /* live when the scope was closed */
     uint64_t peak_region_bytes; /* the most bytes of regions (class sizes) live at once */
+    uint64_t budget;            /* zk_scope_configure's, 0: none */
+    uint64_t budget_refusals;   /* requests the budget refused */
+    uint64_t refused_bytes;     /* the last one's bytes */
+    uint64_t refused_live_bytes;   /* the phase's live bytes when it was refused */
     int closed;
     uint64_t class_live[ZK_NCLASSES];   /* live tagged regions per region class */
     uint64_t class_peak[ZK_NCLASSES];   /* the most of them live at once */
@@ -176,6 +181,43 @@ size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *bytes, size_t 
  * peak_region_bytes) less what the cache holds idle, and never beyond the
  * cap.  Returns the bytes it mapped fresh (0 when the cache held enough). */
 uint64_t zk_scope_warm(const uint64_t need[ZK_NCLASSES], uint64_t peak_bytes);
+
+/* Phases' budgets and peaks, set before the phase's first request: with
+ * track, its allocations record their site (zk_site_source); a request
+ * that would take its live (requested) bytes over budget (0: none) fails. */
+void zk_scope_configure(zk_scope *s, int track, uint64_t budget);
+/* A number no other scope of this process has had: what a peak's entries
+ * name their phase by (a scope's address can be reused). */
+uint64_t zk_scope_serial(zk_scope *s);
+
+/* ---- what was live at a peak (zk_peak.c) ------------------------------- */
+typedef struct {
+    uint64_t scope;     /* serial of the phase that allocated it (zk_scope_serial), 0: none */
+    uint64_t bytes;     /* a phase's requested bytes, else the region's */
+    uint32_t site;      /* its allocation site (zk_site_source), 0: not recorded */
+    int32_t cls;        /* its region's class */
+} zk_live_entry;
+typedef struct {
+    uint64_t live;            /* the watched measure when the snapshot was taken */
+    uint64_t in_use;          /* the process's bytes in use (regions) then */
+    uint64_t unlisted_bytes;  /* regions it had no room to list */
+    uint64_t count;           /* entries */
+} zk_peak_info;
+typedef struct zk_peak zk_peak;
+/* Where the current allocation happens (0: unknown), for tracked
+ * allocations.  Called with no lock of the core held, after the region is
+ * obtained and before the request returns. */
+typedef uint32_t (*zk_site_fn)(void);
+void zk_site_source(zk_site_fn fn);
+/* Copies up to max entries of p's snapshot; returns how many it has. */
+size_t zk_peak_read(zk_peak *p, zk_live_entry *out, size_t max, zk_peak_info *info);
+/* A phase's peak snapshot, and the snapshot its last refused request took. */
+zk_peak *zk_scope_peak(zk_scope *s);
+zk_peak *zk_scope_refusal(zk_scope *s);
+/* run --peak: sites for every cache allocation and snapshots at the
+ * process's peaks of bytes in use (on: starts afresh). */
+void zk_track_process(int on);
+zk_peak *zk_process_peak(void);
 
 /* ---- secret memory (zk_secret.c) --------------------------------------- */
 enum {

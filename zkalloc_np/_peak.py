@@ -1,0 +1,140 @@
+"""What made the peak: allocation sites and the reports built from the
+core's peak snapshots (cython/zk/zk_peak.c).
+
+A snapshot lists every region in use at one moment: the phase that
+allocated it (by serial), its bytes, its class and, for tracked requests,
+its allocation site.  A site is the innermost Python frame outside numpy and
+zkalloc_np at the allocation (the line of the prover that called np.zeros,
+np.concatenate, a ufunc...), interned here as a small number the core keeps
+in the region's descriptor.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._format import fmt_bytes
+
+#: Frames in these folders are not a site: the site is the caller's line.
+_SKIP = tuple(os.path.dirname(path) + os.sep for path in (np.__file__, __file__))
+
+_lock = threading.Lock()
+_ids: dict[tuple[str, int], int] = {}
+_names: list[str] = ["(unknown)"]   # site 0: not recorded
+
+
+def current_site() -> int:
+    """The site of the allocation under way: called by the core (through
+    _core.set_site_source) on tracked requests, with the GIL held."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
+        frame = frame.f_back
+    if frame is None:
+        return 0
+    key = (frame.f_code.co_filename, frame.f_lineno)
+    site = _ids.get(key)
+    if site is None:
+        with _lock:
+            site = _ids.get(key)
+            if site is None:
+                site = _ids[key] = len(_names)
+                _names.append(f"{key[0]}:{key[1]}")
+    return site
+
+
+def site_name(site: int) -> str:
+    """'file:line' of a site number (site 0 is '(unknown)')."""
+    return _names[site] if 0 <= site < len(_names) else "(unknown)"
+
+
+_core.set_site_source(current_site)
+
+
+@dataclass(frozen=True)
+class SiteBytes:
+    """Bytes live at a peak that were allocated at one site."""
+
+    site: str
+    bytes: int
+    arrays: int
+
+
+@dataclass(frozen=True)
+class PeakReport:
+    """What was live at a peak.
+
+    bytes: the watched live bytes when the snapshot was taken (a phase's own
+    requested bytes; for the process, its bytes in use); it is at least
+    16/17 of the true peak, which is peak_bytes (snapshots are taken only
+    when live bytes grow by 1/16, which keeps them cheap).  by_site: the own
+    bytes per allocation site, largest first (sites are recorded with
+    track=True, or under ``run --peak``; otherwise one '(unknown)' row);
+    by_class: own bytes per region class (class bytes -> bytes);
+    outside_bytes: bytes live in the cache then that were not the phase's
+    (arrays from before it, from other threads' phases, from inner phases);
+    by_phase: those live bytes per phase name ('' for none);
+    unlisted_bytes: regions the snapshot had no memory to list.
+    """
+
+    bytes: int
+    peak_bytes: int
+    by_site: tuple[SiteBytes, ...]
+    by_class: dict[int, int] = field(default_factory=dict)
+    outside_bytes: int = 0
+    by_phase: dict[str, int] = field(default_factory=dict)
+    unlisted_bytes: int = 0
+
+    def lines(self, top: int = 5) -> list[str]:
+        """A readable summary: the total, the top sites, the classes."""
+        out = [f"peak {fmt_bytes(self.peak_bytes)}; at the snapshot {fmt_bytes(self.bytes)} live"
+               + (f", plus {fmt_bytes(self.outside_bytes)} from outside" if self.outside_bytes else "")]
+        for s in self.by_site[:top]:
+            out.append(f"  {fmt_bytes(s.bytes):>10} in {s.arrays:>4} array(s) from {s.site}")
+        if len(self.by_site) > top:
+            rest = sum(s.bytes for s in self.by_site[top:])
+            out.append(f"  {fmt_bytes(rest):>10} from {len(self.by_site) - top} other site(s)")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def report(snapshot: tuple[dict[str, int], list[tuple[int, int, int, int]]], own: int | None,
+           peak_bytes: int, phase_names: dict[int, str] | None = None) -> PeakReport:
+    """A PeakReport from _core.scope_peak() / process_peak(): own is the
+    phase's serial (None: every entry is the process's own)."""
+    info, entries = snapshot
+    names = phase_names or {}
+    sites: Counter[int] = Counter()
+    arrays: Counter[int] = Counter()
+    classes: Counter[int] = Counter()
+    phases: Counter[str] = Counter()
+    outside = 0
+    for scope, nbytes, site, cls in entries:
+        if own is not None and scope != own:
+            outside += nbytes
+            phases[names.get(scope, "") if scope else ""] += nbytes
+            continue
+        sites[site] += nbytes
+        arrays[site] += 1
+        classes[_core.class_bytes(cls)] += nbytes
+        if own is None:
+            phases[names.get(scope, "") if scope else ""] += nbytes
+    by_site = tuple(SiteBytes(site_name(s), b, arrays[s]) for s, b in sites.most_common())
+    return PeakReport(bytes=int(info["live"]), peak_bytes=max(peak_bytes, int(info["live"])), by_site=by_site,
+                      by_class=dict(sorted(classes.items(), reverse=True)), outside_bytes=outside,
+                      by_phase=dict(phases.most_common()), unlisted_bytes=int(info["unlisted_bytes"]))
+
+
+def top_sites_text(snapshot: Any, own: int, top: int = 3) -> str:
+    """'8.0 MiB from f.py:12, ...' of a snapshot's own entries ('' if none)."""
+    rep = report(snapshot, own, 0)
+    named = [s for s in rep.by_site if s.site != "(unknown)"]
+    return ", ".join(f"{fmt_bytes(s.bytes)} from {s.site}" for s in named[:top])
