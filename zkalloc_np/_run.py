@@ -271,10 +271,10 @@ def _supervise(command: Sequence[str], json_path: str | None, out: TextIO, quiet
     pid = os.fork()
     if pid == 0:
         return
-    for sig in (signal.SIGINT, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda received, _frame: os.kill(pid, received))
+    for ignored in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(ignored, signal.SIG_IGN)
+    for forwarded in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(forwarded, lambda received, _frame: os.kill(pid, received))
     _, status, usage = os.wait4(pid, 0)   # retried after a forwarded signal (PEP 475)
     if not os.WIFSIGNALED(status):
         os._exit(os.waitstatus_to_exitcode(status))
