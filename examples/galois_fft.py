@@ -24,7 +24,8 @@ import time
 import tracemalloc
 
 import numpy as np
-from _common import add_common_arguments, compare, parse_size, print_table, refuse_under_process_wide_install, size_label
+from _common import (add_common_arguments, compare, parse_size, print_table, refuse_under_process_wide_install,
+                     size_label)
 
 import zkalloc_np as zkalloc
 

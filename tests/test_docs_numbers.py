@@ -149,7 +149,8 @@ def _claims(x: Results) -> list[str]:
         f"({x.speed('fill', '512 MiB', 'zkalloc', 'default')}) and **missed** at 128 MiB "
         f"({x.speed('fft_rounds', '128 MiB', 'zkalloc', 'default')})",
         # contention
-        f"{x.gbs('contention', '1 thr', 'zkalloc')} GB/s at 1 thread and {x.gbs('contention', '2 thr', 'zkalloc')} at 2",
+        f"{x.gbs('contention', '1 thr', 'zkalloc')} GB/s at 1 thread and "
+        f"{x.gbs('contention', '2 thr', 'zkalloc')} at 2",
         "mimalloc {} to {}.".format(*_range(x, "contention", ("1 thr", "2 thr"),
                                             ("default", "glibc-tuned", "jemalloc", "mimalloc"))),
         # ntt_prover

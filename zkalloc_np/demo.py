@@ -15,7 +15,8 @@ from .ntt import NTT, multiply_polynomials, random_field_elements
 
 #: Why the demo cannot run under install() (one line, for the user).
 PROCESS_WIDE = ("zkalloc is installed process-wide here (python -m zkalloc_np run?), so the demo's "
-                "'numpy default' rounds would run under zkalloc too; run the demo on its own: python -m zkalloc_np demo")
+                "'numpy default' rounds would run under zkalloc too; run the demo on its own: "
+                "python -m zkalloc_np demo")
 
 
 @dataclass(frozen=True)
