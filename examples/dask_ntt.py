@@ -1,6 +1,7 @@
 """NTT batches mapped over a Dask LocalCluster, workers without and with zkalloc.
 
     python examples/dask_ntt.py --size 2^18 --batches 8 --per-batch 2 --workers 2
+    python -m zkalloc_np compare examples/dask_ntt.py --size 2^18 --single
 
 Each task multiplies `--per-batch` pairs of BabyBear polynomials of n points
 by NTT (3 transforms each, plain numpy) and returns a sha256 of each product.
@@ -9,7 +10,8 @@ in the workers, once with ``ZkallocPlugin`` registered (which installs
 zkalloc process-wide in each worker, so the task threads use it) and
 unregistered again afterwards.  The results must match; the table shows
 median seconds per round, and each worker's zkalloc stats come back with
-``worker_stats(client)``.
+``worker_stats(client)``.  With ``--single`` every round runs with the
+workers under the allocator in effect in this process (see --help).
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import statistics
 import sys
 import time
 
-from _common import parse_size, positive_int, size_label
+from _common import Row, add_common_arguments, positive_int, size_label
+
+import zkalloc_np as zkalloc
 
 
 def ntt_batch(n: int, seeds: list[int]) -> list[str]:
@@ -45,37 +49,61 @@ def one_round(client, n: int, batches: int, per_batch: int) -> tuple[float, list
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=parse_size, default=parse_size("2^18"), help="NTT points (default 2^18)")
+    add_common_arguments(parser, ["2^18"], single_help=(
+        "no comparison: every round with the workers under the allocator in effect in this process "
+        "(ZkallocPlugin when zkalloc is installed process-wide here, as under python -m zkalloc_np run and "
+        "compare; numpy's default otherwise)"))
     parser.add_argument("--batches", type=positive_int, default=8, help="tasks per round (default 8)")
     parser.add_argument("--per-batch", type=positive_int, default=2, help="products per task (default 2)")
     parser.add_argument("--workers", type=positive_int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--rounds", type=positive_int, default=3, help="timed rounds per allocator (default 3)")
     args = parser.parse_args(argv)
 
     from distributed import Client, LocalCluster
 
     from zkalloc_np.dask import ZkallocPlugin, worker_stats
 
-    print(f"Dask: {args.batches} tasks x {args.per_batch} NTT products of {size_label(args.size)} points over "
-          f"{args.workers} worker processes;\n{args.rounds} timed rounds per allocator, alternating; "
-          "median seconds per round.\n")
+    # The workers are separate processes (spawned, not forked), so a process-wide install here does
+    # not reach them: the comparison below stays true under `run`, and --single passes the
+    # allocator in effect here on to them with the plugin.
+    plugin_always = args.single and zkalloc.is_installed()
+    how = "with the workers under " + ("ZkallocPlugin" if plugin_always else "numpy's default") \
+        if args.single else "per allocator of the workers, alternating"
+    print(f"Dask: {args.batches} tasks x {args.per_batch} NTT products over {args.workers} worker processes;\n"
+          f"{args.rounds} timed rounds {how}; median seconds per round.\n")
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                       dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        _, expected = one_round(client, args.size, args.batches, args.per_batch)   # warm-up: imports, twiddles
-        default_times, zk_times = [], []
-        for _ in range(args.rounds):
-            seconds, results = one_round(client, args.size, args.batches, args.per_batch)
-            default_times.append(seconds)
+        if plugin_always:
             client.register_plugin(ZkallocPlugin())
-            seconds, zk_results = one_round(client, args.size, args.batches, args.per_batch)
-            zk_times.append(seconds)
-            client.unregister_worker_plugin(ZkallocPlugin.name)
-            if results != expected or zk_results != expected:
-                raise AssertionError("results differ between rounds or allocators")
-        default_s, zk_s = statistics.median(default_times), statistics.median(zk_times)
-        print(f"{'points':>10}  {'numpy default':>14}  {'zkalloc':>10}  {'default/zkalloc':>15}")
-        print(f"{size_label(args.size):>10}  {default_s:>13.3f}s  {zk_s:>9.3f}s  {default_s / zk_s:>14.2f}x")
-        print("\nchecked: every round's products are equal under both allocators")
+        rows = []
+        for n in args.size:
+            _, expected = one_round(client, n, args.batches, args.per_batch)   # warm-up: imports, twiddles
+            default_times, zk_times = [], []
+            for _ in range(args.rounds):
+                seconds, results = one_round(client, n, args.batches, args.per_batch)
+                default_times.append(seconds)
+                if results != expected:
+                    raise AssertionError("results differ between rounds")
+                if args.single:
+                    continue
+                client.register_plugin(ZkallocPlugin())
+                seconds, zk_results = one_round(client, n, args.batches, args.per_batch)
+                zk_times.append(seconds)
+                client.unregister_worker_plugin(ZkallocPlugin.name)
+                if zk_results != expected:
+                    raise AssertionError("results differ between allocators")
+            rows.append(Row(size_label(n), statistics.median(default_times),
+                            statistics.median(zk_times) if zk_times else float("nan")))
+        if args.single:
+            column = "seconds, workers under " + ("zkalloc (ZkallocPlugin)" if plugin_always else "numpy default")
+            print(f"{'points':>10}  {column}")
+            for row in rows:
+                print(f"{row.label:>10}  {row.default_s:>{len(column) - 1}.3f}s")
+            print("\nchecked: every round's products are equal")
+        else:
+            print(f"{'points':>10}  {'workers: numpy default':>22}  {'workers: zkalloc':>16}  {'default/zkalloc':>15}")
+            for row in rows:
+                print(f"{row.label:>10}  {row.default_s:>21.3f}s  {row.zkalloc_s:>15.3f}s  {row.speedup:>14.2f}x")
+            print("\nchecked: every round's products are equal under both allocators")
         for address, stats in sorted(worker_stats(client).items()):
             print(f"worker {address}: {stats['hits']} hits, {stats['misses']} misses, "
                   f"hit rate {stats['hit_rate']:.1%}, peak in use {stats['peak_bytes_in_use'] >> 20} MiB")

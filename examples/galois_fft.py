@@ -1,6 +1,7 @@
 """galois NTTs over BabyBear and Goldilocks, numpy's default allocator vs zkalloc.
 
     python examples/galois_fft.py --size 2^14 2^16 2^18 --rounds 5
+    python -m zkalloc_np compare examples/galois_fft.py --size 2^16 --rounds 3 --single
 
 One round is ``galois.ntt(x)`` then ``galois.intt`` back (checked equal to x).
 galois's GF arrays are ndarray subclasses, so their data goes through numpy's
@@ -23,7 +24,8 @@ import time
 import tracemalloc
 
 import numpy as np
-from _common import add_common_arguments, compare, parse_size, print_table, size_label
+from _common import (add_common_arguments, compare, parse_size, print_table, refuse_under_process_wide_install,
+                     size_label)
 
 import zkalloc_np as zkalloc
 
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--goldilocks-size", type=parse_size, nargs="*", default=[parse_size("2^10")],
                         help="sizes for Goldilocks (python-calculate mode, slow; default 2^10; none to skip)")
     args = parser.parse_args(argv)
+    refuse_under_process_wide_install(parser, args)
     import galois
 
     start = time.perf_counter()
@@ -87,21 +90,26 @@ def main(argv: list[str] | None = None) -> int:
     jit = time.perf_counter() - start
     print(f"galois {galois.__version__}, GF(0x{BABYBEAR:x}) ({field.ufunc_mode}, {field.dtypes[0].__name__} arrays): "
           f"built in {built:.2f} s; numba JIT warm-up of ntt+intt {jit:.2f} s (not timed below)")
-    print(f"{args.rounds} timed rounds per allocator, alternating; median seconds of ntt + intt.\n")
+    how = "under the allocator in effect" if args.single else "per allocator, alternating"
+    print(f"{args.rounds} timed rounds {how}; median seconds of ntt + intt.\n")
 
     rows = []
     for n in args.size:
         x = field.Random(n, seed=n)
-        rows.append(compare(f"BB {size_label(n)}", lambda: ntt_round(x), args.rounds, same))
+        rows.append(compare(f"BB {size_label(n)}", lambda: ntt_round(x), args.rounds, same, single=args.single))
     for n in args.goldilocks_size:
         gold = galois.GF(GOLDILOCKS)
         x = gold.Random(n, seed=n)
-        rows.append(compare(f"GL {size_label(n)}", lambda: ntt_round(x), args.rounds, same))
-    print_table(rows, "field/size")
+        rows.append(compare(f"GL {size_label(n)}", lambda: ntt_round(x), args.rounds, same, single=args.single))
+    print_table(rows, "field/size", single=args.single)
     if args.goldilocks_size:
         print(f"GL: Goldilocks runs in galois's {galois.GF(GOLDILOCKS).ufunc_mode!r} mode (object arrays of Python "
               "ints); the cache sees only the arrays of pointers.")
 
+    if args.single:
+        print("\nchecked: every round's intt(ntt(x)) == x (--single: no comparison, and the share of the bytes "
+              "the cache sees is not measured)")
+        return 0
     print("\nwhat the cache sees of one BabyBear forward NTT (galois.ntt):")
     for n in args.size:
         served, small, numba_bytes = allocation_share(field, n)

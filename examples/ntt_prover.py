@@ -1,6 +1,7 @@
 """A prover-shaped numpy round over BabyBear, numpy's default allocator vs zkalloc.
 
     python examples/ntt_prover.py --size 2^18 2^20 --rounds 3
+    python -m zkalloc_np compare examples/ntt_prover.py --size 2^18 --rounds 3 --single
 
 One round, at n points (rate 1/2, as a STARK's low-degree extension):
   1. two random polynomials of n/4 coefficients, evaluated on n points (NTT);
@@ -23,7 +24,7 @@ import hashlib
 import sys
 
 import numpy as np
-from _common import add_common_arguments, add_single_argument, compare, print_table, size_label
+from _common import add_common_arguments, compare, print_table, refuse_under_process_wide_install, size_label
 
 import zkalloc_np as zkalloc
 from zkalloc_np.ntt import GENERATOR, NTT, P, powers, random_field_elements
@@ -114,8 +115,8 @@ class ProverRound:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser, ["2^18", "2^20"])
-    add_single_argument(parser)
     args = parser.parse_args(argv)
+    refuse_under_process_wide_install(parser, args)
     how = "under the allocator in effect" if args.single else "per allocator, alternating"
     print("numpy prover round over BabyBear: NTT, product by evaluation, Merkle commitments, FRI folding to "
           f"{FINAL_DOMAIN} points;\n{args.rounds} timed rounds {how}; median seconds per round.\n")

@@ -12,15 +12,23 @@ After ``zkalloc.release()`` (the cache emptied) the named phase's hot start
 makes its last working set resident at entry, so that round has no misses
 either.  Every result is checked bit for bit against numpy's own allocator.
 
-    python examples/phases.py --log-n 16 --columns 4 --rounds 5
+    python examples/phases.py --size 2^16 --columns 4 --rounds 5
+    python -m zkalloc_np run examples/phases.py --size 2^16 --single
+
+``--single`` skips the reference round under numpy's own allocator (the
+rounds are then checked against each other): under a process-wide install
+(``python -m zkalloc_np run`` or ``compare``) that reference would not be
+numpy's allocator, so without ``--single`` the example refuses to run there.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 import time
 
 import numpy as np
+from _common import add_common_arguments, positive_int, refuse_under_process_wide_install, size_label
 
 import zkalloc_np as zk
 from zkalloc_np.ntt import NTT, P, random_field_elements
@@ -36,21 +44,17 @@ def commit_round(ntt: NTT, columns: list[np.ndarray]) -> tuple[bytes, np.ndarray
     return leaves, folded
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log-n", type=int, default=18, help="log2 of the column length (default 18)")
-    parser.add_argument("--columns", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-
-    ntt = NTT(1 << args.log_n)
-    columns = [random_field_elements(ntt.n, seed=i) for i in range(args.columns)]
-    expected = commit_round(ntt, columns)          # the same round, numpy's allocator
+def run_size(n: int, column_count: int, rounds: int, single: bool) -> zk.PhaseStats:
+    """The commitment rounds at one size; returns the last round's phase stats."""
+    ntt = NTT(n)
+    columns = [random_field_elements(ntt.n, seed=i) for i in range(column_count)]
+    # the same round under numpy's allocator (skipped with --single: the first phase round is the reference)
+    expected = None if single else commit_round(ntt, columns)
 
     kept, digests, misses = [], [], []
     start = time.perf_counter()
-    for r in range(args.rounds):
-        if r == args.rounds - 1:
+    for r in range(rounds):
+        if r == rounds - 1 and rounds > 1:
             zk.release()   # a cold cache: the hot start brings the working set back
         with zk.phase("commit") as ph:
             digest, folded = commit_round(ntt, columns)
@@ -59,17 +63,33 @@ def main() -> None:
         misses.append(ph.stats.misses)
     elapsed = time.perf_counter() - start
 
-    assert all(d == expected[0] for d in digests), "phase changed a digest"
-    assert all(f.tobytes() == expected[1].tobytes() for f in kept), "phase changed a folded column"
-    print(f"{args.rounds} commitment rounds of {args.columns} columns x 2^{args.log_n} in {elapsed:.3f} s, "
-          "results identical to numpy's allocator (bit for bit)")
-    print(f"misses per round: {misses} (the last round ran after zkalloc.release(): "
-          f"its hot start made {ph.stats.hot_start_bytes / 2**20:.1f} MiB resident at entry)")
+    reference = expected if expected is not None else (digests[0], kept[0])
+    assert all(d == reference[0] for d in digests), "phase changed a digest"
+    assert all(f.tobytes() == reference[1].tobytes() for f in kept), "phase changed a folded column"
+    against = "the first round's" if single else "numpy's allocator's"
+    print(f"{size_label(n)}: {rounds} commitment rounds of {column_count} columns in {elapsed:.3f} s, "
+          f"results identical to {against} (bit for bit)")
+    print(f"misses per round: {misses}" + (" (the last round ran after zkalloc.release(): "
+          f"its hot start made {ph.stats.hot_start_bytes / 2**20:.1f} MiB resident at entry)" if rounds > 1 else ""))
     print(ph.stats)
+    return ph.stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, ["2^18"], single_help=(
+        "no reference round under numpy's own allocator: the rounds are checked against each other (the form "
+        "python -m zkalloc_np run and compare need)"), default_rounds=5, rounds_help="commitment rounds per size")
+    parser.add_argument("--columns", type=positive_int, default=4, help="trace columns per round (default 4)")
+    args = parser.parse_args(argv)
+    refuse_under_process_wide_install(parser, args)
+    for n in args.size:
+        run_size(n, args.columns, args.rounds, args.single)
     totals = zk.stats().phases["commit"]
     print(f"all 'commit' phases: {totals.phases} runs, {totals.arrays} arrays, "
           f"{totals.misses} misses, {totals.escaped_arrays} escaped")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -82,18 +82,101 @@ def test_arguments_and_exit_code_pass_through(program, tmp_path):
     log = tmp_path / "argv.log"
     out = tmp_path / "c.json"
     done = zk_cli("compare", "--runs", "2", "--allocators", "default,zkalloc", "--json", str(out),
-                  str(program), str(log), "7", "--flag", "-m", "x", cwd=tmp_path)
-    assert done.returncode == 7
-    assert log.read_text().splitlines() == [repr([str(log), "7", "--flag", "-m", "x"])] * 4
+                  str(program), str(log), "0", "--flag", "-m", "x", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().splitlines() == [repr([str(log), "0", "--flag", "-m", "x"])] * 4
     assert done.stdout.count("program output line") == 4    # the program's own output is shown
     data = json.loads(out.read_text())
-    assert [r["exit_code"] for r in data["records"]] == [7, 7, 7, 7]
-    assert not any(r["ok"] for r in data["records"])
-    for name in ("default", "zkalloc"):
-        summary = data["summary"][name]
-        assert summary["runs_failed"] == 2 and summary["wall_s"] is None    # failed runs are not timed
-        assert summary["verdict"] == "failed" and summary["failures"] == ["exit 7", "exit 7"]
-    assert "2 failed run(s), not timed: exit 7, exit 7" in done.stdout
+    assert [r["allocator"] for r in data["records"]] == ["default", "zkalloc", "zkalloc", "default"]
+    assert all(r["ok"] and r["exit_code"] == 0 for r in data["records"])
+
+
+def test_a_failing_baseline_stops_after_its_first_run(program, tmp_path):
+    log = tmp_path / "argv.log"
+    out = tmp_path / "c.json"
+    done = zk_cli("compare", "--runs", "2", "--allocators", "default,zkalloc", "--json", str(out),
+                  str(program), str(log), "7", cwd=tmp_path)
+    assert done.returncode == 7
+    assert len(log.read_text().splitlines()) == 1           # one run, not 4
+    data = json.loads(out.read_text())
+    [record] = data["records"]
+    assert record["allocator"] == "default" and record["exit_code"] == 7 and not record["ok"]
+    assert "baseline) failed its first run, exit 7" in data["stopped"]
+    assert "stopped there" in done.stdout and "verdict:" not in done.stdout
+
+
+USAGE_ERROR = """
+import argparse
+parser = argparse.ArgumentParser(prog="prover.py")
+parser.add_argument("--rows", type=int, required=True)
+parser.parse_args()
+"""
+
+
+def test_a_script_that_exits_2_stops_after_one_run_and_shows_its_error_once(tmp_path):
+    script = tmp_path / "prover.py"
+    script.write_text(textwrap.dedent(USAGE_ERROR))
+    done = zk_cli("compare", "--runs", "3", str(script), "--single", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("usage: prover.py") == 1, done.stderr
+    assert done.stderr.count("compare: run ") == 1          # one progress line: one run
+    assert "run 1/" in done.stderr and "FAILED (exit 2)" in done.stderr
+    assert "error: the following arguments are required: --rows" in done.stdout   # the failure, named
+    assert "Traceback" not in done.stderr
+
+
+ZKALLOC_ONLY_FAILURE = """
+import sys
+import zkalloc_np
+print("ran", flush=True)
+if zkalloc_np.is_installed():
+    sys.exit("this program refuses zkalloc")
+"""
+
+
+def test_a_failure_under_one_allocator_is_reported_in_its_row_and_the_others_carry_on(tmp_path):
+    script = tmp_path / "picky.py"
+    script.write_text(textwrap.dedent(ZKALLOC_ONLY_FAILURE))
+    out = tmp_path / "c.json"
+    done = zk_cli("compare", "--runs", "3", "--allocators", "default,zkalloc,glibc-tuned", "--json", str(out),
+                  str(script), cwd=tmp_path)
+    assert done.returncode == 1
+    data = json.loads(out.read_text())
+    by = {name: [r for r in data["records"] if r["allocator"] == name] for name in data["allocators"]}
+    assert len(by["default"]) == 3 and all(r["ok"] for r in by["default"])
+    assert len(by["glibc-tuned"]) == 3 and all(r["ok"] for r in by["glibc-tuned"])
+    # failed the same way twice: not run a third time
+    assert len(by["zkalloc"]) == 2 and not any(r["ok"] for r in by["zkalloc"])
+    assert {r["stderr_tail"] for r in by["zkalloc"]} == {"this program refuses zkalloc"}
+    assert data["stopped"] is None and "same way twice" in data["dropped"]["zkalloc"]
+    assert "zkalloc: 2 failed run(s), not timed: exit 1, exit 1; last line of stderr: this program refuses zkalloc" \
+        in done.stdout
+    assert "zkalloc: not run again after failing the same way twice" in done.stdout
+    assert data["summary"]["glibc-tuned"]["runs_ok"] == 3 and data["summary"]["zkalloc"]["verdict"] == "failed"
+
+
+FAILS_FROM_THE_SECOND_RUN = """
+import pathlib, sys
+counter = pathlib.Path(sys.argv[1])
+n = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(n))
+if n >= 2:
+    sys.exit(5)
+"""
+
+
+def test_a_baseline_failing_the_same_way_twice_stops(tmp_path):
+    script = tmp_path / "flaky.py"
+    script.write_text(textwrap.dedent(FAILS_FROM_THE_SECOND_RUN))
+    out = tmp_path / "c.json"
+    done = zk_cli("compare", "--runs", "5", "--allocators", "default,zkalloc", "--json", str(out),
+                  str(script), str(tmp_path / "count"), cwd=tmp_path)
+    assert done.returncode == 5
+    data = json.loads(out.read_text())
+    # default ok, zkalloc 5, zkalloc 5 (then dropped), default 5, default 5: stopped
+    assert [(r["allocator"], r["exit_code"]) for r in data["records"]] == [
+        ("default", 0), ("zkalloc", 5), ("zkalloc", 5), ("default", 5), ("default", 5)]
+    assert "failed the same way twice, exit 5" in data["stopped"]
 
 
 def test_a_module_runs_like_python_dash_m(program, tmp_path):
@@ -111,10 +194,11 @@ def test_failing_and_hanging_programs_are_reported_as_failed(program, tmp_path):
     done = zk_cli("compare", "--runs", "1", "--allocators", "default", "--json", str(out),
                   str(program), str(tmp_path / "log"), "0", "--raise", cwd=tmp_path)
     assert done.returncode == 1
-    assert "RuntimeError: the program failed" in done.stderr
+    assert done.stderr.count("RuntimeError: the program failed") == 1
     [record] = json.loads(out.read_text())["records"]
     assert not record["ok"] and record["exit_code"] == 1
-    assert "failed run(s), not timed: exit 1" in done.stdout
+    assert record["stderr_tail"] == "RuntimeError: the program failed"
+    assert "failed its first run, exit 1: RuntimeError: the program failed" in done.stdout
 
     done = zk_cli("compare", "--runs", "1", "--allocators", "default", "--timeout", "2", "--json", str(out),
                   str(program), str(tmp_path / "log"), "0", "--sleep", cwd=tmp_path)
@@ -122,6 +206,19 @@ def test_failing_and_hanging_programs_are_reported_as_failed(program, tmp_path):
     [record] = json.loads(out.read_text())["records"]
     assert record["timed_out"] and not record["ok"] and record["signal"] == 9
     assert "timed out" in done.stdout
+
+
+def test_the_header_names_only_the_allocators_that_run(monkeypatch, program, tmp_path, capsys):
+    from zkalloc_np.__main__ import main
+    monkeypatch.setattr(_peers, "LIBRARY_DIRS", ())
+    monkeypatch.setattr(_peers, "ldconfig", dict)
+    monkeypatch.chdir(tmp_path)
+    code = main(["compare", "--runs", "1", "--allocators", "zkalloc,tcmalloc,glibc-tuned,jemalloc", "--discard-output",
+                 str(program), str(tmp_path / "log"), "0"])
+    assert code == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("compare: 1 run(s) each of default, zkalloc, glibc-tuned, alternating "
+                            "(tcmalloc, jemalloc not installed: skipped)"), first
 
 
 @pytest.mark.parametrize("args,message", [

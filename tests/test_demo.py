@@ -50,3 +50,30 @@ def test_info_command(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "transparent huge pages" in out and "cache_bytes" in out
+
+
+def test_help_lists_each_command_once(capsys):
+    import re
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "info", "run", "compare"):
+        listed = re.findall(rf"^ +{command} {{2,}}\S", out, re.M)
+        assert len(listed) == 1, f"{command} listed {len(listed)} times:\n{out}"
+
+
+def test_the_demo_refuses_a_process_wide_install(capsys):
+    import zkalloc_np as zk
+    from zkalloc_np import demo
+    zk.install()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main(["demo", "--log-sizes", "10", "--rounds", "1"])
+        assert exit_.value.code == 2
+        with pytest.raises(RuntimeError, match="installed process-wide"):
+            demo.measure(10, 1)
+    finally:
+        zk.uninstall()
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "installed process-wide" in err

@@ -1,8 +1,10 @@
 """The examples run at small sizes and check their own results."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +84,96 @@ def test_dask_ntt():
     assert "checked: every round's products are equal" in done.stdout
     hits = [int(h) for h in re.findall(r"worker \S+: (\d+) hits", done.stdout)]
     assert len(hits) == 2 and sum(hits) > 0
+
+
+# -- every example under `python -m zkalloc_np run` and `compare`, at a small size ----------------
+
+#: Each example at a small size; `needs` is the optional package it imports.
+SMALL = {
+    "ntt_prover.py": ((), ("--size", "2^10", "--rounds", "1")),
+    "msm_buckets.py": ((), ("--size", "2^10", "--rounds", "1", "--window", "8")),
+    "galois_fft.py": (("galois",), ("--size", "2^10", "--rounds", "1", "--goldilocks-size")),
+    "dask_ntt.py": (("distributed",), ("--size", "2^14", "--batches", "1", "--per-batch", "1", "--rounds", "1",
+                                       "--workers", "1")),
+    "phases.py": ((), ("--size", "2^10", "--columns", "1", "--rounds", "2")),
+    "secret_witness.py": ((), ("--size", "2^10", "--lenient")),
+}
+#: The examples whose in-process comparison would time zkalloc against itself under install().
+COMPARING = ["ntt_prover.py", "msm_buckets.py", "galois_fft.py", "phases.py"]
+
+
+def test_every_example_is_listed_here():
+    assert {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")} == set(SMALL)
+
+
+def zk_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZKALLOC_")}
+    return subprocess.run([sys.executable, "-m", "zkalloc_np", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=EXAMPLES.parent)
+
+
+def _small(name: str) -> tuple[str, ...]:
+    needs, args = SMALL[name]
+    for module in needs:
+        pytest.importorskip(module)
+    return args
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_example_takes_the_same_options(name):
+    done = run_example(name, "--help")
+    assert done.returncode == 0, done.stderr
+    for option in ("--size", "--rounds", "--single"):
+        assert option in done.stdout, f"{name} has no {option}"
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_example_runs_under_run_with_single(name):
+    done = zk_cli("run", f"examples/{name}", *_small(name), "--single")
+    assert done.returncode == 0, done.stderr
+    assert "zkalloc run:" in done.stderr
+    if name in ("ntt_prover.py", "msm_buckets.py", "galois_fft.py"):
+        # the one column says what it timed: zkalloc, installed process-wide by run
+        assert "seconds, zkalloc (process-wide)" in done.stdout, done.stdout
+        assert "numpy default" not in done.stdout and "default/zkalloc" not in done.stdout
+    if name == "dask_ntt.py":
+        assert "seconds, workers under zkalloc (ZkallocPlugin)" in done.stdout, done.stdout
+        hits = [int(h) for h in re.findall(r"worker \S+: (\d+) hits", done.stdout)]
+        assert hits and sum(hits) > 0
+    # run's suggestion is a command that works: run it (one run each of two allocators, to be short)
+    [suggested] = re.findall(r"measure it: python -m zkalloc_np (compare .*)$", done.stderr, re.M)
+    words = shlex.split(suggested)
+    assert words[1:] == [f"examples/{name}", *_small(name), "--single"]
+    again = zk_cli("compare", "--runs", "1", "--allocators", "default,zkalloc", "--discard-output", *words[1:])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "failed run" not in again.stdout
+
+
+@pytest.mark.parametrize("name", COMPARING)
+def test_the_in_process_comparison_refuses_under_run_in_one_line(name):
+    done = zk_cli("run", f"examples/{name}", *_small(name))
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if "installed process-wide" in ln]
+    assert "--single" in line and "Traceback" not in done.stderr
+    assert "measure it" not in done.stderr            # no suggestion after a failed run
+    assert "numpy default" not in done.stdout         # no mislabelled table
+
+
+def test_compare_without_single_reports_the_zkalloc_row_and_carries_on(tmp_path):
+    out = tmp_path / "c.json"
+    done = zk_cli("compare", "--runs", "2", "--allocators", "default,zkalloc", "--discard-output", "--json", str(out),
+                  "examples/msm_buckets.py", *_small("msm_buckets.py"))
+    assert done.returncode == 2
+    records = json.loads(out.read_text())["records"]
+    assert [(r["allocator"], r["ok"]) for r in records] == [("default", True), ("zkalloc", False),
+                                                            ("zkalloc", False), ("default", True)]
+    assert "--single" in records[1]["stderr_tail"]
+    assert re.search(r"zkalloc: 2 failed run\(s\), not timed: exit 2, exit 2; last line of stderr: .*--single",
+                     done.stdout), done.stdout
+
+
+def test_the_demo_refuses_under_run():
+    done = zk_cli("run", "-m", "zkalloc_np", "demo", "--log-sizes", "10", "--rounds", "1")
+    assert done.returncode == 2
+    assert "installed process-wide" in done.stderr and "Traceback" not in done.stderr
+    assert "speedup" not in done.stdout

@@ -60,3 +60,76 @@ def test_installed_package_is_not_the_checkout():
     direct_url = importlib.metadata.distribution("zkalloc-np").read_text("direct_url.json")
     if direct_url:
         assert not json.loads(direct_url).get("dir_info", {}).get("editable", False), direct_url
+
+
+# -- the metadata pip and PyPI read (pyproject.toml) ---------------------------------
+
+def _installed() -> importlib.metadata.Distribution:
+    """The installed distribution's own metadata (its dist-info in site-packages), not a
+    zkalloc_np.egg-info that setuptools left in the tree the tests run from."""
+    site = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+    for dist in importlib.metadata.distributions(name="zkalloc-np"):
+        where = getattr(dist, "_path", None)
+        if where is not None and Path(where).resolve().parent in site:
+            return dist
+    pytest.skip("zkalloc-np is not installed in this environment's site-packages")
+
+
+def _metadata():
+    return _installed().metadata
+
+
+def test_classifiers_name_the_pythons_typing_status_and_topic():
+    classifiers = set(_metadata().get_all("Classifier") or [])
+    supported = {f"Programming Language :: Python :: 3.{minor}" for minor in range(10, 14)}
+    assert supported <= classifiers, supported - classifiers
+    assert "Typing :: Typed" in classifiers
+    assert any(c.startswith("Development Status :: ") for c in classifiers), classifiers
+    assert any(c.startswith("Topic :: ") for c in classifiers), classifiers
+    assert "Operating System :: POSIX :: Linux" in classifiers
+    # requires-python and the classifiers say the same thing
+    assert _metadata()["Requires-Python"] == ">=3.10"
+
+
+def test_the_licence_is_readable_by_old_and_new_pip():
+    meta = _metadata()
+    # pip 23.2 (Python 3.11's venv) `pip show` prints the License field only; an SPDX
+    # License-Expression alone reads as an empty `License:` there.
+    assert meta["License"] == "MIT"
+    assert "LICENSE" in (meta.get_all("License-File") or [])
+
+
+def test_no_project_url_is_a_relative_path():
+    for entry in _metadata().get_all("Project-URL") or []:
+        label, _, url = entry.partition(", ")
+        assert re.match(r"https?://", url), f"Project-URL {label!r} is not a URL: {url!r}"
+
+
+def _editable_install() -> bool:
+    direct_url = _installed().read_text("direct_url.json")
+    return bool(direct_url) and json.loads(direct_url).get("dir_info", {}).get("editable", False)
+
+
+def test_only_the_package_is_importable_from_another_folder(tmp_path):
+    """An editable install exposes zkalloc_np only: the checkout's other folders (bench,
+    tests, examples, tools) and setup.py are not importable from a script elsewhere."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",) and not k.startswith("ZKALLOC_")}
+    code = ("import importlib.util, json, zkalloc_np\n"
+            "print(json.dumps({name: importlib.util.find_spec(name) is not None\n"
+            "                  for name in ('bench', 'tests', 'examples', 'tools', 'setup')}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert not any(found.values()), f"importable from {tmp_path}: {[n for n, f in found.items() if f]}"
+
+
+@pytest.mark.skipif(INSTALLED_RUN, reason="the checkout's own editable install")
+def test_the_editable_install_resolves_the_checkout_package(tmp_path):
+    if not _editable_install():
+        pytest.skip("zkalloc-np is not installed editable here")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", "import zkalloc_np, os; print(os.path.realpath(zkalloc_np.__file__))"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == TEST_TREE / "zkalloc_np" / "__init__.py"

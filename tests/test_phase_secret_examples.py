@@ -14,13 +14,13 @@ def run_example(name: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_phases_example_prints_phase_stats():
-    out = run_example("phases.py", "--log-n", "12", "--columns", "2", "--rounds", "3")
+    out = run_example("phases.py", "--size", "2^12", "--columns", "2", "--rounds", "3")
     assert out.returncode == 0, out.stderr
     assert "results identical" in out.stdout
     assert "all 'commit' phases: 3 runs" in out.stdout
 
 
 def test_secret_witness_example_reports_full_protection():
-    out = run_example("secret_witness.py", "--size", "10", "--lenient")
+    out = run_example("secret_witness.py", "--size", "2^10", "--lenient")
     assert out.returncode == 0, out.stderr
     assert "guarded=True" in out.stdout and "dontdump=True" in out.stdout and "wipeonfork=True" in out.stdout

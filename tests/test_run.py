@@ -77,7 +77,7 @@ def test_run_module_keeps_exit_code(program, tmp_path):
     assert "exit 7" in done.stderr
 
 
-def test_run_exception_propagates_after_the_report(program, tmp_path):
+def test_run_exception_is_printed_before_the_report(program, tmp_path):
     done = zk_cli("run", str(program), "--fail", cwd=tmp_path)
     assert done.returncode == 1
     assert "RuntimeError: the program failed" in done.stderr
@@ -188,3 +188,102 @@ def test_info_says_when_the_memlock_limit_does_not_apply(tmp_path):
                               "zkalloc_np", "info"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert dropped.returncode == 0, dropped.stderr
     assert "memlock limit" in dropped.stdout and "exempt" not in dropped.stdout
+
+
+# -- what the user sees when the program fails -------------------------------------------------
+
+CRASH = """
+import numpy as np
+def inner():
+    raise ValueError("the program's own error")
+a = np.ones(1 << 20)
+inner()
+"""
+
+
+def _frames(stderr: str) -> list[str]:
+    return [line.strip() for line in stderr.splitlines() if line.strip().startswith("File ")]
+
+
+@pytest.mark.parametrize("as_module", [False, True])
+def test_a_crash_shows_only_the_programs_frames(tmp_path, as_module):
+    (tmp_path / "crash.py").write_text(textwrap.dedent(CRASH))
+    target = ["-m", "crash"] if as_module else ["crash.py"]
+    done = zk_cli("run", *target, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "ValueError: the program's own error" in done.stderr
+    frames = _frames(done.stderr)
+    assert len(frames) == 2, done.stderr                      # <module> and inner, as python crash.py shows
+    assert all("crash.py" in f for f in frames), frames
+    for machinery in ("zkalloc_np", "runpy", "importlib"):
+        assert machinery not in done.stderr.split("zkalloc run:")[0], done.stderr
+    # the program's frames as plain python shows them (python -m also shows two of runpy's), and the
+    # report after them
+    plain = subprocess.run([sys.executable, *target], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    own = [f.split(",")[1:] for f in _frames(plain.stderr) if "crash.py" in f]
+    assert own == [f.split(",")[1:] for f in frames]
+    assert done.stderr.index("ValueError") < done.stderr.index("zkalloc run:")
+    assert "exit 1" in done.stderr and "measure it" not in done.stderr
+
+
+def test_a_syntax_error_shows_no_machinery_frames(tmp_path):
+    (tmp_path / "broken.py").write_text("x = (\n")
+    done = zk_cli("run", "broken.py", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "SyntaxError" in done.stderr and "broken.py" in done.stderr
+    assert "runpy" not in done.stderr and "_run.py" not in done.stderr
+
+
+ABORT = """
+import os
+import numpy as np
+kept = [np.ones(4 << 20) for _ in range(4)]   # 128 MiB touched before the crash
+print("about to abort", flush=True)
+os.abort()
+"""
+
+
+def test_a_program_killed_by_a_signal_still_gets_what_was_measured(tmp_path):
+    (tmp_path / "abort.py").write_text(textwrap.dedent(ABORT))
+    report_path = tmp_path / "r.json"
+    done = zk_cli("run", "--json", str(report_path), "abort.py", cwd=tmp_path)
+    assert done.returncode == -6, done.stderr                  # died by SIGABRT, as the program did
+    assert "about to abort" in done.stdout
+    assert "killed by signal 6 (SIGABRT)" in done.stderr
+    assert "page faults" in done.stderr and "peak RSS" in done.stderr
+    assert "cache: no counters" in done.stderr
+    report = json.loads(report_path.read_text())
+    assert report["signal"] == 6 and report["signal_name"] == "SIGABRT" and report["cache"] is None
+    assert report["exit_code"] is None and report["command"] == ["abort.py"]
+    assert report["peak_rss_bytes"] >= 128 * MiB
+    assert report["minor_faults"] > 0 and report["wall_s"] > 0
+
+
+def test_an_ordinary_exit_is_not_supervised_differently(program, tmp_path):
+    done = zk_cli("run", str(program), "--exit", "0", cwd=tmp_path)
+    assert done.returncode == 0 and "killed by signal" not in done.stderr
+
+
+def test_the_suggestion_is_shell_quoted_and_only_after_success():
+    ok = _stats(1, ())
+    counters = (_run.ProcessCounters(0, 0, 0.0, 0.0, "test"),) * 2
+    report = _run.build_report(["prog.py", "--size", "2^18", "a b"], 0, 1.0, counters, (ok, ok))
+    assert "measure it: python -m zkalloc_np compare prog.py --size '2^18' 'a b'" in str(report)
+    failed = _run.build_report(["prog.py"], 3, 1.0, counters, (ok, ok))
+    assert "measure it" not in str(failed)
+
+
+def test_user_traceback_drops_only_the_leading_machinery():
+    import runpy as _runpy
+
+    def raiser():
+        raise KeyError("x")
+
+    try:
+        raiser()
+    except KeyError as exc:
+        tb = exc.__traceback__
+    # a traceback that starts in user code is left alone
+    assert _run.user_traceback(tb) is tb
+    assert _run._is_machinery(_run.__file__) and _run._is_machinery(_runpy.__file__)
+    assert _run._is_machinery("<frozen runpy>") and not _run._is_machinery(__file__)

@@ -10,15 +10,16 @@ from collections.abc import Sequence
 DESCRIPTION = """\
 zkalloc-np keeps numpy's large buffers resident in size classes, so prover
 loops that allocate and free big arrays stop page-faulting.
-
-  demo      numpy NTT prover loop, numpy's default allocator against zkalloc
-  info      numpy, huge pages, memlock limit, zkalloc's settings and the
-            environment, with every problem found
-  run       run a script or module with zkalloc installed process-wide and
-            report what the cache did
-  compare   run a script or module under numpy's default, zkalloc and the
-            other allocators installed here, and say whether zkalloc helps
 """
+
+#: Each command's line in --help (listed once, by argparse).
+COMMAND_HELP = {
+    "demo": "numpy NTT prover loop, numpy's default allocator against zkalloc",
+    "info": "numpy, huge pages, memlock limit, zkalloc's settings and the environment, with every problem found",
+    "run": "run a script or module with zkalloc installed process-wide and report what the cache did",
+    "compare": "run a script or module under numpy's default, zkalloc and the other allocators installed here, "
+               "and say whether zkalloc helps",
+}
 
 EPILOG = """\
 examples:
@@ -151,7 +152,9 @@ def _check_json(parser: argparse.ArgumentParser, path: str | None) -> None:
 
 
 def _cmd_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from . import demo
+    from . import demo, is_installed
+    if is_installed():   # run -m zkalloc_np demo: both halves would be zkalloc
+        parser.exit(2, f"{parser.prog}: {demo.PROCESS_WIDE}\n")
     demo.run(args.log_sizes, args.rounds)
     return 0
 
@@ -166,7 +169,8 @@ def _cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from . import _run
     target, module = _target(parser, args)
     _check_json(parser, args.json)
-    return _run.run(target, args.program_args, module=module, json_path=args.json, quiet=args.quiet)
+    return _run.run(target, args.program_args, module=module, json_path=args.json, quiet=args.quiet,
+                    supervise=True)
 
 
 def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -176,15 +180,20 @@ def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     target, module = _target(parser, args)
     _check_json(parser, args.json)
     names = args.allocators or list(_compare.ALLOCATORS)
-    if _compare.BASELINE not in names:
-        names = [_compare.BASELINE, *names]   # the verdict is against numpy's default
+    # the verdict is against numpy's default, which runs first
+    names = [_compare.BASELINE, *(n for n in names if n != _compare.BASELINE)]
+    envs, skipped = _compare.resolve(names)
+    active = [n for n in names if n in envs]
     program = _compare.Program(target, tuple(args.program_args), module)
     err = sys.stderr
     output = ("its stdout is discarded" if args.discard_output else
               "its own output follows; send large output to a file, or use --discard-output")
-    print(f"compare: {args.runs} run(s) each of {', '.join(names)}, alternating; {output}.", file=err, flush=True)
+    missing = f" ({', '.join(skipped)} not installed: skipped)" if skipped else ""
+    print(f"compare: {args.runs} run(s) each of {', '.join(active)}, alternating{missing}; {output}.",
+          file=err, flush=True)
     result = _compare.compare(program, names, args.runs, timeout=args.timeout, discard_output=args.discard_output,
-                              progress=lambda line: print(f"compare: {line}", file=err, flush=True))
+                              progress=lambda line: print(f"compare: {line}", file=err, flush=True),
+                              resolved=(envs, skipped))
     _compare.render(result, sys.stdout)
     if args.json is not None:
         with open(args.json, "w") as f:
@@ -205,24 +214,24 @@ def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"zkalloc-np {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = sub.add_parser("demo", help="numpy NTT prover loop: numpy default vs zkalloc",
+    demo = sub.add_parser("demo", help=COMMAND_HELP["demo"],
                           description="A numpy NTT prover loop, numpy's default allocator against zkalloc, "
                                       "alternating rounds in this process.")
     demo.add_argument("--log-sizes", type=_log_sizes, default=(20, 22), help="log2 of NTT sizes (default 20,22)")
     demo.add_argument("--rounds", type=_positive_int, default=3, help="timed rounds per allocator (default 3)")
     demo.set_defaults(func=_cmd_demo, parser=demo)
-    info = sub.add_parser("info", help="numpy, THP, memlock and zkalloc settings",
+    info = sub.add_parser("info", help=COMMAND_HELP["info"],
                           description="What numpy, the kernel and zkalloc's settings look like here, "
                                       "and every problem with the ZKALLOC_* environment.")
     info.set_defaults(func=_cmd_info, parser=info)
-    run = sub.add_parser("run", help="run a program with zkalloc installed process-wide; report what the cache did",
+    run = sub.add_parser("run", help=COMMAND_HELP["run"],
                          description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
                          usage=f"{prog} run [--json PATH] [--quiet] (script.py | -m MODULE) [args ...]")
     run.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     run.add_argument("--quiet", action="store_true", help="no report on stderr (only --json)")
     _program_options(run)
     run.set_defaults(func=_cmd_run, parser=run)
-    compare = sub.add_parser("compare", help="run a program under several allocators and say whether zkalloc helps",
+    compare = sub.add_parser("compare", help=COMMAND_HELP["compare"],
                              description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
                              usage=f"{prog} compare [options] (script.py | -m MODULE) [args ...]")
     from ._compare import ALLOCATORS

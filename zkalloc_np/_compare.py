@@ -12,8 +12,15 @@ round) so that all of them see the same machine:
 Each child is timed from outside: wall time around it, and its user and
 system time, minor and major faults and peak RSS from os.wait4().  A run
 that exits non-zero, is killed or times out is recorded as failed, with its
-exit code, and is not timed.  The zkalloc child writes its cache counters
-to a temporary JSON file at exit (``run --quiet --json``).
+exit code and the last line of its stderr, and is not timed.  The zkalloc
+child writes its cache counters to a temporary JSON file at exit (``run
+--quiet --json``).
+
+Failures that would only repeat are not repeated: when the baseline's first
+run fails, or the baseline fails the same way twice (the same exit status
+and the same last line of stderr), compare stops there, since there is
+nothing to compare against.  Another allocator that fails the same way twice
+is not run again; the others carry on.
 
 The verdict against numpy's default comes from the spreads (see verdict()).
 """
@@ -23,6 +30,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -30,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -48,6 +57,7 @@ SLOWER = "slower"
 SAME = "no difference within the noise"
 TOO_FEW = "too few runs to tell"
 FAILED = "failed"
+NOT_RUN = "not run"
 
 
 def verdict(baseline: Sequence[float], other: Sequence[float], min_runs: int = MIN_RUNS_FOR_VERDICT) -> str:
@@ -99,6 +109,12 @@ class RunRecord:
     major_faults: int
     peak_rss_bytes: int
     zkalloc: dict[str, Any] | None = None   # hits, misses, hit_rate, bytes_served_from_cache (zkalloc runs)
+    stderr_tail: str = ""                   # the last non-empty line the run wrote to stderr
+
+    @property
+    def failure_key(self) -> tuple[str, str]:
+        """What makes two failures the same: the failure and the last line of stderr."""
+        return self.failure, self.stderr_tail
 
     @property
     def failure(self) -> str:
@@ -156,7 +172,9 @@ def summarize(records: Sequence[RunRecord], allocators: Sequence[str]) -> dict[s
         walls = [r.wall_s for r in ok]
         wall = Spread.of(walls)
         base = Spread.of(base_walls)
-        if not ok:
+        if not ok and not bad:
+            decided = NOT_RUN
+        elif not ok:
             decided = FAILED
         elif name == BASELINE:
             decided = "(baseline)"
@@ -206,10 +224,22 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _relay(source: Any, sink: Any, tail: deque[bytes]) -> None:
+    """Copy the child's stderr to ours as it comes, keeping its last lines."""
+    for line in iter(source.readline, b""):
+        with contextlib.suppress(OSError, ValueError):
+            sink.write(line)
+            sink.flush()
+        if line.strip():
+            tail.append(line)
+    source.close()
+
+
 def run_once(program: Program, allocator: str, env: dict[str, str], round_: int, *,
              timeout: float | None, discard_output: bool, workdir: str) -> RunRecord:
     """Run the program once in a fresh process (its own process group),
-    measured with os.wait4; killed with its children after `timeout` s."""
+    measured with os.wait4; killed with its children after `timeout` s.
+    Its stderr is passed on as it comes, and its last line kept."""
     stats_json = os.path.join(workdir, f"zkalloc-{allocator}-{round_}.json")
     full_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     full_env.update(env)
@@ -217,7 +247,13 @@ def run_once(program: Program, allocator: str, env: dict[str, str], round_: int,
     timed_out = threading.Event()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=full_env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL if discard_output else None, start_new_session=True)
+                            stdout=subprocess.DEVNULL if discard_output else None, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    tail: deque[bytes] = deque(maxlen=4)
+    sink = getattr(sys.stderr, "buffer", None)
+    relay = threading.Thread(target=_relay, args=(proc.stderr, sink if sink is not None else _TextSink(sys.stderr),
+                                                  tail), daemon=True)
+    relay.start()
 
     def expire() -> None:
         timed_out.set()
@@ -236,6 +272,7 @@ def run_once(program: Program, allocator: str, env: dict[str, str], round_: int,
         if timer is not None:
             timer.cancel()
     wall = time.perf_counter() - start
+    relay.join(timeout=5)   # a grandchild may hold the pipe open; its lines then come later
     proc.returncode = code = os.waitstatus_to_exitcode(status)
     sig = -code if code < 0 else None
     ok = code == 0 and not timed_out.is_set()
@@ -243,11 +280,27 @@ def run_once(program: Program, allocator: str, env: dict[str, str], round_: int,
     if allocator == ZKALLOC and os.path.exists(stats_json):
         with open(stats_json) as f:
             report = json.load(f)
-        zk = {k: report[k] for k in ("hits", "misses", "hit_rate", "bytes_served_from_cache", "bytes_mapped_by_misses")}
+        if "hits" in report:   # not after a death by signal: the cache's counters died with the child
+            zk = {k: report[k] for k in ("hits", "misses", "hit_rate", "bytes_served_from_cache",
+                                         "bytes_mapped_by_misses")}
+    last = tail[-1].decode(errors="replace").strip() if tail else ""
     return RunRecord(allocator=allocator, round=round_, ok=ok, exit_code=None if sig else code, signal=sig,
                      timed_out=timed_out.is_set(), wall_s=wall, user_s=usage.ru_utime, system_s=usage.ru_stime,
                      minor_faults=usage.ru_minflt, major_faults=usage.ru_majflt,
-                     peak_rss_bytes=usage.ru_maxrss * 1024, zkalloc=zk)
+                     peak_rss_bytes=usage.ru_maxrss * 1024, zkalloc=zk, stderr_tail=last)
+
+
+class _TextSink:
+    """A bytes writer over a text stream (a stderr replaced by one without .buffer)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(data.decode(errors="replace"))
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 @contextlib.contextmanager
@@ -268,6 +321,8 @@ class Comparison:
     machine: dict[str, Any]
     records: list[RunRecord]
     summary: dict[str, Summary]
+    stopped: str | None = None                                # why compare stopped early (the baseline failed)
+    dropped: dict[str, str] = dataclasses.field(default_factory=dict)   # allocator -> why it was not run again
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -284,25 +339,51 @@ class Comparison:
         return 0
 
 
+def _failure_text(record: RunRecord) -> str:
+    return record.failure + (f": {record.stderr_tail}" if record.stderr_tail else "")
+
+
 def compare(program: Program, allocators: Sequence[str], runs: int, *, timeout: float | None = None,
             discard_output: bool = False, progress: Callable[[str], None] = lambda line: None,
-            cache: dict[str, str] | None = None) -> Comparison:
+            cache: dict[str, str] | None = None,
+            resolved: tuple[dict[str, dict[str, str]], dict[str, str]] | None = None) -> Comparison:
     """Run the program `runs` times under each allocator (skipping missing
-    peers) and summarize.  `progress` gets one line per run."""
+    peers; `resolved` is what resolve() returned, when the caller asked it
+    already) and summarize.  `progress` gets one line per run.
+
+    Stops when the baseline's first run fails, or the baseline fails the same
+    way twice (`RunRecord.failure_key`); another allocator that fails the same
+    way twice is not run again."""
     from ._system import machine
-    envs, skipped = resolve(allocators, cache)
+    envs, skipped = resolved if resolved is not None else resolve(allocators, cache)
     active = [a for a in allocators if a in envs]
     order = plan(active, runs)
     records: list[RunRecord] = []
+    dropped: dict[str, str] = {}
+    stopped: str | None = None
     with _workdir() as workdir:
         for n, (round_, name) in enumerate(order, 1):
+            if name in dropped:
+                continue
             record = run_once(program, name, envs[name], round_, timeout=timeout,
                               discard_output=discard_output, workdir=workdir)
+            earlier = [r for r in records if r.allocator == name]
             records.append(record)
             what = f"{record.wall_s:.2f} s" if record.ok else f"FAILED ({record.failure})"
             progress(f"run {n}/{len(order)}: {name}, round {round_ + 1}/{runs}: {what}")
+            if record.ok:
+                continue
+            twice = any(not r.ok and r.failure_key == record.failure_key for r in earlier)
+            if name == BASELINE and (not earlier or twice):
+                which = "its first run" if not earlier else "the same way twice"
+                stopped = (f"numpy's default (the baseline) failed {which}, {_failure_text(record)}; "
+                           "nothing to compare against, so compare stopped there")
+                break
+            if twice:
+                dropped[name] = f"not run again after failing the same way twice ({_failure_text(record)})"
     return Comparison(command=program.argv(), runs_per_allocator=runs, timeout_s=timeout, allocators=active,
-                      skipped=skipped, machine=machine(), records=records, summary=summarize(records, active))
+                      skipped=skipped, machine=machine(), records=records, summary=summarize(records, active),
+                      stopped=stopped, dropped=dropped)
 
 
 # ---- output ------------------------------------------------------------------
@@ -344,8 +425,13 @@ def rows(c: Comparison) -> list[list[str]]:
 
 def render(c: Comparison, out: TextIO) -> None:
     """The table (rich where installed, plain columns otherwise), the
-    failures and the machine."""
+    failures and the machine; when compare stopped early, only why."""
     from ._system import describe
+    if c.stopped is not None:
+        print(f"{' '.join(c.command)}: {c.stopped}.", file=out)
+        print(f"Its output is above. Check that the command runs as it is (python {shlex.join(c.command)}), "
+              "then compare again.", file=out)
+        return
     print(f"{' '.join(c.command)}: {c.runs_per_allocator} run(s) per allocator, alternating; "
           "median (min-max) over the good runs of each allocator", file=out)
     cells = rows(c)
@@ -368,7 +454,12 @@ def render(c: Comparison, out: TextIO) -> None:
     for name in c.allocators:
         s = c.summary[name]
         if s.failures:
-            print(f"{name}: {s.runs_failed} failed run(s), not timed: {', '.join(s.failures)}", file=out)
+            last = next((r.stderr_tail for r in reversed(c.records) if r.allocator == name and not r.ok
+                         and r.stderr_tail), "")
+            print(f"{name}: {s.runs_failed} failed run(s), not timed: {', '.join(s.failures)}"
+                  + (f"; last line of stderr: {last}" if last else ""), file=out)
+        if name in c.dropped:
+            print(f"{name}: {c.dropped[name]}", file=out)
     for name, why in c.skipped.items():
         print(f"{name}: skipped, {why}", file=out)
     print(f"verdict: against numpy's default; faster/slower only when the min-max ranges of wall time do not "

@@ -3,9 +3,19 @@ install, and a report at exit of what the cache did, as measured.
 
 The program runs like ``python script.py`` or ``python -m module`` would run
 it (runpy, ``sys.argv`` set, ``sys.path[0]`` the script's folder); its exit
-code is kept and its exceptions propagate as usual.  The report goes to
+code is kept.  An exception it does not catch is printed as Python prints it,
+with the program's own frames only (none of runpy's or this package's), and
+the exit status is 1, as under ``python script.py``.  The report goes to
 stderr (and, with ``--json``, to a file) after the program ends, even when it
 fails.
+
+A program killed by a signal (``os.abort()``, a segfault, ``kill -9``, the
+OOM killer) takes its cache counters with it.  So the command line's ``run``
+forks first (``supervise=True``): the program runs in the child, and the
+parent, which only waits, reports what it can still measure from outside
+with ``os.wait4``: the signal, wall, user and system time, page faults and
+peak RSS (`CrashReport`).  It then dies by the same signal, so the exit
+status is the program's.
 
 Everything in the report is counted in this process: the cache's hits and
 misses per size class, the bytes it served from resident memory, the
@@ -22,9 +32,12 @@ import json
 import os
 import resource
 import runpy
+import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from types import TracebackType
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
@@ -142,9 +155,9 @@ class RunReport:
                          f"most often {sizes}")
         if self.foreign_frees:
             lines.append(f"  {self.foreign_frees} frees of arrays from before the install, passed to numpy")
-        target = self.command[:]
-        lines.append("  does zkalloc make this program faster? measure it: "
-                     f"python -m zkalloc_np compare {' '.join(target)}")
+        if self.exit_code == 0:   # a program that failed here would fail under compare too
+            lines.append("  does zkalloc make this program faster? measure it: "
+                         f"python -m zkalloc_np compare {shlex.join(self.command)}")
         return "\n".join(lines)
 
 
@@ -192,6 +205,112 @@ def build_report(command: Sequence[str], exit_code: int, wall_s: float,
     )
 
 
+@dataclass(frozen=True)
+class CrashReport:
+    """What ``run`` reports when the program was killed by a signal: only what
+    its parent measured from outside (os.wait4).  The cache's counters lived
+    in the program's memory and died with it (``cache`` is None in the JSON)."""
+
+    command: list[str]
+    signal: int
+    signal_name: str
+    wall_s: float
+    user_s: float
+    system_s: float
+    minor_faults: int
+    major_faults: int
+    peak_rss_bytes: int
+    counters_source: str = "os.wait4 (the parent of the program's process)"
+    exit_code: int | None = None
+    cache: None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict, ready for json.dumps."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return "\n".join([
+            f"zkalloc run: {' '.join(self.command)}: killed by signal {self.signal} ({self.signal_name}) after "
+            f"{self.wall_s:.2f} s wall ({self.user_s:.2f} s user, {self.system_s:.2f} s system)",
+            f"  process: {self.minor_faults} minor and {self.major_faults} major page faults, peak RSS "
+            f"{fmt_bytes(self.peak_rss_bytes)} (measured from outside the program, by os.wait4)",
+            "  cache: no counters: they were in the program's memory and died with it",
+        ])
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _die_by(sig: int) -> None:
+    """End this process by signal `sig`, as the program's did (no second core dump)."""
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    except (ValueError, OSError):
+        pass
+    try:
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    except (OSError, ValueError):
+        pass
+    os._exit(128 + sig)
+
+
+def _supervise(command: Sequence[str], json_path: str | None, out: TextIO, quiet: bool) -> None:
+    """Fork.  The child returns at once and runs the program.  The parent waits
+    for it and never returns: it exits with the child's status, after a
+    `CrashReport` when the child was killed by a signal.  Like time(1), the
+    parent ignores SIGINT and SIGQUIT (the terminal sends them to the child
+    too) and passes SIGTERM and SIGHUP on to the child."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        return
+    for ignored in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(ignored, signal.SIG_IGN)
+    for forwarded in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(forwarded, lambda received, _frame: os.kill(pid, received))
+    _, status, usage = os.wait4(pid, 0)   # retried after a forwarded signal (PEP 475)
+    if not os.WIFSIGNALED(status):
+        os._exit(os.waitstatus_to_exitcode(status))
+    sig = os.WTERMSIG(status)
+    report = CrashReport(command=list(command), signal=sig, signal_name=_signal_name(sig),
+                         wall_s=time.perf_counter() - start, user_s=usage.ru_utime, system_s=usage.ru_stime,
+                         minor_faults=usage.ru_minflt, major_faults=usage.ru_majflt,
+                         peak_rss_bytes=usage.ru_maxrss * 1024)
+    try:
+        if not quiet:
+            print(report, file=out, flush=True)
+        if json_path is not None:
+            _write_json(report, json_path, out)
+    finally:
+        _die_by(sig)
+
+
+_RUN_FILE = os.path.abspath(__file__)
+
+
+def _is_machinery(filename: str) -> bool:
+    """A frame of the machinery that starts the program: this module, runpy, importlib."""
+    if filename.startswith(("<frozen runpy", "<frozen importlib")):
+        return True
+    path = os.path.abspath(filename)
+    return path == _RUN_FILE or (os.path.basename(path) == "runpy.py" and path == os.path.abspath(runpy.__file__))
+
+
+def user_traceback(tb: TracebackType | None) -> TracebackType | None:
+    """`tb` without its leading frames of run's machinery (this module, runpy,
+    importlib): what ``python script.py`` would have shown."""
+    while tb is not None and _is_machinery(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return tb
+
+
 def _exit_code(exc: SystemExit) -> int:
     if exc.code is None:
         return 0
@@ -212,7 +331,7 @@ def check_json_path(path: str) -> str | None:
     return None
 
 
-def _write_json(report: RunReport, path: str, err: TextIO) -> None:
+def _write_json(report: RunReport | CrashReport, path: str, err: TextIO) -> None:
     try:
         with open(path, "w") as f:
             json.dump(report.as_dict(), f, indent=2)
@@ -221,22 +340,30 @@ def _write_json(report: RunReport, path: str, err: TextIO) -> None:
 
 
 def run(target: str, args: Sequence[str], *, module: bool = False, json_path: str | None = None,
-        stream: TextIO | None = None, quiet: bool = False) -> int:
+        stream: TextIO | None = None, quiet: bool = False, supervise: bool = False) -> int:
     """Run a script (or, with module=True, a module as ``-m``) under install().
 
-    Returns 0 when the program ends normally; a SystemExit or any other
-    exception from the program propagates after the report is written.
+    Returns the program's exit status: 0 when it ends normally, 1 after an
+    exception it did not catch (printed, as Python prints it, with the
+    program's frames only), 130 after KeyboardInterrupt.  A SystemExit from
+    the program propagates after the report is written.
     quiet: no report on `stream` (stderr), only the JSON file.
+    supervise: fork first, so that a program killed by a signal still gets a
+    report of what its parent measured (see `CrashReport`); the command line
+    sets it.  The parent never returns.
     """
     import zkalloc_np
     from ._log import log_activity
 
     if not module and not os.path.isfile(target):
         raise FileNotFoundError(f"can't open file {target!r}: no such file")
+    command = (["-m", target] if module else [target]) + list(args)
+    out = stream if stream is not None else sys.stderr
+    if supervise:
+        _supervise(command, json_path, out, quiet)
     sys.argv = [target, *args]
     if not module:
         sys.path[0] = os.path.dirname(os.path.abspath(target))
-    command = (["-m", target] if module else [target]) + list(args)
     stats0, counters0 = zkalloc_np.stats(), read_counters()
     start = time.perf_counter()
     exit_code = 1
@@ -250,15 +377,18 @@ def run(target: str, args: Sequence[str], *, module: bool = False, json_path: st
     except SystemExit as exc:
         exit_code = _exit_code(exc)
         raise
+    except BaseException as exc:   # the program's own: its traceback, as python script.py shows it
+        tb = user_traceback(exc.__traceback__)
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        exit_code = 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
         wall = time.perf_counter() - start
         counters1, stats1 = read_counters(), zkalloc_np.stats()
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         report = build_report(command, exit_code, wall, (counters0, counters1), (stats0, stats1), peak_rss)
-        out = stream if stream is not None else sys.stderr
         if not quiet:
             print(report, file=out, flush=True)
         if json_path is not None:
             _write_json(report, json_path, out)
         log_activity("run")
-    return 0
+    return exit_code

@@ -9,8 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import installed, reset_stats, stats
+from . import installed, is_installed, reset_stats, stats
 from .ntt import NTT, multiply_polynomials, random_field_elements
+
+
+#: Why the demo cannot run under install() (one line, for the user).
+PROCESS_WIDE = ("zkalloc is installed process-wide here (python -m zkalloc_np run?), so the demo's "
+                "'numpy default' rounds would run under zkalloc too; run the demo on its own: "
+                "python -m zkalloc_np demo")
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,10 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def measure(log_n: int, rounds: int) -> DemoRow:
     """Alternate default and zkalloc rounds (after one warm-up each), so both
-    see the same machine state; medians of each."""
+    see the same machine state; medians of each.  RuntimeError when zkalloc is
+    installed process-wide: the default rounds would be zkalloc's."""
+    if is_installed():
+        raise RuntimeError(PROCESS_WIDE)
     n = 1 << log_n
     ntt = NTT(n)
     a, b = random_field_elements(n, seed=1), random_field_elements(n, seed=2)

@@ -1,0 +1,223 @@
+"""Every figure the README and the docs quote from the benchmark results matches
+the results file it cites (bench/results/full.json).
+
+- The marked tables (``<!-- results: FILE KIND -->``) are regenerated from
+  their file by tools/results_tables.py and must equal what is committed.
+- Every ratio in the README's prose (``3.01x``) is one of its table's.
+- The figures in the prose of docs/benchmarks.md are derived here, one by
+  one, from the records (CLAIMS), and must appear in the page as written.
+
+When a results file is re-measured, ``python tools/results_tables.py``
+rewrites the tables; the prose claims that fail name what to update.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+try:
+    import results_tables
+    from bench import report
+finally:
+    sys.path.remove(str(ROOT / "tools"))
+
+FULL = "bench/results/full.json"
+
+
+def _text(name: str) -> str:
+    return (ROOT / name).read_text()
+
+
+def _flat(text: str) -> str:
+    """Whitespace collapsed, so a figure may wrap across lines."""
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.mark.parametrize("name", results_tables.DOCUMENTS)
+def test_every_marked_table_matches_its_results_file(name):
+    if not (ROOT / name).exists():
+        pytest.skip(f"no {name}")
+    text = _text(name)
+    for path, kind, committed in results_tables.tables(text):
+        assert (ROOT / path).exists(), f"{name} cites {path}, which is not committed"
+        expected = results_tables.KINDS[kind](results_tables.load(path))
+        assert committed == expected, (f"{name}: the {kind} table no longer matches {path}; "
+                                       "run python tools/results_tables.py")
+
+
+def test_the_readme_has_its_measured_table_with_faults_and_rss():
+    found = results_tables.tables(_text("README.md"))
+    assert [(path, kind) for path, kind, _ in found] == [(FULL, "front")]
+    header = found[0][2].splitlines()[0]
+    assert "faults" in header and "RSS" in header
+
+
+def _prose(text: str) -> str:
+    """`text` without fenced code and without its marked tables."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return results_tables.MARKER.sub("", text)
+
+
+def test_every_ratio_in_the_readme_prose_is_one_of_its_table():
+    text = _text("README.md")
+    [(_, _, table)] = results_tables.tables(text)
+    ratios = set(re.findall(r"\d+\.\d+x", table))
+    quoted = re.findall(r"\d+\.\d+x", _prose(text))
+    assert quoted, "the README quotes no measured ratio"
+    assert set(quoted) <= ratios, f"README ratios not in its results table: {set(quoted) - ratios}"
+
+
+def test_the_readme_front_page_is_short_and_keeps_both_commands():
+    text = _text("README.md")
+    assert len(text.splitlines()) <= 125
+    assert "pip install -e . && python -m zkalloc_np demo" in text
+    assert 'pip install -e ".[test]" && python -m pytest' in text
+    # the alias is introduced before it is used
+    assert text.index("import zkalloc_np as zkalloc") < text.index("zkalloc.installed(")
+
+
+# -- the prose of docs/benchmarks.md ----------------------------------------------------------
+
+class Results:
+    """The records of one results file, by (pattern, size label, allocator)."""
+
+    def __init__(self, path: str) -> None:
+        self.records = results_tables.load(path)
+
+    def r(self, pattern: str, size: str, allocator: str) -> dict:
+        return results_tables.cell(self.records, pattern, size)[allocator]
+
+    def ms(self, pattern: str, size: str, allocator: str, key: str = "median_s") -> str:
+        return report.ms(self.r(pattern, size, allocator)[key])
+
+    def passes(self, pattern: str, size: str, allocator: str, key: str = "pass_cold_s") -> list[str]:
+        return [report.ms(v) for v in self.r(pattern, size, allocator)[key]]
+
+    def mib(self, pattern: str, size: str, allocator: str, key: str = "peak_rss_bytes") -> str:
+        return str(int(self.r(pattern, size, allocator)[key]) >> 20)
+
+    def faults(self, pattern: str, size: str, allocator: str, key: str = "cold_minflt") -> str:
+        return f"{round(self.r(pattern, size, allocator)[key]):,}"
+
+    def ratio(self, pattern: str, size: str, a: str, b: str, key: str = "median_s", digits: int = 2) -> str:
+        """a's value of `key` over b's, as the docs write it: 0.90x."""
+        return f"{self.r(pattern, size, a)[key] / self.r(pattern, size, b)[key]:.{digits}f}x"
+
+    def speed(self, pattern: str, size: str, a: str, b: str) -> str:
+        """a's speed relative to b's (b's time over a's): above 1 is faster."""
+        return self.ratio(pattern, size, b, a)
+
+    def gbs(self, pattern: str, size: str, allocator: str) -> str:
+        return f"{self.r(pattern, size, allocator)['gb_per_s']:.1f}"
+
+
+
+
+def _claims(x: Results) -> list[str]:
+    sp, gr = ("stark_prove", "2^16"), ("grow", "512 MiB")
+    return [
+        # stark_prove
+        f"**met**, {x.ms(*sp, 'zkalloc')} ms against tcmalloc's {x.ms(*sp, 'tcmalloc')}",
+        f"Peak RSS **met**, {x.mib(*sp, 'zkalloc')} MiB, {x.ratio(*sp, 'zkalloc', 'default', 'peak_rss_bytes')} "
+        f"numpy default's {x.mib(*sp, 'default')} (tcmalloc {x.mib(*sp, 'tcmalloc')}, tuned glibc "
+        f"{x.mib(*sp, 'glibc-tuned')})",
+        f"{x.faults(*sp, 'zkalloc')} in the cold round against tuned glibc's {x.faults(*sp, 'glibc-tuned')}, and "
+        f"{x.faults(*sp, 'zkalloc', 'minflt_per_round')} per warm round",
+        f"{x.ms(*sp, 'zkalloc', 'cold_s')} ms against tcmalloc's {x.ms(*sp, 'tcmalloc', 'cold_s')}",
+        "zkalloc's passes at {}, {} and {} ms".format(*x.passes(*sp, "zkalloc")),
+        "tcmalloc's at {}, {} and {}".format(*x.passes(*sp, "tcmalloc")),
+        f"({x.faults(*sp, 'zkalloc')} faults against {x.faults(*sp, 'zkalloc-global')})",
+        f"cold medians were {x.ms(*sp, 'zkalloc-global', 'cold_s')} and {x.ms(*sp, 'zkalloc-phase', 'cold_s')} ms",
+        # grow
+        f"cold **met** ({x.ms(*gr, 'zkalloc', 'cold_s')} ms, {x.ratio(*gr, 'zkalloc', 'glibc-tuned', 'cold_s')} "
+        f"tuned glibc's, RSS {x.ratio(*gr, 'zkalloc', 'default', 'cold_rss_bytes')} the default's)",
+        f"{x.ms(*gr, 'zkalloc')} ms per round against tcmalloc's {x.ms(*gr, 'tcmalloc')} "
+        f"({x.ratio(*gr, 'zkalloc', 'tcmalloc')})",
+        f"peak RSS {x.mib(*gr, 'zkalloc')} MiB, {x.ratio(*gr, 'zkalloc', 'default', 'peak_rss_bytes')} the "
+        f"default's {x.mib(*gr, 'default')}",
+        # idle
+        f"RSS while idle {x.mib('idle', '3 s idle', 'zkalloc', 'idle_rss_bytes')} MiB against the default's "
+        f"{x.mib('idle', '3 s idle', 'default', 'idle_rss_bytes')} "
+        f"({x.ratio('idle', '3 s idle', 'zkalloc', 'default', 'idle_rss_bytes')})",
+        # fft_rounds and fill
+        f"met at 32 MiB ({x.speed('fft_rounds', '32 MiB', 'zkalloc', 'default')}) and 512 MiB "
+        f"({x.speed('fill', '512 MiB', 'zkalloc', 'default')}) and **missed** at 128 MiB "
+        f"({x.speed('fft_rounds', '128 MiB', 'zkalloc', 'default')})",
+        # contention
+        f"{x.gbs('contention', '1 thr', 'zkalloc')} GB/s at 1 thread and "
+        f"{x.gbs('contention', '2 thr', 'zkalloc')} at 2",
+        "mimalloc {} to {}.".format(*_range(x, "contention", ("1 thr", "2 thr"),
+                                            ("default", "glibc-tuned", "jemalloc", "mimalloc"))),
+        # ntt_prover
+        f"({x.speed('ntt_prover', '2^18', 'zkalloc', 'tcmalloc')} tcmalloc, **missed**: "
+        f"{x.ms('ntt_prover', '2^18', 'zkalloc')} against {x.ms('ntt_prover', '2^18', 'tcmalloc')} ms)",
+        # msm
+        f"{x.speed('msm_buckets', '6 MiB', 'zkalloc', 'glibc-tuned')} and "
+        f"{x.speed('msm_compute', '6 MiB', 'zkalloc', 'glibc-tuned')} the best peer",
+        f"{x.speed('msm_buckets', '6 MiB', 'zkalloc', 'default')} and "
+        f"{x.speed('msm_compute', '6 MiB', 'zkalloc', 'default')} faster than the default",
+        f"at c = 10 {x.speed('msm_windows', 'c=10', 'zkalloc', 'tcmalloc')} tcmalloc "
+        f"({x.ms('msm_windows', 'c=10', 'zkalloc')} against {x.ms('msm_windows', 'c=10', 'tcmalloc')} ms)",
+        f"at c = 14 {x.speed('msm_windows', 'c=14', 'zkalloc', 'glibc-tuned')} tuned glibc and "
+        f"{x.speed('msm_windows', 'c=14', 'zkalloc', 'tcmalloc')} tcmalloc ({x.ms('msm_windows', 'c=14', 'zkalloc')} "
+        f"against {x.ms('msm_windows', 'c=14', 'glibc-tuned')} and {x.ms('msm_windows', 'c=14', 'tcmalloc')} ms), "
+        f"{x.speed('msm_windows', 'c=14', 'zkalloc', 'default')} faster than the default",
+        "(passes of {}, {} and {} ms)".format(*x.passes("msm_windows", "c=16", "zkalloc", "pass_median_s")),
+        # phase_burst
+        f"**missed**: {x.ms('phase_burst', '6 MiB', 'zkalloc')} ms against tuned glibc's "
+        f"{x.ms('phase_burst', '6 MiB', 'glibc-tuned')}, tcmalloc's {x.ms('phase_burst', '6 MiB', 'tcmalloc')} and "
+        f"the ideal's {x.ms('phase_burst', '6 MiB', 'ideal')}",
+        # small
+        f"{x.speed('small', '800 B', 'zkalloc', 'default')} and {x.speed('small', '8 KiB', 'zkalloc', 'default')}, "
+        f"{x.ms('small', '800 B', 'zkalloc')} against {x.ms('small', '800 B', 'default')} ms",
+        # zkalloc-phase
+        f"`msm_windows` c = 10 ({x.ratio('msm_windows', 'c=10', 'zkalloc-phase', 'zkalloc')}",
+        f"c = 14 ({x.ratio('msm_windows', 'c=14', 'zkalloc-phase', 'zkalloc')}, within the",
+    ]
+
+
+def _range(x: Results, pattern: str, sizes: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, str]:
+    values = [x.r(pattern, s, n)["gb_per_s"] for s in sizes for n in names]
+    return f"{min(values):.1f}", f"{max(values):.1f}"
+
+
+@pytest.fixture(scope="module")
+def full() -> Results:
+    return Results(FULL)
+
+
+def test_every_figure_of_the_benchmarks_prose_matches_the_results(full):
+    page = _flat(_text("docs/benchmarks.md"))
+    missing = [claim for claim in _claims(full) if _flat(claim) not in page]
+    assert not missing, "docs/benchmarks.md no longer says what bench/results/full.json measured:\n" + \
+        "\n".join(missing)
+
+
+def test_the_benchmarks_bounds_hold(full):
+    """The prose's 'within' statements, checked over every pattern they cover."""
+    # fft_rounds and fill: zkalloc within 1.02x of the ideal's time everywhere
+    for pattern, size, rows in report.groups(full.records):
+        if pattern in ("fft_rounds", "fill"):
+            assert rows["zkalloc"]["median_s"] / rows["ideal"]["median_s"] <= 1.025, (pattern, size)
+    # zkalloc-phase: within 1.05x of installed()'s time on every pattern but msm_windows c = 10 and 14
+    for pattern, size, rows in report.groups(full.records):
+        label = report.size_label(pattern, size)
+        if "zkalloc-phase" in rows and "zkalloc" in rows and (pattern, label) not in (
+                ("msm_windows", "c=10"), ("msm_windows", "c=14")):
+            assert rows["zkalloc-phase"]["median_s"] / rows["zkalloc"]["median_s"] < 1.055, (pattern, label)
+
+
+def test_no_page_mentions_the_retired_background_worker():
+    for name in ("README.md", "docs/benchmarks.md", "docs/getting-started.md", "docs/integrations.md",
+                 "docs/supported.md"):
+        text = _text(name)
+        for word in ("zkalloc-bg", "zeroing ahead", "zeroes ahead", "faulting ahead", "ZKALLOC_BACKGROUND",
+                     "worker_cpu"):
+            assert word not in text, f"{name} mentions {word!r}"
+        mentions = len(re.findall(r"background", text, re.I))
+        assert mentions <= 1, f"{name} mentions the background worker {mentions} times"

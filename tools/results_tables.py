@@ -1,0 +1,147 @@
+"""The tables in README.md and docs/ that quote the committed benchmark results.
+
+Each such table sits between two markers that name the results file it comes
+from and the table's kind::
+
+    <!-- results: bench/results/full.json front -->
+    | ... |
+    <!-- /results -->
+
+``python tools/results_tables.py`` rewrites every marked table from its
+results file; ``--check`` only says which differ (tests/test_docs_numbers.py
+runs the same check, so a table that no longer matches its results fails the
+suite).  Kinds:
+
+- ``front``: the README's table, a few patterns where zkalloc helps and where
+  it does not, with time, faults per round and peak RSS (FRONT_ROWS);
+- ``warm``: the warm-round table of docs/benchmarks.md, every pattern and
+  allocator (bench.report.markdown, without the cold/warm part);
+- ``cold``: its cold/warm table of the real-prover shapes (COLD_PATTERNS).
+
+The ``zkalloc-bg`` column (the background worker) is left out: the worker
+is no longer part of the product.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))   # bench/ renders the tables: the same renderer as its --markdown
+
+from bench import report  # noqa: E402
+
+#: Files whose marked tables are checked.
+DOCUMENTS = ("README.md", "docs/benchmarks.md", "docs/supported.md")
+#: Allocators no longer in the product, left out of every table.
+RETIRED = ("zkalloc-bg",)
+#: The README's rows: (pattern, size label) where zkalloc helps, and where it does not.
+FRONT_ROWS = (("fill", "512 MiB"), ("fft_rounds", "32 MiB"), ("msm_buckets", "6 MiB"), ("ntt_prover", "2^18"),
+              ("stark_prove", "2^16"), ("galois_ntt", "2^20"), ("small", "8 KiB"), ("phase_burst", "6 MiB"),
+              ("grow", "512 MiB"))
+#: The real-prover shapes of the cold/warm table.
+COLD_PATTERNS = ("stark_prove", "grow", "idle")
+
+MARKER = re.compile(r"(<!-- results: (?P<path>\S+) (?P<kind>\w+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def load(path: str) -> list[dict[str, Any]]:
+    """The records of a results file (relative to the checkout), retired allocators left out."""
+    with open(ROOT / path) as f:
+        records = json.load(f)["records"]
+    return [r for r in records if r["allocator"] not in RETIRED]
+
+
+def allocators(records: list[dict[str, Any]]) -> list[str]:
+    """The allocators of the records, in the bench's order (bench.allocators.ALLOCATORS)."""
+    from bench.allocators import ALLOCATORS
+    order = list(ALLOCATORS)
+    present = dict.fromkeys(r["allocator"] for r in records)
+    return sorted(present, key=lambda a: order.index(a) if a in order else len(order))
+
+
+def cell(records: list[dict[str, Any]], pattern: str, size: str) -> dict[str, dict[str, Any]]:
+    """{allocator: record} of one (pattern, size label)."""
+    for p, s, rows in report.groups(records):
+        if p == pattern and report.size_label(p, s) == size:
+            return rows
+    raise KeyError(f"no {pattern} {size} in the results")
+
+
+def front(records: list[dict[str, Any]]) -> str:
+    """The README's table: numpy's default, zkalloc and tcmalloc per warm round,
+    and the faults and peak RSS of the default against zkalloc's."""
+    lines = ["| pattern | size | numpy default ms | zkalloc ms (vs default) | tcmalloc ms | "
+             "faults per round, default → zkalloc | peak RSS, default → zkalloc |",
+             "|---|---|---|---|---|---|---|"]
+    for pattern, size in FRONT_ROWS:
+        rows = cell(records, pattern, size)
+        base, zk = rows["default"], rows["zkalloc"]
+        ratio = report._ratio(rows, "zkalloc")
+        tc = rows.get("tcmalloc")
+        lines.append(f"| {pattern} | {size} | {report.ms(base['median_s'])} | {report.ms(zk['median_s'])} ({ratio}) | "
+                     f"{report.ms(tc['median_s']) if tc else '–'} | "
+                     f"{report.count(base['minflt_per_round'])} → {report.count(zk['minflt_per_round'])} | "
+                     f"{report.mib(base['peak_rss_bytes'])} → {report.mib(zk['peak_rss_bytes'])} |")
+    return "\n".join(lines)
+
+
+def warm(records: list[dict[str, Any]]) -> str:
+    """docs/benchmarks.md's table of every pattern: bench.report's markdown, warm part."""
+    text = report.markdown([{k: v for k, v in r.items() if "cold" not in k} for r in records], allocators(records))
+    return text.strip()
+
+
+def cold(records: list[dict[str, Any]]) -> str:
+    """docs/benchmarks.md's cold/warm table of the real-prover shapes."""
+    shapes = [r for r in records if r["pattern"] in COLD_PATTERNS]
+    return report.cold_warm_markdown(shapes, allocators(shapes))
+
+
+KINDS: dict[str, Callable[[list[dict[str, Any]]], str]] = {"front": front, "warm": warm, "cold": cold}
+
+
+def render(text: str) -> str:
+    """`text` with every marked table regenerated from its results file."""
+    def one(m: re.Match[str]) -> str:
+        kind = m["kind"]
+        if kind not in KINDS:
+            raise ValueError(f"unknown results table kind {kind!r} (one of {', '.join(KINDS)})")
+        return f"{m.group(1)}{KINDS[kind](load(m['path']))}\n{m.group(5)}"
+    return MARKER.sub(one, text)
+
+
+def tables(text: str) -> list[tuple[str, str, str]]:
+    """(results path, kind, committed table) of every marked table in `text`."""
+    return [(m["path"], m["kind"], m["body"].strip()) for m in MARKER.finditer(text)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite (or with --check, compare) every marked table of DOCUMENTS."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table differs")
+    args = parser.parse_args(argv)
+    stale = []
+    for name in DOCUMENTS:
+        path = ROOT / name
+        if not path.exists():
+            continue
+        text = path.read_text()
+        new = render(text)
+        if new != text:
+            stale.append(name)
+            if not args.check:
+                path.write_text(new)
+    verb = "differ from their results" if args.check else "rewritten"
+    print(f"{', '.join(stale)}: {verb}" if stale else "every results table matches its results file")
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
