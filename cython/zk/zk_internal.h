@@ -298,6 +298,8 @@ typedef struct {
     _Atomic uint64_t class_hits[ZK_NCLASSES], class_misses[ZK_NCLASSES];
     _Atomic int64_t class_in_use[ZK_NCLASSES], class_cached[ZK_NCLASSES];
     _Atomic uint64_t small_by_log2[ZK_SIZE_BUCKETS];
+    _Atomic uint64_t raw_allocs, raw_bytes, raw_frees, raw_reallocs, raw_moved_out;   /* issue 24 */
+    _Atomic uint64_t libc_trims;   /* issue 24 */
 } zk_stats_counters;
 
 extern zk_stats_counters zk_stats;
@@ -395,5 +397,6 @@ static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_
 static inline bool zk_opt_adaptive_zero(void) { return zk_opt(ZK_OPT_ADAPTIVE_ZERO) != 0; }
 static inline uint64_t zk_opt_decay_ms(void) { return zk_opt(ZK_OPT_DECAY_MS); }
 static inline bool zk_opt_background(void) { return zk_opt(ZK_OPT_BACKGROUND) != 0; }
+static inline bool zk_opt_libc_keep(void) { return zk_opt(ZK_OPT_LIBC) != 0; }   /* issue 24 */
 
 #endif

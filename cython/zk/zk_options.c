@@ -25,6 +25,8 @@ static uint64_t default_thread_cache_bytes(void) { return 256 * MiB; }
  * refault of what the kernel reclaimed. */
 static uint64_t default_decay_ms(void) { return 10000; }
 static uint64_t default_background(void) { return 0; }   /* opt-in: it spends a second core */
+/* issue 24: glibc keeps its big blocks while installed; measured: docs/coverage.md */
+static uint64_t default_libc(void) { return 1; }
 
 /* min(physical RAM / 8, 1 GiB), the zk-alloc default. */
 static uint64_t default_cache_bytes(void)
@@ -42,6 +44,7 @@ static const zk_option_spec specs[ZK_OPT_COUNT] = {
     [ZK_OPT_ADAPTIVE_ZERO] = {0, 1, default_adaptive_zero},
     [ZK_OPT_DECAY_MS] = {0, (uint64_t)24 * 3600 * 1000, default_decay_ms},
     [ZK_OPT_BACKGROUND] = {0, 1, default_background},
+    [ZK_OPT_LIBC] = {0, 1, default_libc},   /* issue 24 */
 };
 
 /* Current values, read on hot paths through the inline accessors in
@@ -74,6 +77,8 @@ int zk_option_set(zk_option opt, uint64_t value)
         zk_decay_reschedule();   /* a shorter period applies from now */
     if (opt == ZK_OPT_BACKGROUND)
         zk_worker_setting_changed();   /* off: the worker exits */
+    if (opt == ZK_OPT_LIBC)
+        zk_libc_setting_changed();   /* issue 24: while installed, applies now */
     return ZK_OK;
 }
 

@@ -36,6 +36,9 @@ struct zk_scope {
     _Atomic int closed;
     _Atomic int64_t class_live[ZK_NCLASSES];   /* may dip below 0 transiently: signed */
     _Atomic uint64_t class_peak[ZK_NCLASSES];
+    /* issue 24: the capsule, every tagged region and every thread whose raw
+     * requests it tags hold a pin; the last unpin frees the scope. */
+    _Atomic int64_t pins;
 };
 
 static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
@@ -47,11 +50,24 @@ zk_scope *zk_scope_create(void)
         return NULL;
     s->route.kind = ZK_ROUTE_SCOPE;
     s->route.scope = s;
+    atomic_init(&s->pins, 1);   /* issue 24: the capsule's */
     return s;
 }
 
 zk_route *zk_scope_route(zk_scope *s) { return &s->route; }
-void zk_scope_destroy(zk_scope *s) { free(s); }
+void zk_scope_destroy(zk_scope *s) { zk_scope_unpin(s); }   /* issue 24: raw blocks may outlive the capsule */
+
+/* issue 24 */
+void zk_scope_pin(zk_scope *s)
+{
+    atomic_fetch_add_explicit(&s->pins, 1, memory_order_relaxed);
+}
+
+void zk_scope_unpin(zk_scope *s)
+{
+    if (atomic_fetch_sub_explicit(&s->pins, 1, memory_order_acq_rel) == 1)
+        free(s);
+}
 
 /* ---- live accounting ------------------------------------------------------- */
 
@@ -83,6 +99,7 @@ static void live_sub(zk_scope *s, uint64_t bytes, int cls)
 
 static void tag(zk_region *r, zk_scope *s, uint64_t bytes)
 {
+    zk_scope_pin(s);   /* issue 24: released by whoever takes the tag off for good */
     atomic_store_explicit(&r->scope_bytes, bytes, memory_order_relaxed);
     atomic_store_explicit(&r->scope, s, memory_order_release);
 }
@@ -145,8 +162,10 @@ zk_scope_tag zk_scope_untag(const void *ptr)
 void zk_scope_untag_freed(const void *ptr)
 {
     zk_scope_tag t = zk_scope_untag(ptr);
-    if (t.scope != NULL)
+    if (t.scope != NULL) {
         live_sub(t.scope, t.bytes, t.cls);
+        zk_scope_unpin(t.scope);   /* issue 24 */
+    }
 }
 
 void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how)
@@ -156,10 +175,11 @@ void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how)
         zk_count(how == ZK_RETAG_MOVED ? &s->realloc_moved : &s->realloc_in_place, 1);
     zk_region *r = zk_maybe_region_start(p) ? zk_pagemap_get(p) : NULL;
     live_sub(s, old.bytes, old.cls);
-    if (r == NULL)
-        return;   /* the fallback holds it now: no longer the phase's */
-    live_add(s, bytes, r->cls);
-    tag(r, s, bytes);
+    if (r != NULL) {   /* else the fallback holds it now: no longer the phase's */
+        live_add(s, bytes, r->cls);
+        tag(r, s, bytes);
+    }
+    zk_scope_unpin(s);   /* issue 24: the old tag's pin, after the new one's */
 }
 
 /* ---- closing, reading, listing ------------------------------------------------ */

@@ -112,6 +112,13 @@ void zk_stats_read(zk_stats_snapshot *out)
     }
     for (int b = 0; b < ZK_SIZE_BUCKETS; b++)
         out->small_by_log2[b] = load(&zk_stats.small_by_log2[b]);
+    /* issue 24 */
+    out->raw_allocs = load(&zk_stats.raw_allocs);
+    out->raw_bytes = load(&zk_stats.raw_bytes);
+    out->raw_frees = load(&zk_stats.raw_frees);
+    out->raw_reallocs = load(&zk_stats.raw_reallocs);
+    out->raw_moved_out = load(&zk_stats.raw_moved_out);
+    out->libc_trims = load(&zk_stats.libc_trims);
 }
 
 /* Zero the event counters so a caller can measure one stretch of code; the
@@ -133,6 +140,9 @@ void zk_stats_reset_counters(void)
         &zk_stats.unmap_failures, &zk_stats.decayed_softened_bytes, &zk_stats.decayed_released_bytes,
         &zk_stats.decay_passes, &zk_stats.prefaulted_bytes, &zk_stats.prefault_hits, &zk_stats.worker_cpu_ns,
         &zk_stats.background_zeroed_bytes, &zk_stats.zeroed_hits, &zk_stats.zeroed_stale, &zk_stats.zero_ahead_cancels,
+        /* issue 24 */
+        &zk_stats.raw_allocs, &zk_stats.raw_bytes, &zk_stats.raw_frees, &zk_stats.raw_reallocs,
+        &zk_stats.raw_moved_out, &zk_stats.libc_trims,
     };
     for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
         atomic_store_explicit(events[i], 0, memory_order_relaxed);
