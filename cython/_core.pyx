@@ -124,6 +124,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t class_in_use[ZK_NCLASSES]
         uint64_t class_cached[ZK_NCLASSES]
         uint64_t small_by_log2[65]
+        uint64_t raw_allocs, raw_bytes, raw_frees, raw_reallocs, raw_moved_out, libc_trims  # issue 24
     void zk_stats_read(zk_stats_snapshot *out)
     void zk_stats_reset_counters()
 
@@ -603,3 +604,131 @@ cdef extern from *:
     const char *ZKALLOC_NUMPY_BUILD_VERSION
 
 NUMPY_BUILD_VERSION = (<bytes>ZKALLOC_NUMPY_BUILD_VERSION).decode("ascii")
+
+
+# ==== issue 24: Python's raw domain and glibc's big blocks ==================
+# The raw-domain hook (cython/zk/zk_raw.c) wraps the allocator current when it
+# is set, as tracemalloc does, and is never removed; glibc's tuning lives in
+# cython/zk/zk_libc.c.  Decisions (when to hook, when to decline) are made in
+# zkalloc_np/_raw.py.
+
+cdef extern from "Python.h":
+    ctypedef enum PyMemAllocatorDomain:
+        PYMEM_DOMAIN_RAW
+    ctypedef struct PyMemAllocatorEx:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr) noexcept nogil
+    void PyMem_GetAllocator(PyMemAllocatorDomain domain, PyMemAllocatorEx *allocator)
+    void PyMem_SetAllocator(PyMemAllocatorDomain domain, PyMemAllocatorEx *allocator)
+
+cdef extern from "zkalloc.h" nogil:
+    enum:
+        ZK_OPT_LIBC_ "ZK_OPT_LIBC"
+        ZK_LIBC_GLIBC
+    ctypedef struct zk_raw_allocator:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr) noexcept nogil
+    int zk_raw_wrap(const zk_raw_allocator *wrapped, zk_raw_allocator *ours)
+    int zk_raw_is_hook(const zk_raw_allocator *a)
+    void zk_raw_set_active(int on)
+    int zk_raw_active()
+    zk_scope *zk_raw_scope_enter(zk_scope *s)
+    void zk_raw_scope_leave(zk_scope *previous)
+    int zk_libc_kind()
+    void zk_libc_install(int on)
+    int zk_libc_applied()
+    int zk_libc_trim()
+
+OPTIONS["libc"] = <int>ZK_OPT_LIBC_
+
+
+cdef zk_raw_allocator raw_of(PyMemAllocatorEx *a) noexcept:
+    cdef zk_raw_allocator r
+    r.ctx = a.ctx
+    r.malloc = a.malloc
+    r.calloc = a.calloc
+    r.realloc = a.realloc
+    r.free = a.free
+    return r
+
+
+def raw_allocator_id():
+    """The raw domain's current allocator as (ctx, malloc, calloc, realloc,
+    free) addresses: what changed it since is told by comparing two."""
+    cdef PyMemAllocatorEx a
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &a)
+    return (<uintptr_t>a.ctx, <uintptr_t>a.malloc, <uintptr_t>a.calloc, <uintptr_t>a.realloc, <uintptr_t>a.free)
+
+
+def raw_current_is_hook():
+    """Whether the raw domain's current allocator is zkalloc's hook itself
+    (False when another hook, tracemalloc's, wraps it)."""
+    cdef PyMemAllocatorEx a
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &a)
+    cdef zk_raw_allocator r = raw_of(&a)
+    return bool(zk_raw_is_hook(&r))
+
+
+def raw_hook():
+    """Wrap the raw domain's current allocator with zkalloc's hook (once;
+    the hook is never removed).  False when it was set before."""
+    cdef PyMemAllocatorEx a
+    cdef zk_raw_allocator current, ours
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &a)
+    current = raw_of(&a)
+    if zk_raw_wrap(&current, &ours) != ZK_OK:
+        return False
+    a.ctx = ours.ctx
+    a.malloc = ours.malloc
+    a.calloc = ours.calloc
+    a.realloc = ours.realloc
+    a.free = ours.free
+    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &a)
+    return True
+
+
+def raw_set_active(bint on):
+    """1: raw requests of min_bytes and more come from the cache; 0: pass-through."""
+    zk_raw_set_active(on)
+
+
+def raw_active():
+    return bool(zk_raw_active())
+
+
+def raw_scope_enter(capsule):
+    """This thread's raw requests are tagged with the capsule's phase from now
+    on; returns the token raw_scope_leave() takes (the previous phase)."""
+    return <uintptr_t>zk_raw_scope_enter(scope_of(capsule))
+
+
+def raw_scope_leave(uintptr_t token):
+    zk_raw_scope_leave(<zk_scope *>token)
+
+
+def libc_is_glibc():
+    return zk_libc_kind() == ZK_LIBC_GLIBC
+
+
+def libc_install(bint on):
+    """install() (on) / uninstall(): glibc's tuning applied per the libc
+    setting, or glibc's defaults restored."""
+    zk_libc_install(on)
+
+
+def libc_applied():
+    return bool(zk_libc_applied())
+
+
+def libc_trim():
+    """malloc_trim(0) when the tuning is in effect; whether memory went back."""
+    cdef int rc
+    with nogil:
+        rc = zk_libc_trim()
+    return bool(rc)

@@ -16,6 +16,11 @@ allocated while installed hold that capsule and would then be freed by glibc.
 It points it at a pass-through handler instead (numpy's name, numpy's
 functions for every new request) that still sends the cache's own pointers
 home.
+
+Issue 24: ``install()`` also serves Python's raw memory domain from the
+cache and, with ``libc=keep``, tells glibc to keep its big blocks resident
+(``_raw.py``); ``uninstall()`` turns both back into pass-throughs.  Both are
+process-wide by nature, so ``installed()`` (scoped) stays numpy-only.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _handler_stack
+from . import _core, _handler_stack, _raw
 from ._log import log_activity
 from ._settings import configure
 
@@ -69,6 +74,12 @@ def installed(**settings: object) -> Installed:
     later.  Blocks nest, and blocks in different threads are independent.
     Use one installed() per with statement.
 
+    Numpy array data only: Python's raw domain (bytes, tobytes(), hashlib
+    inputs) and glibc's big blocks (np.fft scratch) are process-wide and are
+    served only by install().  Use installed() to scope the cache to a
+    block of code or a library that must not see it; use install() for a
+    whole prover process.
+
     It takes no settings: settings are process-wide, so they would either
     outlive the block or, restored at its end, undo what another thread's
     block or configure() set meanwhile.  Call configure() before the block
@@ -87,12 +98,20 @@ def install(**settings: Any) -> None:
     Covers threads started before and after the call, and contexts that never
     set a handler.  Calling it again is harmless.  A context inside a
     ``with installed():`` or another library's handler keeps that handler.
+
+    Also (issue 24): Python's raw domain (bytes, ``tobytes()``,
+    ``bytearray``, hashlib inputs) of ``min_bytes`` and more comes from the
+    cache, unless tracemalloc (or another hook) was set first, which is
+    declined with a logged warning; and with ``libc=keep`` glibc keeps its
+    big blocks (np.fft scratch, C extensions) resident.
     """
     global _installed
     if settings:
         configure(**settings)
     with _install_lock:
         _core.point_default_at_zkalloc(True)
+        _raw.enable()        # issue 24
+        _raw.libc_enable()   # issue 24
         _installed = True
 
 
@@ -106,6 +125,8 @@ def uninstall() -> None:
     with _install_lock:
         if _installed:
             _core.point_default_at_zkalloc(False)
+            _raw.disable()        # issue 24
+            _raw.libc_disable()   # issue 24
             _installed = False
     log_activity("uninstall()")
 
@@ -135,7 +156,29 @@ def data_address(array: np.ndarray, caller: str) -> int | None:
     return None if owner is None else owner.__array_interface__["data"][0]
 
 
-def owns(array: np.ndarray) -> bool:
-    """Whether the array's data (or, for a view, its base's) came from the cache."""
-    address = data_address(array, "owns")
+def block_address(obj: object, caller: str) -> int | None:
+    """Address of the allocation holding obj's data (issue 24): an ndarray's
+    buffer (its base's, for a view; a bytes' it views), a ``bytes`` object
+    itself (CPython allocates header and data as one block), a
+    ``bytearray``'s buffer.  None when no such block can be named.
+    TypeError naming `caller` for anything else."""
+    if isinstance(obj, np.ndarray):
+        owner = _data_owner(obj)
+        if owner is not None:
+            return int(owner.__array_interface__["data"][0])
+        base = obj.base
+        while isinstance(base, (np.ndarray, memoryview)):
+            base = base.base if isinstance(base, np.ndarray) else base.obj
+        return block_address(base, caller) if isinstance(base, (bytes, bytearray)) else None
+    if isinstance(obj, bytes):
+        return id(obj)
+    if isinstance(obj, bytearray):
+        return int(np.frombuffer(obj, np.uint8).__array_interface__["data"][0]) if len(obj) else None
+    raise TypeError(f"{caller}() takes a numpy.ndarray, bytes or bytearray, not {type(obj).__name__}")
+
+
+def owns(array: np.ndarray | bytes | bytearray) -> bool:
+    """Whether the array's data (or, for a view, its base's) came from the
+    cache; for a ``bytes`` or ``bytearray`` (issue 24), its block."""
+    address = block_address(array, "owns")
     return address is not None and _core.usable_bytes(address) > 0

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, _handler_stack
-from ._install import _data_owner, data_address
+from ._install import _data_owner, block_address
 from ._secret import secret_active
 from ._settings import parse_size
 
@@ -252,6 +252,7 @@ class Phase:
         self._released_bytes = 0
         self._cached_at_entry = 0
         self._started_tracemalloc = False
+        self._raw_token: int | None = None   # issue 24: this thread's previous raw-domain phase
 
     # ---- entry ---------------------------------------------------------------
 
@@ -270,6 +271,9 @@ class Phase:
         self._hot_start()
         self._capsule = _core.scope_capsule()
         self._entry = _handler_stack.enter(self._capsule)
+        # issue 24: raw-domain blocks (bytes, tobytes()) this thread makes are
+        # the phase's too (per thread: the raw domain has no contextvar).
+        self._raw_token = _core.raw_scope_enter(self._capsule)
         return self
 
     def _hot_start(self) -> None:
@@ -296,6 +300,9 @@ class Phase:
             return
         _handler_stack.leave(self._entry)
         self._entry = None
+        if self._raw_token is not None:   # issue 24
+            _core.raw_scope_leave(self._raw_token)
+            self._raw_token = None
         _core.scope_close(self._capsule)
         if self.release_after:
             self._released_bytes = _core.trim_to(self._cached_at_entry)
@@ -360,10 +367,11 @@ class Phase:
         return (f"<Phase {self.name!r} {self._state}{capacity}: {st.arrays} arrays, "
                 f"peak {fmt_bytes(st.peak_bytes)}, {st.misses} misses, {st.escaped_arrays} escaped>")
 
-    def owns(self, array: np.ndarray) -> bool:
+    def owns(self, array: np.ndarray | bytes | bytearray) -> bool:
         """Whether the array's data (its base's, for a view) was allocated in
-        this phase and is alive (escaped arrays included)."""
-        address = data_address(array, "owns")
+        this phase and is alive (escaped arrays included); for a ``bytes`` or
+        ``bytearray`` made on the phase's thread, its block (issue 24)."""
+        address = block_address(array, "owns")
         if address is None or self._capsule is None:
             return False
         return _core.scope_owns(self._capsule, address)

@@ -26,6 +26,7 @@ ENV_VARS: dict[str, str] = {
     "adaptive_zero": "ZKALLOC_ADAPTIVE_ZERO",
     "decay_ms": "ZKALLOC_DECAY_MS",
     "background": "ZKALLOC_BACKGROUND",
+    "libc": "ZKALLOC_LIBC",   # issue 24
 }
 #: settings that are durations in milliseconds, not byte counts
 DURATION_SETTINGS = frozenset({"decay_ms"})
@@ -34,6 +35,7 @@ BOOLEAN_SETTINGS = frozenset({"adaptive_zero", "background"})
 #: settings that take a word as well as a number: name -> {word: core value}
 CHOICE_SETTINGS: dict[str, dict[str, int]] = {
     "hugepages": {"0": 0, "off": 0, "false": 0, "no": 0, "1": 1, "on": 1, "true": 1, "yes": 1, "auto": 2},
+    "libc": {"keep": 1, "leave": 0},   # issue 24
 }
 
 #: Every other ZKALLOC_* variable this project reads (not a setting), and
@@ -179,6 +181,12 @@ def configure(**settings: Any) -> dict[str, int]:
     adaptive_zero: np.zeros on a reused region of 256 KiB or more learns per
         size class whether its users touch few pages (then MADV_DONTNEED on
         4 KiB pages) or many (memset); off: always memset.
+    libc: "keep" (default) or "leave": while install() is in effect, keep
+        glibc's big blocks (np.fft scratch, C extensions' malloc) resident
+        (mallopt M_MMAP_MAX=0 and a huge M_TRIM_THRESHOLD; malloc_trim at
+        release() and decay; glibc's defaults back at uninstall()), or leave
+        glibc alone.  A no-op where the C library is not glibc, and where the
+        environment already tunes glibc (MALLOC_MMAP_MAX_ and friends).
 
     Raises ValueError naming the setting on an unknown name or a bad value;
     nothing is changed then.

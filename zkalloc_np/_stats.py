@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from . import _core, _settings, _system
+from . import _core, _raw, _settings, _system
 from ._phase import PhaseTotals, phase_totals
 
 
@@ -111,6 +111,16 @@ class Stats:
     small_allocs_by_size: the requests left to numpy's allocator (below
     min_bytes, or larger than the largest class), by size: {low: count} for
     the sizes from low to 2 * low - 1 bytes (low a power of two, or 0).
+
+    raw_* (issue 24, under install()): Python's raw domain (bytes,
+    tobytes(), bytearray, hashlib inputs).  raw_allocs / raw_bytes: its
+    requests the cache served and their bytes (they are in hits/misses and
+    the byte gauges too); raw_frees / raw_reallocs: frees and reallocs of
+    such blocks; raw_moved_out: reallocs that moved a block to Python's own
+    allocator (shrunk below min_bytes, or after uninstall()).  raw_domain:
+    what the raw domain does now, in words.  libc_trims: malloc_trim(0)
+    calls (release(), decay) while glibc keeps big blocks (libc=keep);
+    libc: what zkalloc does to glibc now, in words.
     """
 
     hits: int
@@ -184,6 +194,14 @@ class Stats:
     classes: tuple[ClassStats, ...]
     phases: dict[str, PhaseTotals] = dataclasses.field(default_factory=dict)
     small_allocs_by_size: dict[int, int] = dataclasses.field(default_factory=dict)
+    raw_allocs: int = 0      # issue 24
+    raw_bytes: int = 0       # issue 24
+    raw_frees: int = 0       # issue 24
+    raw_reallocs: int = 0    # issue 24
+    raw_moved_out: int = 0   # issue 24
+    libc_trims: int = 0      # issue 24
+    raw_domain: str = ""     # issue 24
+    libc: str = ""           # issue 24
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (classes as a list of dicts), ready for json.dumps."""
@@ -207,6 +225,9 @@ class Stats:
             f"too large to cache {self.uncached_frees}, huge pages {'on' if self.thp else 'off'}, "
             f"process-wide install {'on' if self.installed else 'off'}",
         ]
+        if self.raw_allocs or self.raw_frees:   # issue 24
+            lines.append(f"  Python raw domain: {self.raw_allocs} blocks served ({fmt_bytes(self.raw_bytes)}), "
+                         f"{self.raw_frees} freed, {self.raw_reallocs} reallocs ({self.raw_moved_out} moved out)")
         if self.secret_allocs or self.secret_arrays:
             lines.append(f"  secret: {self.secret_arrays} arrays live ({fmt_bytes(self.secret_bytes)}, "
                          f"{fmt_bytes(self.secret_locked_bytes)} locked), {self.secret_wiped_arrays} wiped, "
@@ -258,4 +279,6 @@ def snapshot(installed: bool) -> Stats:
         classes=classes,
         phases=phase_totals(),
         small_allocs_by_size=small_by_size,
+        raw_domain=_raw.raw_status(),   # issue 24
+        libc=_raw.libc_status(),        # issue 24
     )
