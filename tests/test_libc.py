@@ -146,3 +146,18 @@ def test_info_says_what_is_covered():
     text = "\n".join(info_lines())
     assert "libc malloc:" in text and "Python raw domain:" in text
     assert "np.fft" in text and "NOT through the cache" in text and "not covered:" in text
+
+
+def test_a_bad_zkalloc_libc_at_import_warns_and_keeps_the_default():
+    result = run_python("""
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import zkalloc_np as zk
+        print(caught[0].category.__name__, caught[0].message)
+        print(zk.settings()["libc"], zk.setting_sources()["libc"])
+        """, env={"ZKALLOC_LIBC": "maybe"})
+    assert result.returncode == 0, result.stderr
+    warning, setting = result.stdout.splitlines()
+    assert warning.startswith("SettingsWarning ZKALLOC_LIBC='maybe'") and "keeps its default" in warning
+    assert setting == "1 default"
