@@ -27,7 +27,7 @@ def test_configure_round_trip():
                        adaptive_zero="off", decay_ms="5s")
     assert out == {"cache_bytes": 256 * MiB, "min_bytes": 128 << 10, "hugepages": 0,
                    "lazy_zero_bytes": 64 * MiB, "thread_cache_bytes": 0,
-                   "adaptive_zero": 0, "decay_ms": 5000, "background": 0}
+                   "adaptive_zero": 0, "decay_ms": 5000, "background": 0, "libc": 1}   # libc: issue 24
     assert zk.setting_sources()["cache_bytes"] == "configure()"
 
 
