@@ -135,8 +135,8 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t escaped_arrays, escaped_bytes
         uint64_t peak_region_bytes
         int closed
-        uint64_t class_live[92]
-        uint64_t class_peak[92]
+        uint64_t class_live[ZK_NCLASSES]
+        uint64_t class_peak[ZK_NCLASSES]
     zk_scope *zk_scope_create()
     zk_route *zk_scope_route(zk_scope *s)
     void zk_scope_close(zk_scope *s)
@@ -331,7 +331,7 @@ def warm(dict need, uint64_t peak_bytes):
     """Hot start: make sure need[class bytes] idle regions of each class are
     resident, faulting in at most peak_bytes less the idle bytes cached,
     best effort; returns the bytes it mapped fresh."""
-    cdef uint64_t counts[92]
+    cdef uint64_t counts[ZK_NCLASSES]   # was [92]: zk_scope_warm reads ZK_NCLASSES (176) entries
     cdef uint64_t added
     cdef int cls
     memset(counts, 0, sizeof(counts))
