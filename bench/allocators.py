@@ -34,6 +34,8 @@ ALLOCATORS: dict[str, Allocator] = {
           for p in _PEER_SPECS.values()),
         Allocator("zkalloc", "zkalloc, scoped: with zkalloc.installed()"),
         Allocator("zkalloc-global", "zkalloc, process-wide: zkalloc.install()"),
+        Allocator("zkalloc-global-leave", "zkalloc, process-wide, glibc left alone (libc=leave)",
+                  env={"ZKALLOC_LIBC": "leave"}, default_patterns="libc"),
         Allocator("zkalloc-lazy", "zkalloc scoped, np.zeros by MADV_DONTNEED (lazy_zero_bytes=64K)",
                   env={"ZKALLOC_LAZY_ZERO_BYTES": "64K"}, default_patterns="zeros"),
         Allocator("zkalloc-lazy-nothp", "zkalloc scoped, lazy np.zeros and no MADV_HUGEPAGE (4 KiB refaults)",
@@ -66,6 +68,8 @@ def runs_by_default(name: str, pattern: object) -> bool:
         return bool(getattr(pattern, "USES_ZEROS", False))
     if scope == "phase":
         return bool(getattr(pattern, "PHASE_ROUNDS", False))
+    if scope == "libc":
+        return bool(getattr(pattern, "LIBC", False))
     if scope:
         return getattr(pattern, "PATTERN", "") == scope
     return True
@@ -89,7 +93,7 @@ def _scoped() -> contextlib.AbstractContextManager[None]:
 def thread_entry(name: str) -> Callable[[], contextlib.AbstractContextManager[None]] | None:
     """What a thread the pattern starts must enter to run under `name`:
     the scoped zkalloc does not reach new threads by itself."""
-    return _scoped if name.startswith("zkalloc") and name != "zkalloc-global" else None
+    return _scoped if name.startswith("zkalloc") and not name.startswith("zkalloc-global") else None
 
 
 def round_context(name: str) -> Callable[[], contextlib.AbstractContextManager[Any]] | None:
@@ -104,7 +108,7 @@ def round_context(name: str) -> Callable[[], contextlib.AbstractContextManager[A
 def activated(name: str) -> contextlib.AbstractContextManager[None]:
     """Inside the worker: the context that puts allocator `name` in place
     (numpy default, the LD_PRELOADed ones and the ideal need none)."""
-    if name == "zkalloc-global":
+    if name in ("zkalloc-global", "zkalloc-global-leave"):
         return _process_wide()
     if name.startswith("zkalloc"):
         return _scoped()

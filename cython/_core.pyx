@@ -521,3 +521,95 @@ cdef extern from *:
     const char *ZKALLOC_NUMPY_BUILD_VERSION
 
 NUMPY_BUILD_VERSION = (<bytes>ZKALLOC_NUMPY_BUILD_VERSION).decode("ascii")
+
+
+# ---- Python's raw domain and glibc's big blocks ---------------------------
+# The raw-domain hook (cython/zk/zk_raw.c) wraps the allocator current when it
+# is set, as tracemalloc does, and is never removed; glibc's tuning lives in
+# cython/zk/zk_libc.c.  Decisions (when to hook, when to decline) are made in
+# zkalloc_np/_raw.py.
+
+cdef zk_raw_allocator raw_of(PyMemAllocatorEx *a) noexcept:
+    cdef zk_raw_allocator r
+    r.ctx = a.ctx
+    r.malloc = a.malloc
+    r.calloc = a.calloc
+    r.realloc = a.realloc
+    r.free = a.free
+    return r
+
+
+def raw_allocator_id():
+    """The raw domain's current allocator as (ctx, malloc, calloc, realloc,
+    free) addresses: what changed it since is told by comparing two."""
+    cdef PyMemAllocatorEx a
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &a)
+    return (<uintptr_t>a.ctx, <uintptr_t>a.malloc, <uintptr_t>a.calloc, <uintptr_t>a.realloc, <uintptr_t>a.free)
+
+
+def raw_current_is_hook():
+    """Whether the raw domain's current allocator is zkalloc's hook itself
+    (False when another hook, tracemalloc's, wraps it)."""
+    cdef PyMemAllocatorEx a
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &a)
+    cdef zk_raw_allocator r = raw_of(&a)
+    return bool(zk_raw_is_hook(&r))
+
+
+def raw_hook():
+    """Wrap the raw domain's current allocator with zkalloc's hook (once;
+    the hook is never removed).  False when it was set before."""
+    cdef PyMemAllocatorEx a
+    cdef zk_raw_allocator current, ours
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &a)
+    current = raw_of(&a)
+    if zk_raw_wrap(&current, &ours) != ZK_OK:
+        return False
+    a.ctx = ours.ctx
+    a.malloc = ours.malloc
+    a.calloc = ours.calloc
+    a.realloc = ours.realloc
+    a.free = ours.free
+    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &a)
+    return True
+
+
+def raw_set_active(bint on):
+    """1: raw requests of min_bytes and more come from the cache; 0: pass-through."""
+    zk_raw_set_active(on)
+
+
+def raw_active():
+    return bool(zk_raw_active())
+
+
+def raw_scope_enter(capsule):
+    """This thread's raw requests are tagged with the capsule's phase from now
+    on; returns the token raw_scope_leave() takes (the previous phase)."""
+    return <uintptr_t>zk_raw_scope_enter(scope_of(capsule))
+
+
+def raw_scope_leave(uintptr_t token):
+    zk_raw_scope_leave(<zk_scope *>token)
+
+
+def libc_is_glibc():
+    return zk_libc_kind() == ZK_LIBC_GLIBC
+
+
+def libc_install(bint on):
+    """install() (on) / uninstall(): glibc's tuning applied per the libc
+    setting, or glibc's defaults restored."""
+    zk_libc_install(on)
+
+
+def libc_applied():
+    return bool(zk_libc_applied())
+
+
+def libc_trim():
+    """malloc_trim(0) when the tuning is in effect; whether memory went back."""
+    cdef int rc
+    with nogil:
+        rc = zk_libc_trim()
+    return bool(rc)

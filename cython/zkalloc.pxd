@@ -9,6 +9,16 @@ from cpython.ref cimport PyObject
 
 cdef extern from "Python.h":
     int PyGILState_Check() nogil
+    ctypedef enum PyMemAllocatorDomain:
+        PYMEM_DOMAIN_RAW
+    ctypedef struct PyMemAllocatorEx:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr) noexcept nogil
+    void PyMem_GetAllocator(PyMemAllocatorDomain domain, PyMemAllocatorEx *allocator)
+    void PyMem_SetAllocator(PyMemAllocatorDomain domain, PyMemAllocatorEx *allocator)
 
 cdef extern from "numpy/ndarraytypes.h":
     ctypedef struct PyDataMemAllocator:
@@ -163,3 +173,23 @@ cdef extern from "zkalloc.h" nogil:
     void zk_secret_block_reset()
     unsigned zk_secret_probe(int *err)
     void zk_secure_wipe(void *p, size_t n)
+
+    # Python's raw domain (zk_raw.c) and glibc's big blocks (zk_libc.c)
+    enum:
+        ZK_LIBC_GLIBC
+    ctypedef struct zk_raw_allocator:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr) noexcept nogil
+    int zk_raw_wrap(const zk_raw_allocator *wrapped, zk_raw_allocator *ours)
+    int zk_raw_is_hook(const zk_raw_allocator *a)
+    void zk_raw_set_active(int on)
+    int zk_raw_active()
+    zk_scope *zk_raw_scope_enter(zk_scope *s)
+    void zk_raw_scope_leave(zk_scope *previous)
+    int zk_libc_kind()
+    void zk_libc_install(int on)
+    int zk_libc_applied()
+    int zk_libc_trim()

@@ -17,7 +17,7 @@ from conftest import MiB
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: What the Python layer adds after the core's statistics, in Stats' order.
 PYTHON_FIELDS = ["hit_rate", "cap_bytes", "min_bytes", "thp", "installed", "thp_policy", "rss_bytes",
-                 "idle_resident_bytes", "classes", "phases", "small_allocs_by_size"]
+                 "idle_resident_bytes", "classes", "phases", "small_allocs_by_size", "raw_domain", "libc"]
 
 
 def test_stats_fields_are_the_cores_list_then_the_python_ones():

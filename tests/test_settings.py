@@ -27,7 +27,7 @@ def test_configure_round_trip():
                        adaptive_zero="off", decay_ms="5s")
     assert out == {"cache_bytes": 256 * MiB, "min_bytes": 128 << 10, "hugepages": "off",
                    "lazy_zero_bytes": 64 * MiB, "thread_cache_bytes": 0,
-                   "adaptive_zero": False, "decay_ms": 5000}
+                   "adaptive_zero": False, "decay_ms": 5000, "budget": 0, "libc": "keep"}
     assert zk.setting_sources()["cache_bytes"] == "configure()"
 
 

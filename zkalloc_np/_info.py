@@ -6,9 +6,29 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from . import _core, _settings, _system
+from . import _core, _raw, _settings, _system
 from ._format import fmt_bytes
 from ._stats import thp_policy
+
+#: what install() puts through the cache, or keeps resident, and what it does not.
+COVERED = (
+    "numpy array data (NEP 49 handler) of min_bytes and more: from the cache (install() and installed())",
+    "Python's raw domain (PyMem_RawMalloc) of min_bytes and more: ndarray.tobytes(), bytes, bytearray, "
+    "b''.join(), hashlib inputs, numpy's cast buffers (and, from numpy 2.5, its default's data): from the "
+    "cache (install() only)",
+    "libc malloc's big blocks (np.fft/pocketfft scratch, numba arrays, C extensions): NOT through the cache, "
+    "kept resident by glibc with libc=keep (install() only; glibc only)",
+)
+NOT_COVERED = (
+    "requests below min_bytes (Python objects, small arrays): Python's and numpy's own allocators",
+    "the PyMem/PyObject domains' small objects (pymalloc arenas) and mmap'd files (np.memmap, mmap)",
+    "libc blocks under libc=leave, on a C library other than glibc, or where the environment tunes glibc",
+    "with libc=keep, threads' big blocks go to glibc's main heap (a thread's own arena cannot hold them "
+    "without mmap): a lock shared by the threads that allocate them",
+    "a raw block that starts below min_bytes and grows by realloc (bytearray +=, io.BytesIO) stays with "
+    "Python's allocator",
+    "anything allocated by installed() blocks outside numpy (installed() is numpy-only)",
+)
 
 
 def _default_handler_state() -> str:
@@ -58,6 +78,10 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "env": {k: v for k, v in sorted(env.items()) if k in known},
         "env_unknown": sorted(k for k in env if k.startswith("ZKALLOC_") and k not in known),
         "env_problems": _settings.environment_problems(env),
+        "raw_domain": _raw.raw_status(),
+        "libc": _raw.libc_status(),
+        "covered": list(COVERED),
+        "not_covered": list(NOT_COVERED),
     }
 
 
@@ -89,6 +113,12 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
         else:
             shown = f"{value} ({fmt_bytes(value)})"
         lines.append(f"  {name} = {shown}  [{d['setting_sources'][name]}]")
+    lines.append(f"Python raw domain: {d['raw_domain']}")
+    lines.append(f"libc malloc: {d['libc']}")
+    lines.append("covered by install():")
+    lines += [f"  {item}" for item in d["covered"]]
+    lines.append("not covered:")
+    lines += [f"  {item}" for item in d["not_covered"]]
     lines += thp_policy_lines()
     if d["env"]:
         lines.append("from the environment: " + ", ".join(f"{k}={v}" for k, v in d["env"].items()))

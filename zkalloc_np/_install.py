@@ -16,6 +16,11 @@ allocated while installed hold that capsule and would then be freed by glibc.
 It points it at a pass-through handler instead (numpy's name, numpy's
 functions for every new request) that still sends the cache's own pointers
 home.
+
+Issue 24: ``install()`` also serves Python's raw memory domain from the
+cache and, with ``libc=keep``, tells glibc to keep its big blocks resident
+(``_raw.py``); ``uninstall()`` turns both back into pass-throughs.  Both are
+process-wide by nature, so ``installed()`` (scoped) stays numpy-only.
 """
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ from typing import Any
 import numpy as np
 from numpy._core.multiarray import get_handler_name
 
-from . import _core, _handler_stack
-from ._arrays import data_address
+from . import _core, _handler_stack, _raw
+from ._arrays import block_address
 from ._log import log_activity
 from ._settings import configure_from
 
@@ -70,6 +75,12 @@ def installed(**settings: object) -> Installed:
     later.  Blocks nest, and blocks in different threads are independent.
     Use one installed() per with statement.
 
+    Numpy array data only: Python's raw domain (bytes, tobytes(), hashlib
+    inputs) and glibc's big blocks (np.fft scratch) are process-wide and are
+    served only by install().  Use installed() to scope the cache to a
+    block of code or a library that must not see it; use install() for a
+    whole prover process.
+
     It takes no settings: settings are process-wide, so they would either
     outlive the block or, restored at its end, undo what another thread's
     block or configure() set meanwhile.  Call configure() before the block
@@ -88,11 +99,19 @@ def install(**settings: Any) -> None:
     Covers threads started before and after the call, and contexts that never
     set a handler.  Calling it again is harmless.  A context inside a
     ``with installed():`` or another library's handler keeps that handler.
+
+    Also: Python's raw domain (bytes, ``tobytes()``,
+    ``bytearray``, hashlib inputs) of ``min_bytes`` and more comes from the
+    cache, unless tracemalloc (or another hook) was set first, which is
+    declined with a logged warning; and with ``libc=keep`` glibc keeps its
+    big blocks (np.fft scratch, C extensions) resident.
     """
     if settings:
         configure_from(settings, stacklevel=3)
     with _install_lock:
         _core.point_default_at_zkalloc(True)
+        _raw.enable()
+        _raw.libc_enable()
 
 
 def uninstall() -> None:
@@ -104,6 +123,8 @@ def uninstall() -> None:
     with _install_lock:
         if _core.default_points_at_zkalloc():
             _core.point_default_at_zkalloc(False)
+            _raw.disable()
+            _raw.libc_disable()
     log_activity("uninstall()")
 
 
@@ -121,7 +142,8 @@ def is_installed() -> bool:
     return str(get_handler_name()) in _CACHE_HANDLERS
 
 
-def owns(array: np.ndarray) -> bool:
-    """Whether the array's data (or, for a view, its base's) came from the cache."""
-    address = data_address(array, "owns")
+def owns(array: np.ndarray | bytes | bytearray) -> bool:
+    """Whether the array's data (or, for a view, its base's) came from the
+    cache; for a ``bytes`` or ``bytearray`` its block."""
+    address = block_address(array, "owns")
     return address is not None and _core.usable_bytes(address) > 0

@@ -25,7 +25,7 @@ from ._format import fmt_bytes, size_range
 from ._settings import parse_bool
 from ._stats import Stats, snapshot
 
-logger = logging.getLogger("zkalloc_np")
+logger = logging.getLogger(__package__)   # "zkalloc_np"
 ENV_VAR = "ZKALLOC_LOG"
 
 _lock = threading.Lock()

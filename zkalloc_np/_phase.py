@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, _handler_stack, _peak
-from ._arrays import data_address, data_owner
+from ._arrays import block_address, data_owner
 from ._format import fmt_bytes
 from ._peak import PeakReport
 from ._secret import secret_active
@@ -273,6 +273,7 @@ class Phase:
         self._released_bytes = 0
         self._cached_at_entry = 0
         self._started_tracemalloc = False
+        self._raw_token: int | None = None   # this thread's previous raw-domain phase
 
     # ---- entry ---------------------------------------------------------------
 
@@ -292,6 +293,9 @@ class Phase:
         self._capsule = _core.scope_capsule(self.track, self.budget or 0)
         _name_serial(_core.scope_serial(self._capsule), self.name)
         self._entry = _handler_stack.enter(self._capsule)
+        # Raw-domain blocks (bytes, tobytes()) this thread makes are
+        # the phase's too (per thread: the raw domain has no contextvar).
+        self._raw_token = _core.raw_scope_enter(self._capsule)
         return self
 
     def _hot_start(self) -> None:
@@ -318,6 +322,9 @@ class Phase:
             return
         _handler_stack.leave(self._entry)
         self._entry = None
+        if self._raw_token is not None:
+            _core.raw_scope_leave(self._raw_token)
+            self._raw_token = None
         _core.scope_close(self._capsule)
         if self.release_after:
             self._released_bytes = _core.trim_to(self._cached_at_entry)
@@ -402,10 +409,11 @@ class Phase:
         return (f"<Phase {self.name!r} {self._state}{capacity}: {st.arrays} arrays, "
                 f"peak {fmt_bytes(st.peak_bytes)}, {st.misses} misses, {st.escaped_arrays} escaped>")
 
-    def owns(self, array: np.ndarray) -> bool:
+    def owns(self, array: np.ndarray | bytes | bytearray) -> bool:
         """Whether the array's data (its base's, for a view) was allocated in
-        this phase and is alive (escaped arrays included)."""
-        address = data_address(array, "owns")
+        this phase and is alive (escaped arrays included); for a ``bytes`` or
+        ``bytearray`` made on the phase's thread, its block ."""
+        address = block_address(array, "owns")
         if address is None or self._capsule is None:
             return False
         return _core.scope_owns(self._capsule, address)

@@ -27,6 +27,7 @@ BOOLEAN_SETTINGS = frozenset({"adaptive_zero"})
 #: the first word of each value is how it reads back.
 CHOICE_SETTINGS: dict[str, dict[str, int]] = {
     "hugepages": {**_core.HUGEPAGES, "0": 0, "false": 0, "no": 0, "1": 1, "true": 1, "yes": 1},
+    "libc": {"keep": 1, "leave": 0},
 }
 #: settings that no longer exist: name -> why, warned about instead of failing
 REMOVED_SETTINGS: dict[str, str] = {
@@ -218,6 +219,12 @@ def configure(*, min_bytes: int | str = _UNSET, cache_bytes: int | str = _UNSET,
         the cache's requests only (min_bytes and up, not numpy's small ones
         or resizes), per request: threads racing may pass it by a region
         each.  phase(budget=...) is the per-phase budget.
+    libc: "keep" (default) or "leave": while install() is in effect, keep
+        glibc's big blocks (np.fft scratch, C extensions' malloc) resident
+        (mallopt M_MMAP_MAX=0 and a huge M_TRIM_THRESHOLD; malloc_trim at
+        release() and decay; glibc's defaults back at uninstall()), or leave
+        glibc alone.  A no-op where the C library is not glibc, and where the
+        environment already tunes glibc (MALLOC_MMAP_MAX_ and friends).
     background: removed (a FutureWarning, no effect).
 
     A misspelt name is a TypeError (and a type checker's error); a bad value

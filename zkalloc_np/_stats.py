@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from . import _core, _settings, _system
+from . import _core, _raw, _settings, _system
 from ._format import fmt_bytes, size_range
 from ._phase import PhaseTotals, phase_totals
 
@@ -74,6 +74,8 @@ class Stats:
     classes: per size class with any activity.  phases: totals per phase
     name.  small_allocs_by_size: the requests left to numpy's allocator, by
     size: {low: count} for the sizes from low to 2 * low - 1 bytes.
+    raw_domain, libc: what install() does to Python's raw domain and to
+    glibc now, in words.
     """
 
     hits: int
@@ -128,6 +130,12 @@ class Stats:
     secret_wiped_bytes: int
     secret_unprotected: int
     secret_failures: int
+    raw_allocs: int
+    raw_bytes: int
+    raw_frees: int
+    raw_reallocs: int
+    raw_moved_out: int
+    libc_trims: int
     hit_rate: float
     cap_bytes: int
     min_bytes: int
@@ -139,6 +147,8 @@ class Stats:
     classes: tuple[ClassStats, ...]
     phases: dict[str, PhaseTotals] = dataclasses.field(default_factory=dict)
     small_allocs_by_size: dict[int, int] = dataclasses.field(default_factory=dict)
+    raw_domain: str = ""
+    libc: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (classes as a list of dicts), ready for json.dumps."""
@@ -162,6 +172,9 @@ class Stats:
             f"too large to cache {self.uncached_frees}, huge pages {'on' if self.thp else 'off'}, "
             f"process-wide install {'on' if self.installed else 'off'}",
         ]
+        if self.raw_allocs or self.raw_frees:
+            lines.append(f"  Python raw domain: {self.raw_allocs} blocks served ({fmt_bytes(self.raw_bytes)}), "
+                         f"{self.raw_frees} freed, {self.raw_reallocs} reallocs ({self.raw_moved_out} moved out)")
         if self.secret_allocs or self.secret_arrays:
             lines.append(f"  secret: {self.secret_arrays} arrays live ({fmt_bytes(self.secret_bytes)}, "
                          f"{fmt_bytes(self.secret_locked_bytes)} locked), {self.secret_wiped_arrays} wiped, "
@@ -196,4 +209,6 @@ def snapshot() -> Stats:
         classes=classes,
         phases=phase_totals(),
         small_allocs_by_size=small_by_size,
+        raw_domain=_raw.raw_status(),
+        libc=_raw.libc_status(),
     )

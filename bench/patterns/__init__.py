@@ -23,6 +23,8 @@ and optionally:
 - ``PASSES``: at most this many passes (for patterns whose workers are slow to start);
 - ``PHASE_ROUNDS``: the ``zkalloc-phase`` allocator runs each round of it inside
   ``zkalloc.phase()``; ``ONLY``: the allocators that run it by default;
+- ``LIBC``: the ``zkalloc-global-leave`` allocator (install() with
+  libc=leave) runs it by default;
 - ``ZKALLOC_SETTINGS``: settings the zkalloc allocators run this pattern with
   (``zkalloc_np.configure(**ZKALLOC_SETTINGS)`` before ``prepare``);
 - ``after_rounds(size, body) -> dict``: called after the timed rounds; its
@@ -40,12 +42,14 @@ from typing import Any
 from . import (
     contention,
     expr_churn,
+    fft_numpy,
     fft_rounds,
     fill,
     first_touch,
     galois_ntt,
     grow,
     idle,
+    merkle_bytes,
     msm_buckets,
     ntt_prover,
     phase_burst,
@@ -59,7 +63,8 @@ PATTERNS: dict[str, Any] = {
     p.PATTERN: p
     for p in (fft_rounds, fill, zeros.dense, zeros.sparse, first_touch, small, msm_buckets.buckets,
               msm_buckets.windows, msm_buckets.compute, phase_burst, expr_churn, ntt_prover, galois_ntt,
-              contention, phase_reset.dead, phase_reset.escaped, stark_prove, grow, idle)
+              contention, phase_reset.dead, phase_reset.escaped, stark_prove, grow, idle,
+              fft_numpy, merkle_bytes)
 }
 
 

@@ -412,6 +412,7 @@ size_t zk_cache_release(void)
     zk_heap_lock();
     zk_heap_retry_unmaps();
     zk_heap_unlock();
+    zk_libc_trim();   /* what glibc keeps for us (libc=keep) goes back too */
     return total;
 }
 

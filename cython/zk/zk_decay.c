@@ -76,11 +76,18 @@ static void pass(uint64_t now)
     if (period == 0)
         return;
     zk_tcache_drain_older(now - period);   /* a thread that went quiet keeps none */
+    uint64_t softened = atomic_load(&zk_stats.decayed_softened_bytes);
     zk_heap_lock();
     zk_region *chain = walk_oldest(now, period);
+    bool decayed = chain != NULL || atomic_load(&zk_stats.decayed_softened_bytes) != softened;
     zk_vacate_chain(chain, NULL, &zk_stats.decayed_released_bytes, true);
     zk_heap_unlock();
     zk_count(&zk_stats.decay_passes, 1);
+    /* the cache's memory sat idle for decay_ms, so the program
+     * has gone quiet: glibc's kept blocks go back too (never while a loop
+     * reuses them, which would fault them afresh every round). */
+    if (decayed)
+        zk_libc_trim();
 }
 
 void zk_decay_tick(uint64_t now)

@@ -52,6 +52,26 @@ static bool over_budget(size_t size)
     return true;
 }
 
+void *zk_route_serve(struct zk_scope *scope, size_t size, bool zeroed)
+{
+    if (over_budget(size))
+        return ZK_REFUSED;
+    void *p;
+    if (scope != NULL) {
+        p = zk_scope_alloc(scope, size, zeroed);   /* records the site itself when tracked */
+    } else if (!zk_process_tracked()) {
+        return zeroed ? zk_cache_calloc(size) : zk_cache_alloc(size);
+    } else {
+        zk_obtained ob;
+        p = zk_cache_obtain(size, zeroed, &ob);
+        if (p != NULL)
+            ob.region->site = zk_site_now();
+    }
+    if (p != NULL && p != ZK_REFUSED)
+        zk_process_peak_consider();
+    return p;
+}
+
 /* The cache's answer to a request, or NULL when the fallback must serve it:
  * too small, too large, or the kernel refused a new mapping (map count,
  * address space), in which case the fallback may still succeed or fail the
@@ -62,17 +82,7 @@ static void *from_cache(size_t size, bool zeroed)
         zk_count_small(size);
         return NULL;
     }
-    if (over_budget(size))
-        return ZK_REFUSED;
-    if (!zk_process_tracked())
-        return zeroed ? zk_cache_calloc(size) : zk_cache_alloc(size);
-    zk_obtained ob;
-    void *p = zk_cache_obtain(size, zeroed, &ob);
-    if (p != NULL) {
-        ob.region->site = zk_site_now();
-        zk_process_peak_consider();
-    }
-    return p;
+    return zk_route_serve(NULL, size, zeroed);
 }
 
 static void *from_fallback(size_t size, bool zeroed)
@@ -89,12 +99,7 @@ static void *from_scope(struct zk_scope *scope, size_t size, bool zeroed)
         zk_scope_count_small(scope);
         return NULL;
     }
-    if (over_budget(size))
-        return ZK_REFUSED;
-    void *p = zk_scope_alloc(scope, size, zeroed);
-    if (p != NULL && p != ZK_REFUSED)
-        zk_process_peak_consider();
-    return p;
+    return zk_route_serve(scope, size, zeroed);
 }
 
 /* Every route's allocation. */
@@ -146,20 +151,17 @@ static void *move_to(const zk_route *route, void *ptr, size_t have, size_t size)
     return moved;
 }
 
-/* The cache's region starting at ptr, NULL for a foreign pointer: every
- * region starts on a page, so most foreign pointers need no lookup. */
-static zk_region *region_at(const void *ptr)
+static void *move_to_fallback(void *ptr, size_t have, size_t size)
 {
-    return zk_maybe_region_start(ptr) ? zk_pagemap_get(ptr) : NULL;
+    return move_to(&zk_route_passthrough, ptr, have, size);
 }
 
 /* A phase's tag follows the data: taken off first (so the cache's own
  * frees inside the realloc never see it), put back on whatever region holds
  * the data afterwards; if the fallback holds it now, the phase's accounting
- * drops it like a free. */
-static void *realloc_cached(const zk_route *route, zk_region *r, size_t new_size)
+ * drops it like a free.  So does its allocation site. */
+void *zk_route_realloc(zk_region *r, size_t new_size, bool cache_ok, zk_move_out_fn move_out)
 {
-    bool cache_route = route->kind == ZK_ROUTE_CACHE || route->kind == ZK_ROUTE_SCOPE;
     void *ptr = (void *)r->base;
     size_t have = r->bytes;   /* read before the realloc may reshape r */
     uint32_t site = r->site;
@@ -169,18 +171,18 @@ static void *realloc_cached(const zk_route *route, zk_region *r, size_t new_size
         return NULL;   /* over the phase's budget: numpy raises MemoryError, the array is as it was */
     }
     void *p = NULL;
-    if (cache_route && cache_serves(new_size))
+    if (cache_ok && cache_serves(new_size))
         p = zk_cache_realloc_region(r, new_size);
     /* Not for the cache, or the kernel refused a bigger region: the fallback may still have room. */
     if (p == NULL)
-        p = move_to(&zk_route_passthrough, ptr, have, new_size);
+        p = move_out(ptr, have, new_size);
     if (tag.scope != NULL && p == NULL)
         zk_scope_retag(tag, ptr, tag.bytes, ZK_RETAG_FAILED);
     else if (tag.scope != NULL)
         zk_scope_retag(tag, p, new_size, p == ptr ? ZK_RETAG_IN_PLACE : ZK_RETAG_MOVED);
-    zk_region *moved = p != NULL && p != ptr ? region_at(p) : NULL;
+    zk_region *moved = p != NULL && p != ptr ? zk_region_at(p) : NULL;
     if (moved != NULL)
-        moved->site = site;   /* the data's site follows it */
+        moved->site = site;
     return p;
 }
 
@@ -194,7 +196,7 @@ void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
         if (have != 0)
             return move_to(route, ptr, have, new_size);   /* wipes the old copy */
     }
-    zk_region *r = region_at(ptr);
+    zk_region *r = zk_region_at(ptr);
     if (r == NULL)
         return fallback.realloc(fallback.ctx, ptr, new_size);
     if (atomic_load_explicit(&r->state, memory_order_acquire) != ZK_REGION_IN_USE) {
@@ -203,21 +205,27 @@ void *zk_h_realloc(void *ctx, void *ptr, size_t new_size)
             zk_scope_count_invalid_free(route->scope);
         return NULL;
     }
-    return realloc_cached(route, r, new_size);
+    bool cache_route = route->kind == ZK_ROUTE_CACHE || route->kind == ZK_ROUTE_SCOPE;
+    return zk_route_realloc(r, new_size, cache_route, move_to_fallback);
 }
 
 /* ---- free: ownership from the address, the route only says where to look
  * first -------------------------------------------------------------------- */
 
+bool zk_route_free(zk_region *r)
+{
+    if (zk_region_tagged(r))
+        zk_scope_untag_freed(r);   /* before the region can be handed out again */
+    return zk_cache_free_region(r);
+}
+
 static void free_any(const zk_route *route, void *ptr, size_t size)
 {
     if (route->kind == ZK_ROUTE_SECRET && zk_secret_free(ptr))
         return;
-    zk_region *r = region_at(ptr);
+    zk_region *r = zk_region_at(ptr);
     if (r != NULL) {
-        if (zk_region_tagged(r))
-            zk_scope_untag_freed(r);   /* before the region can be handed out again */
-        if (!zk_cache_free_region(r) && route->kind == ZK_ROUTE_SCOPE)
+        if (!zk_route_free(r) && route->kind == ZK_ROUTE_SCOPE)
             zk_scope_count_invalid_free(route->scope);   /* a double free, as far as can be told */
         return;
     }

@@ -333,6 +333,25 @@ uint32_t zk_site_now(void);           /* the registered site source's answer, 0 
 bool zk_process_tracked(void);
 void zk_process_peak_consider(void);  /* a request succeeded: the process's peak may have grown */
 
+/* ---- routes shared by numpy's handler and the raw domain (zk_handler.c) -- */
+/* A cache-sized request (scope NULL: untagged): the process's budget, the
+ * phase's tag and budget, the site and the process's peak when tracked.
+ * NULL: the fallback must serve it; ZK_REFUSED: a budget refused it. */
+void *zk_route_serve(struct zk_scope *scope, size_t size, bool zeroed);
+/* Resize in-use region r: in the cache if cache_ok and the size is the
+ * cache's, else move_out copies the data to the caller's fallback (and frees
+ * r); the phase's tag, its budget and the site follow.  NULL: r as it was. */
+typedef void *(*zk_move_out_fn)(void *ptr, size_t have, size_t size);
+void *zk_route_realloc(zk_region *r, size_t new_size, bool cache_ok, zk_move_out_fn move_out);
+/* Free region r (the tag off first); false: it was not in use (counted). */
+bool zk_route_free(zk_region *r);
+/* The cache's region starting at ptr, NULL for a foreign pointer: every
+ * region starts on a page, so most foreign pointers need no lookup. */
+static inline zk_region *zk_region_at(const void *ptr)
+{
+    return zk_maybe_region_start(ptr) ? zk_pagemap_get(ptr) : NULL;
+}
+
 /* ---- secret memory (zk_secret.c) ---------------------------------------- */
 void zk_secret_init(void);
 void *zk_secret_alloc(size_t bytes, bool strict);
@@ -358,5 +377,6 @@ static inline size_t zk_opt_thread_cache_bytes(void) { return (size_t)zk_opt(ZK_
 static inline bool zk_opt_adaptive_zero(void) { return zk_opt(ZK_OPT_ADAPTIVE_ZERO) != 0; }
 static inline uint64_t zk_opt_decay_ms(void) { return zk_opt(ZK_OPT_DECAY_MS); }
 static inline uint64_t zk_opt_budget(void) { return zk_opt(ZK_OPT_BUDGET); }
+static inline bool zk_opt_libc_keep(void) { return zk_opt(ZK_OPT_LIBC) != 0; }
 
 #endif

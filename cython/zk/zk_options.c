@@ -26,6 +26,8 @@ static uint64_t default_thread_cache_bytes(void) { return 256 * MiB; }
  * refault of what the kernel reclaimed. */
 static uint64_t default_decay_ms(void) { return 10000; }
 static uint64_t default_budget(void) { return 0; }   /* none: the kernel's limits only */
+/* glibc keeps its big blocks while installed; measured: docs/coverage.md */
+static uint64_t default_libc(void) { return 1; }
 
 /* min(physical RAM / 8, 1 GiB), the zk-alloc default. */
 static uint64_t default_cache_bytes(void)
@@ -43,6 +45,7 @@ static const zk_option_spec specs[ZK_OPT_COUNT] = {
     [ZK_OPT_ADAPTIVE_ZERO] = {"adaptive_zero", 0, 1, default_adaptive_zero},
     [ZK_OPT_DECAY_MS] = {"decay_ms", 0, (uint64_t)24 * 3600 * 1000, default_decay_ms},
     [ZK_OPT_BUDGET] = {"budget", 0, ADDRESS_SPACE, default_budget},
+    [ZK_OPT_LIBC] = {"libc", 0, 1, default_libc},
 };
 
 /* Current values, read on hot paths through the inline accessors in
@@ -73,6 +76,8 @@ int zk_option_set(zk_option opt, uint64_t value)
         zk_cache_trim();   /* a lower cap applies now, not at the next free */
     if (opt == ZK_OPT_DECAY_MS)
         zk_decay_reschedule();   /* a shorter period applies from now */
+    if (opt == ZK_OPT_LIBC)
+        zk_libc_setting_changed();   /* while installed, applies now */
     return ZK_OK;
 }
 

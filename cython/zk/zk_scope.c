@@ -42,6 +42,9 @@ struct zk_scope {
     _Atomic int closed;
     _Atomic int64_t class_live[ZK_NCLASSES];   /* may dip below 0 transiently: signed */
     _Atomic uint64_t class_peak[ZK_NCLASSES];
+    /* The capsule, every tagged region and every thread whose raw requests
+     * it tags (zk_raw.c) hold a pin; the last unpin frees the scope. */
+    _Atomic int64_t pins;
 };
 
 static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
@@ -55,6 +58,7 @@ zk_scope *zk_scope_create(void)
         return NULL;
     s->peak = zk_peak_create();
     s->refusal = zk_peak_create();
+    atomic_init(&s->pins, 1);   /* the capsule's */
     if (s->peak == NULL || s->refusal == NULL) {
         zk_scope_destroy(s);
         return NULL;
@@ -76,8 +80,18 @@ zk_route *zk_scope_route(zk_scope *s) { return &s->route; }
 zk_peak *zk_scope_peak(zk_scope *s) { return s->peak; }
 zk_peak *zk_scope_refusal(zk_scope *s) { return s->refusal; }
 
-void zk_scope_destroy(zk_scope *s)
+/* The capsule is gone; raw blocks tagged with the scope may outlive it. */
+void zk_scope_destroy(zk_scope *s) { zk_scope_unpin(s); }
+
+void zk_scope_pin(zk_scope *s)
 {
+    atomic_fetch_add_explicit(&s->pins, 1, memory_order_relaxed);
+}
+
+void zk_scope_unpin(zk_scope *s)
+{
+    if (atomic_fetch_sub_explicit(&s->pins, 1, memory_order_acq_rel) != 1)
+        return;
     zk_peak_destroy(s->peak);
     zk_peak_destroy(s->refusal);
     free(s);
@@ -146,6 +160,7 @@ static void live_sub(zk_scope *s, uint64_t bytes, int cls)
 
 static void tag(zk_region *r, zk_scope *s, uint64_t bytes)
 {
+    zk_scope_pin(s);   /* released by whoever takes the tag off for good */
     atomic_store_explicit(&r->scope_bytes, bytes, memory_order_relaxed);
     atomic_store_explicit(&r->scope_serial, s->serial, memory_order_relaxed);
     atomic_store_explicit(&r->scope, s, memory_order_release);
@@ -225,8 +240,10 @@ zk_scope_tag zk_scope_untag(zk_region *r)
 void zk_scope_untag_freed(zk_region *r)
 {
     zk_scope_tag t = zk_scope_untag(r);
-    if (t.scope != NULL)
+    if (t.scope != NULL) {
         live_sub(t.scope, t.bytes, t.cls);
+        zk_scope_unpin(t.scope);
+    }
 }
 
 void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how)
@@ -236,11 +253,12 @@ void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how)
         zk_count(how == ZK_RETAG_MOVED ? &s->realloc_moved : &s->realloc_in_place, 1);
     zk_region *r = zk_maybe_region_start(p) ? zk_pagemap_get(p) : NULL;
     live_sub(s, old.bytes, old.cls);
-    if (r == NULL)
-        return;   /* the fallback holds it now: no longer the phase's */
-    tag(r, s, bytes);
-    atomic_fetch_add_explicit(&s->live_bytes, bytes, memory_order_relaxed);   /* zk_scope_may_grow checked it */
-    live_add(s, bytes, r->cls);
+    if (r != NULL) {   /* else the fallback holds it now: no longer the phase's */
+        tag(r, s, bytes);
+        atomic_fetch_add_explicit(&s->live_bytes, bytes, memory_order_relaxed);   /* zk_scope_may_grow checked it */
+        live_add(s, bytes, r->cls);
+    }
+    zk_scope_unpin(s);   /* the old tag's pin, after the new one's */
 }
 
 /* ---- closing, reading, listing ------------------------------------------------ */

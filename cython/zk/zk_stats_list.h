@@ -67,6 +67,12 @@
     COUNTER(secret_wiped_arrays, "secret arrays freed and wiped") \
     COUNTER(secret_wiped_bytes, "their bytes") \
     COUNTER(secret_unprotected, "strict=False secret arrays that lack a protection") \
-    COUNTER(secret_failures, "secret allocations refused (strict, a protection failed)")
+    COUNTER(secret_failures, "secret allocations refused (strict, a protection failed)") \
+    COUNTER(raw_allocs, "Python raw-domain requests (bytes, bytearray, tobytes(), hashlib inputs) the cache served") \
+    COUNTER(raw_bytes, "their requested bytes") \
+    COUNTER(raw_frees, "raw-domain frees of the cache's blocks") \
+    COUNTER(raw_reallocs, "raw-domain resizes of the cache's blocks") \
+    COUNTER(raw_moved_out, "of those, blocks moved to the wrapped allocator (shrunk below min_bytes, or after uninstall())") \
+    COUNTER(libc_trims, "malloc_trim(0) calls (libc=keep: release() and idle decay give glibc's kept blocks back)")
 
 #endif

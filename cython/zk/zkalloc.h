@@ -30,6 +30,7 @@ typedef enum {
     ZK_OPT_ADAPTIVE_ZERO,       /* 1: calloc learns per class whether MADV_DONTNEED beats memset */
     ZK_OPT_DECAY_MS,            /* idle this long: MADV_FREE; twice as long: unmapped; 0 = never */
     ZK_OPT_BUDGET,              /* the cache's bytes in use may not exceed it; 0 = no budget */
+    ZK_OPT_LIBC,                /* 1 keep: glibc keeps big blocks resident while installed (zk_libc.c); 0 leave */
     ZK_OPT_COUNT
 } zk_option;
 
@@ -276,5 +277,59 @@ extern const size_t zk_stats_count;
 
 void zk_stats_read(zk_stats_snapshot *out);
 void zk_stats_reset_counters(void);  /* hits/misses/events; not the byte gauges */
+
+/* ==== every large buffer, not only numpy's array data ====================
+ * Python's raw domain (zk_raw.c) and glibc's big blocks (zk_libc.c).  The
+ * rest of the core knows nothing of either, except the two calls to
+ * zk_libc_trim() (release, decay) and the scope pins (zk_scope.c). */
+
+/* ---- Python's raw domain (zk_raw.c) -------------------------------------
+ * The shape of CPython's PyMemAllocatorEx, without Python.h: the Cython
+ * layer copies field by field between the two. */
+typedef struct {
+    void *ctx;
+    void *(*malloc)(void *ctx, size_t size);
+    void *(*calloc)(void *ctx, size_t nelem, size_t elsize);
+    void *(*realloc)(void *ctx, void *ptr, size_t new_size);
+    void (*free)(void *ctx, void *ptr);
+} zk_raw_allocator;
+
+/* Remember the allocator being wrapped (once: the hook is never removed)
+ * and fill *ours with the hook's functions; its ctx is the wrapped one's,
+ * so a reader that sees half of the swap still calls a valid pair. */
+int zk_raw_wrap(const zk_raw_allocator *wrapped, zk_raw_allocator *ours);   /* ZK_OK, or ZK_EINVAL if already wrapped */
+/* Whether a raw allocator's functions are the hook's. */
+int zk_raw_is_hook(const zk_raw_allocator *a);
+/* 1: requests of min_bytes and more go to the cache; 0: pass-through
+ * (the cache's own blocks still go home). */
+void zk_raw_set_active(int on);
+int zk_raw_active(void);
+/* The phase this thread's raw requests are tagged with (NULL: none).
+ * Returns the previous one; the pin it held moves to the caller, who hands
+ * it back to zk_raw_scope_leave. */
+struct zk_scope *zk_raw_scope_enter(struct zk_scope *s);
+void zk_raw_scope_leave(struct zk_scope *previous);
+void *zk_raw_malloc(void *ctx, size_t size);
+void *zk_raw_calloc(void *ctx, size_t nelem, size_t elsize);
+void *zk_raw_realloc(void *ctx, void *ptr, size_t new_size);
+void zk_raw_free(void *ctx, void *ptr);
+
+/* ---- scope pins (zk_scope.c) ---------------------------------------------
+ * A scope is freed when its capsule is gone AND no raw block tagged with it
+ * (nor a thread's raw scope) remains: a bytes object can outlive every
+ * array of the phase. */
+void zk_scope_pin(struct zk_scope *s);
+void zk_scope_unpin(struct zk_scope *s);
+
+/* ---- glibc's big blocks (zk_libc.c) ---------------------------------------
+ * While installed with libc=keep: mallopt(M_MMAP_MAX, 0) and a huge
+ * M_TRIM_THRESHOLD, so blocks glibc would mmap and munmap each time stay in
+ * its heap, resident.  Not glibc: every call is a no-op. */
+enum { ZK_LIBC_NONE = 0, ZK_LIBC_GLIBC = 1 };
+int zk_libc_kind(void);                 /* ZK_LIBC_GLIBC when built against glibc */
+void zk_libc_install(int on);           /* install()/uninstall(): apply or restore per the libc setting */
+int zk_libc_applied(void);              /* 1 while the tuning is in effect */
+int zk_libc_trim(void);                 /* malloc_trim(0) if applied; 1 if it gave memory back */
+void zk_libc_setting_changed(void);     /* ZK_OPT_LIBC changed: apply or restore now */
 
 #endif

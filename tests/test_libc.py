@@ -1,0 +1,163 @@
+"""glibc's big blocks under install(): libc=keep keeps them
+resident, release() and decay give them back (malloc_trim), uninstall()
+restores glibc's defaults, libc=leave and a tuned environment leave glibc
+alone, and a bad ZKALLOC_LIBC is refused clearly."""
+from __future__ import annotations
+
+import ctypes
+import resource
+import warnings
+
+import numpy as np
+import pytest
+
+import zkalloc_np as zk
+from zkalloc_np._settings import SettingsWarning, load_environment
+from conftest import MiB, run_python, wait_for
+
+pytestmark = pytest.mark.skipif(not zk._core.libc_is_glibc(), reason="glibc's tuning: glibc only")
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+libc.mallinfo2.restype = MallInfo2
+
+
+def mmapped_by_a_big_malloc() -> bool:
+    """Whether glibc serves a 64 MiB malloc with its own mmap (its default)
+    rather than from its heap (libc=keep)."""
+    before = libc.mallinfo2().hblks
+    p = libc.malloc(64 * MiB)
+    during = libc.mallinfo2().hblks
+    libc.free(p)
+    return during > before
+
+
+def rss() -> int:
+    return zk.stats().rss_bytes
+
+
+def fft_round(x: np.ndarray) -> np.ndarray:
+    f = np.fft.rfft(x)
+    return np.fft.irfft(f * f)
+
+
+def minflt() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def test_keep_serves_big_blocks_from_the_heap_and_uninstall_restores_the_defaults():
+    zk.install(libc="keep")
+    assert zk._core.libc_applied() and zk.stats().libc.startswith("keep")
+    assert not mmapped_by_a_big_malloc()
+    zk.uninstall()
+    assert not zk._core.libc_applied()
+    assert mmapped_by_a_big_malloc()
+
+
+def test_a_64_mib_fft_round_faults_less_than_once_per_page_the_second_time():
+    zk.install(libc="keep")
+    x = np.random.default_rng(1).random(8 * MiB // 8)
+    fft_round(x)
+    before = minflt()
+    fft_round(x)
+    assert minflt() - before < 64 * MiB // 4096
+
+
+def test_leave_leaves_glibc_alone():
+    zk.install(libc="leave")
+    assert not zk._core.libc_applied() and zk.stats().libc.startswith("leave")
+    assert mmapped_by_a_big_malloc()
+    zk.configure(libc="keep")   # at run time, while installed: applies now
+    assert zk._core.libc_applied() and not mmapped_by_a_big_malloc()
+    zk.configure(libc="leave")
+    assert not zk._core.libc_applied() and mmapped_by_a_big_malloc()
+
+
+def kept_blocks(n: int = 4) -> None:
+    """n blocks of 64 MiB malloc'ed, written and freed: glibc keeps them (libc=keep)."""
+    blocks = [libc.malloc(64 * MiB) for _ in range(n)]
+    for p in blocks:
+        ctypes.memset(p, 1, 64 * MiB)
+    for p in reversed(blocks):
+        libc.free(p)
+
+
+def test_release_gives_glibcs_kept_memory_back(fresh):
+    zk.install(libc="keep")
+    high = rss()
+    kept_blocks()
+    assert rss() - high > 200 * MiB   # kept resident
+    trims = zk.stats().libc_trims
+    zk.release()
+    assert zk.stats().libc_trims == trims + 1
+    assert rss() - high < 100 * MiB
+
+
+def test_idle_decay_gives_glibcs_kept_memory_back(fresh):
+    zk.install(libc="keep", decay_ms=100)
+    high = rss()
+    kept_blocks()
+    del_me = np.ones(MiB)   # the cache holds an idle region: decay runs
+    del del_me
+    assert rss() - high > 200 * MiB
+    assert wait_for(lambda: rss() - high < 100 * MiB, 10.0)
+    assert zk.stats().libc_trims >= 1
+
+
+def test_a_tuned_environment_is_left_as_it_is():
+    result = run_python("""
+        import zkalloc_np as zk
+        zk.install()
+        assert not zk._core.libc_applied(), "applied"
+        print(zk.stats().libc)
+        """, env={"MALLOC_MMAP_MAX_": "0"})
+    assert result.returncode == 0, result.stderr
+    assert "left as the environment tunes it (MALLOC_MMAP_MAX_)" in result.stdout
+
+
+def test_bad_libc_values_are_refused_naming_the_setting():
+    before = zk.settings()
+    for value in ("sometimes", "", 2, -1, 1.5, None):
+        with pytest.raises(ValueError, match="libc"):
+            zk.configure(libc=value)
+    with pytest.raises(ValueError, match="ZKALLOC_LIBC='sometimes'.*keep/leave"):
+        load_environment({"ZKALLOC_LIBC": "sometimes"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_environment({"ZKALLOC_LIBC": "sometimes"}, strict=False)
+    assert any(issubclass(w.category, SettingsWarning) and "ZKALLOC_LIBC" in str(w.message) for w in caught)
+    assert zk.settings() == before
+    load_environment({"ZKALLOC_LIBC": "leave"})
+    assert zk.settings()["libc"] == 0 and zk.setting_sources()["libc"] == "env ZKALLOC_LIBC"
+
+
+def test_info_says_what_is_covered():
+    from zkalloc_np._info import info_lines
+    text = "\n".join(info_lines())
+    assert "libc malloc:" in text and "Python raw domain:" in text
+    assert "np.fft" in text and "NOT through the cache" in text and "not covered:" in text
+
+
+def test_a_bad_zkalloc_libc_at_import_warns_and_keeps_the_default():
+    result = run_python("""
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import zkalloc_np as zk
+        print(caught[0].category.__name__, caught[0].message)
+        print(zk.settings()["libc"], zk.setting_sources()["libc"])
+        """, env={"ZKALLOC_LIBC": "maybe"})
+    assert result.returncode == 0, result.stderr
+    warning, setting = result.stdout.splitlines()
+    assert warning.startswith("SettingsWarning ZKALLOC_LIBC='maybe'") and "keeps its default" in warning
+    assert setting == "1 default"
