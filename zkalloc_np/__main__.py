@@ -170,7 +170,7 @@ def _cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     target, module = _target(parser, args)
     _check_json(parser, args.json)
     return _run.run(target, args.program_args, module=module, json_path=args.json, quiet=args.quiet,
-                    supervise=True)
+                    supervise=True, peak=args.peak)
 
 
 def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -226,9 +226,12 @@ def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info, parser=info)
     run = sub.add_parser("run", help=COMMAND_HELP["run"],
                          description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-                         usage=f"{prog} run [--json PATH] [--quiet] (script.py | -m MODULE) [args ...]")
+                         usage=f"{prog} run [--json PATH] [--quiet] [--peak] (script.py | -m MODULE) [args ...]")
     run.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     run.add_argument("--quiet", action="store_true", help="no report on stderr (only --json)")
+    run.add_argument("--peak", action="store_true",
+                     help="also record where each array was allocated, and report what was live at the peak "
+                          "(sites, sizes, phases)")
     _program_options(run)
     run.set_defaults(func=_cmd_run, parser=run)
     compare = sub.add_parser("compare", help=COMMAND_HELP["compare"],

@@ -25,6 +25,10 @@ say what the run would have cost without zkalloc: numpy's default allocator
 keeps many blocks on glibc's heap, so the faults a hit avoided cannot be
 counted from inside one run.  ``python -m zkalloc_np compare`` measures that,
 by running the program both ways.
+
+``run --peak`` also records, for every request the cache serves, where it was
+allocated, and snapshots what is live whenever the cache's bytes in use grow
+by 1/16: the report then says what made the peak (sites, sizes, phases).
 """
 from __future__ import annotations
 
@@ -38,9 +42,12 @@ import sys
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TextIO
 
+from . import _core, _peak
+from ._peak import PeakReport
+from ._phase import phase_names
 from ._stats import Stats, fmt_bytes, size_range
 
 #: Per-class rows printed (the JSON has every class).
@@ -119,12 +126,27 @@ class RunReport:
     calloc_discard: int
     classes: list[ClassReport] = field(default_factory=list)
     small_allocs_by_size: dict[int, int] = field(default_factory=dict)
+    peak: PeakReport | None = None   # run --peak: what was live at the peak
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict, ready for json.dumps."""
         return asdict(self)
 
     def __str__(self) -> str:
+        return "\n".join(self._lines() + (self._peak_lines() if self.peak is not None else []))
+
+    def _peak_lines(self) -> list[str]:
+        assert self.peak is not None
+        summary = self.peak.lines(top=8)
+        lines = ["  what made the peak (run --peak): " + summary[0]] + ["  " + line for line in summary[1:]]
+        phases = {name or "(no phase)": n for name, n in self.peak.by_phase.items()}
+        if len(phases) > 1 or "(no phase)" not in phases:
+            lines.append("    by phase: " + ", ".join(f"{name} {fmt_bytes(n)}" for name, n in phases.items()))
+        top = sorted(self.peak.by_class.items(), key=lambda kv: kv[1], reverse=True)[:4]
+        lines.append("    largest sizes: " + ", ".join(f"{fmt_bytes(n)} in {fmt_bytes(c)} regions" for c, n in top))
+        return lines
+
+    def _lines(self) -> list[str]:
         lines = [
             f"zkalloc run: {' '.join(self.command)}: exit {self.exit_code}, {self.wall_s:.2f} s wall "
             f"({self.user_s:.2f} s user, {self.system_s:.2f} s system)",
@@ -158,7 +180,7 @@ class RunReport:
         if self.exit_code == 0:   # a program that failed here would fail under compare too
             lines.append("  does zkalloc make this program faster? measure it: "
                          f"python -m zkalloc_np compare {shlex.join(self.command)}")
-        return "\n".join(lines)
+        return lines
 
 
 def _gain(after: int, before: int) -> int:
@@ -340,7 +362,7 @@ def _write_json(report: RunReport | CrashReport, path: str, err: TextIO) -> None
 
 
 def run(target: str, args: Sequence[str], *, module: bool = False, json_path: str | None = None,
-        stream: TextIO | None = None, quiet: bool = False, supervise: bool = False) -> int:
+        stream: TextIO | None = None, quiet: bool = False, supervise: bool = False, peak: bool = False) -> int:
     """Run a script (or, with module=True, a module as ``-m``) under install().
 
     Returns the program's exit status: 0 when it ends normally, 1 after an
@@ -351,6 +373,7 @@ def run(target: str, args: Sequence[str], *, module: bool = False, json_path: st
     supervise: fork first, so that a program killed by a signal still gets a
     report of what its parent measured (see `CrashReport`); the command line
     sets it.  The parent never returns.
+    peak: record allocation sites and what was live at the peak (run --peak).
     """
     import zkalloc_np
     from ._log import log_activity
@@ -367,6 +390,8 @@ def run(target: str, args: Sequence[str], *, module: bool = False, json_path: st
     stats0, counters0 = zkalloc_np.stats(), read_counters()
     start = time.perf_counter()
     exit_code = 1
+    if peak:
+        _core.track_process(True)
     zkalloc_np.install()
     try:
         if module:
@@ -386,6 +411,10 @@ def run(target: str, args: Sequence[str], *, module: bool = False, json_path: st
         counters1, stats1 = read_counters(), zkalloc_np.stats()
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         report = build_report(command, exit_code, wall, (counters0, counters1), (stats0, stats1), peak_rss)
+        if peak:
+            _core.track_process(False)
+            report = replace(report, peak=_peak.report(_core.process_peak(), None, stats1.peak_bytes_in_use,
+                                                       phase_names()))
         if not quiet:
             print(report, file=out, flush=True)
         if json_path is not None:

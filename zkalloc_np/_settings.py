@@ -50,6 +50,7 @@ class Settings(TypedDict):
     adaptive_zero: bool
     decay_ms: int
     budget: int
+    libc: Literal["keep", "leave"]
 
 #: Every other ZKALLOC_* variable this project reads (not a setting), and
 #: who reads it.  Any ZKALLOC_* name in neither list is reported as unknown.
@@ -193,7 +194,8 @@ _UNSET: Any = object()
 def configure(*, min_bytes: int | str = _UNSET, cache_bytes: int | str = _UNSET,
               hugepages: HugePages | bool | int = _UNSET, lazy_zero_bytes: int | str = _UNSET,
               thread_cache_bytes: int | str = _UNSET, adaptive_zero: bool | int | str = _UNSET,
-              decay_ms: int | str = _UNSET, budget: int | str = _UNSET, background: Any = _UNSET) -> Settings:
+              decay_ms: int | str = _UNSET, budget: int | str = _UNSET,
+              libc: Literal["keep", "leave"] | bool | int = _UNSET, background: Any = _UNSET) -> Settings:
     """Change settings at run time; returns all settings after the change.
 
     cache_bytes: cap on idle bytes the cache holds (int or '512M'); lowering
