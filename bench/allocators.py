@@ -42,6 +42,10 @@ ALLOCATORS: dict[str, Allocator] = {
                   env={"ZKALLOC_LAZY_ZERO_BYTES": "64K", "ZKALLOC_HUGEPAGES": "0"}, default_patterns="zeros"),
         Allocator("zkalloc-phase", "zkalloc scoped, every round inside with zkalloc.phase()",
                   default_patterns="phase"),
+        Allocator("zkalloc-phase-track", "zkalloc scoped, every round inside zkalloc.phase(track=True): "
+                  "allocation sites recorded (and tracemalloc started, for escapes)", default_patterns="phase"),
+        Allocator("zkalloc-phase-tracemalloc", "zkalloc scoped, every round inside zkalloc.phase(), "
+                  "with tracemalloc running (16 frames): tracemalloc's cost alone", default_patterns="phase"),
         Allocator("zkalloc-nothp", "zkalloc scoped, no MADV_HUGEPAGE (hugepages=0)",
                   env={"ZKALLOC_HUGEPAGES": "0"}, default_patterns="first_touch"),
         Allocator("ideal", "the pattern written with preallocated buffers (out=): the limit", ideal=True),
@@ -99,10 +103,11 @@ def thread_entry(name: str) -> Callable[[], contextlib.AbstractContextManager[No
 def round_context(name: str) -> Callable[[], contextlib.AbstractContextManager[Any]] | None:
     """What each timed round enters under allocator `name`: zkalloc-phase runs
     every round as one ``zkalloc.phase()``; the others need nothing."""
-    if name != "zkalloc-phase":
+    if not name.startswith("zkalloc-phase"):
         return None
     import zkalloc_np as zk
-    return lambda: zk.phase("bench-round")
+    track = name == "zkalloc-phase-track"
+    return lambda: zk.phase("bench-round", track=track)
 
 
 def activated(name: str) -> contextlib.AbstractContextManager[None]:
@@ -110,6 +115,20 @@ def activated(name: str) -> contextlib.AbstractContextManager[None]:
     (numpy default, the LD_PRELOADed ones and the ideal need none)."""
     if name in ("zkalloc-global", "zkalloc-global-leave"):
         return _process_wide()
+    if name == "zkalloc-phase-tracemalloc":
+        return _with_tracemalloc()
     if name.startswith("zkalloc"):
         return _scoped()
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _with_tracemalloc() -> Iterator[None]:
+    """zkalloc scoped with tracemalloc running, as phase(track=True) starts it."""
+    import tracemalloc
+    tracemalloc.start(16)
+    try:
+        with _scoped():
+            yield
+    finally:
+        tracemalloc.stop()

@@ -189,7 +189,8 @@ def cold_warm_markdown(records: list[Record], allocators: list[str]) -> str:
 #: The chart's colours: zkalloc strongest, its variants in warm hues, the
 #: peers in cool ones, the ideal grey; anything else from tab10.
 COLOURS = {
-    "zkalloc": "#c40000", "zkalloc-global": "#ff7f0e", "zkalloc-phase": "#e7298a", "zkalloc-lazy": "#8c510a",
+    "zkalloc": "#c40000", "zkalloc-global": "#ff7f0e", "zkalloc-phase": "#e7298a", "zkalloc-phase-track": "#f781bf",
+    "zkalloc-phase-tracemalloc": "#fdb462", "zkalloc-lazy": "#8c510a",
     "zkalloc-lazy-nothp": "#bf812d", "zkalloc-nothp": "#f4a582", "glibc-tuned": "#1f78b4", "jemalloc": "#33a02c",
     "mimalloc": "#6a3d9a", "tcmalloc": "#17becf", "ideal": "#4d4d4d",
 }

@@ -103,6 +103,31 @@ def check_phase(where: str, rows: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+#: Issue 26: recording each phase's peak, left on, within these of installed() (time, peak RSS),
+#: and the snapshots' own time within this share of a round; on the prover-shaped patterns.
+PEAK_GOALS = {"median_s": 1.02, "peak_rss_bytes": 1.01}
+PEAK_SNAPSHOT_SHARE = 0.02
+PEAK_PATTERNS = ("stark_prove", "ntt_prover")
+
+
+def check_peak(where: str, pattern: str, rows: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Issue 26's targets: a phase per round (peak recording on, track=False)
+    against installed(), and what the snapshots themselves took."""
+    if pattern not in PEAK_PATTERNS or "zkalloc-phase" not in rows or "zkalloc" not in rows:
+        return []
+    me, base = rows["zkalloc-phase"], rows["zkalloc"]
+    out: list[tuple[str, str, str]] = []
+    for key, goal in PEAK_GOALS.items():
+        r = me[key] / base[key]
+        spread = max(noise(me, key), noise(base, key))
+        out.append((f"{where} peak recorded: {key} <= {goal:.2f}x installed()'s", _verdict(goal / r, 1.0, spread),
+                    f"{r:.3f}x (pass spread {spread:.2f})"))
+    share = me.get("peak_snapshot_s_per_round", 0.0) / me["median_s"]
+    out.append((f"{where} peak snapshots <= {PEAK_SNAPSHOT_SHARE:.0%} of a round",
+                "met" if share <= PEAK_SNAPSHOT_SHARE else "MISSED", f"{share:.3%} of the round"))
+    return out
+
+
 def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(what, verdict, detail) for every target the records can decide;
     verdict is "met", "MISSED" or "noise" (missed by less than the pass-to-pass
@@ -111,6 +136,7 @@ def check(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     for pattern, size, rows in groups(records):
         where = f"{pattern} {size_label(pattern, size)}"
         out += check_phase(where, rows)
+        out += check_peak(where, pattern, rows)
         peers = {p: rows[p]["median_s"] for p in PEERS if p in rows}
         best_peer = min(peers, key=lambda p: peers[p]) if peers else None
         for zk in ZK:

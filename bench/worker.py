@@ -33,14 +33,21 @@ def _body(module: Any, size: int, ideal: bool) -> Any:
     return lambda: module.run(size, 1, ideal)
 
 
+#: Seconds the phases' peak snapshots took, summed over rounds (a phase per round).
+_snapshot_s = [0.0]
+
+
 def _wrapped(body: Any, round_ctx: Any) -> Any:
     """The body run inside a per-round context (a phase), or as it is."""
     if round_ctx is None:
         return body
 
     def in_round() -> Any:
-        with round_ctx():
-            return body()
+        with round_ctx() as ph:
+            result = body()
+        peak = ph.stats.peak
+        _snapshot_s[0] += peak.snapshot_seconds if peak is not None else 0.0
+        return result
     return in_round
 
 
@@ -93,6 +100,7 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             import zkalloc_np
             zk = zkalloc_np
             zk.reset_stats()   # the hit rate of the timed rounds
+            _snapshot_s[0] = 0.0
         n = plan_rounds(min(warm), rounds, min_rounds, max_seconds)
         faults_before, _ = _usage()
         times = [_time_round(body) for _ in range(n)]
@@ -112,6 +120,8 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             st = zk.stats()
             record["hit_rate"] = st.hit_rate
             record["zk_hits"], record["zk_misses"] = st.hits, st.misses
+            if allocators.round_context(allocator) is not None:   # what recording each phase's peak cost
+                record["peak_snapshot_s_per_round"] = _snapshot_s[0] / n
     if "LD_PRELOAD" in os.environ:
         record["preload"] = os.environ["LD_PRELOAD"]
     return record

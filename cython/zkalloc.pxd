@@ -147,7 +147,7 @@ cdef extern from "zkalloc.h" nogil:
         uint32_t site
         int cls
     ctypedef struct zk_peak_info:
-        uint64_t live, in_use, unlisted_bytes, count
+        uint64_t live, in_use, unlisted_bytes, count, snapshots, snapshot_ns
     ctypedef struct zk_peak:
         pass
     ctypedef uint32_t (*zk_site_fn)() noexcept nogil

@@ -132,7 +132,8 @@ MEASURED_FIELDS = {"command", "exit_code", "wall_s", "user_s", "system_s", "mino
                    "counters_source", "peak_rss_bytes", "hits", "misses", "hit_rate", "bytes_served_from_cache",
                    "bytes_mapped_by_misses", "bytes_cached", "cap_bytes", "min_bytes", "peak_bytes_in_use",
                    "peak_bytes_cached", "evictions", "evicted_bytes", "small_allocs", "small_frees", "foreign_frees",
-                   "calloc_fresh", "calloc_memset", "calloc_discard", "classes", "small_allocs_by_size"}
+                   "calloc_fresh", "calloc_memset", "calloc_discard", "classes", "small_allocs_by_size",
+                   "peak"}   # run --peak's PeakReport, None without it
 
 
 def test_build_report_has_only_measured_fields_and_a_per_class_breakdown():

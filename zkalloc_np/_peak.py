@@ -15,6 +15,7 @@ import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ _names: list[str] = ["(unknown)"]   # site 0: not recorded
 def current_site() -> int:
     """The site of the allocation under way: called by the core (through
     _core.set_site_source) on tracked requests, with the GIL held."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
         frame = frame.f_back
     if frame is None:
@@ -80,7 +81,10 @@ class PeakReport:
     outside_bytes: bytes live in the cache then that were not the phase's
     (arrays from before it, from other threads' phases, from inner phases);
     by_phase: those live bytes per phase name ('' for none);
-    unlisted_bytes: regions the snapshot had no memory to list.
+    unlisted_bytes: regions the snapshot had no memory to list;
+    snapshots / snapshot_seconds: how many snapshots were taken (the one
+    kept and those it replaced) and the time they took: what recording the
+    peak cost.
     """
 
     bytes: int
@@ -90,13 +94,15 @@ class PeakReport:
     outside_bytes: int = 0
     by_phase: dict[str, int] = field(default_factory=dict)
     unlisted_bytes: int = 0
+    snapshots: int = 0
+    snapshot_seconds: float = 0.0
 
     def lines(self, top: int = 5) -> list[str]:
         """A readable summary: the total, the top sites, the classes."""
         out = [f"peak {fmt_bytes(self.peak_bytes)}; at the snapshot {fmt_bytes(self.bytes)} live"
                + (f", plus {fmt_bytes(self.outside_bytes)} from outside" if self.outside_bytes else "")]
         for s in self.by_site[:top]:
-            out.append(f"  {fmt_bytes(s.bytes):>10} in {s.arrays:>4} array(s) from {s.site}")
+            out.append(f"  {fmt_bytes(s.bytes):>10} in {s.arrays:>4} array(s) from {_short(s.site)}")
         if len(self.by_site) > top:
             rest = sum(s.bytes for s in self.by_site[top:])
             out.append(f"  {fmt_bytes(rest):>10} from {len(self.by_site) - top} other site(s)")
@@ -104,6 +110,12 @@ class PeakReport:
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
+
+
+def _short(site: str) -> str:
+    """A site's path relative to the working directory when it is below it."""
+    cwd = os.getcwd() + os.sep
+    return site[len(cwd):] if site.startswith(cwd) else site
 
 
 def report(snapshot: tuple[dict[str, int], list[tuple[int, int, int, int]]], own: int | None,
@@ -130,7 +142,8 @@ def report(snapshot: tuple[dict[str, int], list[tuple[int, int, int, int]]], own
     by_site = tuple(SiteBytes(site_name(s), b, arrays[s]) for s, b in sites.most_common())
     return PeakReport(bytes=int(info["live"]), peak_bytes=max(peak_bytes, int(info["live"])), by_site=by_site,
                       by_class=dict(sorted(classes.items(), reverse=True)), outside_bytes=outside,
-                      by_phase=dict(phases.most_common()), unlisted_bytes=int(info["unlisted_bytes"]))
+                      by_phase=dict(phases.most_common()), unlisted_bytes=int(info["unlisted_bytes"]),
+                      snapshots=int(info["snapshots"]), snapshot_seconds=info["snapshot_ns"] / 1e9)
 
 
 def top_sites_text(snapshot: Any, own: int, top: int = 3) -> str:

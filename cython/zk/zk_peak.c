@@ -35,6 +35,7 @@ struct zk_peak {
     uint64_t live;                 /* the measure when it was taken */
     uint64_t in_use;               /* the process's bytes in use then */
     uint64_t unlisted_bytes;       /* regions the snapshot had no room for */
+    uint64_t snapshots, snapshot_ns;   /* what the snapshots cost, all of them */
 };
 
 static _Atomic(zk_site_fn) site_fn;
@@ -94,10 +95,20 @@ static void list_in_use(zk_region *r, void *arg)
         w->unlisted += e.bytes;
 }
 
-/* Walk the descriptors into p's entries (p->lock held).  The array grows
+/* Walk the descriptors into p's entries (p->lock held), timed.  The array grows
  * outside the descriptor lock: one walk to find that it is too small, one
  * more with room to spare; what a third would find is counted unlisted. */
+static void walk_into(zk_peak *p);
+
 static void fill(zk_peak *p)
+{
+    uint64_t t0 = zk_thp_now_ns();
+    walk_into(p);
+    p->snapshots++;
+    p->snapshot_ns += zk_thp_now_ns() - t0;
+}
+
+static void walk_into(zk_peak *p)
 {
     for (int attempt = 0;; attempt++) {
         walk w = {p->entries, p->capacity, 0, 0};
@@ -164,14 +175,14 @@ void zk_peak_consider(zk_peak *p, uint64_t live)
 size_t zk_peak_read(zk_peak *p, zk_live_entry *out, size_t max, zk_peak_info *info)
 {
     if (info != NULL)
-        *info = (zk_peak_info){0, 0, 0, 0};
+        *info = (zk_peak_info){0, 0, 0, 0, 0, 0};
     if (!lock_briefly(p))
         return 0;
     size_t n = p->count < max ? p->count : max;
     if (n != 0)
         memcpy(out, p->entries, n * sizeof *out);
     if (info != NULL)
-        *info = (zk_peak_info){p->live, p->in_use, p->unlisted_bytes, p->count};
+        *info = (zk_peak_info){p->live, p->in_use, p->unlisted_bytes, p->count, p->snapshots, p->snapshot_ns};
     size_t count = p->count;
     pthread_mutex_unlock(&p->lock);
     return count;
@@ -182,7 +193,7 @@ void zk_peak_reset(zk_peak *p)
     if (!lock_briefly(p))
         return;
     p->count = 0;
-    p->live = p->in_use = p->unlisted_bytes = 0;
+    p->live = p->in_use = p->unlisted_bytes = p->snapshots = p->snapshot_ns = 0;
     atomic_store_explicit(&p->next_at, 0, memory_order_relaxed);
     pthread_mutex_unlock(&p->lock);
 }

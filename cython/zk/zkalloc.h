@@ -203,6 +203,8 @@ typedef struct {
     uint64_t in_use;          /* the process's bytes in use (regions) then */
     uint64_t unlisted_bytes;  /* regions it had no room to list */
     uint64_t count;           /* entries */
+    uint64_t snapshots;       /* snapshots taken, the one kept and those it replaced */
+    uint64_t snapshot_ns;     /* the time they took, all together */
 } zk_peak_info;
 typedef struct zk_peak zk_peak;
 /* Where the current allocation happens (0: unknown), for tracked
