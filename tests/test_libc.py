@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import zkalloc_np as zk
+from zkalloc_np._raw import GLIBC_MALLOC_ENV
 from zkalloc_np._settings import SettingsWarning, load_environment
 from conftest import MiB, run_python, wait_for
 
@@ -120,9 +121,24 @@ def test_a_tuned_environment_is_left_as_it_is():
         zk.install()
         assert not zk._core.libc_applied(), "applied"
         print(zk.stats().libc)
-        """, env={"MALLOC_MMAP_MAX_": "0"})
+        """, env={"MALLOC_MMAP_MAX_": "0"}, unset=[*GLIBC_MALLOC_ENV, "GLIBC_TUNABLES"])
     assert result.returncode == 0, result.stderr
     assert "left as the environment tunes it (MALLOC_MMAP_MAX_)" in result.stdout
+
+
+def test_a_variable_set_after_start_does_not_count():
+    """glibc reads its variables at start-up: one set later (distributed's
+    Nanny sets MALLOC_TRIM_THRESHOLD_ for the workers it spawns) tunes
+    nothing here, so it must not stop libc=keep."""
+    result = run_python("""
+        import os
+        import zkalloc_np as zk
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
+        zk.install(libc="keep")
+        print(zk._core.libc_applied(), zk._raw.glibc_env())
+        """, unset=[*GLIBC_MALLOC_ENV, "GLIBC_TUNABLES"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "None"]
 
 
 def test_bad_libc_values_are_refused_naming_the_setting():

@@ -16,7 +16,12 @@ suite).  Kinds:
   it does not, with time, faults per round and peak RSS (FRONT_ROWS);
 - ``warm``: the warm-round table of docs/benchmarks.md, every pattern and
   allocator (bench.report.markdown, without the cold/warm part);
-- ``cold``: its cold/warm table of the real-prover shapes (COLD_PATTERNS).
+- ``cold``: its cold/warm table of the real-prover shapes (COLD_PATTERNS);
+- ``coverage``: the buffers numpy's handler does not see (np.fft's scratch,
+  the bytes a prover hashes) under ``install()`` against the peers
+  (COVERAGE_ROWS), cold and warm, with faults and peak RSS;
+- ``peak``: what recording each phase's peak costs (PEAK_ROWS): installed(),
+  a phase per round, with track=True, and tracemalloc alone.
 
 The ``zkalloc-bg`` column (the background worker) is left out: the worker
 is no longer part of the product.
@@ -38,13 +43,21 @@ if str(ROOT) not in sys.path:
 from bench import report  # noqa: E402
 
 #: Files whose marked tables are checked.
-DOCUMENTS = ("README.md", "docs/benchmarks.md", "docs/supported.md")
+DOCUMENTS = ("README.md", "docs/benchmarks.md", "docs/supported.md", "docs/coverage.md",
+             "docs/when-it-does-not-fit.md")
 #: Allocators no longer in the product, left out of every table.
 RETIRED = ("zkalloc-bg",)
 #: The README's rows: (pattern, size label) where zkalloc helps, and where it does not.
 FRONT_ROWS = (("fill", "512 MiB"), ("fft_rounds", "32 MiB"), ("msm_buckets", "6 MiB"), ("ntt_prover", "2^18"),
               ("stark_prove", "2^16"), ("galois_ntt", "2^20"), ("small", "8 KiB"), ("phase_burst", "6 MiB"),
               ("grow", "512 MiB"))
+#: The coverage table's rows, and its allocators (install() is zkalloc-global).
+COVERAGE_ROWS = (("fft_numpy", "2^20"), ("fft_numpy", "2^22"), ("merkle_bytes", "2^20"), ("merkle_bytes", "2^23"))
+COVERAGE_ALLOCATORS = (("default", "numpy default"), ("glibc-tuned", "glibc tuned"), ("tcmalloc", "tcmalloc"),
+                       ("zkalloc-global", "zkalloc install()"))
+#: The peak-cost table's patterns and allocators.
+PEAK_ROWS = (("ntt_prover", "2^18"), ("ntt_prover", "2^20"), ("stark_prove", "2^14"), ("stark_prove", "2^16"))
+PEAK_ALLOCATORS = ("zkalloc", "zkalloc-phase", "zkalloc-phase-track", "zkalloc-phase-tracemalloc")
 #: The real-prover shapes of the cold/warm table.
 COLD_PATTERNS = ("stark_prove", "grow", "idle")
 
@@ -104,7 +117,43 @@ def cold(records: list[dict[str, Any]]) -> str:
     return report.cold_warm_markdown(shapes, allocators(shapes))
 
 
-KINDS: dict[str, Callable[[list[dict[str, Any]]], str]] = {"front": front, "warm": warm, "cold": cold}
+def coverage(records: list[dict[str, Any]]) -> str:
+    """Per row and allocator: warm ms, faults per warm round, cold ms, peak RSS."""
+    head = " | ".join(name for _, name in COVERAGE_ALLOCATORS)
+    lines = [f"| pattern | size | {head} |", "|---|---|" + "---|" * len(COVERAGE_ALLOCATORS)]
+    for pattern, size in COVERAGE_ROWS:
+        rows = cell(records, pattern, size)
+        cells = []
+        for alloc, _ in COVERAGE_ALLOCATORS:
+            r = rows.get(alloc)
+            cells.append("–" if r is None else
+                         f"{report.ms(r['median_s'])} ms, {report.count(r['minflt_per_round'])} faults; "
+                         f"cold {report.ms(r['cold_s'])}; {report.mib(r['peak_rss_bytes'])}")
+        lines.append(f"| {pattern} | {size} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def peak(records: list[dict[str, Any]]) -> str:
+    """Per row: warm ms and peak RSS under each PEAK_ALLOCATORS, ratios to
+    installed(), and the share of a round the peak snapshots took."""
+    lines = ["| pattern | size | " + " | ".join(PEAK_ALLOCATORS) + " | snapshots, share of a round |",
+             "|---|---|" + "---|" * (len(PEAK_ALLOCATORS) + 1)]
+    for pattern, size in PEAK_ROWS:
+        rows = cell(records, pattern, size)
+        base = rows["zkalloc"]
+        cells = []
+        for alloc in PEAK_ALLOCATORS:
+            r = rows[alloc]
+            cells.append(f"{report.ms(r['median_s'])} ms ({r['median_s'] / base['median_s']:.2f}x), "
+                         f"{report.mib(r['peak_rss_bytes'])} ({r['peak_rss_bytes'] / base['peak_rss_bytes']:.2f}x)")
+        phase = rows["zkalloc-phase"]
+        share = phase.get("peak_snapshot_s_per_round", 0.0) / phase["median_s"]
+        lines.append(f"| {pattern} | {size} | " + " | ".join(cells) + f" | {share:.2%} |")
+    return "\n".join(lines)
+
+
+KINDS: dict[str, Callable[[list[dict[str, Any]]], str]] = {"front": front, "warm": warm, "cold": cold,
+                                                           "coverage": coverage, "peak": peak}
 
 
 def render(text: str) -> str:

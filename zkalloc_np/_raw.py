@@ -82,9 +82,22 @@ def disable() -> None:
     _core.raw_set_active(False)
 
 
+def _start_environment() -> Mapping[str, str]:
+    """The environment this process started with, which is what glibc read
+    (/proc/self/environ): a variable set later, as distributed's Nanny sets
+    MALLOC_TRIM_THRESHOLD_ for the workers it spawns, does not tune this
+    process's glibc.  os.environ where /proc cannot be read."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            entries = f.read().split(b"\0")
+    except OSError:
+        return os.environ
+    return dict(e.decode("utf-8", "replace").partition("=")[::2] for e in entries if b"=" in e)
+
+
 def glibc_env(environ: Mapping[str, str] | None = None) -> str | None:
-    """The glibc malloc tuning found in the environment (names), or None."""
-    env = os.environ if environ is None else environ
+    """The glibc malloc tuning this process started with (names), or None."""
+    env = _start_environment() if environ is None else environ
     found = [k for k in GLIBC_MALLOC_ENV if k in env]
     if "glibc.malloc." in env.get("GLIBC_TUNABLES", ""):
         found.append("GLIBC_TUNABLES")
