@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any
 
+from zkalloc_np import _sanitizer
+
 from . import allocators
 from .allocators import ALLOCATORS, activated
 from .patterns import PATTERNS, contention
@@ -72,7 +74,9 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
     the end (``peak_rss_bytes``, the process's high-water mark)."""
     module = PATTERNS[pattern]
     spec = ALLOCATORS[allocator]
-    if "LD_PRELOAD" in os.environ and spec.libraries and not allocators.preloaded(os.environ["LD_PRELOAD"]):
+    # the peer's library, not a sanitizer runtime kept in front of it (zkalloc_np._sanitizer)
+    own = [e for e in _sanitizer.preload_entries(os.environ.get("LD_PRELOAD")) if not _sanitizer.is_runtime(e)]
+    if spec.libraries and own and not all(allocators.preloaded(e) for e in own):
         raise RuntimeError(f"{allocator}: LD_PRELOAD={os.environ['LD_PRELOAD']} is not mapped in this process")
     contention.thread_context = allocators.thread_entry(allocator)
     zk: Any = None

@@ -1,9 +1,17 @@
 """Shared fixtures: every test leaves the cache consistent and the settings
-as it found them; subprocess helpers run Python away from the source tree."""
+as it found them; subprocess helpers run Python away from the source tree.
+
+Under AddressSanitizer (tools/sanitize.sh py-asan): tests marked
+``@pytest.mark.no_asan(reason=...)`` are skipped with that reason, run_python
+gives its children ASAN_SLOWDOWN times longer, and where the script asks
+(ZKALLOC_SANITIZER_REPORTS) each test's sanitizer reports, its children's
+included, go to a file named after the test."""
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -12,6 +20,57 @@ import textwrap
 import pytest
 
 import zkalloc_np as zk
+from zkalloc_np._sanitizer import asan_active
+
+#: Whether this process runs under AddressSanitizer (its runtime's symbols, not an environment variable).
+UNDER_ASAN = asan_active()
+#: How much longer a child may take under ASan (a fork test's child once took over 120 s there).
+ASAN_SLOWDOWN = 5
+MARKERS = ["no_asan(reason): the test cannot run under AddressSanitizer (skipped there, with the reason)"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the no_asan tests under ASan, each with its reason (required)."""
+    for item in items:
+        marker = item.get_closest_marker("no_asan")
+        if marker is None:
+            continue
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: no_asan needs a reason")
+        if UNDER_ASAN:
+            item.add_marker(pytest.mark.skip(reason=f"under ASan: {reason}"))
+
+
+def _report_to(prefix: str) -> None:
+    """Send this process's sanitizer reports to prefix.<pid>, and its future
+    children's (ASAN_OPTIONS and UBSAN_OPTIONS log_path) there too."""
+    ctypes.CDLL(None).__sanitizer_set_report_path(prefix.encode())
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        options = [o for o in os.environ.get(var, "").split(":") if o and not o.startswith("log_path=")]
+        os.environ[var] = ":".join([*options, f"log_path={prefix}"])
+
+
+REPORTS = os.environ.get("ZKALLOC_SANITIZER_REPORTS") if UNDER_ASAN else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Under tools/sanitize.sh, one report file per test (and process)."""
+    if REPORTS is None:
+        yield
+        return
+    name = re.sub(r"[^A-Za-z0-9_.\[\]-]+", "_", item.nodeid.replace("::", "__"))[:180]
+    _report_to(os.path.join(REPORTS, name))
+    try:
+        yield
+    finally:
+        _report_to(os.path.join(REPORTS, "pytest"))
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +115,10 @@ def fresh():
 def run_python(code: str, *, env: dict[str, str] | None = None, unset: list[str] = (),
                timeout: float = 120, cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter, with `env` added to and `unset`
-    removed from this process's environment."""
+    removed from this process's environment; `timeout` s at most
+    (ASAN_SLOWDOWN times that under ASan)."""
+    if UNDER_ASAN:
+        timeout *= ASAN_SLOWDOWN
     full_env = {k: v for k, v in os.environ.items() if k not in unset}
     full_env.update(env or {})
     # A real file, not -c: multiprocessing's spawn re-imports __main__ from it.

@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
-# Run the core's C test and the Python stress tests under sanitizers and valgrind.
+# Run the core's C test and the Python tests under sanitizers and valgrind.
 #
-#   tools/sanitize.sh [c-asan] [c-tsan] [c-valgrind] [py-asan] [py-valgrind]   (default: c-asan c-valgrind py-asan)
+#   tools/sanitize.sh [c-asan] [c-tsan] [c-valgrind] [py-asan] [py-asan-core] [py-valgrind]
+#                                                            (default: c-asan c-valgrind py-asan-core)
 #
-# c-asan      tests/c/test_core.c linked with the core, -fsanitize=address,undefined
-# c-tsan      the same under ThreadSanitizer (informational: see README)
-# c-valgrind  the same, plain build, under valgrind memcheck (ZK_TEST_NO_REMAP=1, see below)
-# py-asan     a copy of the checkout built with ZKALLOC_SANITIZE=address,undefined, then the
-#             stress, thread, fork, state-machine and pressure tests with libasan preloaded
-# py-valgrind the Python stress test under valgrind (PYTHONMALLOC=malloc; slow, small run)
+# c-asan       tests/c/test_core.c linked with the core, -fsanitize=address,undefined
+# c-tsan       the same under ThreadSanitizer (informational: see README)
+# c-valgrind   the same, plain build, under valgrind memcheck (ZK_TEST_NO_REMAP=1, see below)
+# py-asan      a copy of the checkout built with ZKALLOC_SANITIZE=address,undefined (the core and
+#              the Cython-generated _core.c alike), then the whole pytest suite (tests/) with the
+#              ASan runtime preloaded; children that the bench and `compare` start keep it first in
+#              their LD_PRELOAD (zkalloc_np/_sanitizer.py); tests marked no_asan are skipped, with why
+# py-asan-core the same build, the core tests only (PY_TESTS below: stress, threads, fork, state
+#              machine, phases, secrets, pressure, realloc, calloc); what .ci/run runs
+# py-valgrind  the Python stress test under valgrind (PYTHONMALLOC=malloc; slow, small run)
+#
+# Sanitizer reports (ASan and UBSan, of the pytest process and of every child) are written to
+# files, one per test and process (tests/conftest.py names them), and listed at the end of the
+# step: any report fails it.  By default the first report stops the process that made it
+# (halt_on_error=1); KEEP_GOING=1 lets every process run on and report everything (the build is
+# made with -fsanitize-recover=address, see setup.py).
 #
 # Environment: CC (default gcc), PYTHON (default python), C_OPS (ops per C thread, default
-# 3000), ZKALLOC_STRESS_OPS (ops per Python thread, default 1500), VG_OPS (default 500).
-# Exits non-zero on the first failure.  The checkout itself is never rebuilt.
+# 3000), ZKALLOC_STRESS_OPS (ops per Python thread, default 1500), VG_OPS (default 500),
+# KEEP_GOING (default 0), PYTEST_ARGS (more pytest arguments for py-asan and py-asan-core, split
+# on spaces, e.g. "-k fork -x"), REPORTS (a folder that keeps the report files; default: a
+# temporary one, removed at exit).  Exits non-zero on the first failing step.  The checkout
+# itself is never rebuilt.
 #
 # valgrind: regions of 1 MiB and more grow with mremap(MREMAP_FIXED) onto a PROT_NONE
 # reservation; valgrind 3.19 reports "Invalid write ... in a rw- anonymous segment" on a page
@@ -64,19 +78,39 @@ sanitized_copy() {
         # the built package (with its sanitized extension) replaces the sources in the copy
         "$PYTHON" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
             "$WORK"/wheel/zkalloc_np-*.whl "$WORK/src"
-        grep -q __asan_report "$WORK"/src/zkalloc_np/_core*.so || { echo "the extension is not sanitized" >&2; exit 1; }
+        local so
+        so="$(ls "$WORK"/src/zkalloc_np/_core*.so)"
+        grep -q __asan_report "$so" || { echo "the extension is not sanitized: $so" >&2; exit 1; }
+        # not only the core library: the Cython-generated _core.c too (gcc's DW_AT_producer)
+        "$PYTHON" "$ROOT/tools/sanitizer_check.py" build "$so"
     fi
 }
 
-py_asan() {
+# py_tests NAME TEST...: the sanitized copy's tests with the ASan runtime preloaded; then every
+# sanitizer report, of the pytest process and of its children, listed (any fails the step).
+py_tests() {
+    local name="$1"; shift
     sanitized_copy
-    step "Python tests under ASan+UBSan (libasan preloaded, ZKALLOC_STRESS_OPS=${ZKALLOC_STRESS_OPS:-1500})"
-    local libasan
+    local libasan reports halt=1 rc=0
     libasan="$("$CC" -print-file-name=libasan.so)"
-    (cd "$WORK/src" && LD_PRELOAD="$libasan" \
-        ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-        "$PYTHON" -m pytest -q -p no:cacheprovider "${PY_TESTS[@]}")
+    [ -f "$libasan" ] || { echo "no ASan runtime: $CC -print-file-name=libasan.so gave $libasan" >&2; exit 1; }
+    [ "${KEEP_GOING:-0}" = 1 ] && halt=0
+    reports="${REPORTS:-$WORK/reports}/$name"
+    mkdir -p "$reports"
+    # shellcheck disable=SC2206
+    local extra=(${PYTEST_ARGS:-})
+    step "$name: Python tests under ASan+UBSan ($libasan preloaded, halt_on_error=$halt," \
+         "ZKALLOC_STRESS_OPS=${ZKALLOC_STRESS_OPS:-1500}, reports in $reports)"
+    (cd "$WORK/src" && LD_PRELOAD="$libasan" ZKALLOC_SANITIZER_REPORTS="$reports" \
+        ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=$halt:log_path=$reports/pytest" \
+        UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$halt:log_path=$reports/pytest" \
+        "$PYTHON" -m pytest -q -p no:cacheprovider "$@" "${extra[@]}") || rc=$?
+    "$PYTHON" "$ROOT/tools/sanitizer_check.py" reports "$reports" || rc=1
+    [ "$rc" -eq 0 ] || { echo "$name failed (pytest or sanitizer reports, above)" >&2; exit 1; }
 }
+
+py_asan() { py_tests py-asan tests; }
+py_asan_core() { py_tests py-asan-core "${PY_TESTS[@]}"; }
 
 py_valgrind() {
     step "Python stress test under valgrind (PYTHONMALLOC=malloc, 2 threads x 100 ops)"
@@ -97,15 +131,16 @@ PY
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(c-asan c-valgrind py-asan)
+[ ${#steps[@]} -eq 0 ] && steps=(c-asan c-valgrind py-asan-core)
 for s in "${steps[@]}"; do
     case "$s" in
         c-asan) c_asan ;;
         c-tsan) c_tsan ;;
         c-valgrind) c_valgrind ;;
         py-asan) py_asan ;;
+        py-asan-core) py_asan_core ;;
         py-valgrind) py_valgrind ;;
-        *) echo "unknown step $s (c-asan c-tsan c-valgrind py-asan py-valgrind)" >&2; exit 2 ;;
+        *) echo "unknown step $s (c-asan c-tsan c-valgrind py-asan py-asan-core py-valgrind)" >&2; exit 2 ;;
     esac
 done
 printf '\nall sanitizer steps passed: %s\n' "${steps[*]}"
