@@ -91,17 +91,21 @@ sanitized_copy() {
 py_tests() {
     local name="$1"; shift
     sanitized_copy
-    local libasan reports halt=1 rc=0
+    local libasan libstdcxx reports halt=1 rc=0
     libasan="$("$CC" -print-file-name=libasan.so)"
     [ -f "$libasan" ] || { echo "no ASan runtime: $CC -print-file-name=libasan.so gave $libasan" >&2; exit 1; }
+    # libstdc++ too, loaded before ASan starts: its __cxa_throw interceptor needs the real one
+    # (a C++ extension that throws, matplotlib's ft2font, otherwise aborts in a CHECK)
+    libstdcxx="$(realpath "$("$CC" -print-file-name=libstdc++.so)")"
+    [ -f "$libstdcxx" ] || { echo "no libstdc++: $CC -print-file-name=libstdc++.so gave $libstdcxx" >&2; exit 1; }
     [ "${KEEP_GOING:-0}" = 1 ] && halt=0
     reports="${REPORTS:-$WORK/reports}/$name"
     mkdir -p "$reports"
     # shellcheck disable=SC2206
     local extra=(${PYTEST_ARGS:-})
-    step "$name: Python tests under ASan+UBSan ($libasan preloaded, halt_on_error=$halt," \
+    step "$name: Python tests under ASan+UBSan ($libasan:$libstdcxx preloaded, halt_on_error=$halt," \
          "ZKALLOC_STRESS_OPS=${ZKALLOC_STRESS_OPS:-1500}, reports in $reports)"
-    (cd "$WORK/src" && LD_PRELOAD="$libasan" ZKALLOC_SANITIZER_REPORTS="$reports" \
+    (cd "$WORK/src" && LD_PRELOAD="$libasan:$libstdcxx" ZKALLOC_SANITIZER_REPORTS="$reports" \
         ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=$halt:log_path=$reports/pytest" \
         UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$halt:log_path=$reports/pytest" \
         "$PYTHON" -m pytest -q -p no:cacheprovider "$@" "${extra[@]}") || rc=$?

@@ -18,8 +18,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-#: A report's first line: ASan's "ERROR: AddressSanitizer: ..." or UBSan's "file:line:col: runtime error: ...".
-HEADLINE = re.compile(r"ERROR: AddressSanitizer: .*|^.*runtime error: .*$", re.M)
+#: A report's first line: ASan's "ERROR: AddressSanitizer: ...", a runtime "CHECK failed", or UBSan's
+#: "file:line:col: runtime error: ...".
+HEADLINE = re.compile(r"^(?:==\d+==)?(?:ERROR: )?(?:Address|Leak|UndefinedBehavior)Sanitizer: (?!DEADLYSIGNAL).*"
+                      r"|^.*runtime error: .*$", re.M)
 FRAME = re.compile(r"^\s*#(\d+) 0x[0-9a-f]+ in (\S+) (\S+)", re.M)
 OURS = re.compile(r"cython/zk/|_core\.(c|pyx)|zkalloc_np")
 
@@ -71,6 +73,8 @@ def parse(directory: str) -> list[Report]:
         with open(path, errors="replace") as f:
             text = f.read()
         starts = [m.start() for m in HEADLINE.finditer(text)]
+        if not starts and text.strip():   # never drop a file the runtime wrote
+            reports.append(Report(test.replace("__", "::"), pid, text.strip().splitlines()[0][:200], []))
         for i, start in enumerate(starts):
             body = text[start:starts[i + 1] if i + 1 < len(starts) else len(text)]
             headline = HEADLINE.match(text, start)

@@ -21,6 +21,10 @@ from collections.abc import Iterable, Mapping
 #: The file names of the sanitizer runtimes (gcc's and clang's), e.g.
 #: libasan.so.8, libclang_rt.asan-x86_64.so, libubsan.so.1.
 _RUNTIME = re.compile(r"^lib(?:clang_rt\.)?(?:a|ub|t|l|m|hwa)san[-._a-z0-9]*\.so(?:\.[0-9]+)*$")
+#: What tools/sanitize.sh preloads with the runtime: libstdc++, so that ASan's
+#: __cxa_throw interceptor finds its target when a C++ extension (matplotlib's
+#: ft2font) throws ("CHECK failed: ... real___cxa_throw" otherwise).
+_COMPANION = re.compile(r"^libstdc\+\+\.so(?:\.[0-9]+)*$")
 
 
 def preload_entries(value: str | None) -> list[str]:
@@ -36,9 +40,13 @@ def is_runtime(entry: str) -> bool:
 
 def runtime_preloads(environ: Mapping[str, str] | None = None) -> list[str]:
     """The sanitizer runtimes in the ``LD_PRELOAD`` of `environ` (default:
-    this process's environment), in their order."""
+    this process's environment), in their order, and, where there is one,
+    the libstdc++ preloaded with it (_COMPANION)."""
     env = os.environ if environ is None else environ
-    return [e for e in preload_entries(env.get("LD_PRELOAD")) if is_runtime(e)]
+    entries = preload_entries(env.get("LD_PRELOAD"))
+    if not any(is_runtime(e) for e in entries):
+        return []
+    return [e for e in entries if is_runtime(e) or _COMPANION.match(os.path.basename(e))]
 
 
 def child_preload(preload: str | Iterable[str] | None, environ: Mapping[str, str] | None = None) -> str | None:
