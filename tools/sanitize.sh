@@ -24,7 +24,8 @@
 # Environment: CC (default gcc), PYTHON (default python), C_OPS (ops per C thread, default
 # 3000), ZKALLOC_STRESS_OPS (ops per Python thread, default 1500), VG_OPS (default 500),
 # KEEP_GOING (default 0), PYTEST_ARGS (more pytest arguments for py-asan and py-asan-core, split
-# on spaces, e.g. "-k fork -x"), REPORTS (a folder that keeps the report files; default: a
+# on spaces, e.g. "-k fork -x"), TESTS (test paths or ids that replace the mode's selection),
+# REPORTS (a folder that keeps the report files; default: a
 # temporary one, removed at exit).  Exits non-zero on the first failing step.  The checkout
 # itself is never rebuilt.
 #
@@ -113,8 +114,11 @@ py_tests() {
     [ "$rc" -eq 0 ] || { echo "$name failed (pytest or sanitizer reports, above)" >&2; exit 1; }
 }
 
-py_asan() { py_tests py-asan tests; }
-py_asan_core() { py_tests py-asan-core "${PY_TESTS[@]}"; }
+# TESTS (paths or node ids, split on spaces) replaces either mode's selection
+# shellcheck disable=SC2086
+py_asan() { if [ -n "${TESTS:-}" ]; then py_tests py-asan $TESTS; else py_tests py-asan tests; fi; }
+# shellcheck disable=SC2086
+py_asan_core() { if [ -n "${TESTS:-}" ]; then py_tests py-asan-core $TESTS; else py_tests py-asan-core "${PY_TESTS[@]}"; fi; }
 
 py_valgrind() {
     step "Python stress test under valgrind (PYTHONMALLOC=malloc, 2 threads x 100 ops)"
