@@ -4,14 +4,13 @@ as it found them; subprocess helpers run Python away from the source tree.
 Under AddressSanitizer (tools/sanitize.sh py-asan): tests marked
 ``@pytest.mark.no_asan(reason=...)`` are skipped with that reason, run_python
 gives its children ASAN_SLOWDOWN times longer, and where the script asks
-(ZKALLOC_SANITIZER_REPORTS) each test's sanitizer reports, its children's
-included, go to a file named after the test."""
+(ZKALLOC_SANITIZER_REPORTS) the test that each sanitizer report came from,
+its children's included, is recorded."""
 from __future__ import annotations
 
 import ctypes
 import gc
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -47,30 +46,55 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=f"under ASan: {reason}"))
 
 
-def _report_to(prefix: str) -> None:
-    """Send this process's sanitizer reports to prefix.<pid>, and its future
-    children's (ASAN_OPTIONS and UBSAN_OPTIONS log_path) there too."""
-    ctypes.CDLL(None).__sanitizer_set_report_path(prefix.encode())
-    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
-        options = [o for o in os.environ.get(var, "").split(":") if o and not o.startswith("log_path=")]
-        os.environ[var] = ":".join([*options, f"log_path={prefix}"])
-
-
 REPORTS = os.environ.get("ZKALLOC_SANITIZER_REPORTS") if UNDER_ASAN else None
+
+
+def _report_files() -> dict[str, int]:
+    """The sanitizer report files in REPORTS and their sizes."""
+    assert REPORTS is not None
+    with os.scandir(REPORTS) as it:
+        return {e.name: e.stat().st_size for e in it if e.is_file() and not e.name.startswith("tests.")}
+
+
+def _note(line: str) -> None:
+    """One line of this process's attribution record (tools/sanitizer_check.py reads it)."""
+    assert REPORTS is not None
+    with open(os.path.join(REPORTS, f"tests.{os.getpid()}"), "a") as f:
+        f.write(line + "\n")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    """Under tools/sanitize.sh, one report file per test (and process)."""
+    """Under tools/sanitize.sh: which test each sanitizer report came from.
+
+    The runtimes write to log_path files (one per process); this records the
+    test that starts, and afterwards each file that grew during it, with the
+    byte range (a child's report included).  Recorded by sizes, since gcc's
+    two runtimes do not both follow __sanitizer_set_report_path."""
     if REPORTS is None:
         yield
         return
-    name = re.sub(r"[^A-Za-z0-9_.\[\]-]+", "_", item.nodeid.replace("::", "__"))[:180]
-    _report_to(os.path.join(REPORTS, name))
+    before = _report_files()
+    _note(f"start\t{item.nodeid}")
     try:
         yield
     finally:
-        _report_to(os.path.join(REPORTS, "pytest"))
+        for name, size in _report_files().items():
+            if size > before.get(name, 0):
+                _note(f"grew\t{item.nodeid}\t{name}\t{before.get(name, 0)}\t{size}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under tools/sanitize.sh, UBSan's reports too go to a file: gcc's libubsan
+    (beside libasan) ignores UBSAN_OPTIONS' log_path, but not its own
+    __sanitizer_set_report_path."""
+    if REPORTS is None:
+        return
+    try:
+        ubsan = ctypes.CDLL("libubsan.so.1", mode=os.RTLD_NOLOAD)
+    except OSError:
+        return
+    ubsan.__sanitizer_set_report_path(os.path.join(REPORTS, "ubsan").encode())
 
 
 @pytest.fixture(autouse=True)

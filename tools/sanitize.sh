@@ -15,9 +15,10 @@
 #              machine, phases, secrets, pressure, realloc, calloc); what .ci/run runs
 # py-valgrind  the Python stress test under valgrind (PYTHONMALLOC=malloc; slow, small run)
 #
-# Sanitizer reports (ASan and UBSan, of the pytest process and of every child) are written to
-# files, one per test and process (tests/conftest.py names them), and listed at the end of the
-# step: any report fails it.  By default the first report stops the process that made it
+# Sanitizer reports (ASan's and UBSan's, of the pytest process and of its children) are written
+# to files, one per process, and listed at the end of the step with the test each came from
+# (tests/conftest.py records that): any report fails it.  gcc's libubsan in a child ignores
+# UBSAN_OPTIONS' log_path: a child's UBSan report goes to its stderr, which its test sees.  By default the first report stops the process that made it
 # (halt_on_error=1); KEEP_GOING=1 lets every process run on and report everything (the build is
 # made with -fsanitize-recover=address, see setup.py).
 #
@@ -107,8 +108,8 @@ py_tests() {
     step "$name: Python tests under ASan+UBSan ($libasan:$libstdcxx preloaded, halt_on_error=$halt," \
          "ZKALLOC_STRESS_OPS=${ZKALLOC_STRESS_OPS:-1500}, reports in $reports)"
     (cd "$WORK/src" && LD_PRELOAD="$libasan:$libstdcxx" ZKALLOC_SANITIZER_REPORTS="$reports" \
-        ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=$halt:log_path=$reports/pytest" \
-        UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$halt:log_path=$reports/pytest" \
+        ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=$halt:log_path=$reports/proc" \
+        UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$halt:log_path=$reports/proc" \
         "$PYTHON" -m pytest -q -p no:cacheprovider "$@" "${extra[@]}") || rc=$?
     "$PYTHON" "$ROOT/tools/sanitizer_check.py" reports "$reports" || rc=1
     [ "$rc" -eq 0 ] || { echo "$name failed (pytest or sanitizer reports, above)" >&2; exit 1; }

@@ -6,9 +6,9 @@
       (gcc records each unit's flags in DW_AT_producer).  Exit 1, naming the units, if not.
 
   python tools/sanitizer_check.py reports DIR
-      List the sanitizer reports written under DIR (ASan's and UBSan's log_path files, named
-      <test>.<pid> by tests/conftest.py): per file the test, the process, each report's headline
-      and its first frames in zkalloc's code.  Exit 1 if there is any.
+      List the sanitizer reports written under DIR (the runtimes' log_path files, <prefix>.<pid>),
+      each with the test it came from (tests/conftest.py records that in DIR/tests.<pid>), the
+      process, its headline and its first frames in zkalloc's code.  Exit 1 if there is any.
 """
 from __future__ import annotations
 
@@ -62,25 +62,53 @@ class Report:
     frames: list[str]
 
 
+def attribution(directory: str) -> tuple[list[tuple[str, str, int, int]], dict[str, str]]:
+    """What tests/conftest.py recorded: (test, file, from, to) for each report
+    file that grew during a test, and the last test each pytest process
+    started (a process that a report stopped records no growth)."""
+    grew: list[tuple[str, str, int, int]] = []
+    last: dict[str, str] = {}
+    for name in os.listdir(directory):
+        if not name.startswith("tests."):
+            continue
+        pid = name.split(".", 1)[1]
+        with open(os.path.join(directory, name)) as f:
+            for line in f:
+                kind, test, *rest = line.rstrip("\n").split("\t")
+                if kind == "start":
+                    last[pid] = test
+                elif kind == "grew":
+                    grew.append((test, rest[0], int(rest[1]), int(rest[2])))
+    return grew, last
+
+
 def parse(directory: str) -> list[Report]:
-    """Every report in the log files under `directory`."""
+    """Every report in the log files under `directory`, with its test."""
+    grew, last = attribution(directory)
+
+    def test_of(name: str, pid: str, offset: int) -> str:
+        for test, file, start, end in grew:
+            if file == name and start <= offset < end:
+                return test
+        return last.get(pid, "(outside a test)")
+
     reports = []
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
-        if not os.path.isfile(path):
+        if not os.path.isfile(path) or name.startswith("tests."):
             continue
-        test, _, pid = name.rpartition(".")
+        pid = name.rpartition(".")[2]
         with open(path, errors="replace") as f:
             text = f.read()
         starts = [m.start() for m in HEADLINE.finditer(text)]
         if not starts and text.strip():   # never drop a file the runtime wrote
-            reports.append(Report(test.replace("__", "::"), pid, text.strip().splitlines()[0][:200], []))
+            reports.append(Report(test_of(name, pid, 0), pid, text.strip().splitlines()[0][:200], []))
         for i, start in enumerate(starts):
             body = text[start:starts[i + 1] if i + 1 < len(starts) else len(text)]
             headline = HEADLINE.match(text, start)
             frames = [f"{m.group(2)} {m.group(3)}" for m in FRAME.finditer(body)]
             ours = [f for f in frames if OURS.search(f)] or frames
-            reports.append(Report(test.replace("__", "::"), pid, headline.group(0).strip() if headline else "?",
+            reports.append(Report(test_of(name, pid, start), pid, headline.group(0).strip() if headline else "?",
                                   ours[:4]))
     return reports
 
@@ -93,7 +121,7 @@ def list_reports(directory: str) -> int:
         return 0
     distinct: dict[str, list[Report]] = {}
     for r in reports:
-        distinct.setdefault(re.sub(r"0x[0-9a-f]+|pc \S+|\bT\d+\b", "", r.headline) + " @ " +
+        distinct.setdefault(re.sub(r"==\d+==|0x[0-9a-f]+|pc \S+|\bT\d+\b", "", r.headline) + " @ " +
                             (r.frames[0] if r.frames else ""), []).append(r)
     print(f"sanitizer reports: {len(reports)} in {directory}, {len(distinct)} distinct")
     for key, group in distinct.items():
