@@ -111,8 +111,9 @@ py_tests() {
         ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=$halt:log_path=$reports/proc" \
         UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$halt:log_path=$reports/proc" \
         "$PYTHON" -m pytest -q -p no:cacheprovider "$@" "${extra[@]}") || rc=$?
+    [ "$rc" -eq 0 ] || echo "$name: pytest exited with status $rc" >&2
     "$PYTHON" "$ROOT/tools/sanitizer_check.py" reports "$reports" || rc=1
-    [ "$rc" -eq 0 ] || { echo "$name failed (pytest or sanitizer reports, above)" >&2; exit 1; }
+    [ "$rc" -eq 0 ] || { echo "$name failed (pytest exit status or sanitizer reports, above)" >&2; exit 1; }
 }
 
 # TESTS (paths or node ids, split on spaces) replaces either mode's selection
