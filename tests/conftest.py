@@ -4,7 +4,7 @@ as it found them; subprocess helpers run Python away from the source tree.
 Under AddressSanitizer (tools/sanitize.sh py-asan): tests marked
 ``@pytest.mark.no_asan(reason=...)`` are skipped with that reason, run_python
 gives its children ASAN_SLOWDOWN times longer, and where the script asks
-(ZKALLOC_SANITIZER_REPORTS) the test that each sanitizer report came from,
+(SANITIZE_REPORTS) the test that each sanitizer report came from,
 its children's included, is recorded."""
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=f"under ASan: {reason}"))
 
 
-REPORTS = os.environ.get("ZKALLOC_SANITIZER_REPORTS") if UNDER_ASAN else None
+REPORTS = os.environ.get("SANITIZE_REPORTS") if UNDER_ASAN else None
 
 
 def _report_files() -> dict[str, int]:

@@ -107,7 +107,7 @@ py_tests() {
     local extra=(${PYTEST_ARGS:-})
     step "$name: Python tests under ASan+UBSan ($libasan:$libstdcxx preloaded, halt_on_error=$halt," \
          "ZKALLOC_STRESS_OPS=${ZKALLOC_STRESS_OPS:-1500}, reports in $reports)"
-    (cd "$WORK/src" && LD_PRELOAD="$libasan:$libstdcxx" ZKALLOC_SANITIZER_REPORTS="$reports" \
+    (cd "$WORK/src" && LD_PRELOAD="$libasan:$libstdcxx" SANITIZE_REPORTS="$reports" \
         ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=$halt:log_path=$reports/proc" \
         UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$halt:log_path=$reports/proc" \
         "$PYTHON" -m pytest -q -p no:cacheprovider "$@" "${extra[@]}") || rc=$?
