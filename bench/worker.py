@@ -75,7 +75,7 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
     module = PATTERNS[pattern]
     spec = ALLOCATORS[allocator]
     # the peer's library, not a sanitizer runtime kept in front of it (zkalloc_np._sanitizer)
-    own = [e for e in _sanitizer.preload_entries(os.environ.get("LD_PRELOAD")) if not _sanitizer.is_runtime(e)]
+    own = _sanitizer.own_preloads()
     if spec.libraries and own and not all(allocators.preloaded(e) for e in own):
         raise RuntimeError(f"{allocator}: LD_PRELOAD={os.environ['LD_PRELOAD']} is not mapped in this process")
     contention.thread_context = allocators.thread_entry(allocator)
@@ -120,8 +120,8 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             record["hit_rate"] = st.hit_rate
             record["zk_hits"], record["zk_misses"] = st.hits, st.misses
             record["worker_cpu_s_per_round"] = st.worker_cpu_ns / 1e9 / n
-    if "LD_PRELOAD" in os.environ:
-        record["preload"] = os.environ["LD_PRELOAD"]
+    if own:   # the peer's library, not the sanitizer runtime in front of it
+        record["preload"] = ":".join(own)
     return record
 
 

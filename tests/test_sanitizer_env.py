@@ -38,6 +38,12 @@ def test_runtime_preloads_keep_their_order_and_libstdcxx_only_beside_a_runtime()
     assert _sanitizer.runtime_preloads({}) == []
 
 
+def test_own_preloads_are_the_rest():
+    assert _sanitizer.own_preloads({"LD_PRELOAD": f"{ASAN}:{STDCXX}:{JEMALLOC}"}) == [JEMALLOC]
+    assert _sanitizer.own_preloads({"LD_PRELOAD": f"{STDCXX}:{JEMALLOC}"}) == [STDCXX, JEMALLOC]
+    assert _sanitizer.own_preloads({}) == []
+
+
 def test_a_peer_child_gets_the_runtime_first_then_the_peer():
     parent = {"LD_PRELOAD": f"{ASAN}:{STDCXX}:/x/libother.so", "HOME": "/root"}
     env = _sanitizer.child_environment({"LD_PRELOAD": JEMALLOC, "MALLOC_CONF": "a:1"}, parent)

@@ -84,19 +84,20 @@ def environment(env: dict[str, str], libraries: tuple[str, ...], install_hint: s
                 ) -> tuple[dict[str, str] | None, str]:
     """The environment a child needs for an allocator given by `env` and
     `libraries` (LD_PRELOAD, the first found), or (None, why it is skipped:
-    the missing library and the command that installs it, or a sanitizer
-    runtime in the LD_PRELOAD of `environ`, default this process's, that
-    would replace the library's malloc: _sanitizer.preload_conflict).  The
+    the missing library and the command that installs it, or, for a library
+    that is there, a sanitizer runtime in the LD_PRELOAD of `environ`,
+    default this process's, that would replace its malloc:
+    _sanitizer.preload_conflict).  The
     sanitizer runtime is added in front when the child starts
     (_sanitizer.child_environment), not here."""
     out = dict(env)
     if libraries:
-        conflict = _sanitizer.preload_conflict(environ)
-        if conflict is not None:
-            return None, conflict
         path = find_library(libraries, cache)
         if path is None:
             return None, f"{libraries[0]} not found ({install_hint})"
+        conflict = _sanitizer.preload_conflict(environ)
+        if conflict is not None:
+            return None, conflict
         out["LD_PRELOAD"] = path
     return out, ""
 

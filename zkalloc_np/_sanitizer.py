@@ -49,6 +49,15 @@ def runtime_preloads(environ: Mapping[str, str] | None = None) -> list[str]:
     return [e for e in entries if is_runtime(e) or _COMPANION.match(os.path.basename(e))]
 
 
+def own_preloads(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The entries of the ``LD_PRELOAD`` of `environ` (default: this
+    process's) other than the sanitizer runtimes (`runtime_preloads`): what
+    the process preloads for itself, e.g. a peer allocator."""
+    env = os.environ if environ is None else environ
+    runtimes = runtime_preloads(env)
+    return [e for e in preload_entries(env.get("LD_PRELOAD")) if e not in runtimes]
+
+
 def child_preload(preload: str | Iterable[str] | None, environ: Mapping[str, str] | None = None) -> str | None:
     """The ``LD_PRELOAD`` for a child that should preload `preload` (a value
     or entries; None or empty: nothing of its own): the parent's sanitizer
