@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Generator
 
 import pytest
 
@@ -29,6 +30,8 @@ MARKERS = ["no_asan(reason): the test cannot run under AddressSanitizer (skipped
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers (here, not in pyproject.toml: the core tests also run from a copy
+    of tests/ outside the checkout, tools/matrix.sh and cibuildwheel)."""
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
 
@@ -64,7 +67,7 @@ def _note(line: str) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, None]:
     """Under tools/sanitize.sh: which test each sanitizer report came from.
 
     The runtimes write to log_path files (one per process); this records the
