@@ -19,8 +19,9 @@
 # to files, one per process, and listed at the end of the step with the test each came from
 # (tests/conftest.py records that): any report fails it.  gcc's libubsan in a child ignores
 # UBSAN_OPTIONS' log_path: a child's UBSan report goes to its stderr, which its test sees.  By default the first report stops the process that made it
-# (halt_on_error=1); KEEP_GOING=1 lets every process run on and report everything (the build is
-# made with -fsanitize-recover=address, see setup.py).
+# (halt_on_error=1); KEEP_GOING=1 lets every process run on and report everything, each place
+# again in each test that reaches it (the build is made with -fsanitize-recover=address, see
+# setup.py).
 #
 # Environment: CC (default gcc), PYTHON (default python), C_OPS (ops per C thread, default
 # 3000), ZKALLOC_STRESS_OPS (ops per Python thread, default 1500), VG_OPS (default 500),
@@ -100,7 +101,10 @@ py_tests() {
     # (a C++ extension that throws, matplotlib's ft2font, otherwise aborts in a CHECK)
     libstdcxx="$(realpath "$("$CC" -print-file-name=libstdc++.so)")"
     [ -f "$libstdcxx" ] || { echo "no libstdc++: $CC -print-file-name=libstdc++.so gave $libstdcxx" >&2; exit 1; }
-    [ "${KEEP_GOING:-0}" = 1 ] && halt=0
+    # KEEP_GOING: every process runs on, and each test that reaches a bug reports it
+    # (suppress_equal_pcs=0; by default ASan reports a place once per process)
+    local again=""
+    [ "${KEEP_GOING:-0}" = 1 ] && { halt=0; again=":suppress_equal_pcs=0"; }
     reports="${REPORTS:-$WORK/reports}/$name"
     mkdir -p "$reports"
     # shellcheck disable=SC2206
@@ -108,7 +112,7 @@ py_tests() {
     step "$name: Python tests under ASan+UBSan ($libasan:$libstdcxx preloaded, halt_on_error=$halt," \
          "ZKALLOC_STRESS_OPS=${ZKALLOC_STRESS_OPS:-1500}, reports in $reports)"
     (cd "$WORK/src" && LD_PRELOAD="$libasan:$libstdcxx" SANITIZE_REPORTS="$reports" \
-        ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=$halt:log_path=$reports/proc" \
+        ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=$halt$again:log_path=$reports/proc" \
         UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$halt:log_path=$reports/proc" \
         "$PYTHON" -m pytest -q -p no:cacheprovider "$@" "${extra[@]}") || rc=$?
     [ "$rc" -eq 0 ] || echo "$name: pytest exited with status $rc" >&2
