@@ -129,7 +129,7 @@ def list_reports(directory: str) -> int:
         for frame in group[0].frames:
             print(f"    {frame}")
         tests = sorted({f"{r.test} (pid {r.pid})" for r in group})
-        print(f"  in {len(tests)} test process(es): " + "; ".join(tests[:12]) + (" ..." if len(tests) > 12 else ""))
+        print(f"  from {len(tests)} test(s) (and process): " + "; ".join(tests[:12]) + (" ..." if len(tests) > 12 else ""))
     return 1
 
 
