@@ -3,9 +3,11 @@ build_ext links it in by itself), linked into
 one Cython extension, zkalloc_np._core.
 
 ZKALLOC_CFLAGS adds flags to the core, ZKALLOC_LDFLAGS to the extension's link.
-ZKALLOC_SANITIZE=address,undefined builds the core with those sanitizers
-(-fsanitize=... -fno-omit-frame-pointer -g) and links their runtimes; with
-address, run Python with the matching libasan in LD_PRELOAD (tools/sanitize.sh)."""
+ZKALLOC_SANITIZE=address,undefined builds the whole extension with those
+sanitizers: the core and the Cython-generated _core.c alike get the same flags
+(sanitize_flags: -fsanitize=... -fno-omit-frame-pointer -g), and the link
+pulls in their runtimes; with address, run Python with the matching libasan
+first in LD_PRELOAD (tools/sanitize.sh)."""
 import os
 from glob import glob
 
@@ -17,6 +19,7 @@ CORE_DIR = "cython/zk"
 core_cflags = ["-std=c11", "-O2", "-Wall", "-Wextra", "-fPIC", "-fvisibility=hidden"]
 core_cflags += os.environ.get("ZKALLOC_CFLAGS", "").split()
 link_args = os.environ.get("ZKALLOC_LDFLAGS", "").split()
+ext_cflags: list[str] = []   # the extension's own compile (the Cython-generated C)
 
 SANITIZERS = {"address", "undefined", "thread", "leak"}
 sanitize = [s.strip() for s in os.environ.get("ZKALLOC_SANITIZE", "").split(",") if s.strip()]
@@ -24,7 +27,14 @@ if sorted(set(sanitize) - SANITIZERS):
     raise SystemExit(f"ZKALLOC_SANITIZE: unknown sanitizer(s) {sorted(set(sanitize) - SANITIZERS)}; "
                      f"choose from {sorted(SANITIZERS)}")
 if sanitize:
-    core_cflags += [f"-fsanitize={','.join(sanitize)}", "-fno-omit-frame-pointer", "-g"]
+    # One list for both compiles, so the core and _core.c are instrumented alike.
+    sanitize_flags = [f"-fsanitize={','.join(sanitize)}", "-fno-omit-frame-pointer", "-g"]
+    if "address" in sanitize:
+        # ASan may then go on after a report where ASAN_OPTIONS=halt_on_error=0 asks
+        # (tools/sanitize.sh KEEP_GOING=1); it still stops at the first by default.
+        sanitize_flags.append("-fsanitize-recover=address")
+    core_cflags += sanitize_flags
+    ext_cflags += sanitize_flags
     link_args += [f"-fsanitize={','.join(sanitize)}"]
 
 numpy_defines = [
@@ -41,6 +51,7 @@ extension = Extension(
     sources=["cython/_core.pyx"],
     include_dirs=[CORE_DIR, numpy.get_include()],
     define_macros=numpy_defines,
+    extra_compile_args=ext_cflags,
     extra_link_args=link_args,
 )
 

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from zkalloc_np import _sanitizer
+
 from . import report
 from .allocators import ALLOCATORS, resolve, runs_by_default
 from .patterns import PATTERNS, contention, has_ideal, label, parse_size, unavailable
@@ -39,8 +41,7 @@ def _run_worker(allocator: str, env: dict[str, str], pattern: str, size: int, ar
     cmd = [sys.executable, "-m", "bench.worker", "--allocator", allocator, "--pattern", pattern,
            "--size", str(size), "--rounds", str(args.rounds), "--warmup", str(args.warmup),
            "--min-rounds", str(min(args.min_rounds, args.rounds)), "--max-seconds", str(args.max_seconds)]
-    full_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    full_env.update(env)
+    full_env = _sanitizer.child_environment(env)   # the parent's preload goes, a sanitizer runtime stays first
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     full_env["PYTHONPATH"] = root + (os.pathsep + full_env["PYTHONPATH"] if full_env.get("PYTHONPATH") else "")
     limit = WORKER_TIMEOUT_S + 20 * args.max_seconds

@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any
 
+from zkalloc_np import _sanitizer
+
 from . import allocators
 from .allocators import ALLOCATORS, activated
 from .patterns import PATTERNS, contention
@@ -79,7 +81,9 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
     the end (``peak_rss_bytes``, the process's high-water mark)."""
     module = PATTERNS[pattern]
     spec = ALLOCATORS[allocator]
-    if "LD_PRELOAD" in os.environ and spec.libraries and not allocators.preloaded(os.environ["LD_PRELOAD"]):
+    # the peer's library, not a sanitizer runtime kept in front of it (zkalloc_np._sanitizer)
+    own = _sanitizer.own_preloads()
+    if spec.libraries and own and not all(allocators.preloaded(e) for e in own):
         raise RuntimeError(f"{allocator}: LD_PRELOAD={os.environ['LD_PRELOAD']} is not mapped in this process")
     contention.thread_context = allocators.thread_entry(allocator)
     zk: Any = None
@@ -122,8 +126,8 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             record["zk_hits"], record["zk_misses"] = st.hits, st.misses
             if allocators.round_context(allocator) is not None:   # what recording each phase's peak cost
                 record["peak_snapshot_s_per_round"] = _snapshot_s[0] / n
-    if "LD_PRELOAD" in os.environ:
-        record["preload"] = os.environ["LD_PRELOAD"]
+    if own:   # the peer's library, not the sanitizer runtime in front of it
+        record["preload"] = ":".join(own)
     return record
 
 

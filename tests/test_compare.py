@@ -259,7 +259,8 @@ def test_missing_peers_are_skipped_with_the_install_line(monkeypatch, program, t
         in text.getvalue()
 
 
-def test_peers_found_are_preloaded(tmp_path):
+def test_peers_found_are_preloaded(tmp_path, monkeypatch):
+    monkeypatch.delenv("LD_PRELOAD", raising=False)   # no sanitizer runtime to skip them for (test_sanitizer_env)
     lib = tmp_path / "libtcmalloc_minimal.so.4"
     lib.write_bytes(b"")
     envs, skipped = _compare.resolve(["tcmalloc"], cache={"libtcmalloc_minimal.so.4": str(lib)})

@@ -22,8 +22,7 @@ LOCK_WORKS = bool(_core.secret_probe()[0] & _core.SECRET_PROTECTIONS["locked"])
 needs_mlock = pytest.mark.skipif(not LOCK_WORKS, reason="mlock is not allowed here (RLIMIT_MEMLOCK)")
 # AddressSanitizer intercepts mlock as a no-op and turns SIGSEGV into exit(1):
 # the checks of locking and guard-page deaths are meaningless under it.
-UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
-not_under_asan = pytest.mark.skipif(UNDER_ASAN, reason="ASan fakes mlock and catches SIGSEGV")
+not_under_asan = pytest.mark.no_asan(reason="ASan fakes mlock and catches SIGSEGV")
 
 
 def address(array: np.ndarray) -> int:

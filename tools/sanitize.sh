@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# Run the core's C test and the Python stress tests under sanitizers and valgrind.
+# Run the core's C test and the Python tests under sanitizers and valgrind.
 #
-#   tools/sanitize.sh [c-asan] [c-tsan] [c-valgrind] [py-asan] [py-valgrind]   (default: c-asan c-valgrind py-asan)
+#   tools/sanitize.sh [c-asan] [c-tsan] [c-valgrind] [py-asan] [py-asan-core] [py-valgrind]
+#                                                            (default: c-asan c-valgrind py-asan-core)
 #
-# c-asan      tests/c/test_core.c linked with the core, -fsanitize=address,undefined
-# c-tsan      the same under ThreadSanitizer (informational: see README)
-# c-valgrind  the same, plain build, under valgrind memcheck (ZK_TEST_NO_REMAP=1, see below)
-# py-asan     a copy of the checkout built with ZKALLOC_SANITIZE=address,undefined, then the
-#             stress, thread, fork, state-machine and pressure tests with libasan preloaded
-# py-valgrind the Python stress test under valgrind (PYTHONMALLOC=malloc; slow, small run)
+# c-asan       tests/c/test_core.c linked with the core, -fsanitize=address,undefined
+# c-tsan       the same under ThreadSanitizer (informational: see README)
+# c-valgrind   the same, plain build, under valgrind memcheck (ZK_TEST_NO_REMAP=1, see below)
+# py-asan      a copy of the checkout built with ZKALLOC_SANITIZE=address,undefined (the core and
+#              the Cython-generated _core.c alike), then the whole pytest suite (tests/) with the
+#              ASan runtime preloaded; children that the bench and `compare` start keep it first in
+#              their LD_PRELOAD (zkalloc_np/_sanitizer.py); tests marked no_asan are skipped, with why
+# py-asan-core the same build, the core tests only (PY_TESTS below: stress, threads, fork, state
+#              machine, phases, secrets, pressure, realloc, calloc); what .ci/run runs
+# py-valgrind  the Python stress test under valgrind (PYTHONMALLOC=malloc; slow, small run)
+#
+# Sanitizer reports (ASan's and UBSan's, of the pytest process and of its children) are written
+# to files, one per process, and listed at the end of the step with the test each came from
+# (tests/conftest.py records that): any report fails it.  gcc's libubsan in a child ignores
+# UBSAN_OPTIONS' log_path: a child's UBSan report goes to its stderr, which its test sees.  By default the first report stops the process that made it
+# (halt_on_error=1); KEEP_GOING=1 lets every process run on and report everything, each place
+# again in each test that reaches it (the build is made with -fsanitize-recover=address, see
+# setup.py).
 #
 # Environment: CC (default gcc), PYTHON (default python), C_OPS (ops per C thread, default
-# 3000), ZKALLOC_STRESS_OPS (ops per Python thread, default 1500), VG_OPS (default 500).
-# Exits non-zero on the first failure.  The checkout itself is never rebuilt.
+# 3000), ZKALLOC_STRESS_OPS (ops per Python thread, default 1500), VG_OPS (default 500),
+# KEEP_GOING (default 0), PYTEST_ARGS (more pytest arguments for py-asan and py-asan-core, split
+# on spaces, e.g. "-k fork -x"), TESTS (test paths or ids that replace the mode's selection),
+# REPORTS (a folder that keeps the report files; default: a
+# temporary one, removed at exit).  Exits non-zero on the first failing step.  The checkout
+# itself is never rebuilt.
 #
 # valgrind: regions of 1 MiB and more grow with mremap(MREMAP_FIXED) onto a PROT_NONE
 # reservation; valgrind 3.19 reports "Invalid write ... in a rw- anonymous segment" on a page
@@ -64,19 +81,50 @@ sanitized_copy() {
         # the built package (with its sanitized extension) replaces the sources in the copy
         "$PYTHON" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
             "$WORK"/wheel/zkalloc_np-*.whl "$WORK/src"
-        grep -q __asan_report "$WORK"/src/zkalloc_np/_core*.so || { echo "the extension is not sanitized" >&2; exit 1; }
+        local so
+        so="$(ls "$WORK"/src/zkalloc_np/_core*.so)"
+        grep -q __asan_report "$so" || { echo "the extension is not sanitized: $so" >&2; exit 1; }
+        # not only the core library: the Cython-generated _core.c too (gcc's DW_AT_producer)
+        "$PYTHON" "$ROOT/tools/sanitizer_check.py" build "$so"
     fi
 }
 
-py_asan() {
+# py_tests NAME TEST...: the sanitized copy's tests with the ASan runtime preloaded; then every
+# sanitizer report, of the pytest process and of its children, listed (any fails the step).
+py_tests() {
+    local name="$1"; shift
     sanitized_copy
-    step "Python tests under ASan+UBSan (libasan preloaded, ZKALLOC_STRESS_OPS=${ZKALLOC_STRESS_OPS:-1500})"
-    local libasan
+    local libasan libstdcxx reports halt=1 rc=0
     libasan="$("$CC" -print-file-name=libasan.so)"
-    (cd "$WORK/src" && LD_PRELOAD="$libasan" \
-        ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-        "$PYTHON" -m pytest -q -p no:cacheprovider "${PY_TESTS[@]}")
+    [ -f "$libasan" ] || { echo "no ASan runtime: $CC -print-file-name=libasan.so gave $libasan" >&2; exit 1; }
+    # libstdc++ too, loaded before ASan starts: its __cxa_throw interceptor needs the real one
+    # (a C++ extension that throws, matplotlib's ft2font, otherwise aborts in a CHECK)
+    libstdcxx="$(realpath "$("$CC" -print-file-name=libstdc++.so)")"
+    [ -f "$libstdcxx" ] || { echo "no libstdc++: $CC -print-file-name=libstdc++.so gave $libstdcxx" >&2; exit 1; }
+    # KEEP_GOING: every process runs on, and each test that reaches a bug reports it
+    # (suppress_equal_pcs=0; by default ASan reports a place once per process)
+    local again=""
+    [ "${KEEP_GOING:-0}" = 1 ] && { halt=0; again=":suppress_equal_pcs=0"; }
+    reports="${REPORTS:-$WORK/reports}/$name"
+    mkdir -p "$reports"
+    # shellcheck disable=SC2206
+    local extra=(${PYTEST_ARGS:-})
+    step "$name: Python tests under ASan+UBSan ($libasan:$libstdcxx preloaded, halt_on_error=$halt," \
+         "ZKALLOC_STRESS_OPS=${ZKALLOC_STRESS_OPS:-1500}, reports in $reports)"
+    (cd "$WORK/src" && LD_PRELOAD="$libasan:$libstdcxx" SANITIZE_REPORTS="$reports" \
+        ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=$halt$again:log_path=$reports/proc" \
+        UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$halt:log_path=$reports/proc" \
+        "$PYTHON" -m pytest -q -p no:cacheprovider "$@" "${extra[@]}") || rc=$?
+    [ "$rc" -eq 0 ] || echo "$name: pytest exited with status $rc" >&2
+    "$PYTHON" "$ROOT/tools/sanitizer_check.py" reports "$reports" || rc=1
+    [ "$rc" -eq 0 ] || { echo "$name failed (pytest exit status or sanitizer reports, above)" >&2; exit 1; }
 }
+
+# TESTS (paths or node ids, split on spaces) replaces either mode's selection
+# shellcheck disable=SC2086
+py_asan() { if [ -n "${TESTS:-}" ]; then py_tests py-asan $TESTS; else py_tests py-asan tests; fi; }
+# shellcheck disable=SC2086
+py_asan_core() { if [ -n "${TESTS:-}" ]; then py_tests py-asan-core $TESTS; else py_tests py-asan-core "${PY_TESTS[@]}"; fi; }
 
 py_valgrind() {
     step "Python stress test under valgrind (PYTHONMALLOC=malloc, 2 threads x 100 ops)"
@@ -97,15 +145,16 @@ PY
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(c-asan c-valgrind py-asan)
+[ ${#steps[@]} -eq 0 ] && steps=(c-asan c-valgrind py-asan-core)
 for s in "${steps[@]}"; do
     case "$s" in
         c-asan) c_asan ;;
         c-tsan) c_tsan ;;
         c-valgrind) c_valgrind ;;
         py-asan) py_asan ;;
+        py-asan-core) py_asan_core ;;
         py-valgrind) py_valgrind ;;
-        *) echo "unknown step $s (c-asan c-tsan c-valgrind py-asan py-valgrind)" >&2; exit 2 ;;
+        *) echo "unknown step $s (c-asan c-tsan c-valgrind py-asan py-asan-core py-valgrind)" >&2; exit 2 ;;
     esac
 done
 printf '\nall sanitizer steps passed: %s\n' "${steps[*]}"

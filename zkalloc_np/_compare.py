@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from . import _peers
+from . import _peers, _sanitizer
 
 BASELINE = "default"
 ZKALLOC = "zkalloc"
@@ -241,8 +241,7 @@ def run_once(program: Program, allocator: str, env: dict[str, str], round_: int,
     measured with os.wait4; killed with its children after `timeout` s.
     Its stderr is passed on as it comes, and its last line kept."""
     stats_json = os.path.join(workdir, f"zkalloc-{allocator}-{round_}.json")
-    full_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    full_env.update(env)
+    full_env = _sanitizer.child_environment(env)   # the parent's preload goes, a sanitizer runtime stays first
     cmd = child_command(program, allocator, stats_json)
     timed_out = threading.Event()
     start = time.perf_counter()

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _sanitizer
+
 #: Where system allocators live when ldconfig does not list them.
 LIBRARY_DIRS: tuple[str, ...] = (
     "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib/aarch64-linux-gnu",
@@ -78,31 +80,41 @@ def find_library(sonames: tuple[str, ...], cache: dict[str, str] | None = None) 
 
 
 def environment(env: dict[str, str], libraries: tuple[str, ...], install_hint: str,
-                cache: dict[str, str] | None = None) -> tuple[dict[str, str] | None, str]:
+                cache: dict[str, str] | None = None, environ: Mapping[str, str] | None = None,
+                ) -> tuple[dict[str, str] | None, str]:
     """The environment a child needs for an allocator given by `env` and
     `libraries` (LD_PRELOAD, the first found), or (None, why it is skipped:
-    the missing library and the command that installs it)."""
+    the missing library and the command that installs it, or, for a library
+    that is there, a sanitizer runtime in the LD_PRELOAD of `environ`,
+    default this process's, that would replace its malloc:
+    _sanitizer.preload_conflict).  The
+    sanitizer runtime is added in front when the child starts
+    (_sanitizer.child_environment), not here."""
     out = dict(env)
     if libraries:
         path = find_library(libraries, cache)
         if path is None:
             return None, f"{libraries[0]} not found ({install_hint})"
+        conflict = _sanitizer.preload_conflict(environ)
+        if conflict is not None:
+            return None, conflict
         out["LD_PRELOAD"] = path
     return out, ""
 
 
 def environments(specs: Mapping[str, Any], cache: dict[str, str] | None = None,
+                 environ: Mapping[str, str] | None = None,
                  ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """For each name -> spec (anything with ``env``, ``libraries`` and
     ``install_hint``): the environment its child needs, or, in the second
-    dict, why it is skipped (`environment`).  ldconfig is asked once, and only
+    dict, why it is skipped (`environment`, `environ` as there).  ldconfig is asked once, and only
     when some spec preloads a library."""
     if cache is None:
         cache = ldconfig() if any(spec.libraries for spec in specs.values()) else {}
     envs: dict[str, dict[str, str]] = {}
     skipped: dict[str, str] = {}
     for name, spec in specs.items():
-        env, why = environment(spec.env, spec.libraries, spec.install_hint, cache)
+        env, why = environment(spec.env, spec.libraries, spec.install_hint, cache, environ)
         if env is None:
             skipped[name] = why
         else:
