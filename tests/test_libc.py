@@ -16,6 +16,9 @@ from zkalloc_np._raw import GLIBC_MALLOC_ENV
 from zkalloc_np._settings import SettingsWarning, load_environment
 from conftest import MiB, run_python, wait_for
 
+_UNDER_ASAN = pytest.mark.no_asan(reason="ASan replaces malloc (its interceptors serve every malloc), so "
+                                          "glibc's tuning is not what serves np.fft's blocks there")
+
 pytestmark = pytest.mark.skipif(not zk._core.libc_is_glibc(), reason="glibc's tuning: glibc only")
 
 libc = ctypes.CDLL(None)
@@ -56,6 +59,7 @@ def minflt() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+@_UNDER_ASAN
 def test_keep_serves_big_blocks_from_the_heap_and_uninstall_restores_the_defaults():
     zk.install(libc="keep")
     assert zk._core.libc_applied() and zk.stats().libc.startswith("keep")
@@ -65,6 +69,7 @@ def test_keep_serves_big_blocks_from_the_heap_and_uninstall_restores_the_default
     assert mmapped_by_a_big_malloc()
 
 
+@_UNDER_ASAN
 def test_a_64_mib_fft_round_faults_less_than_once_per_page_the_second_time():
     zk.install(libc="keep")
     x = np.random.default_rng(1).random(8 * MiB // 8)
@@ -74,6 +79,7 @@ def test_a_64_mib_fft_round_faults_less_than_once_per_page_the_second_time():
     assert minflt() - before < 64 * MiB // 4096
 
 
+@_UNDER_ASAN
 def test_leave_leaves_glibc_alone():
     zk.install(libc="leave")
     assert not zk._core.libc_applied() and zk.stats().libc.startswith("leave")
@@ -93,6 +99,7 @@ def kept_blocks(n: int = 4) -> None:
         libc.free(p)
 
 
+@_UNDER_ASAN
 def test_release_gives_glibcs_kept_memory_back(fresh):
     zk.install(libc="keep")
     high = rss()
@@ -104,6 +111,7 @@ def test_release_gives_glibcs_kept_memory_back(fresh):
     assert rss() - high < 100 * MiB
 
 
+@_UNDER_ASAN
 def test_idle_decay_gives_glibcs_kept_memory_back(fresh):
     zk.install(libc="keep", decay_ms=100)
     high = rss()

@@ -125,6 +125,8 @@ def test_only_the_package_is_importable_from_another_folder(tmp_path):
 
 
 @pytest.mark.skipif(INSTALLED_RUN, reason="the checkout's own editable install")
+@pytest.mark.no_asan(reason="the sanitizer mode runs the tests of a copy of the checkout, and the editable "
+                            "install resolves to the checkout itself")
 def test_the_editable_install_resolves_the_checkout_package(tmp_path):
     if not _editable_install():
         pytest.skip("zkalloc-np is not installed editable here")

@@ -112,7 +112,12 @@ py_tests() {
     local extra=(${PYTEST_ARGS:-})
     step "$name: Python tests under ASan+UBSan ($libasan:$libstdcxx preloaded, halt_on_error=$halt," \
          "ZKALLOC_STRESS_OPS=${ZKALLOC_STRESS_OPS:-1500}, reports in $reports)"
+    # Children (compare, run, the bench, run_python) import the sanitized package too: a folder
+    # holding only it goes first on their path, as an installed package would (not the copy's
+    # root, which would make bench/ and tests/ importable from everywhere).
+    mkdir -p "$WORK/path" && ln -sfn "$WORK/src/zkalloc_np" "$WORK/path/zkalloc_np"
     (cd "$WORK/src" && LD_PRELOAD="$libasan:$libstdcxx" SANITIZE_REPORTS="$reports" \
+        PYTHONPATH="$WORK/path${PYTHONPATH:+:$PYTHONPATH}" \
         ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=$halt$again:log_path=$reports/proc" \
         UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$halt:log_path=$reports/proc" \
         "$PYTHON" -m pytest -q -p no:cacheprovider "$@" "${extra[@]}") || rc=$?
