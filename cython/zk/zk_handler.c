@@ -20,7 +20,6 @@ zk_route zk_route_cache = {ZK_ROUTE_CACHE, 0, NULL};
 zk_route zk_route_passthrough = {ZK_ROUTE_PASSTHROUGH, 0, NULL};
 
 static zk_fallback fallback;   /* set once at import, before any install */
-char zk_refused_marker;
 
 void zk_handler_set_fallback(const zk_fallback *f)
 {

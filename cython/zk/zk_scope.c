@@ -49,6 +49,8 @@ struct zk_scope {
 
 static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
 
+char zk_refused_marker;   /* ZK_REFUSED points here: a budget's answer (zk_internal.h) */
+
 static _Atomic uint64_t last_serial;
 
 zk_scope *zk_scope_create(void)

@@ -775,6 +775,83 @@ static void *churn(void *arg)
     return NULL;
 }
 
+/* ---- budgets and peaks (zk_scope.c, zk_peak.c) --------------------------------- */
+
+static zk_peak_info peak_of(zk_peak *p, zk_live_entry *out, size_t max, size_t *count)
+{
+    zk_peak_info info;
+    *count = zk_peak_read(p, out, max, &info);
+    return info;
+}
+
+/* A request over the phase's budget gets NULL, maps nothing and never
+ * reaches the fallback; a resize over it leaves the block as it was; the
+ * next request within the budget is served.  The peak snapshot lists the
+ * phase's regions with their requested bytes. */
+static void test_scope_budget_and_peak(void)
+{
+    zk_cache_release();
+    zk_scope *sc = zk_scope_create();
+    CHECK(sc != NULL);
+    zk_scope_configure(sc, 0, 8 * MiB);
+    void *ctx = zk_scope_route(sc);
+    long fb_before = fb_live;
+    zk_stats_snapshot s0, s1;
+    stats(&s0);
+    void *a = zk_h_malloc(ctx, 6 * MiB);
+    CHECK(a != NULL && zk_scope_owns(sc, a));
+    stats(&s1);
+    uint64_t mapped = s1.bytes_mapped;
+    CHECK(zk_h_malloc(ctx, 4 * MiB) == NULL && zk_h_calloc(ctx, 1, 4 * MiB) == NULL);
+    stamp(a, 6 * MiB, 0x33);
+    CHECK(zk_h_realloc(ctx, a, 12 * MiB) == NULL && stamped(a, 6 * MiB, 0x33) && zk_scope_owns(sc, a));
+    stats(&s1);
+    CHECK(fb_live == fb_before && s1.bytes_mapped == mapped && s1.budget_refusals == s0.budget_refusals + 3);
+    zk_scope_stats st = scope_read(sc);
+    CHECK(st.budget == 8 * MiB && st.budget_refusals == 3 && st.live_bytes == 6 * MiB && st.peak_bytes == 6 * MiB);
+    CHECK(st.refused_bytes == 12 * MiB && st.refused_live_bytes == 6 * MiB);
+    void *b = zk_h_malloc(ctx, 2 * MiB);   /* exactly up to the budget */
+    CHECK(b != NULL);
+    zk_live_entry e[16];
+    size_t n;
+    zk_peak_info info = peak_of(zk_scope_peak(sc), e, 16, &n);
+    CHECK(info.live == 8 * MiB && info.snapshots >= 2);
+    uint64_t own = 0;
+    for (size_t i = 0; i < n && i < 16; i++)
+        if (e[i].scope == zk_scope_serial(sc))
+            own += e[i].bytes;
+    CHECK(own == 8 * MiB);
+    info = peak_of(zk_scope_refusal(sc), e, 16, &n);
+    CHECK(info.live == 6 * MiB && info.snapshots == 3);
+    zk_h_free(ctx, a, 0);
+    zk_h_free(ctx, b, 0);
+    st = scope_read(sc);
+    CHECK(st.live_bytes == 0 && st.live_arrays == 0);
+    zk_scope_close(sc);
+    zk_scope_destroy(sc);
+    CHECK_INVARIANTS();
+}
+
+/* The process's budget setting: a request that would take bytes in use
+ * over it is refused, without the fallback. */
+static void test_process_budget(void)
+{
+    zk_cache_release();
+    zk_stats_snapshot s;
+    stats(&s);
+    uint64_t in_use = s.bytes_in_use;
+    CHECK(zk_option_set(ZK_OPT_BUDGET, in_use + 4 * MiB) == ZK_OK);
+    long fb_before = fb_live;
+    void *a = zk_h_malloc(ctx_cache(), 4 * MiB);
+    CHECK(a != NULL && zk_h_malloc(ctx_cache(), MiB) == NULL && fb_live == fb_before);
+    zk_h_free(ctx_cache(), a, 0);
+    CHECK(zk_option_set(ZK_OPT_BUDGET, 0) == ZK_OK);
+    a = zk_h_malloc(ctx_cache(), 8 * MiB);
+    CHECK(a != NULL);
+    zk_h_free(ctx_cache(), a, 0);
+    CHECK_INVARIANTS();
+}
+
 /* ---- np.zeros' zeroing policy: costs follow the fastest measurements ----------- */
 
 static void test_zero_costs_follow_the_fastest(void)
@@ -867,6 +944,8 @@ int main(int argc, char **argv)
     test_scope_warm_and_trim();
     test_secret();
     test_zero_costs_follow_the_fastest();
+    test_scope_budget_and_peak();
+    test_process_budget();
 
     boxes = calloc((size_t)nthreads, sizeof *boxes);
     for (int i = 0; i < nthreads; i++)
