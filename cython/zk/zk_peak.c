@@ -95,19 +95,9 @@ static void list_in_use(zk_region *r, void *arg)
         w->unlisted += e.bytes;
 }
 
-/* Walk the descriptors into p's entries (p->lock held), timed.  The array grows
+/* Walk the descriptors into p's entries (p->lock held).  The array grows
  * outside the descriptor lock: one walk to find that it is too small, one
  * more with room to spare; what a third would find is counted unlisted. */
-static void walk_into(zk_peak *p);
-
-static void fill(zk_peak *p)
-{
-    uint64_t t0 = zk_thp_now_ns();
-    walk_into(p);
-    p->snapshots++;
-    p->snapshot_ns += zk_thp_now_ns() - t0;
-}
-
 static void walk_into(zk_peak *p)
 {
     for (int attempt = 0;; attempt++) {
@@ -130,6 +120,18 @@ static void walk_into(zk_peak *p)
     }
 }
 
+/* A snapshot at measure `live` (p->lock held), timed: what recording the
+ * peak costs is reported with it. */
+static void fill(zk_peak *p, uint64_t live)
+{
+    uint64_t t0 = zk_thp_now_ns();
+    walk_into(p);
+    p->live = live;
+    p->in_use = atomic_load_explicit(&zk_stats.bytes_in_use, memory_order_relaxed);
+    p->snapshots++;
+    p->snapshot_ns += zk_thp_now_ns() - t0;
+}
+
 /* The snapshot lock, tried for a while: in a fork child a thread that held
  * it is gone for good (it is not among the locks held across fork), and a
  * reader there gets an empty snapshot rather than a hang. */
@@ -147,9 +149,7 @@ void zk_peak_take(zk_peak *p, uint64_t live)
 {
     if (!lock_briefly(p))
         return;
-    fill(p);
-    p->live = live;
-    p->in_use = atomic_load_explicit(&zk_stats.bytes_in_use, memory_order_relaxed);
+    fill(p, live);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -166,9 +166,7 @@ void zk_peak_consider(zk_peak *p, uint64_t live)
         return;
     if (pthread_mutex_trylock(&p->lock) != 0)
         return;
-    fill(p);
-    p->live = live;
-    p->in_use = atomic_load_explicit(&zk_stats.bytes_in_use, memory_order_relaxed);
+    fill(p, live);
     pthread_mutex_unlock(&p->lock);
 }
 

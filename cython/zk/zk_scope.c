@@ -135,7 +135,7 @@ static void refuse(zk_scope *s, uint64_t bytes)
  * request's on a hit that took a larger region): after the phase, the cache
  * holds exactly those regions idle, so the next run's hot start finds them
  * there and reserves nothing. */
-static void live_add(zk_scope *s, uint64_t bytes, int cls)
+static void live_add(zk_scope *s, int cls)
 {
     zk_count(&s->live_arrays, 1);
     uint64_t live = atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
@@ -146,7 +146,6 @@ static void live_add(zk_scope *s, uint64_t bytes, int cls)
         if (now > 0)
             zk_stats_raise_peak(&s->class_peak[cls], (uint64_t)now);
     }
-    (void)bytes;
     zk_peak_consider(s->peak, live);
 }
 
@@ -208,7 +207,7 @@ void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed)
         ob.region->site = zk_site_now();
     tag(ob.region, s, bytes);   /* before live_add: its snapshot lists the region as the phase's */
     count_obtained(s, &ob, bytes, ns);
-    live_add(s, bytes, ob.region->cls);
+    live_add(s, ob.region->cls);
     return p;
 }
 
@@ -253,12 +252,12 @@ void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how)
     zk_scope *s = old.scope;
     if (how != ZK_RETAG_FAILED)
         zk_count(how == ZK_RETAG_MOVED ? &s->realloc_moved : &s->realloc_in_place, 1);
-    zk_region *r = zk_maybe_region_start(p) ? zk_pagemap_get(p) : NULL;
+    zk_region *r = zk_region_at(p);
     live_sub(s, old.bytes, old.cls);
     if (r != NULL) {   /* else the fallback holds it now: no longer the phase's */
         tag(r, s, bytes);
         atomic_fetch_add_explicit(&s->live_bytes, bytes, memory_order_relaxed);   /* zk_scope_may_grow checked it */
-        live_add(s, bytes, r->cls);
+        live_add(s, r->cls);
     }
     zk_scope_unpin(s);   /* the old tag's pin, after the new one's */
 }
