@@ -492,6 +492,12 @@ def reset_zero_policy():
     zk_zero_reset()
 
 
+def pin_zero_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns):
+    """Tests: the zeroing policy decides with these costs, not measured ones,
+    until reset_zero_policy()."""
+    zk_zero_pin_costs(memset_ns_per_mib, fault_ns, discard_ns)
+
+
 # Raw access to the handler functions, for tests of the core through the very
 # entry points numpy calls (addresses as ints).
 def raw_malloc(size_t size):

@@ -80,6 +80,7 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t memset_ns_per_mib, fault_ns, touched_per_1024, discard_ns
         int discard
     void zk_zero_read(int cls, zk_zero_policy *out)
+    void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns)
 
     ctypedef struct zk_fallback:
         void *ctx

@@ -121,7 +121,8 @@ int zk_heap_check_maps(const char **what);
  * first touch and report it with zk_thp_record. */
 bool zk_thp_choose(size_t bytes, bool *sample);
 void zk_thp_record(size_t bytes, bool huge, uint64_t ns);
-uint64_t zk_thp_now_ns(void);
+uint64_t zk_thp_now_ns(void);   /* CLOCK_MONOTONIC */
+uint64_t zk_thp_cpu_ns(void);   /* this thread's CPU time: what a preemption does not inflate */
 /* The measured cost of faulting in one 4 KiB page (fresh regions faulted at
  * once on 4 KiB pages, 2-16 MiB); 0 before any sample. */
 uint64_t zk_thp_small_page_fault_ns(void);

@@ -62,6 +62,9 @@ typedef struct {
 
 static zero_class classes[ZK_NCLASSES];
 static _Atomic uint32_t memset_ns_per_mib = DEFAULT_MEMSET_NS_PER_MIB;
+/* Tests: costs given by zk_zero_pin_costs, no measurement followed. */
+static _Atomic bool pinned;
+static _Atomic uint32_t pinned_fault_ns;
 
 /* A cost follows its fastest recent measurements: a lower sample wins at
  * once, a higher one raises the estimate by 1/64 at most (0: none yet, the
@@ -82,7 +85,7 @@ static void follow_fastest(_Atomic uint32_t *cost, uint64_t sample)
 
 void zk_zero_timed_memset(size_t bytes, uint64_t ns)
 {
-    if (bytes >= MIN_ADAPTIVE_BYTES)
+    if (bytes >= MIN_ADAPTIVE_BYTES && !atomic_load_explicit(&pinned, memory_order_relaxed))
         follow_fastest(&memset_ns_per_mib, ns * ((uint64_t)1 << 20) / bytes);
 }
 
@@ -115,12 +118,14 @@ static void calibrate_memset(void)
 
 void zk_zero_timed_discard(int cls, uint64_t ns)
 {
-    if (cls >= 0 && cls < ZK_NCLASSES)
+    if (cls >= 0 && cls < ZK_NCLASSES && !atomic_load_explicit(&pinned, memory_order_relaxed))
         follow_fastest(&classes[cls].discard_ns, ns);
 }
 
 static uint64_t fault_ns(void)
 {
+    if (atomic_load_explicit(&pinned, memory_order_relaxed))
+        return atomic_load_explicit(&pinned_fault_ns, memory_order_relaxed);
     uint64_t fault = zk_thp_small_page_fault_ns();
     return fault != 0 ? fault : DEFAULT_FAULT_NS;
 }
@@ -149,6 +154,22 @@ void zk_zero_reset(void)
     }
     atomic_store_explicit(&memset_ns_per_mib, DEFAULT_MEMSET_NS_PER_MIB, memory_order_relaxed);
     atomic_store_explicit(&calibrated, false, memory_order_relaxed);
+    atomic_store_explicit(&pinned, false, memory_order_relaxed);
+}
+
+static uint32_t clamp32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
+
+/* What a class's users touch is learned as always; what each way costs is
+ * what the caller says, so a test of the decisions does not depend on how
+ * loaded the machine was when it timed them. */
+void zk_zero_pin_costs(uint64_t memset_ns_per_mib_now, uint64_t fault_ns_now, uint64_t discard_ns_now)
+{
+    atomic_store_explicit(&pinned, true, memory_order_relaxed);
+    atomic_store_explicit(&calibrated, true, memory_order_relaxed);
+    atomic_store_explicit(&memset_ns_per_mib, clamp32(memset_ns_per_mib_now), memory_order_relaxed);
+    atomic_store_explicit(&pinned_fault_ns, clamp32(fault_ns_now), memory_order_relaxed);
+    for (int c = 0; c < ZK_NCLASSES; c++)
+        atomic_store_explicit(&classes[c].discard_ns, clamp32(discard_ns_now), memory_order_relaxed);
 }
 
 /* A dense class's turn to sample: true once every `interval` calls. */
@@ -250,7 +271,12 @@ void zk_zero_for_write(zk_region *r)
  * 4 KiB pages, and after a discard (only what its user touched is present).
  * The first discard after memsets zaps every page (~240 ns each here, 370 us
  * for 6 MiB) and, timed, kept a sparse class on memset for good; dropping
- * huge pages is cheaper than either. */
+ * huge pages is cheaper than either.  It is timed in this thread's CPU time
+ * (~165 ns a clock read here, against ~1.4 us for the call): a thread
+ * preempted in the call would read as a discard of milliseconds, and the
+ * first timing of a class is taken as it is, so on a loaded machine one
+ * preemption kept a sparse class on memset for good (a discard that
+ * follows a memset is not timed, so it was never measured again). */
 static bool discard_and_sample(zk_region *r, size_t len, bool after_discard)
 {
     bool small = r->bytes < ZK_HUGE_BYTES || (r->flags & ZK_RF_SMALL_PAGES);
@@ -258,11 +284,11 @@ static bool discard_and_sample(zk_region *r, size_t len, bool after_discard)
         zk_os_advise_small_pages((void *)r->base, r->bytes);
         r->flags |= ZK_RF_SMALL_PAGES;
     }
-    uint64_t t0 = zk_thp_now_ns();
+    uint64_t t0 = zk_thp_cpu_ns();
     if (zk_os_discard((void *)r->base, len) != 0)
         return false;
     if (small && after_discard)
-        zk_zero_timed_discard(r->cls, zk_thp_now_ns() - t0);
+        zk_zero_timed_discard(r->cls, zk_thp_cpu_ns() - t0);
     r->flags |= ZK_RF_SAMPLE | ZK_RF_DISCARDED;
     r->sampled_bytes = len;
     return true;

@@ -96,6 +96,9 @@ typedef struct {
     int discard;                  /* 1: its next np.zeros is discarded, not memset */
 } zk_zero_policy;
 void zk_zero_read(int cls, zk_zero_policy *out);
+/* Tests: decide with these costs (memset ns per MiB, ns per page fault, ns
+ * per discard of any class) instead of measured ones, until zk_zero_reset. */
+void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns);
 
 /* ---- NEP 49 shaped entry points (zk_handler.c) ------------------------- */
 /* The allocator functions requests fall back to: numpy's original default. */
