@@ -221,3 +221,22 @@ def test_no_page_mentions_the_retired_background_worker():
             assert word not in text, f"{name} mentions {word!r}"
         mentions = len(re.findall(r"background", text, re.I))
         assert mentions <= 1, f"{name} mentions the background worker {mentions} times"
+
+
+# -- docs/coverage.md: what chose libc=keep ----------------------------------------------------
+
+def test_the_libc_prose_of_the_coverage_page_matches_its_results():
+    x = Results("bench/results/libc.json")
+    rows = [rows for _, _, rows in report.groups(x.records)]
+    keep_over_leave = [r["zkalloc-global"]["peak_rss_bytes"] / r["zkalloc-global-leave"]["peak_rss_bytes"]
+                       for r in rows]
+    over = [(p, s) for p, s, r in report.groups(x.records)
+            if r["zkalloc-global-leave"]["peak_rss_bytes"] / r["default"]["peak_rss_bytes"] > 1.10]
+    claims = [f"within {min(keep_over_leave):.3f}–{max(keep_over_leave):.3f}x",
+              *(f"{x.ratio(p, report.size_label(p, s), 'zkalloc-global', 'default', 'peak_rss_bytes')}"
+                for p, s in over)]
+    page = _flat(_text("docs/coverage.md"))
+    missing = [c for c in claims if c not in page]
+    assert not missing, f"docs/coverage.md no longer says what bench/results/libc.json measured: {missing}"
+    paragraph = page[page.index("**Peak RSS, keep against leave"):]
+    assert all(p in paragraph for p, _ in over), "a pattern over 1.10x the default's peak is not named"

@@ -21,7 +21,10 @@ suite).  Kinds:
   the bytes a prover hashes) under ``install()`` against the peers
   (COVERAGE_ROWS), cold and warm, with faults and peak RSS;
 - ``peak``: what recording each phase's peak costs (PEAK_ROWS): installed(),
-  a phase per round, with track=True, and tracemalloc alone.
+  a phase per round, with track=True, and tracemalloc alone;
+- ``libc``: peak RSS of every pattern in the file under numpy's default and
+  install() with libc=keep and libc=leave, each pass's, and keep/leave
+  (what chose libc's default), with the idle pattern's RSS while idle.
 
 The ``zkalloc-bg`` column (the background worker) is left out: the worker
 is no longer part of the product.
@@ -152,8 +155,36 @@ def peak(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: The libc table's allocators: numpy's default, install() with libc=keep and libc=leave.
+LIBC_ALLOCATORS = ("default", "zkalloc-global", "zkalloc-global-leave")
+
+
+def _mib_range(values: list[float]) -> str:
+    low, high = int(min(values)) >> 20, int(max(values)) >> 20
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
+def libc(records: list[dict[str, Any]]) -> str:
+    """Per (pattern, size): peak RSS in MiB, the passes' range, under each
+    LIBC_ALLOCATORS, and keep/leave of the medians."""
+    lines = ["| pattern | size | numpy default, MiB | install() libc=keep | install() libc=leave | keep/leave |",
+             "|---|---|---|---|---|---|"]
+    for pattern, size, rows in report.groups(records):
+        if not all(a in rows for a in LIBC_ALLOCATORS):
+            continue
+        keep, leave = rows["zkalloc-global"], rows["zkalloc-global-leave"]
+        cells = [_mib_range(rows[a]["pass_peak_rss_bytes"]) for a in LIBC_ALLOCATORS]
+        lines.append(f"| {pattern} | {report.size_label(pattern, size)} | " + " | ".join(cells) +
+                     f" | {keep['peak_rss_bytes'] / leave['peak_rss_bytes']:.3f} |")
+        if "pass_idle_rss_bytes" in keep:
+            cells = [_mib_range(rows[a]["pass_idle_rss_bytes"]) for a in LIBC_ALLOCATORS]
+            lines.append(f"| {pattern}, RSS while idle | {report.size_label(pattern, size)} | " + " | ".join(cells) +
+                         f" | {keep['idle_rss_bytes'] / leave['idle_rss_bytes']:.3f} |")
+    return "\n".join(lines)
+
+
 KINDS: dict[str, Callable[[list[dict[str, Any]]], str]] = {"front": front, "warm": warm, "cold": cold,
-                                                           "coverage": coverage, "peak": peak}
+                                                           "coverage": coverage, "peak": peak, "libc": libc}
 
 
 def render(text: str) -> str:
