@@ -280,14 +280,44 @@ size_t zk_cache_usable(const void *ptr)
 
 /* ---- realloc --------------------------------------------------------------------- */
 
+/* r's pages onto target (a reservation of nbytes), grown to nbytes.
+ * False: nothing moved, and what is still ours of the target is given back.
+ * A whole segment moves with one mremap (its old range is simply gone).  A
+ * span of a larger segment must leave its range mapped (zk_os_move_keep:
+ * a hole there is free for any thread's mmap until it is mapped again),
+ * and that moves old_bytes as they are: the grown tail is mapped first,
+ * over our own reservation, so it is never a hole either. */
+static bool move_onto(void *old, size_t old_bytes, void *target, size_t nbytes, bool whole)
+{
+    if (whole) {
+        if (zk_os_move(old, old_bytes, target, nbytes) == 0)
+            return true;
+        zk_os_drop_failed_target(target, nbytes);
+        return false;
+    }
+    char *tail = (char *)target + old_bytes;
+    size_t tail_bytes = nbytes - old_bytes;
+    if (zk_os_map_fixed(tail, tail_bytes) != 0) {
+        (void)zk_os_unmap(target, old_bytes);          /* still our reservation */
+        zk_os_drop_failed_target(tail, tail_bytes);    /* a failed MAP_FIXED may have unmapped it */
+        return false;
+    }
+    if (zk_os_move_keep(old, old_bytes, target) == 0)
+        return true;
+    (void)zk_os_unmap(tail, tail_bytes);
+    zk_os_drop_failed_target(target, old_bytes);
+    return false;
+}
+
 /* Move r to a new segment of class ncls with mremap: no byte is copied, the
  * grown tail reads as zeros.  On failure r is exactly as before.
  *
  * Order matters for the ownership map: the old address is cleared before
- * mremap unmaps it, and the target is registered only once the move has
- * succeeded (its leaf is made first, so that cannot fail), because a failed
- * MREMAP_FIXED may already have freed the target for another thread's mmap
- * (see zk_pagemap.c for why an entry must never outlive our mapping). */
+ * mremap moves the pages away, and the target is registered only once the
+ * move has succeeded (its leaf is made first, so that cannot fail), because
+ * a failed MREMAP_FIXED may already have freed the target for another
+ * thread's mmap (see zk_pagemap.c for why an entry must never outlive our
+ * mapping). */
 static int grow_by_move(zk_region *r, int ncls)
 {
     size_t nbytes = zk_class_bytes(ncls);
@@ -305,14 +335,16 @@ static int grow_by_move(zk_region *r, int ncls)
         return ZK_ENOMEM;
     }
     zk_pagemap_clear(old);
-    if (zk_os_move(old, old_bytes, target, nbytes) != 0) {
+    bool whole = zk_heap_whole_segment(r);
+    if (!move_onto(old, old_bytes, target, nbytes, whole)) {
         zk_pagemap_set(old, r);   /* its leaf exists: cannot fail */
-        zk_os_drop_failed_target(target, nbytes);
         zk_region_release_descriptor(spare);
         zk_heap_unlock();
         return ZK_ENOMEM;
     }
-    uint32_t areas = zk_heap_moved_out(r, spare);
+    /* A span moved apart from its grown tail: two areas (their page
+     * offsets differ, so the kernel does not merge them). */
+    uint32_t areas = zk_heap_moved_out(r, spare, !whole) + (whole ? 0u : 1u);
     r->base = (uintptr_t)target;
     zk_heap_adopt(r, nbytes, areas);
     r->cls = ncls;

@@ -400,39 +400,34 @@ bool zk_heap_may_add_areas(uint32_t n)
     return atomic_load_explicit(&zk_stats.map_areas, memory_order_relaxed) + n < max_areas / 2;
 }
 
-static void add_areas(uint32_t n)
-{
-    atomic_fetch_add_explicit(&zk_stats.map_areas, n, memory_order_relaxed);
-}
+bool zk_heap_whole_segment(const zk_region *r) { return whole_segment(r); }
 
-uint32_t zk_heap_moved_out(zk_region *r, zk_region *spare)
+uint32_t zk_heap_moved_out(zk_region *r, zk_region *spare, bool kept)
 {
-    if (whole_segment(r)) {   /* its areas moved with it */
+    bool whole = whole_segment(r);
+    uint32_t took = whole ? r->areas : 1;
+    if (!kept) {   /* a whole segment: its areas moved with it */
         account_segment(-1, -(int64_t)r->bytes, -(int64_t)r->areas);
         zk_region_release_descriptor(spare);
-        return r->areas;
+        return took;
     }
-    /* The spare takes r's place in the segment, over the hole mremap left:
-     * mapped anew, so the area closes up (the kernel merges it back). */
+    /* The spare takes r's place in the segment, over the range the move
+     * left mapped and empty (zk_os_move_keep): it never was a hole, so no
+     * other mmap can have landed there (re-mapping a hole with MAP_FIXED
+     * wiped whatever had).  Settling unmaps a whole segment. */
     spare->base = r->base;
     spare->bytes = r->bytes;
+    spare->areas = r->areas;   /* its areas stay where they are */
     spare->addr_prev = r->addr_prev;
     spare->addr_next = r->addr_next;
     if (spare->addr_prev != NULL) spare->addr_prev->addr_next = spare;
     if (spare->addr_next != NULL) spare->addr_next->addr_prev = spare;
     r->addr_prev = r->addr_next = NULL;
-    spare->flags = r->flags & ZK_RF_SHARED;
-    if (zk_os_map_fixed((void *)spare->base, spare->bytes) == 0) {
-        spare->flags |= ZK_RF_ZERO;
-    } else {
-        spare->flags |= ZK_RF_HOLE;   /* never handed out; unmapped with its segment */
-        spare->areas = 1;
-        add_areas(1);
-    }
+    spare->flags = (r->flags & (ZK_RF_SHARED | ZK_RF_SMALL_PAGES)) | ZK_RF_ZERO;   /* the advice stays too */
     atomic_store_explicit(&spare->state, ZK_REGION_VACANT, memory_order_relaxed);
     add_vacant((int64_t)spare->bytes);
     settle_vacant(spare);
-    return 1;
+    return took;
 }
 
 void zk_heap_adopt(zk_region *r, size_t bytes, uint32_t areas)

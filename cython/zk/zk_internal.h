@@ -101,12 +101,16 @@ void zk_heap_give_back(zk_region *r);
 /* Fork child, all locks held: a region a dead thread was giving back. */
 void zk_heap_fork_adopt_leaving(zk_region *r);
 void zk_heap_fork_recount(void);   /* fork child: segment gauges from the spans */
-/* r's pages were just moved away by mremap (its entry already cleared).  If
- * r was a whole segment, that segment is gone; else `spare` (a descriptor
- * from zk_region_descriptor) becomes the vacant span over the hole, mapped
- * anew.  r then stands alone; returns the memory areas its pages took
- * along.  zk_heap_adopt makes r a segment of its own. */
-uint32_t zk_heap_moved_out(zk_region *r, zk_region *spare);
+/* r's pages were just moved away by mremap (its entry already cleared):
+ * with zk_os_move (kept false: r must be a whole segment, now gone), or
+ * with zk_os_move_keep / zk_os_move_areas (kept true: r's range is still
+ * mapped, empty, and `spare`, a descriptor from zk_region_descriptor,
+ * becomes the vacant span there; a whole segment is then unmapped).  Else
+ * spare is released.  r then stands alone; returns the memory areas its
+ * pages took along.  zk_heap_adopt makes r a segment of its own. */
+uint32_t zk_heap_moved_out(zk_region *r, zk_region *spare, bool kept);
+/* Whether r is the one span of its segment (heap lock held). */
+bool zk_heap_whole_segment(const zk_region *r);
 void zk_heap_adopt(zk_region *r, size_t bytes, uint32_t areas);
 /* Retry unmaps that failed (segments kept vacant); bytes unmapped. */
 size_t zk_heap_retry_unmaps(void);
@@ -218,8 +222,10 @@ size_t zk_os_resident_pages(void *p, size_t bytes);
 int zk_os_discard(void *p, size_t bytes);
 int zk_os_soften(void *p, size_t bytes);
 int zk_os_populate(void *p, size_t bytes);
-int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes);
-int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved);
+int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes);   /* whole segments only */
+int zk_os_move_keep(void *old, size_t bytes, void *target);   /* the old range stays mapped, empty */
+int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved);   /* as zk_os_move_keep */
+void zk_os_set_move_hook(void (*hook)(void *old, size_t bytes));   /* tests */
 /* Fault [p, p+bytes) in; 0, or -1 where the kernel lacks MADV_POPULATE_WRITE
  * (then it was written a byte a page). */
 void zk_os_drop_failed_target(void *target, size_t bytes);

@@ -22,6 +22,9 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23   /* Linux 5.14; older kernels answer EINVAL */
 #endif
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4   /* Linux 5.7; older kernels answer EINVAL before doing anything */
+#endif
 
 static _Atomic size_t page_size_cached;
 
@@ -106,9 +109,10 @@ int zk_os_unmap(void *p, size_t bytes)
     return munmap(p, bytes);
 }
 
-/* Fresh memory over a range the core owns (a hole mremap left, or the rest
- * of a reservation): MAP_FIXED replaces whatever is there, so it is only
- * ever called on our own addresses. */
+/* Fresh memory over a range the core holds mapped (the rest of a
+ * reservation): MAP_FIXED replaces whatever is there, so it is only ever
+ * called on addresses mapped by us at that moment, never on a hole (any
+ * thread's mmap may have taken a hole since: see zk_os_move_keep). */
 int zk_os_map_fixed(void *p, size_t bytes)
 {
     void *q = mmap(p, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
@@ -197,20 +201,60 @@ int zk_os_populate(void *p, size_t bytes)
     return -1;
 }
 
+/* Tests: called right after each move, with the range the pages left (the
+ * point where another thread's mmap may run). */
+static void (*move_hook)(void *old, size_t bytes);
+
+void zk_os_set_move_hook(void (*hook)(void *old, size_t bytes))
+{
+    move_hook = hook;
+}
+
+static void after_move(void *old, size_t bytes)
+{
+    if (move_hook != NULL)
+        move_hook(old, bytes);
+}
+
 /* Move a mapping onto target (a reservation of new_bytes made by
  * zk_os_reserve) with mremap: page tables move, no byte is copied, and the
- * grown tail reads as zeros.  0 on success; on failure nothing moved. */
+ * grown tail reads as zeros.  0 on success; on failure nothing moved.
+ * Only for a whole segment: the range the pages leave is unmapped, and any
+ * thread's mmap may take it at once (see zk_os_move_keep). */
 int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes)
 {
     void *p = mremap(old, old_bytes, new_bytes, MREMAP_MAYMOVE | MREMAP_FIXED, target);
-    return p == MAP_FAILED ? -1 : 0;
+    if (p == MAP_FAILED)
+        return -1;
+    after_move(old, old_bytes);
+    return 0;
+}
+
+/* Move the pages of [old, old+bytes) onto target (a reservation of ours)
+ * and leave [old, old+bytes) mapped, with no pages: it reads as zeros
+ * (MREMAP_DONTUNMAP).  For a span in the middle of a segment: a plain move
+ * left a hole there until it was mapped again with MAP_FIXED, and in
+ * between any other thread's mmap could take the hole (a new thread's
+ * stack, glibc's, the program's own), which that MAP_FIXED then replaced
+ * with zeros: someone else's mapping wiped (the C test saw a new thread
+ * crash on its zeroed stack and TLS).  0 on success; -1 with nothing moved where
+ * the kernel refuses (before 5.7 it has no such flag: such spans are then
+ * not moved, and their callers copy or map fresh instead). */
+int zk_os_move_keep(void *old, size_t bytes, void *target)
+{
+    void *p = mremap(old, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, target);
+    if (p == MAP_FAILED)
+        return -1;
+    after_move(old, bytes);
+    return 0;
 }
 
 /* Move [old, old+bytes), which may span several memory areas (a region
  * gathered earlier: its pieces' areas do not merge), to target, one
- * mremap per area as /proc/self/maps draws them.  0 on success; on
- * failure, -1 and *moved says how many bytes from the start did move (the
- * caller keeps those, the rest stays where it was). */
+ * mremap per area as /proc/self/maps draws them, each leaving its old range
+ * mapped (zk_os_move_keep).  0 on success; on failure, -1 and *moved says
+ * how many bytes from the start did move (the caller keeps those, the rest
+ * stays where it was). */
 int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved)
 {
     *moved = 0;
@@ -228,7 +272,7 @@ int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved)
             break;
         }
         size_t len = (hi < end ? hi : end) - (start + *moved);
-        if (zk_os_move((void *)(start + *moved), len, (char *)target + *moved, len) != 0)
+        if (zk_os_move_keep((void *)(start + *moved), len, (char *)target + *moved) != 0)
             rc = -1;
         else
             *moved += len;

@@ -190,24 +190,28 @@ static int take_pieces(zk_region **pieces, int n, size_t need, zk_region **spill
 /* Move one idle piece's pages to dest.  A piece gathered earlier spans
  * several memory areas (its own pieces' areas do not merge), which one
  * mremap cannot move: it goes area by area.  *moved: bytes from its start
- * that did move. */
-static int move_piece(zk_region *p, char *dest, size_t *moved)
+ * that did move.  *kept: its old range is still mapped (empty), which is
+ * how any piece but a whole segment must move: a hole in the middle of a
+ * segment could be taken by another thread's mmap before it is mapped
+ * again (zk_os_move_keep). */
+static int move_piece(zk_region *p, char *dest, size_t *moved, bool *kept)
 {
+    *kept = true;
     if (p->flags & ZK_RF_MULTI)
         return zk_os_move_areas((void *)p->base, p->bytes, dest, moved);
-    int rc = zk_os_move((void *)p->base, p->bytes, dest, p->bytes);
+    *kept = !zk_heap_whole_segment(p);
+    int rc = *kept ? zk_os_move_keep((void *)p->base, p->bytes, dest)
+                   : zk_os_move((void *)p->base, p->bytes, dest, p->bytes);
     *moved = rc == 0 ? p->bytes : 0;
     return rc;
 }
 
-/* After a partial move of p: refill its hole so it stays a whole idle
- * region, and count the `moved` bytes now in the target as the region's
- * (spare becomes the region's descriptor when it has none yet).  Returns
- * the bytes the region gained. */
-static size_t took_part(zk_region *p, size_t moved, zk_region *spare, zk_region **region, uint32_t *areas)
+/* After a partial move of p: it stays a whole idle region (the move left
+ * its range mapped, zeros where the moved pages were), and the `moved`
+ * bytes now in the target are the region's (spare becomes the region's
+ * descriptor when it has none yet).  Returns the bytes the region gained. */
+static size_t took_part(size_t moved, zk_region *spare, zk_region **region, uint32_t *areas)
 {
-    if (zk_os_map_fixed((void *)p->base, moved) != 0)
-        p->flags |= ZK_RF_MULTI;   /* a hole there now: never moved again (and unmapped whole) */
     zk_stats_gauge_add(&zk_stats.bytes_mapped, &zk_stats.peak_bytes_mapped, moved);
     *areas += 1;
     if (*region == NULL)
@@ -232,13 +236,14 @@ static size_t move_pieces(zk_region **pieces, zk_region **spares, int n, char *t
     for (int i = 0; i < n; i++) {
         zk_region *p = pieces[i];
         size_t moved = 0;
+        bool kept;
         zk_pagemap_clear((void *)p->base);
-        if (move_piece(p, target + off, &moved) != 0) {
+        if (move_piece(p, target + off, &moved, &kept) != 0) {
             if (moved > 0) {
                 /* A piece of several areas moved in part: what moved is the
-                 * region's now (old bytes, like the rest), and the piece is
-                 * made whole again with fresh pages where those were. */
-                off += took_part(p, moved, spares[i], region, areas);
+                 * region's now (old bytes, like the rest), and the piece
+                 * stays whole, zeros where those were. */
+                off += took_part(moved, spares[i], region, areas);
                 spares[i] = NULL;
             }
             zk_pagemap_set((void *)p->base, p);   /* its leaf exists: cannot fail */
@@ -251,7 +256,7 @@ static size_t move_pieces(zk_region **pieces, zk_region **spares, int n, char *t
             }
             break;
         }
-        *areas += zk_heap_moved_out(p, spares[i]);
+        *areas += zk_heap_moved_out(p, spares[i], kept);
         off += p->bytes;
         zk_count(&zk_stats.gathered_pieces, 1);
         if (*region == NULL)

@@ -9,6 +9,9 @@
  * is printed with its line.
  *
  *   usage: test_core [ops-per-thread] [threads]
+ *   ZK_TEST_LAZY_ZERO=<bytes>: lazy_zero_bytes for the threaded phases (4096:
+ *   every np.zeros-style calloc of a reused region is a MADV_DONTNEED);
+ *   ZK_TEST_DECAY_MS=<ms>: decay_ms for them.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -17,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stddef.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -873,6 +877,102 @@ static void test_zero_costs_follow_the_fastest(void)
     zk_zero_reset();
 }
 
+/* ---- moving pages leaves no hole another thread's mmap could take ----------- */
+
+/* Regions change address by moving their pages with mremap (realloc's grow,
+ * a gather of idle pieces).  A piece of a larger segment used to leave a
+ * hole that was mapped again with MAP_FIXED a moment later; another
+ * thread's mmap landing in between (a new thread's stack) was wiped.  The
+ * hook runs right after each move, where such an mmap would: whatever it
+ * can map there must be left alone by the core. */
+#define MAX_HOLES 64
+static struct { unsigned char *p; size_t bytes; } holes[MAX_HOLES];
+static int nholes, nmoves;
+
+static void map_into_hole(void *old, size_t bytes)
+{
+    nmoves++;
+    void *p = mmap(old, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p == MAP_FAILED)
+        return;   /* still mapped: the core's own */
+    if (p != old || nholes == MAX_HOLES) {   /* a kernel before 4.17 took the flag as a hint */
+        munmap(p, bytes);
+        return;
+    }
+    for (size_t off = 0; off < bytes; off += 4096)
+        ((unsigned char *)p)[off] = 0x5c;
+    holes[nholes].p = p;
+    holes[nholes].bytes = bytes;
+    nholes++;
+}
+
+/* MREMAP_DONTUNMAP (Linux 5.7): without it only whole segments move. */
+static int kernel_keeps_moved_ranges(void)
+{
+    size_t bytes = 64 * KiB;
+    char *a = mmap(NULL, 2 * bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED)
+        return 0;
+    a[0] = 1;
+    int ok = mremap(a, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED | 4 /* MREMAP_DONTUNMAP */, a + bytes) != MAP_FAILED;
+    munmap(a, 2 * bytes);
+    return ok;
+}
+
+static void test_moves_leave_no_hole(void)
+{
+    zk_stats_snapshot s0, s;
+    zk_cache_release();
+    stats(&s0);
+    nholes = nmoves = 0;
+    zk_os_set_move_hook(map_into_hole);
+
+    /* realloc grows a span of a shared segment by moving its pages */
+    void *a = zk_cache_alloc(MiB + 4096);
+    CHECK(a != NULL);
+    stamp(a, MiB + 4096, 0x3c);
+    void *g = zk_cache_realloc(a, 5 * MiB);
+    CHECK(g != NULL && stamped(g, MiB + 4096, 0x3c));
+
+    /* a miss gathers idle spans of a shared segment (not adjacent: no carve) */
+    void *p[5];
+    for (int i = 0; i < 5; i++) {
+        p[i] = zk_cache_alloc(1536 * KiB);
+        CHECK(p[i] != NULL);
+    }
+    for (int i = 0; i < 5; i += 2)
+        zk_cache_free(p[i]);
+    void *q = zk_cache_alloc(4 * MiB);
+    CHECK(q != NULL);
+    if (q != NULL)
+        stamp(q, 4 * MiB, 0x3d);
+
+    zk_os_set_move_hook(NULL);
+    stats(&s);
+    if (kernel_keeps_moved_ranges()) {
+        CHECK(s.realloc_remap == s0.realloc_remap + 1);
+        CHECK(s.gathered == s0.gathered + 1 && s.gathered_pieces >= s0.gathered_pieces + 3);
+        CHECK(nmoves >= 4);
+    }
+    for (int i = 0; i < nholes; i++) {   /* only a whole segment's old range may be free: untouched since */
+        int intact = 1;
+        for (size_t off = 0; off < holes[i].bytes; off += 4096)
+            intact &= holes[i].p[off] == 0x5c;
+        CHECK(intact);
+        if (intact)
+            munmap(holes[i].p, holes[i].bytes);
+    }
+    CHECK(q == NULL || stamped(q, 4 * MiB, 0x3d));
+    zk_cache_free(q);
+    zk_cache_free(g);
+    zk_cache_free(p[1]);
+    zk_cache_free(p[3]);
+    zk_cache_release();
+    CHECK_INVARIANTS();
+    const char *what = NULL;
+    CHECK(zk_heap_check_maps(&what) == ZK_OK);
+}
+
 static void test_fork_during_traffic(int rounds)
 {
     pthread_t t[3];
@@ -946,7 +1046,12 @@ int main(int argc, char **argv)
     test_zero_costs_follow_the_fastest();
     test_scope_budget_and_peak();
     test_process_budget();
+    test_moves_leave_no_hole();
 
+    if (getenv("ZK_TEST_LAZY_ZERO") != NULL)
+        zk_option_set(ZK_OPT_LAZY_ZERO_BYTES, (uint64_t)atoll(getenv("ZK_TEST_LAZY_ZERO")));
+    if (getenv("ZK_TEST_DECAY_MS") != NULL)
+        zk_option_set(ZK_OPT_DECAY_MS, (uint64_t)atoll(getenv("ZK_TEST_DECAY_MS")));
     boxes = calloc((size_t)nthreads, sizeof *boxes);
     for (int i = 0; i < nthreads; i++)
         pthread_mutex_init(&boxes[i].lock, NULL);
