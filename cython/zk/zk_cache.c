@@ -115,7 +115,7 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
         zk_count(&zk_stats.class_misses[cls], 1);
     }
     r->flags &= ~ZK_RF_SOFT;   /* wanted again: written pages are plain pages */
-    r->site = 0;               /* a tracked request names its own (zk_peak.c) */
+    atomic_store_explicit(&r->site, 0, memory_order_relaxed);   /* a tracked request names its own (zk_peak.c) */
     zk_in_use_count(r);
     return r;
 }

@@ -64,7 +64,7 @@ void *zk_route_serve(struct zk_scope *scope, size_t size, bool zeroed)
         zk_obtained ob;
         p = zk_cache_obtain(size, zeroed, &ob);
         if (p != NULL)
-            ob.region->site = zk_site_now();
+            atomic_store_explicit(&ob.region->site, zk_site_now(), memory_order_relaxed);
     }
     if (p != NULL && p != ZK_REFUSED)
         zk_process_peak_consider();
@@ -163,7 +163,7 @@ void *zk_route_realloc(zk_region *r, size_t new_size, bool cache_ok, zk_move_out
 {
     void *ptr = (void *)r->base;
     size_t have = r->bytes;   /* read before the realloc may reshape r */
-    uint32_t site = r->site;
+    uint32_t site = atomic_load_explicit(&r->site, memory_order_relaxed);
     zk_scope_tag tag = zk_scope_untag(r);
     if (tag.scope != NULL && !zk_scope_may_grow(tag.scope, tag.bytes, new_size)) {
         zk_scope_retag(tag, ptr, tag.bytes, ZK_RETAG_FAILED);
@@ -181,7 +181,7 @@ void *zk_route_realloc(zk_region *r, size_t new_size, bool cache_ok, zk_move_out
         zk_scope_retag(tag, p, new_size, p == ptr ? ZK_RETAG_IN_PLACE : ZK_RETAG_MOVED);
     zk_region *moved = p != NULL && p != ptr ? zk_region_at(p) : NULL;
     if (moved != NULL)
-        moved->site = site;
+        atomic_store_explicit(&moved->site, site, memory_order_relaxed);
     return p;
 }
 

@@ -52,7 +52,7 @@ static bool whole_segment(const zk_region *r) { return r->addr_prev == NULL && r
  * vacant space waits for the rest of its segment to be unmapped with it. */
 static bool binnable(const zk_region *r)
 {
-    return (r->flags & ZK_RF_SHARED) && !(r->flags & (ZK_RF_HOLE | ZK_RF_PENDING)) &&
+    return (r->flags & ZK_RF_SHARED) && !(r->flags & ZK_RF_PENDING) &&
            r->bytes >= zk_class_bytes(0);
 }
 
@@ -205,7 +205,7 @@ static void absorb_next(zk_region *a)
     zk_region *b = a->addr_next;
     a->bytes += b->bytes;
     a->areas += b->areas;
-    a->flags |= b->flags & (ZK_RF_HOLE | ZK_RF_SMALL_PAGES);
+    a->flags |= b->flags & ZK_RF_SMALL_PAGES;
     if (!(b->flags & ZK_RF_ZERO))
         a->flags &= ~ZK_RF_ZERO;
     a->addr_next = b->addr_next;
@@ -272,9 +272,12 @@ void zk_heap_vacate(zk_region *r)
 
 void zk_heap_give_back(zk_region *r)
 {
-    /* Stable without the lock: only r's owner (us) could split r, and a
-     * neighbour merging with another never makes a link NULL. */
+    /* Read under the lock (neighbours' links are rewritten under it), then
+     * stable without it: only r's owner (us) could split r, and a neighbour
+     * merging with another never makes a link NULL. */
+    zk_heap_lock();
     bool whole = whole_segment(r);
+    zk_heap_unlock();
     r->flags |= ZK_RF_LEAVING;   /* a fork child must know (zk_fork.c) */
     stop_being_mapped(r);
     if (whole && zk_os_unmap((void *)r->base, r->bytes) == 0) {
@@ -577,12 +580,10 @@ static void check_segment_mapped(zk_region *r, void *arg)
     if (r->addr_prev != NULL || v->error != NULL)
         return;
     uintptr_t end = r->base;
-    bool hole = false;
-    for (zk_region *s = r; s != NULL; s = s->addr_next) {
+    for (zk_region *s = r; s != NULL; s = s->addr_next)
         end = s->base + s->bytes;
-        hole |= (s->flags & ZK_RF_HOLE) != 0;
-    }
-    if (!hole && !covered(v, r->base, end))
+    /* Every byte: a move never leaves a hole in a segment (zk_os_move_keep). */
+    if (!covered(v, r->base, end))
         v->error = "a segment the cache holds is not mapped (see /proc/self/maps)";
 }
 

@@ -34,7 +34,6 @@ enum {
     ZK_RF_SAMPLE = 4u, /* calloc discarded it: measure the touched pages at free */
     ZK_RF_SMALL_PAGES = 8u,  /* MADV_NOHUGEPAGE in effect (see zk_zero.c) */
     ZK_RF_SHARED = 16u,      /* lives in a shared segment (small classes) */
-    ZK_RF_HOLE = 32u,        /* VACANT with an unmapped hole: never handed out */
     ZK_RF_BINNED = 64u,      /* VACANT, in a vacant bin (zk_heap.c) */
     ZK_RF_MULTI = 128u,      /* may span several memory areas: mremap cannot move it */
     ZK_RF_SOFT = 1024u,      /* idle and MADV_FREE'd by decay (zk_decay.c) */
@@ -65,7 +64,9 @@ typedef struct zk_region {
     _Atomic(struct zk_scope *) scope;
     _Atomic uint64_t scope_bytes;
     _Atomic uint64_t scope_serial;    /* the tag's zk_scope_serial: read by peak snapshots */
-    uint32_t site;                    /* allocation site of a tracked request (zk_peak.c), else 0 */
+    /* Allocation site of a tracked request (zk_peak.c), else 0.  Atomic:
+     * a peak snapshot of another thread reads it from an in-use region. */
+    _Atomic uint32_t site;
 } zk_region;
 
 /* zk_region.c: descriptors, in slabs that are never unmapped */

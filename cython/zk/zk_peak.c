@@ -86,7 +86,7 @@ static void list_in_use(zk_region *r, void *arg)
     zk_live_entry e = {
         .scope = tagged ? atomic_load_explicit(&r->scope_serial, memory_order_relaxed) : 0,
         .bytes = tagged ? atomic_load_explicit(&r->scope_bytes, memory_order_relaxed) : r->bytes,
-        .site = r->site,
+        .site = atomic_load_explicit(&r->site, memory_order_relaxed),
         .cls = r->cls,
     };
     if (w->found < w->max)

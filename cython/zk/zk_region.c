@@ -64,7 +64,7 @@ zk_region *zk_region_descriptor(void)
     atomic_store_explicit(&r->scope, NULL, memory_order_relaxed);
     atomic_store_explicit(&r->scope_bytes, 0, memory_order_relaxed);
     atomic_store_explicit(&r->scope_serial, 0, memory_order_relaxed);
-    r->site = 0;
+    atomic_store_explicit(&r->site, 0, memory_order_relaxed);
     return r;
 }
 

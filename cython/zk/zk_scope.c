@@ -204,7 +204,7 @@ void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed)
         return NULL;
     }
     if (s->track || zk_process_tracked())
-        ob.region->site = zk_site_now();
+        atomic_store_explicit(&ob.region->site, zk_site_now(), memory_order_relaxed);
     tag(ob.region, s, bytes);   /* before live_add: its snapshot lists the region as the phase's */
     count_obtained(s, &ob, bytes, ns);
     live_add(s, ob.region->cls);
