@@ -227,10 +227,10 @@ def test_no_page_mentions_the_retired_background_worker():
 
 def test_the_libc_prose_of_the_coverage_page_matches_its_results():
     x = Results("bench/results/libc.json")
-    rows = [rows for _, _, rows in report.groups(x.records)]
+    groups = report.groups(x.records)
     keep_over_leave = [r["zkalloc-global"]["peak_rss_bytes"] / r["zkalloc-global-leave"]["peak_rss_bytes"]
-                       for r in rows]
-    over = [(p, s) for p, s, r in report.groups(x.records)
+                       for _, _, r in groups]
+    over = [(p, s) for p, s, r in groups
             if r["zkalloc-global-leave"]["peak_rss_bytes"] / r["default"]["peak_rss_bytes"] > 1.10]
     claims = [f"within {min(keep_over_leave):.3f}–{max(keep_over_leave):.3f}x",
               *(f"{x.ratio(p, report.size_label(p, s), 'zkalloc-global', 'default', 'peak_rss_bytes')}"

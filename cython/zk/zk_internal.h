@@ -223,6 +223,9 @@ size_t zk_os_resident_pages(void *p, size_t bytes);
 int zk_os_discard(void *p, size_t bytes);
 int zk_os_soften(void *p, size_t bytes);
 int zk_os_populate(void *p, size_t bytes);
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4   /* Linux 5.7 (glibc 2.32's headers); older kernels answer EINVAL, doing nothing */
+#endif
 int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes);   /* whole segments only */
 int zk_os_move_keep(void *old, size_t bytes, void *target);   /* the old range stays mapped, empty */
 int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved);   /* as zk_os_move_keep */

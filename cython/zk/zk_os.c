@@ -22,9 +22,6 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23   /* Linux 5.14; older kernels answer EINVAL */
 #endif
-#ifndef MREMAP_DONTUNMAP
-#define MREMAP_DONTUNMAP 4   /* Linux 5.7; older kernels answer EINVAL before doing anything */
-#endif
 
 static _Atomic size_t page_size_cached;
 

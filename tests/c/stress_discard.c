@@ -26,6 +26,7 @@
 
 #include "zkalloc.h"
 #include "zk_internal.h"
+#include "test_threads.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -45,35 +46,27 @@ static void *fb_calloc(void *ctx, size_t a, size_t b) { (void)ctx; return calloc
 static void *fb_realloc(void *ctx, void *p, size_t n) { (void)ctx; return realloc(p, n); }
 static void fb_free(void *ctx, void *p, size_t n) { (void)ctx; (void)n; free(p); }
 
-static unsigned rnd(unsigned *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 17;
-    *s ^= *s << 5;
-    return *s;
-}
-
 static void *route(void) { return &zk_route_cache; }
 
-/* A block: stamped at a few places (first, last, middle page, and a sparse
- * page or two: so a sampled class looks sparse) */
-typedef struct { unsigned char *p; size_t size; unsigned char v; } block;
-
+/* A block is stamped at a few places (first, last and middle page: so a
+ * sampled class looks sparse). */
 static void stamp(block *b)
 {
+    unsigned char *p = b->p;
     size_t n = b->size < 4096 ? b->size : 4096;
-    memset(b->p, b->v, n);
-    memset(b->p + b->size - n, b->v, n);
-    memset(b->p + (b->size / 2 & ~(size_t)4095), b->v, n < b->size - (b->size / 2 & ~(size_t)4095) ? n : 1);
+    memset(p, b->v, n);
+    memset(p + b->size - n, b->v, n);
+    memset(p + (b->size / 2 & ~(size_t)4095), b->v, n < b->size - (b->size / 2 & ~(size_t)4095) ? n : 1);
 }
 
 static int stamped(const block *b)
 {
+    const unsigned char *p = b->p;
     size_t n = b->size < 4096 ? b->size : 4096;
     for (size_t i = 0; i < n; i++)
-        if (b->p[i] != b->v || b->p[b->size - n + i] != b->v)
+        if (p[i] != b->v || p[b->size - n + i] != b->v)
             return 0;
-    return b->p[b->size / 2 & ~(size_t)4095] == b->v;
+    return p[b->size / 2 & ~(size_t)4095] == b->v;
 }
 
 static int zero_sparse(const unsigned char *p, size_t size)
@@ -86,46 +79,20 @@ static int zero_sparse(const unsigned char *p, size_t size)
 
 static size_t pick_size(unsigned *s)
 {
-    unsigned r = rnd(s) % 100;
+    unsigned r = next_rand(s) % 100;
     if (r < 25)
-        return 4096 + rnd(s) % (252 * KiB);            /* below the adaptive floor, shared segments */
+        return 4096 + next_rand(s) % (252 * KiB);            /* below the adaptive floor, shared segments */
     if (r < 70)
-        return 256 * KiB + rnd(s) % (2 * MiB);         /* sampled classes, shared segments */
+        return 256 * KiB + next_rand(s) % (2 * MiB);         /* sampled classes, shared segments */
     if (r < 95)
-        return 2 * MiB + rnd(s) % (6 * MiB);           /* own segments: NOHUGEPAGE / HUGEPAGE advice */
-    return 8 * MiB + rnd(s) % (24 * MiB);
-}
-
-#define BOX 32
-typedef struct { pthread_mutex_t lock; block items[BOX]; int n; } mailbox;
-static mailbox *boxes;
-
-static int post(int to, block b)
-{
-    mailbox *m = &boxes[to];
-    pthread_mutex_lock(&m->lock);
-    int ok = m->n < BOX;
-    if (ok)
-        m->items[m->n++] = b;
-    pthread_mutex_unlock(&m->lock);
-    return ok;
-}
-
-static int take(int me, block *out)
-{
-    mailbox *m = &boxes[me];
-    pthread_mutex_lock(&m->lock);
-    int ok = m->n > 0;
-    if (ok)
-        *out = m->items[--m->n];
-    pthread_mutex_unlock(&m->lock);
-    return ok;
+        return 2 * MiB + next_rand(s) % (6 * MiB);           /* own segments: NOHUGEPAGE / HUGEPAGE advice */
+    return 8 * MiB + next_rand(s) % (24 * MiB);
 }
 
 static void drop(block b)
 {
     if (!stamped(&b))
-        FAIL("block %p (%zu bytes) lost its stamp %#x\n", (void *)b.p, b.size, b.v);
+        FAIL("block %p (%zu bytes) lost its stamp %#x\n", b.p, b.size, b.v);
     zk_h_free(route(), b.p, b.size);
 }
 
@@ -139,7 +106,7 @@ static void *worker(void *arg)
         block b;
         while (n < 8 && take(me, &b))
             held[n++] = b;
-        unsigned r = rnd(&seed) % 100;
+        unsigned r = next_rand(&seed) % 100;
         if (n < 6 && r < 55) {
             size_t size = pick_size(&seed);
             int zeroed = r < 40;
@@ -148,10 +115,10 @@ static void *worker(void *arg)
                 continue;
             if (zeroed && !zero_sparse(p, size))
                 FAIL("calloc %p (%zu bytes) is not zero\n", (void *)p, size);
-            held[n++] = (block){p, size, (unsigned char)(1 + rnd(&seed) % 255)};
+            held[n++] = (block){p, size, (unsigned char)(1 + next_rand(&seed) % 255)};
             stamp(&held[n - 1]);
         } else if (n > 0 && r < 65) {
-            int k = (int)(rnd(&seed) % (unsigned)n);
+            int k = (int)(next_rand(&seed) % (unsigned)n);
             block old = held[k];
             if (!stamped(&old))
                 FAIL("block %p lost its stamp before realloc\n", (void *)old.p);
@@ -164,14 +131,14 @@ static void *worker(void *arg)
             }
             if (p[0] != old.v)
                 FAIL("realloc %p -> %p lost the head\n", (void *)old.p, (void *)p);
-            held[k] = (block){p, size, (unsigned char)(1 + rnd(&seed) % 255)};
+            held[k] = (block){p, size, (unsigned char)(1 + next_rand(&seed) % 255)};
             stamp(&held[k]);
         } else if (n > 0 && r < 82) {
-            int k = (int)(rnd(&seed) % (unsigned)n);
-            if (post((int)(rnd(&seed) % (unsigned)nthreads), held[k]))
+            int k = (int)(next_rand(&seed) % (unsigned)n);
+            if (post((int)(next_rand(&seed) % (unsigned)nthreads), held[k]))
                 held[k] = held[--n];
         } else if (n > 0) {
-            int k = (int)(rnd(&seed) % (unsigned)n);
+            int k = (int)(next_rand(&seed) % (unsigned)n);
             drop(held[k]);
             held[k] = held[--n];
         }
@@ -188,16 +155,16 @@ static void *maintenance(void *arg)
     static const uint64_t caps[] = {0, 8 * MiB, 64 * MiB, 512 * MiB};
     static const uint64_t tcaps[] = {0, 4 * MiB, 256 * MiB};
     while (!atomic_load(&stop)) {
-        switch (rnd(&seed) % 7) {
+        switch (next_rand(&seed) % 7) {
         case 0: zk_cache_soften(); break;
         case 1: zk_cache_release(); break;
         case 2: zk_cache_trim(); break;
-        case 3: zk_option_set(ZK_OPT_CACHE_BYTES, caps[rnd(&seed) % 4]); break;
-        case 4: zk_option_set(ZK_OPT_THREAD_CACHE_BYTES, tcaps[rnd(&seed) % 3]); break;
-        case 5: zk_cache_trim_to(rnd(&seed) % (32 * MiB)); break;
+        case 3: zk_option_set(ZK_OPT_CACHE_BYTES, caps[next_rand(&seed) % 4]); break;
+        case 4: zk_option_set(ZK_OPT_THREAD_CACHE_BYTES, tcaps[next_rand(&seed) % 3]); break;
+        case 5: zk_cache_trim_to(next_rand(&seed) % (32 * MiB)); break;
         default: (void)zk_cache_reserve(pick_size(&seed), 2); break;
         }
-        usleep(200 + rnd(&seed) % 800);
+        usleep(200 + next_rand(&seed) % 800);
     }
     return NULL;
 }
@@ -225,13 +192,13 @@ static void *victim_maps(void *arg)
 {
     unsigned seed = (unsigned)(uintptr_t)arg ^ (unsigned)time(NULL);
     while (!atomic_load(&stop)) {
-        size_t bytes = (1 + rnd(&seed) % 2048) * 4096;   /* up to 8 MiB */
+        size_t bytes = (1 + next_rand(&seed) % 2048) * 4096;   /* up to 8 MiB */
         unsigned char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED)
             continue;
         fill(p, bytes);
         for (int round = 0; round < 3; round++) {
-            usleep(rnd(&seed) % 2000);
+            usleep(next_rand(&seed) % 2000);
             size_t bad = check(p, bytes);
             if (bad != SIZE_MAX) {
                 FAIL("victim map [%p, %p): byte %#zx is %#x, not the pattern (core entry there: %p)\n",
@@ -263,7 +230,7 @@ static void *victim_threads(void *arg)
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         /* odd sizes so glibc's stack cache rarely fits: fresh mmaps */
-        size_t stack = (256 + rnd(&seed) % 2000) * 4096;
+        size_t stack = (256 + next_rand(&seed) % 2000) * 4096;
         pthread_attr_setstacksize(&attr, stack);
         pthread_t t;
         if (pthread_create(&t, &attr, stack_victim, (void *)(uintptr_t)(stack / 4)) == 0)
@@ -291,9 +258,7 @@ int main(int argc, char **argv)
         zk_zero_pin_costs(1000000000u, 0, 0);   /* a discard always pays: every calloc >= 256 KiB samples */
     zk_option_set(ZK_OPT_DECAY_MS, (uint64_t)decay);
 
-    boxes = calloc((size_t)nthreads, sizeof *boxes);
-    for (int i = 0; i < nthreads; i++)
-        pthread_mutex_init(&boxes[i].lock, NULL);
+    open_mailboxes(nthreads);
     pthread_t w[64], m, v1, v2;
     for (int i = 0; i < nthreads; i++)
         pthread_create(&w[i], NULL, worker, (void *)(intptr_t)i);
@@ -312,6 +277,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < nthreads; i++)
         while (take(i, &b))
             drop(b);
+    close_mailboxes(nthreads);
     const char *what = NULL;
     if (zk_check(&what) != ZK_OK)
         FAIL("zk_check: %s\n", what);

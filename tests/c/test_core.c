@@ -27,6 +27,7 @@
 
 #include "zkalloc.h"
 #include "zk_internal.h"   /* the zeroing policy's cost estimates, tested directly */
+#include "test_threads.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -579,32 +580,14 @@ static void test_secret(void)
 
 /* ---- threads ------------------------------------------------------------------ */
 
-typedef struct { void *p; size_t size; unsigned char v; } block;
-
-#define MAILBOX 64
-typedef struct {
-    pthread_mutex_t lock;
-    block items[MAILBOX];
-    int n;
-} mailbox;
-
 static int nthreads = 8;
 /* ZK_TEST_NO_REMAP=1: the threaded phase never grows a block of 1 MiB or more
  * (the core grows those with mremap onto a reservation, which valgrind 3.19
  * tracks wrongly: see tools/sanitize.sh). */
 static int no_remap;
 static long ops_per_thread = 4000;
-static mailbox *boxes;
 static _Atomic int stop_maintenance;
 static _Atomic long total_ops;
-
-static unsigned next_rand(unsigned *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 17;
-    *s ^= *s << 5;
-    return *s;
-}
 
 static size_t random_size(unsigned *s)
 {
@@ -616,28 +599,6 @@ static size_t random_size(unsigned *s)
     }
     unsigned top = r < 75 ? 20 : r < 97 ? 23 : 26;   /* 1 MiB, 8 MiB, 64 MiB */
     return ((size_t)1 << 12) + next_rand(s) % (((size_t)1 << top) - 4096);
-}
-
-static int post(int to, block b)
-{
-    mailbox *m = &boxes[to];
-    pthread_mutex_lock(&m->lock);
-    int ok = m->n < MAILBOX;
-    if (ok)
-        m->items[m->n++] = b;
-    pthread_mutex_unlock(&m->lock);
-    return ok;
-}
-
-static int take(int me, block *out)
-{
-    mailbox *m = &boxes[me];
-    pthread_mutex_lock(&m->lock);
-    int ok = m->n > 0;
-    if (ok)
-        *out = m->items[--m->n];
-    pthread_mutex_unlock(&m->lock);
-    return ok;
 }
 
 static void release_block(block b)
@@ -914,7 +875,7 @@ static int kernel_keeps_moved_ranges(void)
     if (a == MAP_FAILED)
         return 0;
     a[0] = 1;
-    int ok = mremap(a, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED | 4 /* MREMAP_DONTUNMAP */, a + bytes) != MAP_FAILED;
+    int ok = mremap(a, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, a + bytes) != MAP_FAILED;
     munmap(a, 2 * bytes);
     return ok;
 }
@@ -1052,9 +1013,7 @@ int main(int argc, char **argv)
         zk_option_set(ZK_OPT_LAZY_ZERO_BYTES, (uint64_t)atoll(getenv("ZK_TEST_LAZY_ZERO")));
     if (getenv("ZK_TEST_DECAY_MS") != NULL)
         zk_option_set(ZK_OPT_DECAY_MS, (uint64_t)atoll(getenv("ZK_TEST_DECAY_MS")));
-    boxes = calloc((size_t)nthreads, sizeof *boxes);
-    for (int i = 0; i < nthreads; i++)
-        pthread_mutex_init(&boxes[i].lock, NULL);
+    open_mailboxes(nthreads);
     test_scope_threads(nthreads);
     run_threads(0);
     run_threads(1);
@@ -1067,9 +1026,7 @@ int main(int argc, char **argv)
     CHECK(s.bytes_in_use == 0 && s.bytes_cached == 0 && s.bytes_mapped == 0);
     CHECK(fb_live == 0);
     CHECK_INVARIANTS();
-    for (int i = 0; i < nthreads; i++)
-        pthread_mutex_destroy(&boxes[i].lock);
-    free(boxes);
+    close_mailboxes(nthreads);
 
     int f = atomic_load(&failures);
     printf("zkalloc core test: %ld threaded operations, %d threads, %d fork rounds, %d failure(s)\n",
