@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "zkalloc.h"
+#include "zk_testing.h"   /* so each hook's definition is checked against it */
 
 #define ZK_HUGE_BYTES ((size_t)2 << 20)   /* THP size on x86_64 and 4K-page aarch64 */
 
@@ -30,7 +31,7 @@ enum { ZK_REGION_UNUSED = 0, ZK_REGION_IN_USE = 1, ZK_REGION_IDLE = 2, ZK_REGION
  * (its user, the thread cache owning the slot, or a holder of the pool lock). */
 enum {
     ZK_RF_ZERO = 1u,   /* every byte is known to be zero (fresh mapping) */
-    ZK_RF_MARK = 2u,   /* scratch bit for zk_check() */
+    ZK_RF_MARK = 2u,   /* scratch bit for fork's census (zk_fork.c, zk_tcache.c) */
     ZK_RF_SAMPLE = 4u, /* calloc discarded it: measure the touched pages at free */
     ZK_RF_SMALL_PAGES = 8u,  /* MADV_NOHUGEPAGE in effect (see zk_zero.c) */
     ZK_RF_SHARED = 16u,      /* lives in a shared segment (small classes) */
@@ -117,9 +118,23 @@ void zk_heap_adopt(zk_region *r, size_t bytes, uint32_t areas);
 size_t zk_heap_retry_unmaps(void);
 /* Whether a page-table move may add memory areas now (map count headroom). */
 bool zk_heap_may_add_areas(uint32_t n);
-/* Checks: spans of every segment are contiguous and consistent. */
-const char *zk_heap_check(void);   /* heap and pool locks held */
-int zk_heap_check_maps(const char **what);
+/* What zk_check.c reads (heap lock held): whether a vacant span belongs in a
+ * bin, each bin's first span and bit, and how many segments were ever
+ * mapped or adopted (a segment made while /proc/self/maps was read may be
+ * missing from what was read). */
+bool zk_heap_binnable(const zk_region *r);
+zk_region *zk_heap_bin_head(int cls);
+bool zk_heap_bin_marked(int cls);
+uint64_t zk_heap_segments_made(void);
+
+/* ---- requests in flight, for zk_check (zk_check.c) ----------------------
+ * Every path that moves a region between states, lists and gauges without
+ * the heap, registry and pool locks held throughout is bracketed by these:
+ * a check that sees none begun and none in flight while it walks can
+ * compare totals exactly.  Two relaxed-cost atomic adds per request. */
+void zk_traffic_begin(void);
+void zk_traffic_end(void);
+void zk_traffic_fork_child(void);   /* the threads in flight are gone */
 
 /* ---- first-touch policy: huge pages or not, measured (zk_thp.c) --------- */
 /* For a fresh mapping of `bytes`: advise huge pages?  *sample: time its
@@ -213,10 +228,23 @@ void *zk_os_map(size_t bytes, size_t align);
 void *zk_os_reserve(size_t bytes, size_t align);
 int zk_os_unmap(void *p, size_t bytes);           /* 0, or -1 with the region still mapped */
 int zk_os_map_fixed(void *p, size_t bytes);       /* fresh memory over [p, p+bytes) we own */
+void *zk_os_map_zeroed(size_t bytes);             /* bookkeeping memory; NULL: refused */
+void *zk_os_map_sparse(size_t bytes);             /* the same, MAP_NORESERVE */
+/* Secret arrays: PROT_NONE with every page but the first and last opened. */
+void *zk_os_map_guarded(size_t map_bytes);
+int zk_os_dont_dump(void *p, size_t bytes);       /* MADV_DONTDUMP; 0 or -1 (errno) */
+int zk_os_wipe_on_fork(void *p, size_t bytes);    /* MADV_WIPEONFORK */
+int zk_os_lock(void *p, size_t bytes);            /* mlock */
+void zk_os_unlock(void *p, size_t bytes);         /* munlock */
+/* The process's memory areas, per /proc/self/maps (the one reader). */
+typedef struct {
+    uintptr_t lo, hi;
+    bool reserved;   /* PROT_NONE, private: a reservation */
+} zk_os_area;
+int zk_os_each_area(uintptr_t lo, uintptr_t hi, bool (*fn)(const zk_os_area *a, void *arg), void *arg);
 int zk_os_start_thread(void *(*fn)(void *));      /* detached, signals blocked, small stack */
+void zk_os_pause_us(unsigned us);
 uint64_t zk_os_max_map_count(void);
-/* Tests: make the next n unmaps fail as the kernel does at the map-count limit. */
-void zk_os_fail_unmaps(unsigned n);
 void zk_os_advise_huge(void *p, size_t bytes);
 void zk_os_advise_small_pages(void *p, size_t bytes);
 size_t zk_os_resident_pages(void *p, size_t bytes);
@@ -229,7 +257,6 @@ int zk_os_populate(void *p, size_t bytes);
 int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes);   /* whole segments only */
 int zk_os_move_keep(void *old, size_t bytes, void *target);   /* the old range stays mapped, empty */
 int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved);   /* as zk_os_move_keep */
-void zk_os_set_move_hook(void (*hook)(void *old, size_t bytes));   /* tests */
 /* Fault [p, p+bytes) in; 0, or -1 where the kernel lacks MADV_POPULATE_WRITE
  * (then it was written a byte a page). */
 void zk_os_drop_failed_target(void *target, size_t bytes);
@@ -277,10 +304,8 @@ void zk_zero_for_calloc(zk_region *r, size_t bytes);
 void zk_zero_for_write(zk_region *r);
 /* A region the policy discarded is being freed: learn how much was touched. */
 void zk_zero_learn(zk_region *r);
-/* Measured costs the policy follows (zk_zero.c times them itself; the C
- * test feeds them to check the estimator). */
-void zk_zero_timed_memset(size_t bytes, uint64_t ns);
-void zk_zero_timed_discard(int cls, uint64_t ns);
+/* Measured costs the policy follows: zk_zero_timed_* (zk_testing.h), which
+ * zk_zero.c calls itself and the C test calls to check the estimator. */
 
 /* ---- the cache, as phases use it (zk_cache.c) -------------------------- */
 typedef struct {

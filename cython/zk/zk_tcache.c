@@ -6,7 +6,6 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <sys/mman.h>
 
 #include "zk_internal.h"
 
@@ -94,18 +93,18 @@ static void tcache_close(void *arg)
     zk_pool_unlock();
     registry_unlink(tc);
     pthread_mutex_unlock(&registry_lock);
-    munmap(tc, sizeof *tc);
+    (void)zk_os_unmap(tc, sizeof *tc);   /* a failure leaves it mapped, unused: counted */
     my_tcache = NULL;
     my_tcache_closed = true;   /* frees after this point use the pool only */
 }
 
 static zk_tcache *tcache_open(void)
 {
-    zk_tcache *tc = mmap(NULL, sizeof *tc, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (tc == MAP_FAILED)
+    zk_tcache *tc = zk_os_map_zeroed(sizeof *tc);
+    if (tc == NULL)
         return NULL;
     if (pthread_setspecific(tcache_key, tc) != 0) {
-        munmap(tc, sizeof *tc);
+        (void)zk_os_unmap(tc, sizeof *tc);
         return NULL;
     }
     pthread_mutex_lock(&registry_lock);
@@ -215,7 +214,7 @@ void zk_tcache_fork_child(void)
         if (tc != my_tcache) {
             drain_locked(tc);
             registry_unlink(tc);
-            munmap(tc, sizeof *tc);
+            (void)zk_os_unmap(tc, sizeof *tc);
         }
         tc = next;
     }
