@@ -124,9 +124,9 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
         return NULL;
     if (zk_opt_decay_ms() != 0)
         zk_decay_tick(zk_decay_now());
-    zk_traffic_begin();
+    zk_traffic_counts *traffic = zk_traffic_begin();
     zk_region *r = obtain_counted(cls, info);
-    zk_traffic_end();
+    zk_traffic_end(traffic);
     return r;
 }
 
@@ -264,9 +264,10 @@ static bool free_region(zk_region *r)
 
 bool zk_cache_free_region(zk_region *r)
 {
-    zk_traffic_begin();   /* from in use to a list (or given back): in flight for zk_check() */
+    /* from in use to a list (or given back): in flight for zk_check() */
+    zk_traffic_counts *traffic = zk_traffic_begin();
     bool freed = free_region(r);
-    zk_traffic_end();
+    zk_traffic_end(traffic);
     return freed;
 }
 
@@ -387,11 +388,11 @@ void *zk_cache_realloc_region(zk_region *r, size_t bytes)
         return ptr;
     }
     if (ncls > r->cls && r->bytes >= REMAP_MIN_BYTES && !(r->flags & ZK_RF_MULTI)) {
-        zk_traffic_begin();
+        zk_traffic_counts *traffic = zk_traffic_begin();
         zk_in_use_uncount(r);
         int rc = grow_by_move(r, ncls);
         zk_in_use_count(r);
-        zk_traffic_end();
+        zk_traffic_end(traffic);
         if (rc == ZK_OK) {
             zk_count(&zk_stats.realloc_remap, 1);
             return (void *)r->base;
@@ -459,10 +460,10 @@ size_t zk_cache_release(void)
 {
     zk_tcache_drain_all();
     size_t total;
-    zk_traffic_begin();   /* evicted regions are in no list until vacated */
+    zk_traffic_counts *traffic = zk_traffic_begin();   /* evicted regions are in no list until vacated */
     zk_region *chain = zk_pool_evict(0, &total);
     zk_vacate_chain(chain, NULL, &zk_stats.released_bytes, false);
-    zk_traffic_end();
+    zk_traffic_end(traffic);
     zk_heap_lock();
     zk_heap_retry_unmaps();
     zk_heap_unlock();
@@ -478,10 +479,10 @@ size_t zk_cache_trim_to(size_t bytes)
         return 0;
     zk_tcache_drain_all();
     size_t total;
-    zk_traffic_begin();
+    zk_traffic_counts *traffic = zk_traffic_begin();
     zk_region *chain = zk_pool_evict(bytes, &total);
     zk_vacate_chain(chain, NULL, &zk_stats.released_bytes, false);
-    zk_traffic_end();
+    zk_traffic_end(traffic);
     return total;
 }
 
@@ -491,10 +492,10 @@ void zk_cache_trim(void)
         return;
     zk_tcache_drain_all();   /* thread caches count against the cap too */
     size_t total;
-    zk_traffic_begin();
+    zk_traffic_counts *traffic = zk_traffic_begin();
     zk_region *chain = zk_pool_evict(zk_opt_cache_bytes(), &total);
     zk_vacate_chain(chain, &zk_stats.evictions, &zk_stats.evicted_bytes, false);
-    zk_traffic_end();
+    zk_traffic_end(traffic);
 }
 
 /* Fault `count` regions of a class in now and keep them idle.  Asking for

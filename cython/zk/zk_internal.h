@@ -131,9 +131,15 @@ uint64_t zk_heap_segments_made(void);
  * Every path that moves a region between states, lists and gauges without
  * the heap, registry and pool locks held throughout is bracketed by these:
  * a check that sees none begun and none in flight while it walks can
- * compare totals exactly.  Two relaxed-cost atomic adds per request. */
-void zk_traffic_begin(void);
-void zk_traffic_end(void);
+ * compare totals exactly.  Counted per thread (in its thread cache, so no
+ * two threads share the counters' cache line; threads without one share
+ * a pair): two uncontended atomic adds per request.  End with the counts
+ * begin returned: the thread's cache may open in between. */
+typedef struct {
+    _Atomic uint64_t begun, ended;
+} zk_traffic_counts;
+zk_traffic_counts *zk_traffic_begin(void);
+void zk_traffic_end(zk_traffic_counts *c);
 void zk_traffic_fork_child(void);   /* the threads in flight are gone */
 
 /* ---- first-touch policy: huge pages or not, measured (zk_thp.c) --------- */
@@ -198,6 +204,13 @@ const char *zk_tcache_check(const char *(*check_idle)(zk_region *r));   /* pool 
 void zk_tcache_lock_for_fork(void);
 void zk_tcache_unlock_after_fork(void);
 void zk_tcache_fork_child(void);   /* locks held: adopt dead threads' regions, mark ours */
+/* Requests in flight (zk_check.c): this thread's counts, NULL without a
+ * cache; the sums over every live thread's cache (registry lock held);
+ * where a closing cache leaves its counts. */
+zk_traffic_counts *zk_tcache_traffic_mine(void);
+void zk_tcache_traffic_sums(uint64_t *begun, uint64_t *ended, bool read_begun);
+void zk_tcache_traffic_balance(void);   /* fork child: nobody is in flight */
+extern zk_traffic_counts zk_traffic_shared;
 
 /* ---- repurposing idle memory for another size (zk_repurpose.c) ---------- */
 /* A region of class cls made of idle memory of other classes (carved out of
