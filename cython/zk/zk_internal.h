@@ -317,10 +317,23 @@ void zk_zero_for_calloc(zk_region *r, size_t bytes);
 void zk_zero_for_write(zk_region *r);
 /* A region the policy discarded is being freed: learn how much was touched. */
 void zk_zero_learn(zk_region *r);
-/* Measured costs the policy follows: zk_zero_timed_* (zk_testing.h), which
- * zk_zero.c calls itself and the C test calls to check the estimator. */
+/* Measured costs the policy follows (zk_zero.c times them itself; the C
+ * test feeds them to check the estimator). */
+void zk_zero_timed_memset(size_t bytes, uint64_t ns);
+void zk_zero_timed_discard(int cls, uint64_t ns);
 
-/* ---- the cache, as phases use it (zk_cache.c) -------------------------- */
+/* ---- the cache (zk_cache.c) ------------------------------------------------
+ * Requests straight to the cache: the handler's and the phases' routes, and
+ * the C tests (which also have zk_testing.h's zk_cache_realloc and
+ * zk_cache_state). */
+void zk_cache_init(void);   /* registers fork handlers; idempotent */
+void *zk_cache_alloc(size_t bytes);
+void *zk_cache_calloc(size_t bytes);
+/* 1 if ptr was a region of this cache (now freed), 0 if the pointer is foreign. */
+int zk_cache_free(void *ptr);
+void zk_cache_trim(void);   /* evict until idle bytes <= cap */
+
+/* How a request was served, as phases use it: */
 typedef struct {
     zk_region *region;
     bool hit;               /* a resident region of the class (or one or two larger) */

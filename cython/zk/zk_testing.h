@@ -1,8 +1,9 @@
 /*
  * Test hooks: entry points only the tests call (the C tests in tests/c, and the
- * Cython layer's test helpers).  Not part of the public interface:
- * zkalloc.h does not include this header.  The core's own files see it
- * through zk_internal.h, so each hook's definition is checked against it.
+ * Cython layer's test helpers fail_unmaps and pin_zero_costs).  Not part of
+ * the public interface: zkalloc.h does not include this header.  The core's
+ * own files see it through zk_internal.h, so each hook's definition is
+ * checked against it; the C tests include zk_internal.h for the rest.
  */
 #ifndef ZK_TESTING_H
 #define ZK_TESTING_H
@@ -12,18 +13,13 @@
 
 #include "zkalloc.h"
 
-/* ---- the cache, driven directly (zk_cache.c) ---------------------------- */
-void zk_cache_init(void);   /* registers fork handlers; idempotent */
-void *zk_cache_alloc(size_t bytes);
-void *zk_cache_calloc(size_t bytes);
+/* ---- the cache, driven directly (zk_cache.c; the rest of its entry
+ * points are the core's own: zk_internal.h) ------------------------------- */
 /* Grow or shrink a region this cache owns; NULL (old region untouched) on failure. */
 void *zk_cache_realloc(void *ptr, size_t bytes);
-/* 1 if ptr was a region of this cache (now freed), 0 if the pointer is foreign. */
-int zk_cache_free(void *ptr);
 /* What the cache knows of a pointer. */
 enum { ZK_PTR_FOREIGN = 0, ZK_PTR_IN_USE = 1, ZK_PTR_IDLE = 2 };
 int zk_cache_state(const void *ptr);
-void zk_cache_trim(void);   /* evict until idle bytes <= cap */
 
 /* ---- faults and clocks the tests set (zk_os.c, zk_zero.c) ---------------- */
 /* The next n unmaps (munmap of a region, a secret array or a thread cache's
@@ -34,8 +30,5 @@ void zk_os_set_move_hook(void (*hook)(void *old, size_t bytes));
 /* Decide with these costs (memset ns per MiB, ns per page fault, ns per
  * discard of any class) instead of measured ones, until zk_zero_reset. */
 void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns);
-/* Feed the zeroing policy a measured cost, as its own timing does. */
-void zk_zero_timed_memset(size_t bytes, uint64_t ns);
-void zk_zero_timed_discard(int cls, uint64_t ns);
 
 #endif

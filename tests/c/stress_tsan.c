@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #include "zkalloc.h"
-#include "zk_testing.h"
+#include "zk_internal.h"   /* zk_cache_trim */
 #include "test_threads.h"
 
 #define KiB ((size_t)1 << 10)
