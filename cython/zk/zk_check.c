@@ -30,9 +30,10 @@
 
 /* Each thread counts its own requests in its thread cache (threads with
  * none, and the caches of exited threads, in zk_traffic_shared).  A request
- * adds to begun first, and the check reads begun last, both with seq_cst
- * read-modify-writes: a check that saw any effect of a request sees it
- * begun.  The check sums every thread's ended before its walk and every
+ * counts itself begun before any of its effects (count_one), and the check
+ * reads begun last, with a seq_cst read-modify-write (the latest count; no
+ * load of its walk moves after it): a check that saw any effect of a
+ * request sees it begun.  The check sums every thread's ended before its walk and every
  * begun after it, holding the registry lock (no cache comes or goes): as
  * each begun is at least its ended, equal sums mean that no thread had a
  * request in flight at the start or began one during the walk. */
