@@ -298,13 +298,6 @@ def secret_info(uintptr_t address):
     return info
 
 
-def secret_last_failure():
-    """(protection bits that failed, errno) of this thread's last secret allocation."""
-    cdef int err = 0
-    cdef unsigned failed = zk_secret_last_failure(&err)
-    return failed, err
-
-
 def secret_block_failures():
     """(protection bits that failed, errno of the first, allocations
     affected) on this thread since secret_block_reset()."""
@@ -403,8 +396,12 @@ def idle_resident():
 
 
 def release():
+    """Unmap every idle region, then give glibc's kept blocks back too
+    (libc=keep): the effects of a release are applied here, above the core's
+    cache (zk_cache_release does not trim glibc)."""
     with nogil:
         n = zk_cache_release()
+        zk_libc_trim()
     return n
 
 
@@ -425,17 +422,23 @@ def reserve_raw(size_t nbytes, int count):
     return rc
 
 
+CHECK_BUSY = "busy"   # check(): other threads' requests kept the totals moving
+
+
 def check():
     """Walk the core's structures, then compare its segments with
-    /proc/self/maps: None when every invariant holds, else the first broken
-    one, named."""
+    /proc/self/maps: None when every invariant holds, CHECK_BUSY when other
+    threads' requests kept changing what it compares (nothing it could see
+    was broken), else the first broken one, named."""
     cdef const char *what = NULL
     cdef int rc
     with nogil:
         rc = zk_check(&what)
         if rc == ZK_OK:
             rc = zk_heap_check_maps(&what)
-    return None if rc == ZK_OK else what.decode()
+    if rc == ZK_OK:
+        return None
+    return CHECK_BUSY if rc == ZK_EBUSY else what.decode()
 
 
 def fail_unmaps(unsigned n):
@@ -611,11 +614,3 @@ def libc_install(bint on):
 
 def libc_applied():
     return bool(zk_libc_applied())
-
-
-def libc_trim():
-    """malloc_trim(0) when the tuning is in effect; whether memory went back."""
-    cdef int rc
-    with nogil:
-        rc = zk_libc_trim()
-    return bool(rc)

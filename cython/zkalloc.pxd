@@ -44,6 +44,7 @@ cdef extern from "zkalloc.h" nogil:
         ZK_ENOMEM
         ZK_ECORRUPT
         ZK_ECAP
+        ZK_EBUSY
         ZK_NCLASSES
         ZK_THP_RANGES
         ZK_SIZE_BUCKETS
@@ -69,7 +70,6 @@ cdef extern from "zkalloc.h" nogil:
     size_t zk_cache_usable(const void *ptr)
     int zk_check(const char **what)
     int zk_heap_check_maps(const char **what)
-    void zk_os_fail_unmaps(unsigned n)
     void zk_zero_reset()
     ctypedef struct zk_thp_snapshot:
         uint64_t ns_per_mib[ZK_THP_RANGES][2]
@@ -80,7 +80,6 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t memset_ns_per_mib, fault_ns, touched_per_1024, discard_ns
         int discard
     void zk_zero_read(int cls, zk_zero_policy *out)
-    void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns)
 
     ctypedef struct zk_fallback:
         void *ctx
@@ -169,7 +168,6 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t data_bytes, mapped_bytes
         unsigned protections
     int zk_secret_lookup(const void *ptr, zk_secret_info *out)
-    unsigned zk_secret_last_failure(int *err)
     unsigned zk_secret_block_failures(int *err, uint64_t *count)
     void zk_secret_block_reset()
     unsigned zk_secret_probe(int *err)
@@ -194,3 +192,9 @@ cdef extern from "zkalloc.h" nogil:
     void zk_libc_install(int on)
     int zk_libc_applied()
     int zk_libc_trim()
+
+# Test hooks (cython/zk/zk_testing.h: not part of the public header), for
+# _core's test helpers fail_unmaps and pin_zero_costs.
+cdef extern from "zk_testing.h" nogil:
+    void zk_os_fail_unmaps(unsigned n)
+    void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns)

@@ -88,14 +88,8 @@ static zk_region *miss(int cls, obtain_info *info)
     return r;
 }
 
-static zk_region *obtain(size_t bytes, obtain_info *info)
+static zk_region *obtain_counted(int cls, obtain_info *info)
 {
-    memset(info, 0, sizeof *info);
-    int cls = zk_class_of(bytes != 0 ? bytes : 1);
-    if (cls < 0)
-        return NULL;
-    if (zk_opt_decay_ms() != 0)
-        zk_decay_tick(zk_decay_now());
     zk_region *r = take_cached(cls);
     if (r == NULL)
         r = take_larger(cls);
@@ -117,6 +111,22 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
     r->flags &= ~ZK_RF_SOFT;   /* wanted again: written pages are plain pages */
     atomic_store_explicit(&r->site, 0, memory_order_relaxed);   /* a tracked request names its own (zk_peak.c) */
     zk_in_use_count(r);
+    return r;
+}
+
+/* From the first list a region leaves to the gauge that counts it in use,
+ * the request is in flight for zk_check(). */
+static zk_region *obtain(size_t bytes, obtain_info *info)
+{
+    memset(info, 0, sizeof *info);
+    int cls = zk_class_of(bytes != 0 ? bytes : 1);
+    if (cls < 0)
+        return NULL;
+    if (zk_opt_decay_ms() != 0)
+        zk_decay_tick(zk_decay_now());
+    zk_traffic_counts *traffic = zk_traffic_begin();
+    zk_region *r = obtain_counted(cls, info);
+    zk_traffic_end(traffic);
     return r;
 }
 
@@ -234,7 +244,7 @@ static void park(zk_region *r)
     zk_heap_give_back(r);
 }
 
-bool zk_cache_free_region(zk_region *r)
+static bool free_region(zk_region *r)
 {
     unsigned expected = ZK_REGION_IN_USE;
     /* Only one of two racing frees moves the region to idle.  A stale
@@ -250,6 +260,15 @@ bool zk_cache_free_region(zk_region *r)
     zk_in_use_uncount(r);
     park(r);
     return true;
+}
+
+bool zk_cache_free_region(zk_region *r)
+{
+    /* from in use to a list (or given back): in flight for zk_check() */
+    zk_traffic_counts *traffic = zk_traffic_begin();
+    bool freed = free_region(r);
+    zk_traffic_end(traffic);
+    return freed;
 }
 
 int zk_cache_free(void *ptr)
@@ -369,9 +388,11 @@ void *zk_cache_realloc_region(zk_region *r, size_t bytes)
         return ptr;
     }
     if (ncls > r->cls && r->bytes >= REMAP_MIN_BYTES && !(r->flags & ZK_RF_MULTI)) {
+        zk_traffic_counts *traffic = zk_traffic_begin();
         zk_in_use_uncount(r);
         int rc = grow_by_move(r, ncls);
         zk_in_use_count(r);
+        zk_traffic_end(traffic);
         if (rc == ZK_OK) {
             zk_count(&zk_stats.realloc_remap, 1);
             return (void *)r->base;
@@ -439,12 +460,13 @@ size_t zk_cache_release(void)
 {
     zk_tcache_drain_all();
     size_t total;
+    zk_traffic_counts *traffic = zk_traffic_begin();   /* evicted regions are in no list until vacated */
     zk_region *chain = zk_pool_evict(0, &total);
     zk_vacate_chain(chain, NULL, &zk_stats.released_bytes, false);
+    zk_traffic_end(traffic);
     zk_heap_lock();
     zk_heap_retry_unmaps();
     zk_heap_unlock();
-    zk_libc_trim();   /* what glibc keeps for us (libc=keep) goes back too */
     return total;
 }
 
@@ -457,8 +479,10 @@ size_t zk_cache_trim_to(size_t bytes)
         return 0;
     zk_tcache_drain_all();
     size_t total;
+    zk_traffic_counts *traffic = zk_traffic_begin();
     zk_region *chain = zk_pool_evict(bytes, &total);
     zk_vacate_chain(chain, NULL, &zk_stats.released_bytes, false);
+    zk_traffic_end(traffic);
     return total;
 }
 
@@ -468,8 +492,10 @@ void zk_cache_trim(void)
         return;
     zk_tcache_drain_all();   /* thread caches count against the cap too */
     size_t total;
+    zk_traffic_counts *traffic = zk_traffic_begin();
     zk_region *chain = zk_pool_evict(zk_opt_cache_bytes(), &total);
     zk_vacate_chain(chain, &zk_stats.evictions, &zk_stats.evicted_bytes, false);
+    zk_traffic_end(traffic);
 }
 
 /* Fault `count` regions of a class in now and keep them idle.  Asking for

@@ -97,12 +97,22 @@ static void list_in_use(zk_region *r, void *arg)
 
 /* Walk the descriptors into p's entries (p->lock held).  The array grows
  * outside the descriptor lock: one walk to find that it is too small, one
- * more with room to spare; what a third would find is counted unlisted. */
+ * more with room to spare; what a third would find is counted unlisted.
+ *
+ * Under the heap lock: an in-use region's bytes and class change only under
+ * it (a resize by mremap: grow_by_move, zk_heap_adopt), and so does every
+ * descriptor that stops being in use and is merged or reused meanwhile
+ * (absorb_next, zk_heap_split): the entries are exact, and no plain field is
+ * read while another thread writes it.  The lock order is peak -> heap; a
+ * snapshot is taken at most ~11 times per doubling of the peak, so the
+ * misses it holds up are few. */
 static void walk_into(zk_peak *p)
 {
     for (int attempt = 0;; attempt++) {
         walk w = {p->entries, p->capacity, 0, 0};
+        zk_heap_lock();
         zk_region_foreach(list_in_use, &w);
+        zk_heap_unlock();
         if (w.unlisted == 0 || attempt == 1) {
             p->count = w.found;
             p->unlisted_bytes = w.unlisted;

@@ -335,7 +335,12 @@ static void collect_live(zk_region *r, void *arg)
 size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *bytes, size_t max)
 {
     live_walk w = {s, addresses, bytes, max, 0};
+    /* Under the heap lock: a region's base changes only under it (a realloc
+     * grown by mremap), and its owner may untag it and grow it right after
+     * the walk saw its tag (as in zk_peak.c's walk). */
+    zk_heap_lock();
     zk_region_foreach(collect_live, &w);
+    zk_heap_unlock();
     return w.found;
 }
 

@@ -18,6 +18,7 @@ enum {
     ZK_ENOMEM = -2,     /* the kernel refused memory */
     ZK_ECORRUPT = -3,   /* zk_check() found a broken invariant */
     ZK_ECAP = -4,       /* reserve(): more than the cache's cap could ever keep */
+    ZK_EBUSY = -5,      /* zk_check(): other threads kept changing what it compares */
 };
 
 /* ---- settings (zk_options.c) ------------------------------------------ */
@@ -50,16 +51,6 @@ int zk_class_of(size_t bytes);          /* -1 when larger than the largest class
 size_t zk_class_bytes(int cls);         /* page-rounded size of a class */
 
 /* ---- the cache (zk_cache.c) ------------------------------------------- */
-void zk_cache_init(void);   /* registers fork handlers; idempotent */
-void *zk_cache_alloc(size_t bytes);
-void *zk_cache_calloc(size_t bytes);
-/* Grow or shrink a region this cache owns; NULL (old region untouched) on failure. */
-void *zk_cache_realloc(void *ptr, size_t bytes);
-/* 1 if ptr was a region of this cache (now freed), 0 if the pointer is foreign. */
-int zk_cache_free(void *ptr);
-/* What the cache knows of a pointer. */
-enum { ZK_PTR_FOREIGN = 0, ZK_PTR_IN_USE = 1, ZK_PTR_IDLE = 2 };
-int zk_cache_state(const void *ptr);
 /* Usable bytes of an in-use region this cache owns, 0 if foreign or idle. */
 size_t zk_cache_usable(const void *ptr);
 
@@ -68,15 +59,15 @@ size_t zk_cache_soften(void);                   /* MADV_FREE idle regions; bytes
 size_t zk_cache_idle_resident(void);
 size_t zk_cache_release(void);                  /* unmap idle regions; bytes unmapped */
 int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENOMEM / ZK_ECAP */
-void zk_cache_trim(void);                       /* evict until idle bytes <= cap */
 size_t zk_cache_trim_to(size_t bytes);          /* evict oldest until idle bytes <= bytes; bytes unmapped */
 void zk_zero_reset(void);                       /* forget what calloc's policy learned */
-/* Walks every structure; ZK_OK or ZK_ECORRUPT (with *what set to a reason). */
+/* Walks every structure (zk_check.c): ZK_OK, ZK_ECORRUPT (with *what set
+ * to a reason), or ZK_EBUSY when other threads' requests kept changing the
+ * totals it compares (what it could see held; *what says what it skipped). */
 int zk_check(const char **what);
-/* Every segment the cache holds is mapped, per /proc/self/maps. */
+/* Every segment the cache holds is mapped, per /proc/self/maps (ZK_OK,
+ * ZK_ECORRUPT, or ZK_EBUSY: segments kept appearing while it read). */
 int zk_heap_check_maps(const char **what);
-/* Tests: the next n munmap calls fail with ENOMEM, as at the map-count limit. */
-void zk_os_fail_unmaps(unsigned n);
 
 /* ---- first-touch policy (zk_thp.c) ------------------------------------- */
 #define ZK_THP_RANGES 3          /* fresh mappings of 2-16 MiB, 16-128 MiB, >= 128 MiB */
@@ -96,9 +87,6 @@ typedef struct {
     int discard;                  /* 1: its next np.zeros is discarded, not memset */
 } zk_zero_policy;
 void zk_zero_read(int cls, zk_zero_policy *out);
-/* Tests: decide with these costs (memset ns per MiB, ns per page fault, ns
- * per discard of any class) instead of measured ones, until zk_zero_reset. */
-void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns);
 
 /* ---- NEP 49 shaped entry points (zk_handler.c) ------------------------- */
 /* The allocator functions requests fall back to: numpy's original default. */
@@ -242,9 +230,6 @@ typedef struct {
 
 /* 1 and *out filled when ptr is the data of a live secret allocation. */
 int zk_secret_lookup(const void *ptr, zk_secret_info *out);
-/* The protections this thread's last secret allocation failed to apply, and
- * the errno of the first failure (0 when nothing failed). */
-unsigned zk_secret_last_failure(int *err);
 /* Every protection that failed on this thread since the last reset, the
  * errno of the first, and how many allocations got less than all of them. */
 unsigned zk_secret_block_failures(int *err, uint64_t *count);
@@ -285,8 +270,9 @@ void zk_stats_reset_counters(void);  /* hits/misses/events; not the byte gauges 
 
 /* ==== every large buffer, not only numpy's array data ====================
  * Python's raw domain (zk_raw.c) and glibc's big blocks (zk_libc.c).  The
- * rest of the core knows nothing of either, except the two calls to
- * zk_libc_trim() (release, decay) and the scope pins (zk_scope.c). */
+ * rest of the core knows nothing of either, except decay's call to
+ * zk_libc_trim() and the scope pins (zk_scope.c); release() trims in the
+ * Cython layer, after zk_cache_release. */
 
 /* ---- Python's raw domain (zk_raw.c) -------------------------------------
  * The shape of CPython's PyMemAllocatorEx, without Python.h: the Cython
