@@ -42,8 +42,8 @@ struct zk_scope {
     _Atomic int closed;
     _Atomic int64_t class_live[ZK_NCLASSES];   /* may dip below 0 transiently: signed */
     _Atomic uint64_t class_peak[ZK_NCLASSES];
-    /* The capsule, every tagged region and every thread whose raw requests
-     * it tags (zk_raw.c) hold a pin; the last unpin frees the scope. */
+    /* The capsule, every tagged region and every raw request being served
+     * in it (zk_raw.c) hold a pin; the last unpin frees the scope. */
     _Atomic int64_t pins;
 };
 
