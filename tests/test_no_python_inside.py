@@ -162,12 +162,13 @@ import {SUBINTERPRETERS} as interpreters
 import numpy as np
 kept = np.ones(1 << 20)
 iid = interpreters.create()
-interpreters.run_string(iid, "blocks = [bytes(4 << 20) for _ in range(8)]\\nd = {{i: i for i in range(100000)}}")
+interpreters.run_string(iid, "import os\\nblocks = [bytes(4 << 20) for _ in range(8)]\\n"
+                              "d = {{i: i for i in range(100000)}}\\nos.write(1, b'allocated in the subinterpreter\\\\n')")
 interpreters.destroy(iid)
 print("subinterpreter done")
 """, timeout=60 * (ASAN_SLOWDOWN if UNDER_ASAN else 1))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "subinterpreter done" in done.stdout
+    assert "allocated in the subinterpreter\nsubinterpreter done" in done.stdout
 
 
 # ---- the raw domain follows the context ---------------------------------------------
