@@ -310,6 +310,8 @@ extern char zk_refused_marker;
 /* Whether a region of the scope tagged with `from` requested bytes may be
  * resized to `to` within its budget; false counts a refusal. */
 bool zk_scope_may_grow(struct zk_scope *s, uint64_t from, uint64_t to);
+/* Whether any scope is open (created, not closed) in any thread. */
+bool zk_scope_any_open(void);
 void zk_scope_count_small(struct zk_scope *s);
 void zk_scope_count_invalid_free(struct zk_scope *s);
 /* Take the tag off in-use region r (if it is tagged):

@@ -81,7 +81,8 @@ static void *from_cache(size_t size, bool zeroed)
 {
     if (!for_cache(size))
         return NULL;
-    struct zk_scope *scope = zk_raw_scope_now();
+    /* No phase open anywhere (the usual case): no context can name one. */
+    struct zk_scope *scope = zk_scope_any_open() ? zk_raw_scope_now() : NULL;
     void *p = zk_route_serve(scope, size, zeroed);
     if (scope != NULL)
         zk_scope_unpin(scope);
