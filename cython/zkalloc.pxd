@@ -8,7 +8,6 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from cpython.ref cimport PyObject
 
 cdef extern from "Python.h":
-    int PyGILState_Check() nogil
     ctypedef enum PyMemAllocatorDomain:
         PYMEM_DOMAIN_RAW
     ctypedef struct PyMemAllocatorEx:
@@ -35,7 +34,17 @@ cdef extern from "numpy/ndarraytypes.h":
 
 cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
+    PyObject *PyDataMem_GetHandler()
     PyObject *PyDataMem_DefaultHandler
+
+# The caller probe for CPython (cython/zkpy/zk_py.c): sites and the raw
+# domain's phase, read from the interpreter without running Python.
+cdef extern from "zk_py.h":
+    void zk_py_init(PyObject *(*get_handler)() noexcept, void (*scope_destructor)(object) noexcept)
+    int zk_py_skip_files(object prefixes)
+    PyObject *zk_py_site_file(uint32_t site, int *line)
+    uint32_t zk_py_site_count()
+    int zk_py_reads_frames()
 
 cdef extern from "zkalloc.h" nogil:
     enum:
@@ -150,8 +159,6 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t live, in_use, unlisted_bytes, count, snapshots, snapshot_ns
     ctypedef struct zk_peak:
         pass
-    ctypedef uint32_t (*zk_site_fn)() noexcept nogil
-    void zk_site_source(zk_site_fn fn)
     size_t zk_peak_read(zk_peak *p, zk_live_entry *out, size_t max, zk_peak_info *info)
     zk_peak *zk_scope_peak(zk_scope *s)
     zk_peak *zk_scope_refusal(zk_scope *s)
@@ -186,8 +193,6 @@ cdef extern from "zkalloc.h" nogil:
     int zk_raw_is_hook(const zk_raw_allocator *a)
     void zk_raw_set_active(int on)
     int zk_raw_active()
-    zk_scope *zk_raw_scope_enter(zk_scope *s)
-    void zk_raw_scope_leave(zk_scope *previous)
     int zk_libc_kind()
     void zk_libc_install(int on)
     int zk_libc_applied()

@@ -52,7 +52,7 @@ CORE=("$ROOT"/cython/zk/*.c)
 CFLAGS=(-std=c11 -O1 -g -Wall -Wextra -pthread -fno-omit-frame-pointer -I"$ROOT/cython/zk")
 PY_TESTS=(tests/test_stress.py tests/test_threads.py tests/test_fork.py tests/test_state_machine.py tests/test_phase.py tests/test_secret.py
           tests/test_pressure.py tests/test_realloc.py tests/test_calloc.py tests/test_raw_domain.py tests/test_libc.py
-          tests/test_peak_budget.py tests/test_one_source.py)
+          tests/test_peak_budget.py tests/test_one_source.py tests/test_no_python_inside.py)
 
 step() { printf '\n== %s\n' "$*"; }
 

@@ -273,7 +273,6 @@ class Phase:
         self._released_bytes = 0
         self._cached_at_entry = 0
         self._started_tracemalloc = False
-        self._raw_token: int | None = None   # this thread's previous raw-domain phase
 
     # ---- entry ---------------------------------------------------------------
 
@@ -292,10 +291,9 @@ class Phase:
         self._hot_start()
         self._capsule = _core.scope_capsule(self.track, self.budget or 0)
         _name_serial(_core.scope_serial(self._capsule), self.name)
+        # Raw-domain blocks (bytes, tobytes()) made in this context are the
+        # phase's too: the core reads the same contextvar (cython/zkpy/zk_py.c).
         self._entry = _handler_stack.enter(self._capsule)
-        # Raw-domain blocks (bytes, tobytes()) this thread makes are
-        # the phase's too (per thread: the raw domain has no contextvar).
-        self._raw_token = _core.raw_scope_enter(self._capsule)
         return self
 
     def _hot_start(self) -> None:
@@ -322,9 +320,6 @@ class Phase:
             return
         _handler_stack.leave(self._entry)
         self._entry = None
-        if self._raw_token is not None:
-            _core.raw_scope_leave(self._raw_token)
-            self._raw_token = None
         _core.scope_close(self._capsule)
         if self.release_after:
             self._released_bytes = _core.trim_to(self._cached_at_entry)
@@ -412,7 +407,8 @@ class Phase:
     def owns(self, array: np.ndarray | bytes | bytearray) -> bool:
         """Whether the array's data (its base's, for a view) was allocated in
         this phase and is alive (escaped arrays included); for a ``bytes`` or
-        ``bytearray`` made on the phase's thread, its block ."""
+        ``bytearray`` made in the phase's context (the thread or asyncio task
+        that entered it, a task started inside it), its block."""
         address = block_address(array, "owns")
         if address is None or self._capsule is None:
             return False
@@ -532,8 +528,12 @@ def phase(name: str | None = None, *, on_escape: str = "ignore", track: bool = F
     Every phase records what was live at its peak (stats.peak): cheap
     enough to leave on, see PeakReport for its precision.
 
+    Under ``install()``, Python's raw-domain blocks (``bytes``,
+    ``tobytes()``) made in the block's context are the phase's too, exactly
+    as numpy's arrays are: another asyncio task or thread is not in it.
+
     Phases nest (the innermost tags; an outer phase does not count the inner
-    one's arrays), phases in different threads are independent, inside
+    one's arrays), phases in different threads or tasks are independent, inside
     ``secret()`` secret memory wins, and an exception still ends the phase.
     A context copied inside the block keeps working after it: its requests
     then go to the cache untagged.

@@ -361,6 +361,8 @@ extern char zk_refused_marker;
 /* Whether a region of the scope tagged with `from` requested bytes may be
  * resized to `to` within its budget; false counts a refusal. */
 bool zk_scope_may_grow(struct zk_scope *s, uint64_t from, uint64_t to);
+/* Whether any scope is open (created, not closed) in any thread. */
+bool zk_scope_any_open(void);
 void zk_scope_count_small(struct zk_scope *s);
 void zk_scope_count_invalid_free(struct zk_scope *s);
 /* Take the tag off in-use region r (if it is tagged):
@@ -391,9 +393,12 @@ void zk_peak_destroy(zk_peak *p);
 /* A snapshot now if `live` passed the last one's by 1/16. */
 void zk_peak_consider(zk_peak *p, uint64_t live);
 void zk_peak_take(zk_peak *p, uint64_t live);   /* a snapshot now, whatever the last one */
-uint32_t zk_site_now(void);           /* the registered site source's answer, 0 without one */
 bool zk_process_tracked(void);
 void zk_process_peak_consider(void);  /* a request succeeded: the process's peak may have grown */
+
+/* ---- what the calling thread is doing (zk_caller.c) -------------------- */
+uint32_t zk_site_now(void);                 /* the probe's site, 0 without one */
+struct zk_scope *zk_raw_scope_now(void);    /* the probe's raw phase (pinned), NULL without one */
 
 /* ---- routes shared by numpy's handler and the raw domain (zk_handler.c) -- */
 /* A cache-sized request (scope NULL: untagged): the process's budget, the

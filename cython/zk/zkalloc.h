@@ -175,7 +175,7 @@ size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *bytes, size_t 
 uint64_t zk_scope_warm(const uint64_t need[ZK_NCLASSES], uint64_t peak_bytes);
 
 /* Phases' budgets and peaks, set before the phase's first request: with
- * track, its allocations record their site (zk_site_source); a request
+ * track, its allocations record their site (zk_caller_probe); a request
  * that would take its live (requested) bytes over budget (0: none) fails. */
 void zk_scope_configure(zk_scope *s, int track, uint64_t budget);
 /* A number no other scope of this process has had: what a peak's entries
@@ -186,7 +186,7 @@ uint64_t zk_scope_serial(zk_scope *s);
 typedef struct {
     uint64_t scope;     /* serial of the phase that allocated it (zk_scope_serial), 0: none */
     uint64_t bytes;     /* a phase's requested bytes, else the region's */
-    uint32_t site;      /* its allocation site (zk_site_source), 0: not recorded */
+    uint32_t site;      /* its allocation site (zk_caller_probe), 0: not recorded or unknown */
     int32_t cls;        /* its region's class */
 } zk_live_entry;
 typedef struct {
@@ -198,11 +198,6 @@ typedef struct {
     uint64_t snapshot_ns;     /* the time they took, all together */
 } zk_peak_info;
 typedef struct zk_peak zk_peak;
-/* Where the current allocation happens (0: unknown), for tracked
- * allocations.  Called with no lock of the core held, after the region is
- * obtained and before the request returns. */
-typedef uint32_t (*zk_site_fn)(void);
-void zk_site_source(zk_site_fn fn);
 /* Copies up to max entries of p's snapshot; returns how many it has. */
 size_t zk_peak_read(zk_peak *p, zk_live_entry *out, size_t max, zk_peak_info *info);
 /* A phase's peak snapshot, and the snapshot its last refused request took. */
@@ -295,11 +290,6 @@ int zk_raw_is_hook(const zk_raw_allocator *a);
  * (the cache's own blocks still go home). */
 void zk_raw_set_active(int on);
 int zk_raw_active(void);
-/* The phase this thread's raw requests are tagged with (NULL: none).
- * Returns the previous one; the pin it held moves to the caller, who hands
- * it back to zk_raw_scope_leave. */
-struct zk_scope *zk_raw_scope_enter(struct zk_scope *s);
-void zk_raw_scope_leave(struct zk_scope *previous);
 void *zk_raw_malloc(void *ctx, size_t size);
 void *zk_raw_calloc(void *ctx, size_t nelem, size_t elsize);
 void *zk_raw_realloc(void *ctx, void *ptr, size_t new_size);
@@ -307,10 +297,23 @@ void zk_raw_free(void *ctx, void *ptr);
 
 /* ---- scope pins (zk_scope.c) ---------------------------------------------
  * A scope is freed when its capsule is gone AND no raw block tagged with it
- * (nor a thread's raw scope) remains: a bytes object can outlive every
- * array of the phase. */
+ * (nor a raw request under way in it) remains: a bytes object can outlive
+ * every array of the phase. */
 void zk_scope_pin(struct zk_scope *s);
 void zk_scope_unpin(struct zk_scope *s);
+
+/* ---- what the calling thread is doing (zk_caller.c) -----------------------
+ * Asked inside allocations, with no lock of the core held: so each function
+ * must run no interpreter code, take no lock an allocation can wait on, and
+ * allocate nothing through the hooked domains.  site: the allocation site of
+ * a tracked request (0: unknown); raw_scope: the phase a raw-domain request
+ * belongs to, pinned (zk_scope_unpin when done), NULL for none.  Python's is
+ * zk_py.c's; registered once, before the hooks are set. */
+typedef struct {
+    uint32_t (*site)(void);
+    struct zk_scope *(*raw_scope)(void);
+} zk_caller_probe;
+void zk_set_caller_probe(const zk_caller_probe *p);
 
 /* ---- glibc's big blocks (zk_libc.c) ---------------------------------------
  * While installed with libc=keep: mallopt(M_MMAP_MAX, 0) and a huge
