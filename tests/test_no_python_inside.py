@@ -296,6 +296,15 @@ def test_a_request_without_the_gil_has_an_unknown_site_and_the_report_counts_it(
     assert "unknown site" in str(report)
 
 
+def test_a_python_whose_frames_are_not_read_says_so(monkeypatch):
+    entries = [(0, 4 * MiB, 0, _core.class_of(4 * MiB))]
+    info = {"live": 4 * MiB, "unlisted_bytes": 0, "snapshots": 1, "snapshot_ns": 0}
+    monkeypatch.setattr(_core, "SITES_READ_FRAMES", False)
+    report = _peak.report((info, entries), None, 0)
+    assert report.unknown_site_bytes == 4 * MiB
+    assert "no site is recorded on this Python" in str(report)
+
+
 def _line_of(marker: str) -> int:
     with open(__file__) as f:
         return next(n for n, line in enumerate(f, 1) if marker in line and "_line_of(" not in line)

@@ -89,7 +89,9 @@ class PeakReport:
         if len(self.by_site) > top:
             rest = sum(s.bytes for s in self.by_site[top:])
             out.append(f"  {fmt_bytes(rest):>10} from {len(self.by_site) - top} other site(s)")
-        if self.unknown_site_bytes and len(self.by_site) > 1:
+        if self.unknown_site_bytes and not _core.SITES_READ_FRAMES:
+            out.append("  (no site is recorded on this Python: zkalloc reads the frames of CPython 3.10 to 3.13)")
+        elif self.unknown_site_bytes and len(self.by_site) > 1:
             out.append(f"  {fmt_bytes(self.unknown_site_bytes):>10} of it at an unknown site (allocated untracked, "
                        "without the GIL or in a subinterpreter)")
         return out

@@ -75,8 +75,8 @@ static bool for_cache(size_t size)
 /* The cache's block for a raw request (tagged with the calling context's
  * phase), NULL when the wrapped allocator must serve it (too small,
  * inactive, or the kernel refused a mapping), ZK_REFUSED over a budget.
- * The phase is pinned for the request: a scope whose capsule goes while it
- * is served (another thread's last reference) stays valid to its end. */
+ * The phase comes pinned and stays pinned for the request, so the scope's
+ * lifetime does not rest on the GIL staying held until it returns. */
 static void *from_cache(size_t size, bool zeroed)
 {
     if (!for_cache(size))
