@@ -9,11 +9,14 @@ sanitizers: the core and the Cython-generated _core.c alike get the same flags
 pulls in their runtimes; with address, run Python with the matching libasan
 first in LD_PRELOAD (tools/sanitize.sh)."""
 import os
+import zipfile
 from glob import glob
+from pathlib import Path
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.editable_wheel import editable_wheel
 
 CORE_DIR = "cython/zk"
 core_cflags = ["-std=c11", "-O2", "-Wall", "-Wextra", "-fPIC", "-fvisibility=hidden"]
@@ -55,7 +58,22 @@ extension = Extension(
     extra_link_args=link_args,
 )
 
+# The ZKALLOC_SUBPROCESS switch's start-up hook (zkalloc_np/cli/children.py): a wheel carries it at its
+# root, beside zkalloc_np/ (package-data "../zkalloc_np_subprocess.pth" in pyproject.toml), so it lands in
+# site-packages; the strict editable wheel gets it added here, as coverage.py does for its own .pth.
+SUBPROCESS_PTH = "zkalloc_np_subprocess.pth"
+
+
+class EditableWheelWithPth(editable_wheel):
+    def run(self) -> None:
+        super().run()
+        for wheel in Path(self.dist_dir).glob("*editable*.whl"):
+            with zipfile.ZipFile(wheel, "a") as zf:
+                zf.write(SUBPROCESS_PTH, SUBPROCESS_PTH)
+
+
 setup(
+    cmdclass={"editable_wheel": EditableWheelWithPth},
     libraries=[
         ("zkcore", {"sources": sorted(glob(f"{CORE_DIR}/*.c")), "include_dirs": [CORE_DIR], "cflags": core_cflags}),
     ],

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from zkalloc_np import _sanitizer
+from zkalloc_np.cli import sanitizer as _sanitizer
 
 from . import report
 from .allocators import ALLOCATORS, resolve, runs_by_default

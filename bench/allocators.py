@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from dataclasses import dataclass, field
 
-from zkalloc_np import _peers
-from zkalloc_np._peers import HUGE, LIBRARY_DIRS, PEERS as _PEER_SPECS, find_library, preloaded  # noqa: F401
+from zkalloc_np.cli import peers as _peers
+from zkalloc_np.cli.peers import HUGE, LIBRARY_DIRS, PEERS as _PEER_SPECS, find_library, preloaded  # noqa: F401
 
 
 @dataclass(frozen=True)

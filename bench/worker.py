@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from zkalloc_np import _sanitizer
+from zkalloc_np.cli import sanitizer as _sanitizer
 
 from . import allocators
 from .allocators import ALLOCATORS, activated
@@ -81,7 +81,7 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
     the end (``peak_rss_bytes``, the process's high-water mark)."""
     module = PATTERNS[pattern]
     spec = ALLOCATORS[allocator]
-    # the peer's library, not a sanitizer runtime kept in front of it (zkalloc_np._sanitizer)
+    # the peer's library, not a sanitizer runtime kept in front of it (zkalloc_np.cli.sanitizer)
     own = _sanitizer.own_preloads()
     if spec.libraries and own and not all(allocators.preloaded(e) for e in own):
         raise RuntimeError(f"{allocator}: LD_PRELOAD={os.environ['LD_PRELOAD']} is not mapped in this process")

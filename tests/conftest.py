@@ -20,7 +20,7 @@ from collections.abc import Generator
 import pytest
 
 import zkalloc_np as zk
-from zkalloc_np._sanitizer import asan_active
+from zkalloc_np.cli.sanitizer import asan_active
 
 #: Whether this process runs under AddressSanitizer (its runtime's symbols, not an environment variable).
 UNDER_ASAN = asan_active()

@@ -112,7 +112,7 @@ def test_bad_arguments_are_rejected():
 
 
 def test_a_missing_library_is_skipped_with_an_install_hint(monkeypatch):
-    from zkalloc_np import _peers
+    from zkalloc_np.cli import peers as _peers
     monkeypatch.setattr(_peers, "LIBRARY_DIRS", ())
     monkeypatch.setattr(_peers, "ldconfig", dict)
     envs, skipped = allocators.resolve(["default", "jemalloc", "tcmalloc"])

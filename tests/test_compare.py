@@ -11,8 +11,9 @@ import textwrap
 
 import pytest
 
-from zkalloc_np import _compare, _peers
-from zkalloc_np._compare import FASTER, SAME, SLOWER, TOO_FEW, Program, RunRecord, summarize, verdict
+from zkalloc_np.cli import compare as _compare, peers as _peers
+from zkalloc_np.cli.process import Resources
+from zkalloc_np.cli.compare import FASTER, SAME, SLOWER, TOO_FEW, Program, RunRecord, summarize, verdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "ntt_prover.py")
@@ -64,11 +65,12 @@ def test_compare_an_example_gives_a_measured_record_per_allocator(tmp_path):
     for name in data["allocators"]:
         [record] = [r for r in data["records"] if r["allocator"] == name]
         assert record["ok"] and record["exit_code"] == 0
-        assert record["wall_s"] > 0 and record["user_s"] >= 0 and record["system_s"] >= 0
-        assert record["minor_faults"] > 0 and record["major_faults"] >= 0
-        assert record["peak_rss_bytes"] > 10 << 20
+        used = record["resources"]
+        assert used["wall_s"] > 0 and used["user_s"] >= 0 and used["system_s"] >= 0
+        assert used["minor_faults"] > 0 and used["major_faults"] >= 0
+        assert used["peak_rss_bytes"] > 10 << 20
         summary = data["summary"][name]
-        assert summary["runs_ok"] == 1 and summary["wall_s"]["median"] == record["wall_s"]
+        assert summary["runs_ok"] == 1 and summary["wall_s"]["median"] == used["wall_s"]
     zk = [r for r in data["records"] if r["allocator"] == "zkalloc"][0]["zkalloc"]
     assert zk["hits"] + zk["misses"] > 0 and 0 <= zk["hit_rate"] <= 1 and zk["bytes_served_from_cache"] >= 0
     assert data["summary"]["zkalloc"]["verdict"] == TOO_FEW     # one run each decides nothing
@@ -209,7 +211,7 @@ def test_failing_and_hanging_programs_are_reported_as_failed(program, tmp_path):
 
 
 def test_the_header_names_only_the_allocators_that_run(monkeypatch, program, tmp_path, capsys):
-    from zkalloc_np.__main__ import main
+    from zkalloc_np.cli.main import main
     monkeypatch.setattr(_peers, "LIBRARY_DIRS", ())
     monkeypatch.setattr(_peers, "ldconfig", dict)
     monkeypatch.chdir(tmp_path)
@@ -286,10 +288,9 @@ def test_verdict_threshold_is_a_parameter():
 
 def _record(allocator: str, wall: float, ok: bool = True, code: int = 0) -> RunRecord:
     return RunRecord(allocator=allocator, round=0, ok=ok, exit_code=code, signal=None, timed_out=False,
-                     wall_s=wall, user_s=wall / 2, system_s=0.1, minor_faults=1000, major_faults=0,
-                     peak_rss_bytes=100 << 20,
+                     resources=Resources(wall, wall / 2, 0.1, 1000, 0, 100 << 20),
                      zkalloc={"hits": 9, "misses": 1, "hit_rate": 0.9, "bytes_served_from_cache": 90,
-                              "bytes_mapped_by_misses": 10} if allocator == "zkalloc" else None)
+                              "bytes_newly_mapped": 10, "processes": 1} if allocator == "zkalloc" else None)
 
 
 def test_summarize_spreads_speedup_and_verdicts():

@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from . import _core, _raw, _settings, _system
-from ._format import fmt_bytes
-from ._stats import thp_policy
+from .. import _core, _raw, _settings, _system
+from .._format import fmt_bytes
+from .._stats import thp_policy
 
 #: what install() puts through the cache, or keeps resident, and what it does not.
 COVERED = (
@@ -45,7 +45,7 @@ def _limit(value: int) -> str:
 def _container_limit() -> dict[str, Any]:
     from dataclasses import asdict
 
-    from ._container import memory_limit
+    from .._container import memory_limit
     return asdict(memory_limit())
 
 
@@ -54,7 +54,7 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     import numpy as np
     from numpy._core.multiarray import get_handler_name
 
-    from . import __version__
+    from .. import __version__
     env = os.environ if environ is None else environ
     soft, hard = _system.memlock_limit()
     sources = _settings.sources()

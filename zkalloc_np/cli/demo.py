@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import installed, is_installed, reset_stats, stats
-from .ntt import NTT, multiply_polynomials, random_field_elements
+from .. import installed, is_installed, reset_stats, stats
+from ..ntt import NTT, multiply_polynomials, random_field_elements
 
 
 #: Why the demo cannot run under install() (one line, for the user).

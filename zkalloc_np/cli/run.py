@@ -37,100 +37,59 @@ import os
 import resource
 import runpy
 import shlex
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
-from types import TracebackType
 from dataclasses import asdict, dataclass, field, replace
+from types import TracebackType
 from typing import Any, TextIO
 
-from . import _core, _peak
-from ._peak import PeakReport
-from ._phase import phase_names
-from ._stats import Stats, fmt_bytes, size_range
+from .. import _core, _peak
+from .._peak import PeakReport
+from .._phase import phase_names
+from .._stats import Stats, fmt_bytes, size_range
+from . import children as _children
+from .activity import CacheActivity, add, cache_activity
+from .children import Children
+from .process import FROM_WAIT4, Resources, read_own, signal_name, watch
 
 #: Per-class rows printed (the JSON has every class).
 REPORT_CLASSES = 12
 
 
 @dataclass(frozen=True)
-class ProcessCounters:
-    """Fault counters and CPU times of this process (all threads)."""
+class Processes:
+    """The processes of a run: the program's own, and the others it started
+    that zkalloc was installed in (ZKALLOC_SUBPROCESS, zkalloc_np.cli.children)."""
 
-    minor_faults: int
-    major_faults: int
-    user_s: float
-    system_s: float
-    source: str
-
-
-def read_counters() -> ProcessCounters:
-    """From /proc/self/stat where readable, else getrusage(RUSAGE_SELF)."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            text = f.read().decode()
-        fields = text[text.rindex(")") + 2:].split()
-        # fields[0] is field 3 (state): minflt=10, majflt=12, utime=14, stime=15
-        ticks = os.sysconf("SC_CLK_TCK")
-        return ProcessCounters(int(fields[7]), int(fields[9]), int(fields[11]) / ticks,
-                               int(fields[12]) / ticks, "/proc/self/stat")
-    except (OSError, ValueError, IndexError):
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return ProcessCounters(usage.ru_minflt, usage.ru_majflt, usage.ru_utime, usage.ru_stime, "getrusage")
-
-
-@dataclass(frozen=True)
-class ClassReport:
-    """One size class during the run: requests served resident (hits) and
-    new mappings (misses), and the bytes of each."""
-
-    bytes: int
-    hits: int
-    misses: int
-    bytes_served: int
-    bytes_mapped: int
+    covered: int = 1          # the program's process and every child that reported
+    not_covered: int = 0      # children in which zkalloc was installed that never reported
+    children_user_s: float = 0.0
+    children_system_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class RunReport:
     """What ``run`` prints at exit; ``as_dict()`` is what ``--json`` writes.
-    Every field is measured in the run's process."""
+    ``resources`` is measured in the program's process; ``cache`` is what the
+    cache did there, added up with what every covered child reported."""
 
     command: list[str]
     exit_code: int
-    wall_s: float
-    user_s: float
-    system_s: float
-    minor_faults: int
-    major_faults: int
+    resources: Resources
     counters_source: str
-    peak_rss_bytes: int
-    hits: int
-    misses: int
-    hit_rate: float
-    bytes_served_from_cache: int
-    bytes_mapped_by_misses: int
-    bytes_cached: int
-    cap_bytes: int
-    min_bytes: int
-    peak_bytes_in_use: int
-    peak_bytes_cached: int
-    evictions: int
-    evicted_bytes: int
-    small_allocs: int
-    small_frees: int
-    foreign_frees: int
-    calloc_fresh: int
-    calloc_memset: int
-    calloc_discard: int
-    classes: list[ClassReport] = field(default_factory=list)
-    small_allocs_by_size: dict[int, int] = field(default_factory=dict)
+    cache: CacheActivity
+    processes: Processes = field(default_factory=Processes)
     peak: PeakReport | None = None   # run --peak: what was live at the peak
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict, ready for json.dumps."""
-        return asdict(self)
+        d = asdict(self)
+        d["cache"] = self.cache.as_dict()
+        return d
 
     def __str__(self) -> str:
         return "\n".join(self._lines() + (self._peak_lines() if self.peak is not None else []))
@@ -146,85 +105,73 @@ class RunReport:
         lines.append("    largest sizes: " + ", ".join(f"{fmt_bytes(n)} in {fmt_bytes(c)} regions" for c, n in top))
         return lines
 
+    def _process_line(self) -> list[str]:
+        p = self.processes
+        if p.covered == 1 and not p.not_covered:
+            return []
+        line = (f"  processes: {p.covered} covered (the program's and {p.covered - 1} it started, "
+                f"{p.children_user_s:.2f} s user and {p.children_system_s:.2f} s system in those); cache counters "
+                "are their sum")
+        if p.not_covered:
+            line += (f"; {p.not_covered} more had zkalloc installed but never reported (killed, ended by os._exit, "
+                     "or still running)")
+        return [line]
+
     def _lines(self) -> list[str]:
+        r, c = self.resources, self.cache
         lines = [
-            f"zkalloc run: {' '.join(self.command)}: exit {self.exit_code}, {self.wall_s:.2f} s wall "
-            f"({self.user_s:.2f} s user, {self.system_s:.2f} s system)",
-            f"  cache: {self.hits} hits, {self.misses} misses (hit rate {self.hit_rate:.1%}); "
-            f"{fmt_bytes(self.bytes_served_from_cache)} served from resident memory, "
-            f"{fmt_bytes(self.bytes_mapped_by_misses)} newly mapped",
-            f"         cached {fmt_bytes(self.bytes_cached)} of cap {fmt_bytes(self.cap_bytes)} "
-            f"(peak {fmt_bytes(self.peak_bytes_cached)}), peak in use {fmt_bytes(self.peak_bytes_in_use)}, "
-            f"{self.evictions} evictions ({fmt_bytes(self.evicted_bytes)})",
-            f"  process: {self.minor_faults} minor and {self.major_faults} major page faults "
-            f"({self.counters_source}), peak RSS {fmt_bytes(self.peak_rss_bytes)}",
+            f"zkalloc run: {' '.join(self.command)}: exit {self.exit_code}, {r.wall_s:.2f} s wall "
+            f"({r.user_s:.2f} s user, {r.system_s:.2f} s system)",
+            *self._process_line(),
+            f"  cache: {c.hits} hits, {c.misses} misses (hit rate {c.hit_rate:.1%}); "
+            f"{fmt_bytes(c.bytes_served_from_cache)} served from resident memory; the misses took "
+            f"{fmt_bytes(c.bytes_newly_mapped)} of fresh memory and {fmt_bytes(c.bytes_repurposed)} of idle memory "
+            f"of other sizes",
+            f"         cached {fmt_bytes(c.bytes_cached)} of cap {fmt_bytes(c.cap_bytes)} "
+            f"(peak {fmt_bytes(c.peak_bytes_cached)}), peak in use {fmt_bytes(c.peak_bytes_in_use)}, "
+            f"peak mapped {fmt_bytes(c.peak_bytes_mapped)}, {c.evictions} evictions ({fmt_bytes(c.evicted_bytes)})",
+            f"  process: {r.minor_faults} minor and {r.major_faults} major page faults "
+            f"({self.counters_source}), peak RSS {fmt_bytes(r.peak_rss_bytes)}",
         ]
-        if self.calloc_fresh or self.calloc_memset or self.calloc_discard:
-            lines.append(f"  np.zeros: {self.calloc_fresh} fresh (already zero), {self.calloc_memset} memset, "
-                         f"{self.calloc_discard} discarded (MADV_DONTNEED)")
-        if self.classes:
-            lines.append(f"  {'class':>12} {'hits':>8} {'misses':>7} {'served':>12} {'mapped':>12}")
-            shown = sorted(self.classes, key=lambda c: c.bytes_served + c.bytes_mapped, reverse=True)
-            for c in sorted(shown[:REPORT_CLASSES], key=lambda c: c.bytes):
-                lines.append(f"  {fmt_bytes(c.bytes):>12} {c.hits:>8} {c.misses:>7} {fmt_bytes(c.bytes_served):>12} "
-                             f"{fmt_bytes(c.bytes_mapped):>12}")
+        if c.budget_refusals:
+            budget = (f"the process budget ({fmt_bytes(c.budget_bytes)}, ZKALLOC_BUDGET / configure(budget=...))"
+                      if c.budget_bytes else "a phase's budget")
+            lines.append(f"  budget: {c.budget_refusals} request(s) refused by {budget}: numpy raised MemoryError "
+                         "for each")
+        if c.calloc_fresh or c.calloc_memset or c.calloc_discard:
+            lines.append(f"  np.zeros: {c.calloc_fresh} fresh (already zero), {c.calloc_memset} memset, "
+                         f"{c.calloc_discard} discarded (MADV_DONTNEED)")
+        if c.classes:
+            lines.append(f"  {'class':>12} {'hits':>8} {'misses':>7} {'served':>12} {'missed':>12}")
+            shown = sorted(c.classes, key=lambda k: k.bytes_served + k.bytes_missed, reverse=True)
+            for k in sorted(shown[:REPORT_CLASSES], key=lambda k: k.bytes):
+                lines.append(f"  {fmt_bytes(k.bytes):>12} {k.hits:>8} {k.misses:>7} {fmt_bytes(k.bytes_served):>12} "
+                             f"{fmt_bytes(k.bytes_missed):>12}")
             if len(shown) > REPORT_CLASSES:
                 lines.append(f"  ... {len(shown) - REPORT_CLASSES} more classes (all of them in --json)")
-        if self.small_allocs:
-            top = sorted(self.small_allocs_by_size.items(), key=lambda kv: kv[1], reverse=True)[:4]
+        if c.small_allocs:
+            top = sorted(c.small_allocs_by_size.items(), key=lambda kv: kv[1], reverse=True)[:4]
             sizes = ", ".join(f"{n} of {size_range(low)}" for low, n in top)
-            lines.append(f"  left to numpy: {self.small_allocs} requests below min_bytes ({fmt_bytes(self.min_bytes)}), "
+            lines.append(f"  left to numpy: {c.small_allocs} requests below min_bytes ({fmt_bytes(c.min_bytes)}), "
                          f"most often {sizes}")
-        if self.foreign_frees:
-            lines.append(f"  {self.foreign_frees} frees of arrays from before the install, passed to numpy")
+        if c.foreign_frees:
+            lines.append(f"  {c.foreign_frees} frees of arrays from before the install, passed to numpy")
         if self.exit_code == 0:   # a program that failed here would fail under compare too
             lines.append("  does zkalloc make this program faster? measure it: "
                          f"python -m zkalloc_np compare {shlex.join(self.command)}")
         return lines
 
 
-def _gain(after: int, before: int) -> int:
-    return after - before if after >= before else after
-
-
-def _classes(before: Stats, after: Stats) -> list[ClassReport]:
-    """Per size class: hits and misses during the run, and their bytes."""
-    earlier = {c.bytes: c for c in before.classes}
-    out = []
-    for c in after.classes:
-        old = earlier.get(c.bytes)
-        hits = _gain(c.hits, old.hits if old else 0)
-        misses = _gain(c.misses, old.misses if old else 0)
-        if hits or misses:
-            out.append(ClassReport(c.bytes, hits, misses, hits * c.bytes, misses * c.bytes))
-    return out
-
-
-def build_report(command: Sequence[str], exit_code: int, wall_s: float,
-                 counters: tuple[ProcessCounters, ProcessCounters], stats: tuple[Stats, Stats],
-                 peak_rss_bytes: int = 0) -> RunReport:
-    """Combine the measurements into the report (pure, for testing)."""
-    (c0, c1), (s0, s1) = counters, stats
-    classes = _classes(s0, s1)
-    hits, misses = _gain(s1.hits, s0.hits), _gain(s1.misses, s0.misses)
-    small_by_size = {low: _gain(n, s0.small_allocs_by_size.get(low, 0)) for low, n in s1.small_allocs_by_size.items()}
-    return RunReport(
-        command=list(command), exit_code=exit_code, wall_s=wall_s,
-        user_s=c1.user_s - c0.user_s, system_s=c1.system_s - c0.system_s,
-        minor_faults=c1.minor_faults - c0.minor_faults, major_faults=c1.major_faults - c0.major_faults,
-        counters_source=c1.source, peak_rss_bytes=peak_rss_bytes,
-        hits=hits, misses=misses, hit_rate=hits / (hits + misses) if hits + misses else 0.0,
-        bytes_served_from_cache=sum(c.bytes_served for c in classes),
-        bytes_mapped_by_misses=sum(c.bytes_mapped for c in classes),
-        bytes_cached=s1.bytes_cached, cap_bytes=s1.cap_bytes, min_bytes=s1.min_bytes,
-        peak_bytes_in_use=s1.peak_bytes_in_use, peak_bytes_cached=s1.peak_bytes_cached,
-        evictions=_gain(s1.evictions, s0.evictions), evicted_bytes=_gain(s1.evicted_bytes, s0.evicted_bytes),
-        small_allocs=_gain(s1.small_allocs, s0.small_allocs), small_frees=_gain(s1.small_frees, s0.small_frees),
-        foreign_frees=_gain(s1.foreign_frees, s0.foreign_frees),
-        calloc_fresh=_gain(s1.calloc_fresh, s0.calloc_fresh), calloc_memset=_gain(s1.calloc_memset, s0.calloc_memset),
-        calloc_discard=_gain(s1.calloc_discard, s0.calloc_discard),
-        classes=classes, small_allocs_by_size={low: n for low, n in sorted(small_by_size.items()) if n},
-    )
+def build_report(command: Sequence[str], exit_code: int, resources: Resources, source: str,
+                 stats: tuple[Stats, Stats], budget_bytes: int = 0, children: Children | None = None) -> RunReport:
+    """Combine the measurements into the report (pure, for testing):
+    `resources` is the program's process over the run, `stats` the cache's
+    snapshots before and after, `children` what the other processes reported."""
+    own = cache_activity(stats[0], stats[1], budget_bytes)
+    if children is None:
+        return RunReport(list(command), exit_code, resources, source, own)
+    return RunReport(list(command), exit_code, resources, source, add([own, children.cache]),
+                     Processes(1 + children.covered, children.not_covered, children.user_s, children.system_s))
 
 
 @dataclass(frozen=True)
@@ -236,13 +183,8 @@ class CrashReport:
     command: list[str]
     signal: int
     signal_name: str
-    wall_s: float
-    user_s: float
-    system_s: float
-    minor_faults: int
-    major_faults: int
-    peak_rss_bytes: int
-    counters_source: str = "os.wait4 (the parent of the program's process)"
+    resources: Resources
+    counters_source: str = FROM_WAIT4
     exit_code: int | None = None
     cache: None = None
 
@@ -251,20 +193,14 @@ class CrashReport:
         return asdict(self)
 
     def __str__(self) -> str:
+        r = self.resources
         return "\n".join([
             f"zkalloc run: {' '.join(self.command)}: killed by signal {self.signal} ({self.signal_name}) after "
-            f"{self.wall_s:.2f} s wall ({self.user_s:.2f} s user, {self.system_s:.2f} s system)",
-            f"  process: {self.minor_faults} minor and {self.major_faults} major page faults, peak RSS "
-            f"{fmt_bytes(self.peak_rss_bytes)} (measured from outside the program, by os.wait4)",
+            f"{r.wall_s:.2f} s wall ({r.user_s:.2f} s user, {r.system_s:.2f} s system)",
+            f"  process: {r.minor_faults} minor and {r.major_faults} major page faults, peak RSS "
+            f"{fmt_bytes(r.peak_rss_bytes)} (measured from outside the program, by os.wait4)",
             "  cache: no counters: they were in the program's memory and died with it",
         ])
-
-
-def _signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 def _die_by(sig: int) -> None:
@@ -281,37 +217,30 @@ def _die_by(sig: int) -> None:
     os._exit(128 + sig)
 
 
-def _supervise(command: Sequence[str], json_path: str | None, out: TextIO, quiet: bool) -> None:
+def _supervise(command: Sequence[str], json_path: str | None, out: TextIO, quiet: bool, folder: str) -> None:
     """Fork.  The child returns at once and runs the program.  The parent waits
-    for it and never returns: it exits with the child's status, after a
-    `CrashReport` when the child was killed by a signal.  Like time(1), the
-    parent ignores SIGINT and SIGQUIT (the terminal sends them to the child
-    too) and passes SIGTERM and SIGHUP on to the child."""
+    for it (`process.watch`, forwarding signals as time(1) does) and never
+    returns: it exits with the child's status, after a `CrashReport` when the
+    child was killed by a signal."""
     sys.stdout.flush()
     sys.stderr.flush()
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:
         return
-    for ignored in (signal.SIGINT, signal.SIGQUIT):
-        signal.signal(ignored, signal.SIG_IGN)
-    for forwarded in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(forwarded, lambda received, _frame: os.kill(pid, received))
-    _, status, usage = os.wait4(pid, 0)   # retried after a forwarded signal (PEP 475)
-    if not os.WIFSIGNALED(status):
-        os._exit(os.waitstatus_to_exitcode(status))
-    sig = os.WTERMSIG(status)
-    report = CrashReport(command=list(command), signal=sig, signal_name=_signal_name(sig),
-                         wall_s=time.perf_counter() - start, user_s=usage.ru_utime, system_s=usage.ru_stime,
-                         minor_faults=usage.ru_minflt, major_faults=usage.ru_majflt,
-                         peak_rss_bytes=usage.ru_maxrss * 1024)
+    ended = watch(pid, start, kill=lambda child: os.kill(child, signal.SIGKILL), forward_signals=True)
+    shutil.rmtree(folder, ignore_errors=True)   # the child's, left behind when it was killed
+    if ended.signal is None:
+        os._exit(ended.exit_code or 0)
+    report = CrashReport(command=list(command), signal=ended.signal, signal_name=signal_name(ended.signal),
+                         resources=ended.resources)
     try:
         if not quiet:
             print(report, file=out, flush=True)
         if json_path is not None:
             _write_json(report, json_path, out)
     finally:
-        _die_by(sig)
+        _die_by(ended.signal)
 
 
 _RUN_FILE = os.path.abspath(__file__)
@@ -376,23 +305,26 @@ def run(target: str, args: Sequence[str], *, module: bool = False, json_path: st
     peak: record allocation sites and what was live at the peak (run --peak).
     """
     import zkalloc_np
-    from ._log import log_activity
+    from .._log import log_activity
+    from .._settings import current
 
     if not module and not os.path.isfile(target):
         raise FileNotFoundError(f"can't open file {target!r}: no such file")
     command = (["-m", target] if module else [target]) + list(args)
     out = stream if stream is not None else sys.stderr
+    folder = tempfile.mkdtemp(prefix="zkalloc-run-")   # the other processes' reports (children.py)
     if supervise:
-        _supervise(command, json_path, out, quiet)
+        _supervise(command, json_path, out, quiet, folder)
     sys.argv = [target, *args]
     if not module:
         sys.path[0] = os.path.dirname(os.path.abspath(target))
-    stats0, counters0 = zkalloc_np.stats(), read_counters()
-    start = time.perf_counter()
+    stats0, (own0, source) = zkalloc_np.stats(), read_own()
     exit_code = 1
     if peak:
         _core.track_process(True)
     zkalloc_np.install()
+    switch = os.environ.get(_children.SWITCH)
+    _children.watch_forks(folder)
     try:
         if module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -407,10 +339,13 @@ def run(target: str, args: Sequence[str], *, module: bool = False, json_path: st
         sys.excepthook(type(exc), exc.with_traceback(tb), tb)
         exit_code = 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
-        wall = time.perf_counter() - start
-        counters1, stats1 = read_counters(), zkalloc_np.stats()
-        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        report = build_report(command, exit_code, wall, (counters0, counters1), (stats0, stats1), peak_rss)
+        own1, _ = read_own()
+        stats1 = zkalloc_np.stats()
+        _children.stop(switch)
+        children = _children.collect(folder, exclude_pid=os.getpid())
+        shutil.rmtree(folder, ignore_errors=True)
+        report = build_report(command, exit_code, own1.since(own0), source, (stats0, stats1), current()["budget"],
+                              children)
         if peak:
             _core.track_process(False)
             report = replace(report, peak=_peak.report(_core.process_peak(), None, stats1.peak_bytes_in_use,

@@ -7,7 +7,7 @@ round) so that all of them see the same machine:
 - ``default``: numpy's default allocator, the program as it is;
 - ``zkalloc``: the process-wide install, as ``python -m zkalloc_np run``;
 - ``glibc-tuned``, ``tcmalloc``, ``jemalloc``, ``mimalloc``: the peers of
-  zkalloc_np._peers (environment variables or LD_PRELOAD), where installed.
+  zkalloc_np.cli.peers (environment variables or LD_PRELOAD), where installed.
 
 Each child is timed from outside: wall time around it, and its user and
 system time, minor and major faults and peak RSS from os.wait4().  A run
@@ -43,12 +43,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from . import _peers, _sanitizer
+from . import peers, sanitizer
+from .process import Ended, Resources, watch
 
 BASELINE = "default"
 ZKALLOC = "zkalloc"
 #: Every allocator compare knows, in the order it runs them.
-ALLOCATORS: tuple[str, ...] = (BASELINE, ZKALLOC, *_peers.PEERS)
+ALLOCATORS: tuple[str, ...] = (BASELINE, ZKALLOC, *peers.PEERS)
 #: A verdict needs at least this many good runs on each side.
 MIN_RUNS_FOR_VERDICT = 3
 
@@ -102,12 +103,7 @@ class RunRecord:
     exit_code: int | None          # None when killed by a signal
     signal: int | None
     timed_out: bool
-    wall_s: float
-    user_s: float
-    system_s: float
-    minor_faults: int
-    major_faults: int
-    peak_rss_bytes: int
+    resources: Resources
     zkalloc: dict[str, Any] | None = None   # hits, misses, hit_rate, bytes_served_from_cache (zkalloc runs)
     stderr_tail: str = ""                   # the last non-empty line the run wrote to stderr
 
@@ -119,13 +115,7 @@ class RunRecord:
     @property
     def failure(self) -> str:
         """Why the run failed ('' when it did not)."""
-        if self.timed_out:
-            return "timed out"
-        if self.signal is not None:
-            return f"killed by signal {self.signal} ({signal.Signals(self.signal).name})"
-        if self.exit_code:
-            return f"exit {self.exit_code}"
-        return ""
+        return Ended(self.exit_code, self.signal, self.timed_out, self.resources).failure
 
 
 @dataclass(frozen=True)
@@ -164,12 +154,12 @@ class Summary:
 def summarize(records: Sequence[RunRecord], allocators: Sequence[str]) -> dict[str, Summary]:
     """Per allocator: spreads of the good runs, and the verdict against the baseline (pure)."""
     good = {a: [r for r in records if r.allocator == a and r.ok] for a in allocators}
-    base_walls = [r.wall_s for r in good.get(BASELINE, [])]
+    base_walls = [r.resources.wall_s for r in good.get(BASELINE, [])]
     out: dict[str, Summary] = {}
     for name in allocators:
         ok = good[name]
         bad = [r for r in records if r.allocator == name and not r.ok]
-        walls = [r.wall_s for r in ok]
+        walls = [r.resources.wall_s for r in ok]
         wall = Spread.of(walls)
         base = Spread.of(base_walls)
         if not ok and not bad:
@@ -185,9 +175,10 @@ def summarize(records: Sequence[RunRecord], allocators: Sequence[str]) -> dict[s
         zk = [r.zkalloc for r in ok if r.zkalloc is not None]
         out[name] = Summary(
             allocator=name, runs_ok=len(ok), runs_failed=len(bad), failures=[r.failure for r in bad],
-            wall_s=wall, user_s=Spread.of([r.user_s for r in ok]), system_s=Spread.of([r.system_s for r in ok]),
-            minor_faults=Spread.of([r.minor_faults for r in ok]), major_faults=Spread.of([r.major_faults for r in ok]),
-            peak_rss_bytes=Spread.of([r.peak_rss_bytes for r in ok]),
+            wall_s=wall, user_s=Spread.of([r.resources.user_s for r in ok]), system_s=Spread.of([r.resources.system_s for r in ok]),
+            minor_faults=Spread.of([r.resources.minor_faults for r in ok]),
+            major_faults=Spread.of([r.resources.major_faults for r in ok]),
+            peak_rss_bytes=Spread.of([r.resources.peak_rss_bytes for r in ok]),
             speedup=base.median / wall.median if base and wall and wall.median > 0 else None,
             verdict=decided,
             hit_rate=Spread.of([z["hit_rate"] for z in zk]) if zk else None,
@@ -208,7 +199,7 @@ def plan(allocators: Sequence[str], runs: int) -> list[tuple[int, str]]:
 def resolve(names: Sequence[str], cache: dict[str, str] | None = None) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """The environment each allocator's child needs, and the ones skipped
     (a missing library, with the apt-get line that installs it)."""
-    found, skipped = _peers.environments({n: _peers.PEERS[n] for n in names if n in _peers.PEERS}, cache)
+    found, skipped = peers.environments({n: peers.PEERS[n] for n in names if n in peers.PEERS}, cache)
     return {n: found.get(n, {}) for n in names if n not in skipped}, skipped
 
 
@@ -217,11 +208,6 @@ def child_command(program: Program, allocator: str, stats_json: str) -> list[str
     if allocator == ZKALLOC:
         return [sys.executable, "-m", "zkalloc_np", "run", "--quiet", "--json", stats_json, *program.argv()]
     return [sys.executable, *program.argv()]
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _relay(source: Any, sink: Any, tail: deque[bytes]) -> None:
@@ -238,12 +224,11 @@ def _relay(source: Any, sink: Any, tail: deque[bytes]) -> None:
 def run_once(program: Program, allocator: str, env: dict[str, str], round_: int, *,
              timeout: float | None, discard_output: bool, workdir: str) -> RunRecord:
     """Run the program once in a fresh process (its own process group),
-    measured with os.wait4; killed with its children after `timeout` s.
+    measured by `process.watch`; killed with its children after `timeout` s.
     Its stderr is passed on as it comes, and its last line kept."""
     stats_json = os.path.join(workdir, f"zkalloc-{allocator}-{round_}.json")
-    full_env = _sanitizer.child_environment(env)   # the parent's preload goes, a sanitizer runtime stays first
+    full_env = sanitizer.child_environment(env)   # the parent's preload goes, a sanitizer runtime stays first
     cmd = child_command(program, allocator, stats_json)
-    timed_out = threading.Event()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=full_env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL if discard_output else None, stderr=subprocess.PIPE,
@@ -253,40 +238,22 @@ def run_once(program: Program, allocator: str, env: dict[str, str], round_: int,
     relay = threading.Thread(target=_relay, args=(proc.stderr, sink if sink is not None else _TextSink(sys.stderr),
                                                   tail), daemon=True)
     relay.start()
-
-    def expire() -> None:
-        timed_out.set()
-        _kill_group(proc)
-
-    timer = threading.Timer(timeout, expire) if timeout else None
-    if timer is not None:
-        timer.start()
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except BaseException:   # Ctrl-C: take the child down with us
-        _kill_group(proc)
-        proc.wait()
-        raise
+        ended = watch(proc.pid, start, timeout=timeout)
     finally:
-        if timer is not None:
-            timer.cancel()
-    wall = time.perf_counter() - start
+        proc.returncode = -1   # reaped by watch: Popen must not wait for it again
     relay.join(timeout=5)   # a grandchild may hold the pipe open; its lines then come later
-    proc.returncode = code = os.waitstatus_to_exitcode(status)
-    sig = -code if code < 0 else None
-    ok = code == 0 and not timed_out.is_set()
     zk = None
     if allocator == ZKALLOC and os.path.exists(stats_json):
         with open(stats_json) as f:
             report = json.load(f)
-        if "hits" in report:   # not after a death by signal: the cache's counters died with the child
-            zk = {k: report[k] for k in ("hits", "misses", "hit_rate", "bytes_served_from_cache",
-                                         "bytes_mapped_by_misses")}
+        if report.get("cache"):   # not after a death by signal: the cache's counters died with the child
+            zk = {k: report["cache"][k] for k in ("hits", "misses", "hit_rate", "bytes_served_from_cache",
+                                                  "bytes_newly_mapped")}
+            zk["processes"] = report["processes"]["covered"]
     last = tail[-1].decode(errors="replace").strip() if tail else ""
-    return RunRecord(allocator=allocator, round=round_, ok=ok, exit_code=None if sig else code, signal=sig,
-                     timed_out=timed_out.is_set(), wall_s=wall, user_s=usage.ru_utime, system_s=usage.ru_stime,
-                     minor_faults=usage.ru_minflt, major_faults=usage.ru_majflt,
-                     peak_rss_bytes=usage.ru_maxrss * 1024, zkalloc=zk, stderr_tail=last)
+    return RunRecord(allocator=allocator, round=round_, ok=ended.ok, exit_code=ended.exit_code, signal=ended.signal,
+                     timed_out=ended.timed_out, resources=ended.resources, zkalloc=zk, stderr_tail=last)
 
 
 class _TextSink:
@@ -353,7 +320,7 @@ def compare(program: Program, allocators: Sequence[str], runs: int, *, timeout: 
     Stops when the baseline's first run fails, or the baseline fails the same
     way twice (`RunRecord.failure_key`); another allocator that fails the same
     way twice is not run again."""
-    from ._system import machine
+    from .._system import machine
     envs, skipped = resolved if resolved is not None else resolve(allocators, cache)
     active = [a for a in allocators if a in envs]
     order = plan(active, runs)
@@ -368,7 +335,7 @@ def compare(program: Program, allocators: Sequence[str], runs: int, *, timeout: 
                               discard_output=discard_output, workdir=workdir)
             earlier = [r for r in records if r.allocator == name]
             records.append(record)
-            what = f"{record.wall_s:.2f} s" if record.ok else f"FAILED ({record.failure})"
+            what = f"{record.resources.wall_s:.2f} s" if record.ok else f"FAILED ({record.failure})"
             progress(f"run {n}/{len(order)}: {name}, round {round_ + 1}/{runs}: {what}")
             if record.ok:
                 continue
@@ -425,7 +392,7 @@ def rows(c: Comparison) -> list[list[str]]:
 def render(c: Comparison, out: TextIO) -> None:
     """The table (rich where installed, plain columns otherwise), the
     failures and the machine; when compare stopped early, only why."""
-    from ._system import describe
+    from .._system import describe
     if c.stopped is not None:
         print(f"{' '.join(c.command)}: {c.stopped}.", file=out)
         print(f"Its output is above. Check that the command runs as it is (python {shlex.join(c.command)}), "
