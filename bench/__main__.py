@@ -23,7 +23,7 @@ from zkalloc_np import _sanitizer
 
 from . import report, wholeprog
 from .allocators import ALLOCATORS, resolve, runs_by_default
-from .patterns import PATTERNS, contention, has_ideal, label, parse_size, unavailable
+from .patterns import PATTERNS, Pattern, contention, label, parse_size
 from .programs import PROGRAMS
 
 QUICK = {"rounds": 3, "warmup": 1, "passes": 2, "max_seconds": 0.2}
@@ -84,7 +84,7 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def combine(passes: list[dict], pattern: Any = None) -> dict:
+def combine(passes: list[dict], pattern: Pattern | None = None) -> dict:
     """One record from the passes of one (allocator, pattern, size)."""
     record = dict(passes[0])
     record["median_s"] = statistics.median(p["median_s"] for p in passes)
@@ -101,9 +101,8 @@ def combine(passes: list[dict], pattern: Any = None) -> dict:
         hits, misses = sum(p["zk_hits"] for p in passes), sum(p["zk_misses"] for p in passes)
         record["zk_hits"], record["zk_misses"] = hits, misses
         record["hit_rate"] = hits / (hits + misses) if hits + misses else 0.0
-    per_round = getattr(pattern, "bytes_per_round", None)
-    if per_round is not None:
-        record["gb_per_s"] = per_round(record["size"]) / record["median_s"] / 1e9
+    if pattern is not None and pattern.bytes_per_round is not None:
+        record["gb_per_s"] = pattern.bytes_per_round(record["size"]) / record["median_s"] / 1e9
     return record
 
 
@@ -111,11 +110,11 @@ def _sizes(name: str, args: argparse.Namespace) -> list[int]:
     pattern = PATTERNS[name]
     if args.sizes:
         return [parse_size(pattern, s) for s in args.sizes.split(",") if s.strip()]
-    sizes = list(pattern.SIZES)
+    sizes = list(pattern.sizes)
     if name == "contention" and args.threads:
         sizes = contention.sizes_up_to(args.threads)
     if args.quick:
-        sizes = [getattr(pattern, "QUICK_SIZE", sizes[0])]
+        sizes = [pattern.quick_size if pattern.quick_size is not None else sizes[0]]
     return sizes
 
 
@@ -195,15 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     envs, skipped = resolve(names)
     if args.list:
         for name, p in PATTERNS.items():
-            why = unavailable(p)
-            out.print(f"pattern {name}: sizes {', '.join(label(p, s) for s in p.SIZES)}"
+            why = p.unavailable()
+            out.print(f"pattern {name}: sizes {', '.join(label(p, s) for s in p.sizes)}"
+                      + (f"  [tags: {', '.join(sorted(p.tags))}]" if p.tags else "")
                       + (f"  [skipped: {why}]" if why else ""))
         for name, a in ALLOCATORS.items():
             out.print(f"allocator {name}: {a.description}" + (f"  [skipped: {skipped[name]}]" if name in skipped else ""))
         return 0
     for name, why in skipped.items():
         err.print(f"[yellow]skipping allocator {name}: {why}[/yellow]")
-    skipped_patterns = {p: why for p in patterns if (why := unavailable(PATTERNS[p]))}
+    skipped_patterns = {p: why for p in patterns if (why := PATTERNS[p].unavailable())}
     for name, why in skipped_patterns.items():
         err.print(f"[yellow]skipping pattern {name}: {why}[/yellow]")
     explicit = args.allocators is not None
@@ -212,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         if pattern in skipped_patterns:
             continue
         module = PATTERNS[pattern]
-        active = [a for a in names if a in envs and (has_ideal(module) or not ALLOCATORS[a].ideal)
+        active = [a for a in names if a in envs and (module.has_ideal or not ALLOCATORS[a].ideal)
                   and (explicit or runs_by_default(a, module))]
-        passes = min(args.passes, getattr(module, "PASSES", args.passes))
+        passes = min(args.passes, module.max_passes or args.passes)
         plan += [(pattern, size, active, passes) for size in _sizes(pattern, args)]
     total = sum(len(a) * n for _, _, a, n in plan)
     records, failures = [], []

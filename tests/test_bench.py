@@ -24,7 +24,6 @@ from bench.patterns import (
     expr_churn,
     galois_ntt,
     grow,
-    has_ideal,
     label,
     msm_buckets,
     ntt_prover,
@@ -33,6 +32,7 @@ from bench.patterns import (
     stark_prove,
 )
 from bench.patterns import _fri, _merkle
+from bench.patterns._pattern import TAGS, Pattern
 from zkalloc_np.ntt import GENERATOR, NTT, P, naive_cyclic_product, random_field_elements
 
 MiB = 1 << 20
@@ -262,9 +262,8 @@ def test_sizes_parse_in_each_patterns_unit():
         parse_size(PATTERNS["fft_rounds"], "-1")
     assert label(PATTERNS["ntt_prover"], 20) == "2^20" and label(PATTERNS["msm_windows"], 14) == "c=14"
 
-    class Counted:   # a future pattern counting something else, e.g. arrays reset by a phase
-        UNIT = "arrays"
-    assert label(Counted, 10000) == "10000 arrays" and parse_size(Counted, "10") == 10
+    counted = Pattern("counted", (10,), lambda size, ideal: lambda: None, unit="arrays")   # counts something else
+    assert label(counted, 10000) == "10000 arrays" and parse_size(counted, "10") == 10
 
 
 # -- the patterns: every one runs, and computes what it claims -----------------
@@ -272,8 +271,8 @@ def test_sizes_parse_in_each_patterns_unit():
 @pytest.mark.parametrize("name", [n for n in PATTERNS if n not in ("galois_ntt", "contention")])
 def test_every_pattern_returns_one_time_per_round(name):
     pattern = PATTERNS[name]
-    for ideal in (False, True) if has_ideal(pattern) else (False,):
-        times = pattern.run(pattern.TEST_SIZE, 2, ideal)
+    for ideal in (False, True) if pattern.has_ideal else (False,):
+        times = pattern.run(pattern.test_size, 2, ideal)
         assert len(times) == 2 and all(math.isfinite(t) and t > 0 for t in times)
 
 

@@ -90,16 +90,19 @@ def verdict(baseline: Samples, other: Samples, measure: str = "wall_s", min_runs
     return Verdict(SAME, measure, f"{ranges}: the ranges overlap")
 
 
-def within(measured: Sequence[float], bound: Sequence[float], measure: str = "") -> Verdict:
+def within(measured: Sequence[float], bound: Sequence[float], measure: str = "",
+           medians: tuple[float, float] | None = None) -> Verdict:
     """A target "measured <= bound": MET when the median of `measured` is at
     most the median of `bound`; MISSED when every measured value is above
     every bound (the ranges do not overlap); NOISE otherwise (missed by less
     than the samples spread).  `bound` holds one bound per sample of the
-    other side (for instance 1.05 times each of numpy default's peaks)."""
+    other side (for instance 1.05 times each of numpy default's peaks).
+    `medians`, where given, are the two values compared for MET instead of
+    the samples' medians (a record's own summary of its passes)."""
     if not measured or not bound:
         raise ValueError("within() needs at least one measured value and one bound")
-    mid, limit = statistics.median(measured), statistics.median(bound)
-    detail = f"median {mid:.4g} against {limit:.4g} (ranges {_span(measured)} and {_span(bound)})"
+    mid, limit = medians if medians is not None else (statistics.median(measured), statistics.median(bound))
+    detail = f"{mid:.4g} against at most {limit:.4g} (ranges {_span(measured)} and {_span(bound)})"
     if mid <= limit:
         return Verdict(MET, measure, detail)
     if separated(bound, measured):
