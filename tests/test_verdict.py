@@ -37,7 +37,7 @@ def test_compare_reads_the_shared_rule():
 def test_a_target_is_met_missed_or_missed_within_the_spread():
     assert within([1.0, 1.02], scaled([1.0, 1.0], 1.05)).word == MET
     assert within([1.2, 1.3], scaled([1.0, 1.05], 1.05)).word == MISSED      # every pass beyond every bound
-    assert within([1.1, 1.2], scaled([1.0, 1.2], 1.05)).word == NOISE       # bounds 1.05-1.26 reach 1.1
+    assert within([1.15, 1.25], scaled([1.0, 1.2], 1.05)).word == NOISE     # bounds 1.05-1.26 reach 1.15
     assert within([2.0], [1.0], medians=(0.9, 1.0)).word == MET             # a record's own medians decide MET
     with pytest.raises(ValueError):
         within([], [1.0])
