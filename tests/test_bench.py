@@ -574,3 +574,95 @@ def test_idle_pattern_records_rss_while_idle_and_the_round_after():
     s = zk.stats()
     assert s.decayed_released_bytes > 0
     zk.configure(decay_ms=10000)
+
+
+# -- whole programs (bench.wholeprog) ------------------------------------------------------------
+
+from bench import programs, wholeprog   # noqa: E402
+
+TINY = ("-c", "import sys, numpy as np, zkalloc_np\n"
+              "a = np.ones(1 << 23)\nassert a.sum() == 1 << 23\n"
+              "open(sys.argv[1], 'a').write('1' if zkalloc_np.is_installed() else '0')\n"
+              "sys.exit(int(sys.argv[2]))")
+
+
+def test_whole_program_records_cpu_wall_faults_rss_and_load_per_pass(tmp_path):
+    """A tiny program, 2 passes under numpy's default, tuned glibc and install()
+    as a user runs it: every measure per pass, install() really in place."""
+    marks = tmp_path / "installed"
+    names = ["default", "glibc-tuned", "zkalloc-global"]
+    envs, skipped = allocators.resolve(names)
+    assert not skipped
+    tiny = programs.Program("tiny", (*TINY, str(marks), "0"))
+    records = wholeprog.run([tiny], names, envs, passes=2)
+    assert [(r["program"], r["allocator"]) for r in records] == [("tiny", n) for n in names]
+    for r in records:
+        assert r["passes"] == 2 and r["pass_exit"] == [0, 0] and r["failed"] == []
+        for key in (*wholeprog.MEASURES, *wholeprog.LOAD):
+            assert len(r["pass_" + key]) == 2 and all(v >= 0 for v in r["pass_" + key]), key
+        assert all(c > 0 for c in r["pass_cpu_s"]) and all(w > 0 for w in r["pass_wall_s"])
+        assert r["cpu_s"] == pytest.approx(r["user_s"] + r["sys_s"], rel=0.5)
+        assert min(r["pass_peak_rss_bytes"]) >= 64 * MiB        # the 64 MiB array was resident
+        assert min(r["pass_minflt"]) > 0
+        assert all(0 <= s <= 1 for s in r["pass_steal_share"])
+    # the order alternates each pass; only install()'s runs had zkalloc installed
+    assert marks.read_text() == "00" + "11" + "00"
+
+
+def test_whole_program_failures_are_kept_apart(tmp_path):
+    envs, _ = allocators.resolve(["default"])
+    failing = programs.Program("failing", (*TINY, str(tmp_path / "m"), "3"))
+    hanging = programs.Program("hanging", ("-c", "import time; time.sleep(60)"), timeout_s=1.0)
+    (fails, hangs) = wholeprog.run([failing, hanging], ["default"], envs, passes=1)
+    assert fails["passes"] == 1 and fails["pass_exit"] == [3] and fails["failed"] == []   # measured, status kept
+    assert hangs["passes"] == 0 and hangs["failed"] == ["timed out"] and "cpu_s" not in hangs
+    assert "| failing | default |" in wholeprog.markdown([fails, hangs])
+
+
+def _prog(alloc: str, cpu: list[float], flt: list[float], rss: list[float]) -> dict:
+    return {"program": "p", "allocator": alloc, "passes": len(cpu), "pass_exit": [0] * len(cpu), "failed": [],
+            "pass_cpu_s": cpu, "cpu_s": sorted(cpu)[len(cpu) // 2], "pass_minflt": flt, "minflt": sorted(flt)[len(flt) // 2],
+            "pass_peak_rss_bytes": rss, "peak_rss_bytes": sorted(rss)[len(rss) // 2],
+            "pass_wall_s": cpu, "pass_load_before": [1.0] * len(cpu), "pass_others_cores": [0.5] * len(cpu)}
+
+
+def test_whole_program_targets_against_default_tuned_glibc_and_tcmalloc():
+    records = [_prog("default", [10.0, 10.2, 10.4], [1000, 1000, 1000], [100.0, 100, 100]),
+               _prog("glibc-tuned", [9.0, 9.1, 9.2], [500, 500, 500], [100.0, 100, 100]),
+               _prog("tcmalloc", [9.5, 9.6, 12.0], [900, 900, 900], [120.0, 120, 120]),
+               _prog("zkalloc-global", [9.2, 9.3, 9.4], [700, 700, 700], [104.0, 104, 106])]
+    rows = wholeprog.by_program(records)["p"]
+    got = {what.split(" ")[0] + " " + what.split(" ")[1]: v.word for what, v in wholeprog.targets(rows)}
+    # RSS 104 <= 105: met; faults 700 > 500 + 100: missed; CPU 9.3 > 1.02 x 9.1 = 9.28, but 9.2 < 9.38: noise
+    assert got == {"peak RSS": "met", "minor faults": "MISSED", "CPU <=": "noise"}
+    cpu = next(what for what, _ in wholeprog.targets(rows) if what.startswith("CPU"))
+    assert "(glibc-tuned)" in cpu
+    table = wholeprog.markdown(records)
+    assert "| zkalloc-global | 9.30 (9.20–9.40) |" in table and "| p | minor faults" in table
+    assert wholeprog.summary(records).splitlines()[2].endswith("| met, MISSED, noise |")
+
+
+def test_every_program_is_a_command_line_that_exists():
+    assert set(programs.NUMPY_CORE) <= {a.rsplit(".", 1)[-1] for a in programs.PROGRAMS["numpy_core"].argv}
+    for p in programs.PROGRAMS.values():
+        assert p.argv and p.timeout_s > 0
+        if p.name.startswith("example_"):
+            assert os.path.exists(p.argv[0]) and "--single" in p.argv
+    assert wholeprog.command(programs.PROGRAMS["scipy_fft"], "zkalloc-global")[1:5] == ["-m", "zkalloc_np", "run",
+                                                                                         "--quiet"]
+    assert programs.Program("x", ("-c", "0"), needs=("no_such_module_here",)).unavailable() is not None
+
+
+def test_programs_from_the_command_line(tmp_path):
+    out = tmp_path / "w.json"
+    result = _bench("--programs", "example_secret_witness", "--allocators", "default,zkalloc-global",
+                    "--passes", "1", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["kind"] == "wholeprog" and data["failures"] == []
+    assert {"load_before", "load_after"} <= set(data["machine"])
+    assert [r["allocator"] for r in data["records"]] == ["default", "zkalloc-global"]
+    assert data["commands"]["example_secret_witness"]["zkalloc-global"][:4] == ["-m", "zkalloc_np", "run", "--quiet"]
+    assert "| example_secret_witness | default |" in result.stdout
+    bad = _bench("--programs", "nonesuch")
+    assert bad.returncode == 2 and "unknown program" in bad.stderr
