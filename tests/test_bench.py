@@ -580,21 +580,26 @@ def test_idle_pattern_records_rss_while_idle_and_the_round_after():
 
 from bench import programs, wholeprog   # noqa: E402
 
-TINY = ("-c", "import sys, numpy as np, zkalloc_np\n"
-              "a = np.ones(1 << 23)\nassert a.sum() == 1 << 23\n"
-              "open(sys.argv[1], 'a').write('1' if zkalloc_np.is_installed() else '0')\n"
-              "sys.exit(int(sys.argv[2]))")
+TINY = ("import sys, numpy as np, zkalloc_np\n"
+        "a = np.ones(1 << 23)\nassert a.sum() == 1 << 23\n"
+        "open(sys.argv[1], 'a').write('1' if zkalloc_np.is_installed() else '0')\n"
+        "sys.exit(int(sys.argv[2]))\n")
+
+
+def _tiny(tmp_path, name: str, exit_code: int) -> programs.Program:
+    """A tiny whole program (a script: `run` takes a script or -m, as python does)."""
+    script = tmp_path / "tiny.py"
+    script.write_text(TINY)
+    return programs.Program(name, (str(script), str(tmp_path / "installed"), str(exit_code)))
 
 
 def test_whole_program_records_cpu_wall_faults_rss_and_load_per_pass(tmp_path):
     """A tiny program, 2 passes under numpy's default, tuned glibc and install()
     as a user runs it: every measure per pass, install() really in place."""
-    marks = tmp_path / "installed"
     names = ["default", "glibc-tuned", "zkalloc-global"]
     envs, skipped = allocators.resolve(names)
     assert not skipped
-    tiny = programs.Program("tiny", (*TINY, str(marks), "0"))
-    records = wholeprog.run([tiny], names, envs, passes=2)
+    records = wholeprog.run([_tiny(tmp_path, "tiny", 0)], names, envs, passes=2)
     assert [(r["program"], r["allocator"]) for r in records] == [("tiny", n) for n in names]
     for r in records:
         assert r["passes"] == 2 and r["pass_exit"] == [0, 0] and r["failed"] == []
@@ -606,12 +611,12 @@ def test_whole_program_records_cpu_wall_faults_rss_and_load_per_pass(tmp_path):
         assert min(r["pass_minflt"]) > 0
         assert all(0 <= s <= 1 for s in r["pass_steal_share"])
     # the order alternates each pass; only install()'s runs had zkalloc installed
-    assert marks.read_text() == "00" + "11" + "00"
+    assert (tmp_path / "installed").read_text() == "00" + "11" + "00"
 
 
 def test_whole_program_failures_are_kept_apart(tmp_path):
     envs, _ = allocators.resolve(["default"])
-    failing = programs.Program("failing", (*TINY, str(tmp_path / "m"), "3"))
+    failing = _tiny(tmp_path, "failing", 3)
     hanging = programs.Program("hanging", ("-c", "import time; time.sleep(60)"), timeout_s=1.0)
     (fails, hangs) = wholeprog.run([failing, hanging], ["default"], envs, passes=1)
     assert fails["passes"] == 1 and fails["pass_exit"] == [3] and fails["failed"] == []   # measured, status kept
