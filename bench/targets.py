@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if data.get("kind") == "wholeprog":
         from . import wholeprog
         for program, rows in wholeprog.by_program(data["records"]).items():
-            for what, v in wholeprog.targets(rows):
-                print(f"{v.word:<6}  {program} install() {what}: {v.reason}")
+            for what, v, ratio in wholeprog.targets(rows):
+                print(f"{v.word:<6}  {program} install() {what}: {ratio}; {v.reason}")
         return 0
     for what, verdict, detail in check(data["records"]):
         print(f"{verdict:<6}  {what}: {detail}")

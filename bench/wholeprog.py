@@ -177,27 +177,31 @@ def by_program(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[st
     return out
 
 
-def targets(rows: dict[str, dict[str, Any]]) -> list[tuple[str, Verdict]]:
-    """Issue 29's targets for install() on one program's records (what, verdict),
-    each judged by the shared rule (zkalloc_np._verdict.within) over the passes."""
+def targets(rows: dict[str, dict[str, Any]]) -> list[tuple[str, Verdict, str]]:
+    """Issue 29's targets for install() on one program's records: (what,
+    verdict, the medians' ratio to the bound), each verdict by the shared
+    rule (zkalloc_np._verdict.within) over the passes."""
     zk = rows.get(ZKALLOC)
     if zk is None or not zk["passes"]:
         return []
-    out: list[tuple[str, Verdict]] = []
+    out: list[tuple[str, Verdict, str]] = []
     base = rows.get("default")
     if base and base["passes"]:
         out.append((f"peak RSS <= {RSS_GOAL:.2f}x numpy default's",
-                    within(zk["pass_peak_rss_bytes"], scaled(base["pass_peak_rss_bytes"], RSS_GOAL), "peak_rss_bytes")))
+                    within(zk["pass_peak_rss_bytes"], scaled(base["pass_peak_rss_bytes"], RSS_GOAL), "peak_rss_bytes"),
+                    f"{zk['peak_rss_bytes'] / base['peak_rss_bytes']:.2f}x default's"))
         tuned = rows.get("glibc-tuned")
         if tuned and tuned["passes"]:
             bound = [t + FAULT_SHARE * d for t, d in zip(tuned["pass_minflt"], base["pass_minflt"])]
+            limit = tuned["minflt"] + FAULT_SHARE * base["minflt"]
             out.append((f"minor faults <= glibc-tuned's + {FAULT_SHARE:.0%} of numpy default's",
-                        within(zk["pass_minflt"], bound, "minflt")))
+                        within(zk["pass_minflt"], bound, "minflt"), f"{zk['minflt'] / limit:.2f}x the bound"))
     bases = {b: rows[b] for b in CPU_BASES if b in rows and rows[b]["passes"]}
     if bases:
         best = min(bases, key=lambda b: bases[b]["cpu_s"])
         out.append((f"CPU <= {CPU_GOAL:.2f}x the best of {', '.join(bases)} ({best})",
-                    within(zk["pass_cpu_s"], scaled(bases[best]["pass_cpu_s"], CPU_GOAL), "cpu_s")))
+                    within(zk["pass_cpu_s"], scaled(bases[best]["pass_cpu_s"], CPU_GOAL), "cpu_s"),
+                    f"{zk['cpu_s'] / bases[best]['cpu_s']:.2f}x {best}'s"))
     return out
 
 
@@ -245,24 +249,35 @@ def markdown(records: Sequence[dict[str, Any]]) -> str:
             first = False
     lines += ["", "| program | install() target | verdict | measured |", "|---|---|---|---|"]
     for program, rows in grouped.items():
-        for what, v in targets(rows):
-            lines.append(f"| {program} | {what} | {v.word} | {v.reason} |")
+        for what, v, ratio in targets(rows):
+            lines.append(f"| {program} | {what} | {v.word} | {ratio}: {v.reason} |")
     return "\n".join(lines)
 
 
-def summary(records: Sequence[dict[str, Any]]) -> str:
-    """docs' short table: per program, CPU s, minor faults and peak RSS of each
-    allocator (medians), and install()'s three targets."""
-    grouped = by_program(records)
-    names = [a for a in ALLOCATORS if any(a in rows for rows in grouped.values())]
-    lines = ["| program | " + " | ".join(names) + " | install(): RSS, faults, CPU |",
-             "|---|" + "---|" * (len(names) + 1)]
+def summary(records: Sequence[dict[str, Any]], before: Sequence[dict[str, Any]] = ()) -> str:
+    """The docs' tables: per program and allocator, CPU s, wall s, minor faults
+    and peak RSS, median (min–max) over the passes, with install()'s row of
+    `before` (an earlier run) beneath its own; then per program install()'s
+    three targets, verdict and ratio."""
+    lines = ["| program | allocator | CPU s (user+sys) | wall s | minor faults | peak RSS MiB |",
+             "|---|---|---|---|---|---|"]
+    grouped, earlier = by_program(records), by_program(before)
     for program, rows in grouped.items():
-        cells = []
-        for name in names:
-            r = rows.get(name)
-            cells.append("–" if r is None or not r["passes"] else
-                         f"{_secs(r['cpu_s'])} s, {_count(r['minflt'])}, {_mib(r['peak_rss_bytes'])} MiB")
-        verdicts = ", ".join(v.word for _, v in targets(rows)) or "–"
-        lines.append(f"| {program} | " + " | ".join(cells) + f" | {verdicts} |")
+        first = True
+        listed = [(name, r) for name, r in rows.items()]
+        old = earlier.get(program, {}).get(ZKALLOC)
+        if old is not None and old != rows.get(ZKALLOC):   # the same run twice: no before row
+            listed.append((f"{ZKALLOC}, before", old))
+        for name, r in listed:
+            lines.append(f"| {program if first else ''} | {name} | {_spread(r['pass_cpu_s'], _secs)} | "
+                         f"{_spread(r['pass_wall_s'], _secs)} | {_spread(r['pass_minflt'], _count)} | "
+                         f"{_spread(r['pass_peak_rss_bytes'], _mib)} |")
+            first = False
+    lines += ["", f"| program | peak RSS <= {RSS_GOAL:.2f}x numpy default's | minor faults <= glibc-tuned's + "
+              f"{FAULT_SHARE:.0%} of numpy default's | CPU <= {CPU_GOAL:.2f}x the best of "
+              f"{', '.join(CPU_BASES)} |", "|---|---|---|---|"]
+    for program, rows in grouped.items():
+        found = targets(rows)
+        if found:
+            lines.append(f"| {program} | " + " | ".join(f"{v.word}, {ratio}" for _, v, ratio in found) + " |")
     return "\n".join(lines)

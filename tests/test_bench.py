@@ -637,14 +637,15 @@ def test_whole_program_targets_against_default_tuned_glibc_and_tcmalloc():
                _prog("tcmalloc", [9.5, 9.6, 12.0], [900, 900, 900], [120.0, 120, 120]),
                _prog("zkalloc-global", [9.2, 9.3, 9.4], [700, 700, 700], [104.0, 104, 106])]
     rows = wholeprog.by_program(records)["p"]
-    got = {what.split(" ")[0] + " " + what.split(" ")[1]: v.word for what, v in wholeprog.targets(rows)}
+    got = {what.split(" ")[0] + " " + what.split(" ")[1]: v.word for what, v, _ in wholeprog.targets(rows)}
     # RSS 104 <= 105: met; faults 700 > 500 + 100: missed; CPU 9.3 > 1.02 x 9.1 = 9.28, but 9.2 < 9.38: noise
     assert got == {"peak RSS": "met", "minor faults": "MISSED", "CPU <=": "noise"}
-    cpu = next(what for what, _ in wholeprog.targets(rows) if what.startswith("CPU"))
-    assert "(glibc-tuned)" in cpu
+    cpu = next((what, ratio) for what, _, ratio in wholeprog.targets(rows) if what.startswith("CPU"))
+    assert "(glibc-tuned)" in cpu[0] and cpu[1] == "1.02x glibc-tuned's"
     table = wholeprog.markdown(records)
     assert "| zkalloc-global | 9.30 (9.20–9.40) |" in table and "| p | minor faults" in table
-    assert wholeprog.summary(records).splitlines()[2].endswith("| met, MISSED, noise |")
+    assert wholeprog.summary(records).splitlines()[2].endswith(
+        "| met (1.04x default's), MISSED (1.17x the bound), noise (1.02x glibc-tuned's) |")
 
 
 def test_every_program_is_a_command_line_that_exists():
