@@ -200,7 +200,7 @@ def plot(records: list[Record], allocators: list[str], path: str, title: str = "
     """A PNG: per pattern and size, each allocator's speed relative to numpy's
     default (default time / its time), as bars that start at 1.0 on a log
     axis (right of 1 is faster), with value labels; a hatched, paler bar
-    (and ~) where the passes spread more than the difference shown.  The
+    (and ~) where the passes overlap the default's (noisy()).  The
     title says how many passes the cells used and, in `title`, the machine."""
     try:
         import matplotlib

@@ -266,6 +266,22 @@ def test_sizes_parse_in_each_patterns_unit():
     assert label(counted, 10000) == "10000 arrays" and parse_size(counted, "10") == 10
 
 
+def test_allocator_variants_run_on_the_patterns_carrying_their_tags():
+    def pattern(*tags: str) -> Pattern:
+        return Pattern("p", (1,), lambda size, ideal: lambda: None, tags=frozenset(tags))
+    plain, zeros, phase, exit_only = pattern(), pattern("zeros", "ideal"), pattern("phase"), pattern("phase-exit")
+    runs = allocators.runs_by_default
+    assert runs("default", plain) and runs("tcmalloc", zeros) and runs("zkalloc", phase)
+    assert runs("zkalloc-lazy", zeros) and not runs("zkalloc-lazy", plain) and not runs("zkalloc-lazy", phase)
+    assert runs("zkalloc-phase", phase) and runs("zkalloc-phase-track", phase) and not runs("zkalloc-phase", zeros)
+    assert runs("zkalloc-phase", exit_only) and not runs("zkalloc-phase-track", exit_only)
+    assert not runs("default", exit_only) and not runs("zkalloc", exit_only)
+    assert runs("ideal", zeros) and not runs("ideal", plain)
+    assert all(a.runs_on <= set(TAGS) for a in allocators.ALLOCATORS.values())   # every variant's tag exists
+    with pytest.raises(ValueError, match="unknown tag"):
+        pattern("zero")
+
+
 # -- the patterns: every one runs, and computes what it claims -----------------
 
 @pytest.mark.parametrize("name", [n for n in PATTERNS if n not in ("galois_ntt", "contention")])
