@@ -43,6 +43,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from .. import _verdict
+from .._verdict import FASTER, SAME, SLOWER, TOO_FEW  # noqa: F401  (compare's verdict words)
 from . import peers, sanitizer
 from .process import Ended, Resources, watch
 
@@ -51,33 +53,17 @@ ZKALLOC = "zkalloc"
 #: Every allocator compare knows, in the order it runs them.
 ALLOCATORS: tuple[str, ...] = (BASELINE, ZKALLOC, *peers.PEERS)
 #: A verdict needs at least this many good runs on each side.
-MIN_RUNS_FOR_VERDICT = 3
+MIN_RUNS_FOR_VERDICT = _verdict.MIN_RUNS
 
-FASTER = "faster"
-SLOWER = "slower"
-SAME = "no difference within the noise"
-TOO_FEW = "too few runs to tell"
 FAILED = "failed"
 NOT_RUN = "not run"
 
 
 def verdict(baseline: Sequence[float], other: Sequence[float], min_runs: int = MIN_RUNS_FOR_VERDICT) -> str:
-    """Faster, slower, or no difference, from the min-max spreads of wall times.
-
-    "faster" when every run of `other` took less time than every run of
-    `baseline` (their ranges do not overlap), "slower" the other way round,
-    otherwise "no difference within the noise".  With fewer than `min_runs`
-    runs on either side: "too few runs to tell".  Two equally fast programs
-    look separated by chance with probability 2 / C(2n, n) for n runs each:
-    1 in 10 at n = 3, 1 in 35 at 4, 1 in 126 at 5.
-    """
-    if len(baseline) < min_runs or len(other) < min_runs:
-        return TOO_FEW
-    if max(other) < min(baseline):
-        return FASTER
-    if min(other) > max(baseline):
-        return SLOWER
-    return SAME
+    """Faster, slower, or no difference, from the min-max spreads of wall
+    times: the shared rule of zkalloc_np._verdict (the ranges must not overlap),
+    TOO_FEW with fewer than `min_runs` runs on either side."""
+    return _verdict.verdict(_verdict.Samples(baseline), _verdict.Samples(other), min_runs=min_runs).word
 
 
 @dataclass(frozen=True)
