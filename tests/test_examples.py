@@ -144,7 +144,7 @@ def test_every_example_runs_under_run_with_single(name):
     [suggested] = re.findall(r"measure it: python -m zkalloc_np (compare .*)$", done.stderr, re.M)
     words = shlex.split(suggested)
     assert words[1:] == [f"examples/{name}", *_small(name), "--single"]
-    again = zk_cli("compare", "--runs", "1", "--allocators", "default,zkalloc", "--discard-output", *words[1:])
+    again = zk_cli("compare", "--runs", "1", "--allocators", "default,zkalloc", *words[1:])
     assert again.returncode == 0, again.stdout + again.stderr
     assert "failed run" not in again.stdout
 
@@ -161,7 +161,7 @@ def test_the_in_process_comparison_refuses_under_run_in_one_line(name):
 
 def test_compare_without_single_reports_the_zkalloc_row_and_carries_on(tmp_path):
     out = tmp_path / "c.json"
-    done = zk_cli("compare", "--runs", "2", "--allocators", "default,zkalloc", "--discard-output", "--json", str(out),
+    done = zk_cli("compare", "--runs", "2", "--allocators", "default,zkalloc", "--json", str(out),
                   "examples/msm_buckets.py", *_small("msm_buckets.py"))
     assert done.returncode == 2
     records = json.loads(out.read_text())["records"]

@@ -82,7 +82,7 @@ def test_compare_children_keep_this_process_runtime(monkeypatch, tmp_path):
     runtime = _sanitizer.runtime_preloads()
     monkeypatch.setenv("LD_PRELOAD", ":".join([*runtime, "/nonexistent/libother.so"]))
     record = _compare.run_once(_compare.Program(str(prog), ()), "default", {}, 0, timeout=300,
-                               discard_output=True, workdir=str(tmp_path))
+                               show_output=False, workdir=str(tmp_path))
     assert record.ok, record
     assert seen.read_text() == (":".join(runtime) if runtime else "<none>")
 

@@ -113,3 +113,90 @@ def within(measured: Sequence[float], bound: Sequence[float], measure: str = "",
 def scaled(values: Sequence[float], goal: float) -> list[float]:
     """`goal` times each value: the bounds of a target "at most goal x"."""
     return [goal * v for v in values]
+
+
+# ---- a loaded machine -----------------------------------------------------------------------------
+
+#: The machine counts as loaded during a set of runs when the rest of it kept
+#: at least this many cores busy on average during one of them (other
+#: processes, measured from /proc/stat less the run's own CPU time) ...
+LOADED_OTHERS_CORES = 0.5
+#: ... or the hypervisor stole at least this share of the machine's CPU time.
+LOADED_STEAL_SHARE = 0.05
+#: On a loaded machine wall time is not trusted, and CPU time (user + system)
+#: moves too (10-15% here with two CPU-bound neighbours on two cores): CPU time
+#: then decides only when every run of the side that used less stays below
+#: every run of the other after being raised by this share.
+LOADED_CPU_MARGIN = 0.15
+#: Said instead of a verdict when the machine was too busy to tell.
+WITHHELD = "no verdict: the machine was busy"
+
+
+@dataclass(frozen=True)
+class Load:
+    """How busy the rest of the machine was during a set of runs: the most
+    cores other processes kept busy during any one run, the largest share of
+    CPU time stolen by the hypervisor, and the highest 1-minute load average
+    seen, beside the machine's cores."""
+
+    others_cores: float
+    steal_share: float
+    load_avg: float
+    cores: int
+
+    @property
+    def loaded(self) -> bool:
+        """Busy enough that wall times are not to be trusted."""
+        return self.others_cores >= LOADED_OTHERS_CORES or self.steal_share >= LOADED_STEAL_SHARE
+
+    def describe(self) -> str:
+        """One phrase: how loaded, with the numbers."""
+        return (f"{'loaded' if self.loaded else 'idle'}: other processes kept up to {self.others_cores:.1f} of "
+                f"{self.cores} cores busy, {self.steal_share:.0%} of CPU time stolen, load average up to "
+                f"{self.load_avg:.1f}")
+
+    @classmethod
+    def worst(cls, loads: Sequence[Load]) -> Load | None:
+        """The busiest of each measure over several runs (None for none)."""
+        if not loads:
+            return None
+        return cls(max(x.others_cores for x in loads), max(x.steal_share for x in loads),
+                   max(x.load_avg for x in loads), max(x.cores for x in loads))
+
+
+def raised(values: Sequence[float], share: float) -> list[float]:
+    """Each value `share` higher: what a loaded machine could have made of it."""
+    return [v * (1 + share) for v in values]
+
+
+def judge(baseline: Samples, other: Samples, load: Load | None = None, min_runs: int = MIN_RUNS) -> Verdict:
+    """compare's verdict: wall time, CPU time and page faults together, and
+    the machine's load.
+
+    Idle machine (or load unknown): wall time decides, as `verdict`; the
+    reason adds what CPU time and minor faults say.  Loaded machine: wall
+    time is not trusted; CPU time decides when its ranges stay apart after
+    raising the lower side's by LOADED_CPU_MARGIN, and the verdict is
+    WITHHELD otherwise, with the reason (the load, and what wall time, CPU time and
+    faults said)."""
+    wall = verdict(baseline, other, "wall_s", min_runs)
+    if wall.word == TOO_FEW:
+        return wall
+    extra = [verdict(baseline, other, m, min_runs) for m in ("cpu_s", "minor_faults")
+             if len(baseline.of(m)) >= min_runs and len(other.of(m)) >= min_runs]
+    said = "; ".join(f"{v.measure}: {v.word}" for v in (wall, *extra))
+    if load is None or not load.loaded:
+        where = load.describe() if load is not None else "load not measured"
+        return Verdict(wall.word, "wall_s", f"{wall.reason} ({said}; machine {where})")
+    cpu_base, cpu_mine = baseline.of("cpu_s"), other.of("cpu_s")
+    if len(cpu_base) < min_runs or len(cpu_mine) < min_runs:
+        return Verdict(WITHHELD, "wall_s", f"machine {load.describe()}, and no CPU times to judge by ({said})")
+    detail = (f"judged by CPU time (user+sys), {_span(cpu_mine)} s against {_span(cpu_base)} s, with a "
+              f"{LOADED_CPU_MARGIN:.0%} margin, since the machine was {load.describe()} ({said})")
+    if separated(raised(cpu_mine, LOADED_CPU_MARGIN), cpu_base):
+        return Verdict(FASTER, "cpu_s", detail)
+    if separated(raised(cpu_base, LOADED_CPU_MARGIN), cpu_mine):
+        return Verdict(SLOWER, "cpu_s", detail)
+    if wall.word == SAME and all(v.word == SAME for v in extra):
+        return Verdict(SAME, "cpu_s", detail)
+    return Verdict(WITHHELD, "cpu_s", detail + ": the difference is within what the load can make")

@@ -25,7 +25,7 @@ EPILOG = """\
 examples:
   python -m zkalloc_np demo --log-sizes 18,20
   python -m zkalloc_np run prover.py --rows 2^20
-  python -m zkalloc_np compare --runs 5 --discard-output prover.py --rows 2^20
+  python -m zkalloc_np compare --runs 5 prover.py --rows 2^20
   python -m zkalloc_np compare --allocators default,zkalloc,tcmalloc -m mypackage.prove
 
 "python -m zkalloc_np COMMAND --help" describes each command.
@@ -43,18 +43,20 @@ To find out whether zkalloc makes the program faster, use compare.
 
 COMPARE_DESCRIPTION = """\
 Run an unmodified program in fresh processes, alternating allocators,
---runs times each, and report per allocator the median wall, user and
-system time, minor and major faults and peak RSS with their min-max spread,
-zkalloc's hit rate and bytes served, and a verdict against numpy's default:
-faster or slower only when the ranges of wall time do not overlap,
-otherwise no difference within the noise. Runs that exit non-zero, are
+--runs times each, and report per allocator the median wall time, CPU time
+(user+sys), minor faults and peak RSS with their min-max spread, zkalloc's
+hit rate and bytes served, and a verdict against numpy's default. The
+verdict looks at wall time, CPU time and page faults, and at how busy the
+rest of the machine was during the runs (/proc/stat, load average): on an
+idle machine wall time decides (faster or slower only when the ranges do
+not overlap); on a loaded one CPU time decides, with a wider margin, or
+the verdict is withheld, with the reason. Runs that exit non-zero, are
 killed or time out are reported as failed and not timed.
 
-The program's own output is shown as it runs, mixed with compare's
-progress lines (stderr); the table follows on stdout at the end. A program
-that prints a lot should be told to write to a file, or run with
---discard-output, which sends its stdout to /dev/null (its stderr is kept
-for errors). Its stdin is /dev/null, so every run gets the same input.
+The program's own output is not shown (the last line of its stderr is kept
+for failures); --show-output shows it as it runs. Progress lines go to
+stderr, the table (100 columns) to stdout. Its stdin is /dev/null, so every
+run gets the same input.
 """
 
 
@@ -187,12 +189,12 @@ def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     active = [n for n in names if n in envs]
     program = compare.Program(target, tuple(args.program_args), module)
     err = sys.stderr
-    output = ("its stdout is discarded" if args.discard_output else
-              "its own output follows; send large output to a file, or use --discard-output")
+    output = ("its own output follows" if args.show_output else
+              "its own output is not shown (--show-output shows it)")
     missing = f" ({', '.join(skipped)} not installed: skipped)" if skipped else ""
     print(f"compare: {args.runs} run(s) each of {', '.join(active)}, alternating{missing}; {output}.",
           file=err, flush=True)
-    result = compare.compare(program, names, args.runs, timeout=args.timeout, discard_output=args.discard_output,
+    result = compare.compare(program, names, args.runs, timeout=args.timeout, show_output=args.show_output,
                               progress=lambda line: print(f"compare: {line}", file=err, flush=True),
                               resolved=(envs, skipped))
     compare.render(result, sys.stdout)
@@ -246,8 +248,8 @@ def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
     compare.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                          help="kill a run (and its children) after this long; it counts as failed")
     compare.add_argument("--json", metavar="PATH", help="also write every run and the summary as JSON to PATH")
-    compare.add_argument("--discard-output", action="store_true",
-                         help="send the program's stdout to /dev/null (stderr is kept)")
+    compare.add_argument("--show-output", action="store_true",
+                         help="show the program's stdout and stderr as it runs (by default they are not shown)")
     _program_options(compare)
     compare.set_defaults(func=_cmd_compare, parser=compare)
     return parser

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._verdict import Load
+
 #: Where `read_own` found the counters, as the reports name it.
 FROM_PROC = "/proc/self/stat"
 FROM_GETRUSAGE = "getrusage"
@@ -151,3 +153,40 @@ def watch(pid: int, start: float, *, timeout: float | None = None,
     code = os.waitstatus_to_exitcode(status)
     return Ended(exit_code=code if code >= 0 else None, signal=-code if code < 0 else None,
                  timed_out=expired.is_set(), resources=Resources.from_rusage(usage, wall))
+
+
+@dataclass(frozen=True)
+class MachineSample:
+    """The whole machine's CPU counters (/proc/stat's first line, in clock
+    ticks) and its 1-minute load average, at one moment."""
+
+    busy: int
+    steal: int
+    total: int
+    load_avg: float
+
+
+def sample_machine() -> MachineSample | None:
+    """The machine now (None where /proc/stat is unreadable)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        load_avg = os.getloadavg()[0]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    steal = fields[7] if len(fields) > 7 else 0
+    total = sum(fields[:8])
+    return MachineSample(busy=total - idle - steal, steal=steal, total=total, load_avg=load_avg)
+
+
+def load_during(before: MachineSample | None, after: MachineSample | None, wall_s: float, own_cpu_s: float) -> Load:
+    """How busy the rest of the machine was between two samples, during a
+    run that took `wall_s` and used `own_cpu_s` of CPU itself."""
+    cores = os.cpu_count() or 1
+    if before is None or after is None or after.total <= before.total or wall_s <= 0:
+        return Load(0.0, 0.0, 0.0, cores)
+    busy_s = (after.busy - before.busy) / os.sysconf("SC_CLK_TCK")
+    return Load(others_cores=max(0.0, (busy_s - own_cpu_s) / wall_s),
+                steal_share=(after.steal - before.steal) / (after.total - before.total),
+                load_avg=max(before.load_avg, after.load_avg), cores=cores)
