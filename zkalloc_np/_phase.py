@@ -167,6 +167,14 @@ class PhaseStats:
             f"{self.realloc_in_place} in place, {self.realloc_moved} moved; invalid frees {self.invalid_frees}",
         ])
 
+    def __repr__(self) -> str:
+        return (f"<PhaseStats {self.name!r} {'closed' if self.closed else 'open'}: {self.arrays} arrays, peak "
+                f"{fmt_bytes(self.peak_bytes)}, {self.hits} hits, {self.misses} misses>")
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython shows the report (str), not the dataclass's every field."""
+        p.text(repr(self) if cycle else str(self))
+
 
 @dataclass
 class PhaseTotals:

@@ -154,6 +154,15 @@ class Stats:
         """Plain dict (classes as a list of dicts), ready for json.dumps."""
         return dataclasses.asdict(self)
 
+    def __repr__(self) -> str:
+        return (f"<Stats {self.hits} hits, {self.misses} misses ({self.hit_rate:.1%}), in use "
+                f"{fmt_bytes(self.bytes_in_use)}, cached {fmt_bytes(self.bytes_cached)}, install "
+                f"{'on' if self.installed else 'off'}; str() or print() for the report>")
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython shows the report (str), not the dataclass's every field."""
+        p.text(repr(self) if cycle else str(self))
+
     def __str__(self) -> str:
         lines = [
             f"zkalloc: {self.hits} hits, {self.misses} misses (hit rate {self.hit_rate:.1%}), "

@@ -221,7 +221,7 @@ def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
                           description="A numpy NTT prover loop, numpy's default allocator against zkalloc, "
                                       "alternating rounds in this process.")
     demo.add_argument("--log-sizes", type=_log_sizes, default=(20, 22), help="log2 of NTT sizes (default 20,22)")
-    demo.add_argument("--rounds", type=_positive_int, default=3, help="timed rounds per allocator (default 3)")
+    demo.add_argument("--rounds", type=_positive_int, default=5, help="timed rounds per allocator (default 5)")
     demo.set_defaults(func=_cmd_demo, parser=demo)
     info = sub.add_parser("info", help=COMMAND_HELP["info"],
                           description="What numpy, the kernel and zkalloc's settings look like here, "
