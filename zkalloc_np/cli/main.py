@@ -147,9 +147,9 @@ def _target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[
     return args.module, True
 
 
-def _check_json(parser: argparse.ArgumentParser, path: str | None) -> None:
+def _check_json(parser: argparse.ArgumentParser, path: str | None, option: str = "--json") -> None:
     from .run import check_json_path
-    if path is not None and (why := check_json_path(path)) is not None:
+    if path is not None and (why := check_json_path(path, option)) is not None:
         parser.error(why)
 
 
@@ -172,8 +172,15 @@ def _cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from . import run
     target, module = _target(parser, args)
     _check_json(parser, args.json)
+    _check_json(parser, args.timeline, "--timeline")
+    _check_json(parser, args.plot, "--plot")
+    if args.plot is not None:
+        from .timeline import check_plot_path
+        if (why := check_plot_path(args.plot)) is not None:
+            parser.error(why)
     return run.run(target, args.program_args, module=module, json_path=args.json, quiet=args.quiet,
-                    supervise=True, peak=args.peak)
+                   supervise=True, peak=args.peak, timeline_path=args.timeline, plot_path=args.plot,
+                   interval=args.interval)
 
 
 def _cmd_compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -212,6 +219,7 @@ def _program_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
     """The whole command line."""
+    from .timeline import DEFAULT_INTERVAL
     from .. import __version__
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,9 +237,18 @@ def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info, parser=info)
     run = sub.add_parser("run", help=COMMAND_HELP["run"],
                          description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-                         usage=f"{prog} run [--json PATH] [--quiet] [--peak] (script.py | -m MODULE) [args ...]")
+                         usage=f"{prog} run [--json PATH] [--quiet] [--peak] [--timeline FILE.json] [--plot FILE.png] "
+                               "[--interval SECONDS] (script.py | -m MODULE) [args ...]")
     run.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     run.add_argument("--quiet", action="store_true", help="no report on stderr (only --json)")
+    run.add_argument("--timeline", metavar="FILE.json",
+                     help="sample memory (in use, cached, RSS), faults, hits and misses every --interval seconds, "
+                          "with the phases as spans, into FILE.json")
+    run.add_argument("--plot", metavar="FILE.png",
+                     help="draw the timeline (memory over time, phases as bands, faults beside it) to FILE "
+                          "(.png, .svg, .pdf or .html; needs matplotlib)")
+    run.add_argument("--interval", type=_positive_float, default=DEFAULT_INTERVAL, metavar="SECONDS",
+                     help=f"the timeline's sampling interval (default {DEFAULT_INTERVAL})")
     run.add_argument("--peak", action="store_true",
                      help="also record where each array was allocated, and report what was live at the peak "
                           "(sites, sizes, phases)")
@@ -256,7 +273,7 @@ def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
 
 
 #: Options of run/compare that take a value (the splitter must skip their values).
-VALUE_OPTIONS = {"run": ("--json",), "compare": ("--json", "--runs", "--allocators", "--timeout")}
+VALUE_OPTIONS = {"run": ("--json", "--timeline", "--plot", "--interval"), "compare": ("--json", "--runs", "--allocators", "--timeout")}
 
 
 def _prog() -> str:

@@ -55,6 +55,7 @@ from . import children as _children
 from .activity import CacheActivity, add, cache_activity
 from .children import Children
 from .process import FROM_WAIT4, Resources, read_own, signal_name, watch
+from .timeline import DEFAULT_INTERVAL, Timeline, plot, progress
 
 #: Per-class rows printed (the JSON has every class).
 REPORT_CLASSES = 12
@@ -268,17 +269,17 @@ def _exit_code(exc: SystemExit) -> int:
     return exc.code if isinstance(exc.code, int) else 1
 
 
-def check_json_path(path: str) -> str | None:
-    """Why a report cannot be written to `path` (a short message), or None."""
+def check_json_path(path: str, option: str = "--json") -> str | None:
+    """Why `option`'s file cannot be written to `path` (a short message), or None."""
     if os.path.isdir(path):
-        return f"--json {path}: is a directory"
+        return f"{option} {path}: is a directory"
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        return f"--json {path}: the folder {folder} does not exist"
+        return f"{option} {path}: the folder {folder} does not exist"
     if not os.access(folder, os.W_OK | os.X_OK):
-        return f"--json {path}: the folder {folder} is not writable"
+        return f"{option} {path}: the folder {folder} is not writable"
     if os.path.exists(path) and not os.access(path, os.W_OK):
-        return f"--json {path}: the file is not writable"
+        return f"{option} {path}: the file is not writable"
     return None
 
 
@@ -290,8 +291,20 @@ def _write_json(report: RunReport | CrashReport, path: str, err: TextIO) -> None
         print(f"python -m zkalloc_np run: could not write --json {path}: {exc.strerror or exc}", file=err)
 
 
+def _write_timeline(timeline: Timeline, json_path: str | None, plot_path: str | None, err: TextIO) -> None:
+    try:
+        if json_path is not None:
+            timeline.write(json_path)
+        if plot_path is not None:
+            plot(timeline.as_dict(), plot_path)
+    except OSError as exc:   # checked before the run; the folder may have gone since
+        print(f"python -m zkalloc_np run: could not write the timeline: {exc}", file=err)
+
+
 def run(target: str, args: Sequence[str], *, module: bool = False, json_path: str | None = None,
-        stream: TextIO | None = None, quiet: bool = False, supervise: bool = False, peak: bool = False) -> int:
+        stream: TextIO | None = None, quiet: bool = False, supervise: bool = False, peak: bool = False,
+        timeline_path: str | None = None, plot_path: str | None = None,
+        interval: float = DEFAULT_INTERVAL) -> int:
     """Run a script (or, with module=True, a module as ``-m``) under install().
 
     Returns the program's exit status: 0 when it ends normally, 1 after an
@@ -303,6 +316,8 @@ def run(target: str, args: Sequence[str], *, module: bool = False, json_path: st
     report of what its parent measured (see `CrashReport`); the command line
     sets it.  The parent never returns.
     peak: record allocation sites and what was live at the peak (run --peak).
+    timeline_path, plot_path: sample the program's memory every `interval`
+    seconds, with its phases, into a JSON file and/or a picture (cli/timeline.py).
     """
     import zkalloc_np
     from .._log import log_activity
@@ -325,6 +340,11 @@ def run(target: str, args: Sequence[str], *, module: bool = False, json_path: st
     zkalloc_np.install()
     switch = os.environ.get(_children.SWITCH)
     _children.watch_forks(folder)
+    timeline = None
+    if timeline_path is not None or plot_path is not None:
+        timeline = Timeline(interval, command)
+        timeline.start()
+        progress(timeline, lambda line: print(f"zkalloc run: {line}", file=out, flush=True))
     try:
         if module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -339,6 +359,9 @@ def run(target: str, args: Sequence[str], *, module: bool = False, json_path: st
         sys.excepthook(type(exc), exc.with_traceback(tb), tb)
         exit_code = 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
+        if timeline is not None:
+            timeline.stop()
+            _write_timeline(timeline, timeline_path, plot_path, out)
         own1, _ = read_own()
         stats1 = zkalloc_np.stats()
         _children.stop(switch)

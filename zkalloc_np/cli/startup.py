@@ -14,6 +14,7 @@ import importlib.abc
 import importlib.machinery
 import os
 import sys
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -22,7 +23,7 @@ SWITCH = "ZKALLOC_SUBPROCESS"
 STARTED_PID = os.getpid()
 
 
-def _numpy_loaded() -> None:
+def _install() -> None:
     try:
         from zkalloc_np.cli import children
         children.start_from_environment()
@@ -31,20 +32,36 @@ def _numpy_loaded() -> None:
               file=sys.stderr)
 
 
+def _initializing(name: str) -> bool:
+    module = sys.modules.get(name)
+    return module is not None and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
 class NumpyWatcher(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps numpy's own loader so that `_numpy_loaded`
-    runs right after numpy's ``__init__`` completes, once."""
+    """Finds nothing itself: wraps the loaders of numpy and of zkalloc_np so
+    that zkalloc is installed right after numpy's ``__init__`` completes, or,
+    when numpy is being imported by zkalloc_np's own ``__init__``, right after
+    that completes (zkalloc_np cannot install itself half imported)."""
+
+    def __init__(self) -> None:
+        self.numpy_done = False
+        self.fired = False
+        self.searching = threading.local()   # a finder below may search sys.meta_path again: not us then
 
     def find_spec(self, fullname: str, path: Any = None, target: ModuleType | None = None) -> Any:
-        if fullname != "numpy":
+        if fullname not in ("numpy", "zkalloc_np") or getattr(self.searching, "on", False):
             return None
-        sys.meta_path.remove(self)   # once; the finders below find numpy as they always do
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        for finder in sys.meta_path:
-            if spec is not None:
-                break
-            find = getattr(finder, "find_spec", None)
-            spec = find(fullname, path, target) if find is not None else None
+        self.searching.on = True
+        try:
+            spec = None
+            for finder in list(sys.meta_path):   # the others, as they would have found it
+                find = getattr(finder, "find_spec", None)
+                if finder is not self and find is not None:
+                    spec = find(fullname, path, target)
+                    if spec is not None:
+                        break
+        finally:
+            self.searching.on = False
         loader = getattr(spec, "loader", None)
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
@@ -52,16 +69,26 @@ class NumpyWatcher(importlib.abc.MetaPathFinder):
 
         def exec_module(module: ModuleType) -> None:
             run_module(module)
-            _numpy_loaded()
+            self.loaded(fullname)
 
         loader.exec_module = exec_module
         return spec
+
+    def loaded(self, name: str) -> None:
+        if name == "numpy":
+            self.numpy_done = True
+        # (zkalloc_np's own exec_module has just returned when name is zkalloc_np: it is complete)
+        if self.fired or not self.numpy_done or (name == "numpy" and _initializing("zkalloc_np")):
+            return
+        self.fired = True
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        _install()
 
 
 def arm() -> None:
     """Install zkalloc as soon as numpy is imported (at once if it is already)."""
     if "numpy" in sys.modules:
-        _numpy_loaded()
-    elif not any(isinstance(f, NumpyWatcher) for f in sys.meta_path):
+        _install()
+    elif not any(type(f).__name__ == NumpyWatcher.__name__ for f in sys.meta_path):
         sys.meta_path.insert(0, NumpyWatcher())
-
