@@ -14,7 +14,7 @@ one is cached, so a loop that allocates and frees the same sizes stops
 page-faulting.  Smaller requests go to numpy's own allocator.
 """
 import warnings
-from typing import Any
+from typing import Any as _Any
 
 from . import _core, _log, _settings
 from ._format import fmt_bytes as _fmt_bytes
@@ -94,7 +94,7 @@ def reserve(nbytes: int, count: int = 1) -> int:
     return int(rc)
 
 
-def compare(fn: Any, *args: Any, rounds: int = 5, warmup: int = 1, **kwargs: Any) -> Any:
+def compare(fn: _Any, *args: _Any, rounds: int = 5, warmup: int = 1, **kwargs: _Any) -> _Any:
     """Does the cache help ``fn(*args, **kwargs)``?  Runs it `rounds` times
     with numpy's default and `rounds` times with zkalloc (``installed()``,
     this thread), alternating, after `warmup` rounds of each, and returns an
@@ -105,7 +105,7 @@ def compare(fn: Any, *args: Any, rounds: int = 5, warmup: int = 1, **kwargs: Any
     return _compare(fn, *args, rounds=rounds, warmup=warmup, **kwargs)
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: _Any) -> None:
     """``%load_ext zkalloc_np``: the ``%zkcompare`` line and cell magic
     (zkalloc_np.cli.ipython)."""
     from .cli.ipython import register
