@@ -335,3 +335,29 @@ def test_user_traceback_drops_only_the_leading_machinery():
     assert _run.user_traceback(tb) is tb
     assert _run._is_machinery(_run.__file__) and _run._is_machinery(_runpy.__file__)
     assert _run._is_machinery("<frozen runpy>") and not _run._is_machinery(__file__)
+
+
+BUDGET = """
+import numpy as np
+try:
+    np.ones((32 << 20) // 8)   # 32 MiB: over a 16 MiB budget
+except MemoryError as exc:
+    print("MemoryError:", exc)
+import zkalloc_np
+print(zkalloc_np.stats())
+"""
+
+
+def test_a_process_budget_refusal_is_named_in_the_report_stats_and_log(tmp_path):
+    """Issue 31.5: ZKALLOC_BUDGET=16M failed as a bare MemoryError, and neither the log nor run's report
+    said a budget had refused it."""
+    (tmp_path / "budget.py").write_text(textwrap.dedent(BUDGET))
+    done = zk_cli("run", "--json", "r.json", "budget.py", cwd=tmp_path,
+                  env={"ZKALLOC_BUDGET": "16M", "ZKALLOC_LOG": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "MemoryError:" in done.stdout
+    assert "refused by the process budget (budget=16.0 MiB, ZKALLOC_BUDGET" in done.stdout     # stats()
+    assert "1 request(s) refused by the process budget (16.0 MiB, ZKALLOC_BUDGET" in done.stderr   # run's report
+    assert "zkalloc_np: run: 1 request(s) refused by the process budget (budget=16.0 MiB" in done.stderr  # the log
+    cache = json.loads((tmp_path / "r.json").read_text())["cache"]
+    assert cache["budget_refusals"] == 1 and cache["budget_bytes"] == 16 << 20

@@ -181,6 +181,9 @@ class Stats:
             f"too large to cache {self.uncached_frees}, huge pages {'on' if self.thp else 'off'}, "
             f"process-wide install {'on' if self.installed else 'off'}",
         ]
+        if self.budget_refusals:
+            from ._log import budget_refusal_text
+            lines.append(f"  budget: {budget_refusal_text(self.budget_refusals)}")
         if self.raw_allocs or self.raw_frees:
             lines.append(f"  Python raw domain: {self.raw_allocs} blocks served ({fmt_bytes(self.raw_bytes)}), "
                          f"{self.raw_frees} freed, {self.raw_reallocs} reallocs ({self.raw_moved_out} moved out)")
