@@ -169,7 +169,7 @@ def test_compare_without_single_reports_the_zkalloc_row_and_carries_on(tmp_path)
                                                             ("zkalloc", False), ("default", True)]
     assert "--single" in records[1]["stderr_tail"]
     assert re.search(r"zkalloc: 2 failed run\(s\), not timed: exit 2, exit 2; last line of stderr: .*--single",
-                     done.stdout), done.stdout
+                     " ".join(done.stdout.split())), done.stdout   # lines wrapped at 100 columns
 
 
 def test_the_demo_refuses_under_run():

@@ -131,5 +131,5 @@ def compare(fn: Callable[..., object], *args: Any, rounds: int = 5, warmup: int 
     spent = read_own()[0].since(own0)
     load = load_during(machine0, sample_machine(), spent.wall_s, spent.cpu_s)
     default, zk = (Side(*(tuple(col) for col in zip(*sides[s]))) for s in ("default", "zkalloc"))
-    return ABResult(name=name or getattr(fn, "__name__", "fn"), rounds=rounds, default=default, zkalloc=zk,
+    return ABResult(name=name or str(getattr(fn, "__name__", "fn")), rounds=rounds, default=default, zkalloc=zk,
                     load=load, verdict=judge(default.samples, zk.samples, load))
