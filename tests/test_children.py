@@ -142,6 +142,9 @@ def test_the_start_up_hook_is_installed_beside_the_package():
     assert found, "zkalloc_np_subprocess.pth is not in site-packages: pip install -e . again"
     with open(os.path.join(found[0], "zkalloc_np_subprocess.pth")) as f:
         assert "ZKALLOC_SUBPROCESS" in f.read()
+    from zkalloc_np.cli.info import info_lines
+    line = next(line for line in info_lines({}) if line.startswith("Python children"))
+    assert "zkalloc_np_subprocess.pth" in line and "not set here" in line
 
 
 def test_the_hook_ships_in_the_wheel_and_the_sdist():

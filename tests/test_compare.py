@@ -37,8 +37,8 @@ sys.exit(code)
 """
 
 
-def zk_cli(*args: str, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZKALLOC_")}
+def zk_cli(*args: str, cwd, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ZKALLOC_")}, **(env or {})}
     return subprocess.run([sys.executable, "-m", "zkalloc_np", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
 
@@ -345,3 +345,21 @@ def test_quiet_by_default_a_100_column_table_and_runs_counted_as_runs(tmp_path):
     assert "verdict:" in done.stdout and "machine:" in done.stdout
     shown = zk_cli("compare", "--runs", "1", "--allocators", "default", "--show-output", str(script), cwd=tmp_path)
     assert shown.returncode == 0 and shown.stdout.count("chatty line") == 300
+
+
+WHO = """
+import sys
+import numpy as np
+import zkalloc_np
+with open(sys.argv[1], "a") as f:
+    f.write(f"{zkalloc_np.is_installed()}\\n")
+"""
+
+
+def test_the_subprocess_switch_never_reaches_the_baseline(tmp_path):
+    (tmp_path / "who.py").write_text(textwrap.dedent(WHO))
+    log = tmp_path / "who.log"
+    done = zk_cli("compare", "--runs", "1", "--allocators", "default,zkalloc", "who.py", str(log), cwd=tmp_path,
+                  env={"ZKALLOC_SUBPROCESS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().split() == ["False", "True"]   # default first, then zkalloc (under run)

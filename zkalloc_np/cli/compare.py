@@ -22,7 +22,10 @@ and the same last line of stderr), compare stops there, since there is
 nothing to compare against.  Another allocator that fails the same way twice
 is not run again; the others carry on.
 
-The verdict against numpy's default comes from the spreads (see verdict()).
+The verdict against numpy's default is zkalloc_np._verdict.judge: wall
+time, CPU time and faults, and the machine's load sampled around each run
+(`process.sample_machine`).  The program's output is not shown unless asked
+(``--show-output``); the table fits 100 columns.
 """
 from __future__ import annotations
 
@@ -31,7 +34,6 @@ import dataclasses
 import json
 import os
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +48,7 @@ from typing import Any, TextIO
 from .. import _verdict
 from .._verdict import FASTER, SAME, SLOWER, TOO_FEW, WITHHELD, Load, Samples, judge  # noqa: F401  (verdict words)
 from . import peers, sanitizer
+from .children import SWITCH
 from .process import Ended, Resources, load_during, sample_machine, watch
 
 BASELINE = "default"
@@ -246,6 +249,7 @@ def run_once(program: Program, allocator: str, env: dict[str, str], round_: int,
     last line of its stderr is kept either way."""
     stats_json = os.path.join(workdir, f"zkalloc-{allocator}-{round_}.json")
     full_env = sanitizer.child_environment(env)   # the parent's preload goes, a sanitizer runtime stays first
+    full_env.pop(SWITCH, None)   # a switch set here must not reach the baseline or a peer (run sets its own)
     cmd = child_command(program, allocator, stats_json)
     machine_before = sample_machine()
     start = time.perf_counter()

@@ -17,14 +17,17 @@ with ``os.wait4``: the signal, wall, user and system time, page faults and
 peak RSS (`CrashReport`).  It then dies by the same signal, so the exit
 status is the program's.
 
-Everything in the report is counted in this process: the cache's hits and
-misses per size class, the bytes it served from resident memory, the
-requests it left to numpy's allocator (by size), the process's page faults
-(/proc/self/stat, or getrusage) and CPU times, and its peak RSS.  It does not
-say what the run would have cost without zkalloc: numpy's default allocator
-keeps many blocks on glibc's heap, so the faults a hit avoided cannot be
-counted from inside one run.  ``python -m zkalloc_np compare`` measures that,
-by running the program both ways.
+Every Python process the program starts is covered too (the
+ZKALLOC_SUBPROCESS switch, zkalloc_np.cli.children): the cache's counters in
+the report are their sum, and the report says how many processes that is.
+Each process counts its own: the cache's hits and misses per size
+class, the bytes it served from resident memory, the requests it left to
+numpy's allocator (by size); the page faults (/proc/self/stat, or
+getrusage), CPU times and peak RSS reported are the program's process's.
+It does not say what the run would have cost without zkalloc: numpy's
+default allocator keeps many blocks on glibc's heap, so the faults a hit
+avoided cannot be counted from inside one run.  ``python -m zkalloc_np
+compare`` measures that, by running the program both ways.
 
 ``run --peak`` also records, for every request the cache serves, where it was
 allocated, and snapshots what is live whenever the cache's bytes in use grow
