@@ -36,9 +36,13 @@ Run an unmodified program (a script, or a module as with python -m) with
 zkalloc installed process-wide, and report at exit, on stderr, what the
 cache did: hits, misses and bytes per size class, bytes served from
 resident memory, requests left to numpy by size, page faults, CPU times and
-peak RSS. Everything in it is measured in the program's process. The
-program's arguments follow the script or module; its exit code is kept.
-To find out whether zkalloc makes the program faster, use compare.
+peak RSS. Every Python process the program starts (multiprocessing workers
+under fork, spawn or forkserver, subprocess Python children) gets zkalloc
+too, and the report adds up what the cache did in all of them and says how
+many processes that is. --timeline and --plot record and draw the memory
+over time, by phase. The program's arguments follow the script or module;
+its exit code is kept. To find out whether zkalloc makes the program
+faster, use compare.
 """
 
 COMPARE_DESCRIPTION = """\
@@ -237,8 +241,8 @@ def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info, parser=info)
     run = sub.add_parser("run", help=COMMAND_HELP["run"],
                          description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-                         usage=f"{prog} run [--json PATH] [--quiet] [--peak] [--timeline FILE.json] [--plot FILE.png] "
-                               "[--interval SECONDS] (script.py | -m MODULE) [args ...]")
+                         usage=f"{prog} run [--json PATH] [--quiet] [--peak] [--timeline FILE.json]\n"
+                               "       [--plot FILE.png] [--interval SECONDS] (script.py | -m MODULE) [args ...]")
     run.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     run.add_argument("--quiet", action="store_true", help="no report on stderr (only --json)")
     run.add_argument("--timeline", metavar="FILE.json",
