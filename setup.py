@@ -10,11 +10,14 @@ pulls in their runtimes; with address, run Python with the matching libasan
 first in LD_PRELOAD (tools/sanitize.sh)."""
 import os
 import sysconfig
+import zipfile
 from glob import glob
+from pathlib import Path
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.editable_wheel import editable_wheel
 
 CORE_DIR = "cython/zk"
 # The caller probe (cython/zkpy/zk_py.c): the one C file that reads the
@@ -62,7 +65,22 @@ extension = Extension(
     extra_link_args=link_args,
 )
 
+# The ZKALLOC_SUBPROCESS switch's start-up hook (zkalloc_np/cli/children.py): a wheel carries it at its
+# root, beside zkalloc_np/ (package-data "../zkalloc_np_subprocess.pth" in pyproject.toml), so it lands in
+# site-packages; the strict editable wheel gets it added here, as coverage.py does for its own .pth.
+SUBPROCESS_PTH = "zkalloc_np_subprocess.pth"
+
+
+class EditableWheelWithPth(editable_wheel):
+    def run(self) -> None:
+        super().run()
+        for wheel in Path(self.dist_dir).glob("*editable*.whl"):
+            with zipfile.ZipFile(wheel, "a") as zf:
+                zf.write(SUBPROCESS_PTH, SUBPROCESS_PTH)
+
+
 setup(
+    cmdclass={"editable_wheel": EditableWheelWithPth},
     libraries=[
         ("zkcore", {"sources": sorted(glob(f"{CORE_DIR}/*.c")) + [f"{PY_PROBE_DIR}/zk_py.c"],
                     "include_dirs": [CORE_DIR, PY_PROBE_DIR, *PYTHON_INCLUDES], "cflags": core_cflags}),

@@ -15,7 +15,7 @@
 # py-asan      a copy of the checkout built with ZKALLOC_SANITIZE=address,undefined (the core and
 #              the Cython-generated _core.c alike), then the whole pytest suite (tests/) with the
 #              ASan runtime preloaded; children that the bench and `compare` start keep it first in
-#              their LD_PRELOAD (zkalloc_np/_sanitizer.py); tests marked no_asan are skipped, with why
+#              their LD_PRELOAD (zkalloc_np/cli/sanitizer.py); tests marked no_asan are skipped, with why
 # py-asan-core the same build, the core tests only (PY_TESTS below: stress, threads, fork, state
 #              machine, phases, secrets, pressure, realloc, calloc); what .ci/run runs
 # py-valgrind  the Python stress test under valgrind (PYTHONMALLOC=malloc; slow, small run)

@@ -33,6 +33,7 @@ import sys
 import threading
 import tracemalloc
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any
@@ -45,6 +46,17 @@ from ._format import fmt_bytes
 from ._peak import PeakReport
 from ._secret import secret_active
 from ._settings import parse_size
+
+#: Called as hook(event, name), event "enter" or "exit", in the thread that
+#: enters or leaves a phase, from Python, never from inside an allocation
+#: (``run --timeline`` records the phases' spans with one).
+PHASE_HOOKS: list[Callable[[str, str], None]] = []
+
+
+def _notify(event: str, name: str) -> None:
+    for hook in PHASE_HOOKS:
+        hook(event, name)
+
 
 _MAX_BYTES = _core.class_bytes(_core.NCLASSES - 1)
 UNNAMED = "(unnamed)"
@@ -167,6 +179,14 @@ class PhaseStats:
             f"{self.realloc_in_place} in place, {self.realloc_moved} moved; invalid frees {self.invalid_frees}",
         ])
 
+    def __repr__(self) -> str:
+        return (f"<PhaseStats {self.name!r} {'closed' if self.closed else 'open'}: {self.arrays} arrays, peak "
+                f"{fmt_bytes(self.peak_bytes)}, {self.hits} hits, {self.misses} misses>")
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython shows the report (str), not the dataclass's every field."""
+        p.text(repr(self) if cycle else str(self))
+
 
 @dataclass
 class PhaseTotals:
@@ -280,6 +300,7 @@ class Phase:
         if self._state != "new":
             raise RuntimeError(f"phase {self.name!r} was already entered; make a new phase() per block")
         self._state = "open"
+        _notify("enter", self.name)
         if secret_active():
             self._deferred = True
             return self
@@ -316,6 +337,7 @@ class Phase:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._state = "closed"
+        _notify("exit", self.name)
         if self._deferred:
             return
         _handler_stack.leave(self._entry)
