@@ -262,13 +262,14 @@ def _programs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if bad:
         parser.error(f"unknown program(s) {', '.join(bad)}; known: {', '.join(PROGRAMS)}")
     names = [a.strip() for a in (args.allocators or "").split(",") if a.strip()] or list(wholeprog.ALLOCATORS)
-    bad = [a for a in names if a not in wholeprog.ALLOCATORS]
+    known = (*wholeprog.ALLOCATORS, *wholeprog.OPTIONAL)
+    bad = [a for a in names if a not in known]
     if bad:
-        parser.error(f"unknown allocator(s) for whole programs {', '.join(bad)}; known: "
-                     f"{', '.join(wholeprog.ALLOCATORS)}")
+        parser.error(f"unknown allocator(s) for whole programs {', '.join(bad)}; known: {', '.join(known)}")
     if args.passes < 1:
         parser.error("--passes must be at least 1")
-    envs, skipped = resolve(names)
+    envs, skipped = resolve([n for n in names if n in ALLOCATORS])
+    envs.update({n: {} for n in names if n not in ALLOCATORS})   # zkalloc-install: no environment
     for name, why in skipped.items():
         print(f"skipping allocator {name}: {why}", file=sys.stderr)
     programs = [PROGRAMS[p] for p in chosen]

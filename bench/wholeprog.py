@@ -35,10 +35,27 @@ from zkalloc_np._verdict import Verdict, scaled, within
 from .programs import Program
 
 ZKALLOC = "zkalloc-global"
-#: The allocators a whole program runs under: numpy's default, the peers, and install().
+#: install() inside the program's own process, before it runs (no supervising parent).
+IN_PROCESS = "zkalloc-install"
+#: The allocators a whole program runs under by default: numpy's default, the peers, and install().
 ALLOCATORS = ("default", "glibc-tuned", "jemalloc", "mimalloc", "tcmalloc", ZKALLOC)
+#: Also known, run only when named with --allocators.
+OPTIONAL = (IN_PROCESS,)
+#: Runs `python SCRIPT ARGS` or `python -m MODULE ARGS` (after the -c) as python would, after install().
+_INSTALL_THEN_RUN = (
+    "import os, runpy, sys, zkalloc_np\n"
+    "zkalloc_np.install()\n"
+    "if sys.argv[1] == '-m':\n"
+    "    sys.argv = sys.argv[2:]\n"
+    "    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+    "else:\n"
+    "    sys.argv = sys.argv[1:]\n"
+    "    sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))\n"
+    "    runpy.run_path(sys.argv[0], run_name='__main__')\n")
 #: What goes between ``python`` and the program, per allocator (the others: nothing).
-PREFIX = {ZKALLOC: ("-m", "zkalloc_np", "run", "--quiet")}
+#: zkalloc-global is the way a user runs it: ``python -m zkalloc_np run`` forks once and its
+#: parent waits (and is counted); zkalloc-install calls install() in the program's own process.
+PREFIX = {ZKALLOC: ("-m", "zkalloc_np", "run", "--quiet"), IN_PROCESS: ("-c", _INSTALL_THEN_RUN)}
 #: Per-pass measures of a run, and the name of its median in a record.
 MEASURES = ("cpu_s", "user_s", "sys_s", "wall_s", "minflt", "majflt", "peak_rss_bytes")
 LOAD = ("load_before", "load_after", "others_cores", "steal_share")
@@ -177,11 +194,11 @@ def by_program(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[st
     return out
 
 
-def targets(rows: dict[str, dict[str, Any]]) -> list[tuple[str, Verdict, str]]:
-    """Issue 29's targets for install() on one program's records: (what,
-    verdict, the medians' ratio to the bound), each verdict by the shared
-    rule (zkalloc_np._verdict.within) over the passes."""
-    zk = rows.get(ZKALLOC)
+def targets(rows: dict[str, dict[str, Any]], zkalloc: str = ZKALLOC) -> list[tuple[str, Verdict, str]]:
+    """Issue 29's targets for install() (allocator `zkalloc`) on one program's
+    records: (what, verdict, the medians' ratio to the bound), each verdict by
+    the shared rule (zkalloc_np._verdict.within) over the passes."""
+    zk = rows.get(zkalloc)
     if zk is None or not zk["passes"]:
         return []
     out: list[tuple[str, Verdict, str]] = []
@@ -249,8 +266,9 @@ def markdown(records: Sequence[dict[str, Any]]) -> str:
             first = False
     lines += ["", "| program | install() target | verdict | measured |", "|---|---|---|---|"]
     for program, rows in grouped.items():
-        for what, v, ratio in targets(rows):
-            lines.append(f"| {program} | {what} | {v.word} | {ratio}: {v.reason} |")
+        for zk in (ZKALLOC, *OPTIONAL):
+            for what, v, ratio in targets(rows, zk):
+                lines.append(f"| {program} | {zk}: {what} | {v.word} | {ratio}: {v.reason} |")
     return "\n".join(lines)
 
 

@@ -630,6 +630,19 @@ def test_whole_program_records_cpu_wall_faults_rss_and_load_per_pass(tmp_path):
     assert (tmp_path / "installed").read_text() == "00" + "11" + "00"
 
 
+def test_install_in_the_programs_own_process_runs_scripts_and_modules_as_python_does(tmp_path):
+    """zkalloc-install: install() then the program, a script or -m, in one process (no supervisor)."""
+    script = _tiny(tmp_path, "tiny", 0)
+    (tmp_path / "tinymod.py").write_text(TINY)
+    module = programs.Program("mod", ("-m", "tinymod", str(tmp_path / "installed"), "5"))
+    env = {"PYTHONPATH": str(tmp_path)}
+    (r, m) = wholeprog.run([script, module], [wholeprog.IN_PROCESS], {wholeprog.IN_PROCESS: env}, passes=1)
+    assert r["pass_exit"] == [0] and m["pass_exit"] == [5]   # its exit status, its own sys.argv
+    assert (tmp_path / "installed").read_text() == "11"
+    rows = {**{a: dict(r, allocator=a) for a in ("default", "glibc-tuned")}, wholeprog.IN_PROCESS: r}
+    assert len(wholeprog.targets(rows, wholeprog.IN_PROCESS)) == 3 and wholeprog.targets(rows) == []
+
+
 def test_whole_program_failures_are_kept_apart(tmp_path):
     envs, _ = allocators.resolve(["default"])
     failing = _tiny(tmp_path, "failing", 3)
@@ -659,7 +672,7 @@ def test_whole_program_targets_against_default_tuned_glibc_and_tcmalloc():
     cpu = next((what, ratio) for what, _, ratio in wholeprog.targets(rows) if what.startswith("CPU"))
     assert "(glibc-tuned)" in cpu[0] and cpu[1] == "1.02x glibc-tuned's"
     table = wholeprog.markdown(records)
-    assert "| zkalloc-global | 9.30 (9.20–9.40) |" in table and "| p | minor faults" in table
+    assert "| zkalloc-global | 9.30 (9.20–9.40) |" in table and "| p | zkalloc-global: minor faults" in table
     docs = wholeprog.summary(records)
     assert "| p | met, 1.04x default's | MISSED, 1.17x the bound | noise, 1.02x glibc-tuned's |" in docs
     assert "before" not in wholeprog.summary(records, records)     # the same run: no before row
