@@ -120,6 +120,7 @@ class Stats:
     decayed_softened_bytes: int
     decayed_released_bytes: int
     decay_passes: int
+    decay_pressure_passes: int
     decay_thread: int
     secret_arrays: int
     secret_bytes: int

@@ -94,8 +94,7 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
     int cls = zk_class_of(bytes != 0 ? bytes : 1);
     if (cls < 0)
         return NULL;
-    if (zk_opt_decay_ms() != 0)
-        zk_decay_tick(zk_decay_now());
+    zk_decay_wake();
     zk_region *r = take_cached(cls);
     if (r == NULL)
         r = take_larger(cls);
@@ -224,10 +223,8 @@ static void park(zk_region *r)
     uint64_t now = decay ? zk_decay_now() : 0;
     r->idle_ns = now;
     if (keep_idle(r)) {
-        if (decay) {
+        if (decay)
             zk_decay_parked();
-            zk_decay_tick(now);
-        }
         return;
     }
     zk_count(&zk_stats.uncached_frees, 1);

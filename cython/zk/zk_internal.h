@@ -161,8 +161,8 @@ void zk_vacate_chain(zk_region *chain, _Atomic uint64_t *event, _Atomic uint64_t
 const char *zk_pool_check(const char *(*check_idle)(zk_region *r), uint64_t *count);
 
 /* ---- decay: idle memory given back over time (zk_decay.c) --------------- */
-uint64_t zk_decay_now(void);          /* the coarse clock idle_ns is read from */
-void zk_decay_tick(uint64_t now);     /* alloc/free paths: a pass when one is due */
+uint64_t zk_decay_now(void);          /* the coarse clock idle_ns is read from (or the injected one) */
+void zk_decay_wake(void);             /* request path: with libc=keep, make sure the thread watches */
 void zk_decay_parked(void);           /* a region went idle: make sure someone will decay it */
 void zk_decay_fork_child(void);
 void zk_decay_reschedule(void);       /* decay_ms changed: the next tick runs a pass */
@@ -223,6 +223,11 @@ size_t zk_os_resident_pages(void *p, size_t bytes);
 int zk_os_discard(void *p, size_t bytes);
 int zk_os_soften(void *p, size_t bytes);
 int zk_os_populate(void *p, size_t bytes);
+/* What decay reads (zk_decay.c), never under a lock of the core. */
+uint64_t zk_os_process_cpu_ns(void);   /* user + sys of every thread (getrusage) */
+bool zk_os_memory_pressure(void);      /* MemAvailable, PSI, the cgroup's memory.events */
+/* glibc's free bytes in its arenas (mallinfo2), SIZE_MAX where unknown (zk_libc.c). */
+size_t zk_libc_free_bytes(void);
 #ifndef MREMAP_DONTUNMAP
 #define MREMAP_DONTUNMAP 4   /* Linux 5.7 (glibc 2.32's headers); older kernels answer EINVAL, doing nothing */
 #endif

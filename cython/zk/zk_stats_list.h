@@ -55,10 +55,11 @@
     GAUGE(map_areas, "memory areas the cache accounts for, against vm.max_map_count (an estimate)") \
     COUNTER(unmap_failures, "munmap calls the kernel refused (at the map-count limit)") \
     GAUGE(unmap_pending, "segments kept after such a failure, retried by release()") \
-    COUNTER(decayed_softened_bytes, "idle bytes MADV_FREE'd after decay_ms unused") \
-    COUNTER(decayed_released_bytes, "idle bytes given back after twice decay_ms unused") \
+    COUNTER(decayed_softened_bytes, "idle bytes MADV_FREE'd after the process was idle for decay_ms") \
+    COUNTER(decayed_released_bytes, "idle bytes given back after the process was idle for twice decay_ms, or under memory pressure") \
     COUNTER(decay_passes, "decay walks of the idle regions") \
-    GAUGE(decay_thread, "1 while the decay thread runs (only while idle regions are left)") \
+    COUNTER(decay_pressure_passes, "decay passes that found memory wanted (MemAvailable, PSI, the cgroup's memory.events) and gave idle regions back") \
+    GAUGE(decay_thread, "1 while the decay thread runs (while idle regions are left, or glibc may hold memory to trim)") \
     GAUGE(secret_arrays, "secret arrays live now") \
     GAUGE(secret_bytes, "their requested bytes") \
     GAUGE(secret_mapped_bytes, "their mappings' bytes, guard pages included") \
