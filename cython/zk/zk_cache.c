@@ -5,8 +5,9 @@
  *           region one or two classes larger (no lock on the first);
  *   miss:   idle memory of other classes reshaped (zk_repurpose.c), then
  *           fresh memory from the heap (zk_heap.c), both under the heap
- *           lock; a fresh np.empty of >= 2 MiB is faulted in at once and
- *           timed, which is what the first-touch policy learns from
+ *           lock; a fresh region is left lazy and measured at free, and
+ *           only a class shown to write its regions whole gets huge pages
+ *           and np.empty's fresh regions faulted in at once, timed
  *           (zk_thp.c);
  *   free:   this thread's cache, else the pool, evicting the least recently
  *           used regions to stay under the cap.
@@ -119,19 +120,28 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
     return r;
 }
 
-/* np.empty's caller is about to write the region whole: fault a fresh one
- * in with one syscall instead of a fault per page, and time it for the
- * first-touch policy.  Outside every lock: it can take milliseconds. */
-static void populate_fresh(zk_region *r, const obtain_info *info)
+/* A fresh region for np.empty: faulted in at once (one syscall instead of a
+ * fault per page) only where its class has shown that it writes its regions
+ * whole (zk_thp.c), and then only the requested bytes, timed for the
+ * first-touch policy; otherwise left lazy and measured at free.  Outside
+ * every lock: it can take milliseconds. */
+static void populate_fresh(zk_region *r, const obtain_info *info, size_t bytes)
 {
+    size_t want = zk_round_up(bytes != 0 ? bytes : 1, zk_os_page_size());
+    want = want < r->bytes ? want : r->bytes;
     if (info->sample) {
         uint64_t t0 = zk_thp_now_ns();
-        if (zk_os_populate((void *)r->base, r->bytes) == 0)
-            zk_thp_record(r->bytes, info->huge, zk_thp_now_ns() - t0);
-        zk_count(&zk_stats.populated_bytes, r->bytes);
-    } else if (info->fresh_tail >= ZK_HUGE_BYTES) {
-        (void)zk_os_populate((void *)(r->base + r->bytes - info->fresh_tail), info->fresh_tail);
-        zk_count(&zk_stats.populated_bytes, info->fresh_tail);
+        if (zk_os_populate((void *)r->base, want) == 0)
+            zk_thp_record(want, info->huge, zk_thp_now_ns() - t0);
+        zk_count(&zk_stats.populated_bytes, want);
+    } else if (info->fresh) {
+        zk_touch_watch(r, bytes);
+    } else if (info->fresh_tail >= ZK_HUGE_BYTES && zk_touch_dense(r->cls)) {
+        size_t from = r->bytes - info->fresh_tail;   /* a gathered region's fresh end */
+        if (want > from) {
+            (void)zk_os_populate((void *)(r->base + from), want - from);
+            zk_count(&zk_stats.populated_bytes, want - from);
+        }
     }
 }
 
@@ -142,7 +152,7 @@ static zk_region *cache_alloc(size_t bytes, obtain_info *info)
         return NULL;
     zk_zero_for_write(r);   /* its user will write it */
     if (!info->hit)
-        populate_fresh(r, info);
+        populate_fresh(r, info, bytes);
     return r;
 }
 
@@ -156,8 +166,11 @@ void *zk_cache_alloc(size_t bytes)
 static zk_region *cache_calloc(size_t bytes, obtain_info *info)
 {
     zk_region *r = obtain(bytes, info);
-    if (r != NULL)
-        zk_zero_for_calloc(r, bytes);
+    if (r == NULL)
+        return NULL;
+    zk_zero_for_calloc(r, bytes);
+    if (info->fresh)
+        zk_touch_watch(r, bytes);   /* lazy zeros: measured at free */
     return r;
 }
 

@@ -36,7 +36,7 @@
     COUNTER(calloc_fresh, "np.zeros served by a fresh mapping (zeros already, left lazy)") \
     COUNTER(calloc_memset, "np.zeros of a reused region zeroed by memset") \
     COUNTER(calloc_discard, "np.zeros of a reused region zeroed by MADV_DONTNEED (pages fault back as zeros)") \
-    COUNTER(zero_samples, "discarded regions measured at free (mincore) to learn their class's zeroing policy") \
+    COUNTER(zero_samples, "regions given lazily (fresh, or discarded by np.zeros) measured at free (mincore): what their class touches, for the zeroing and first-touch policies") \
     COUNTER(realloc_same, "resizes served in place") \
     COUNTER(realloc_remap, "resizes that moved the pages to a larger region with mremap (no copy)") \
     COUNTER(realloc_copy, "resizes that copied the data to another region") \
@@ -48,7 +48,7 @@
     COUNTER(gathered, "repurposed misses moved together (mremap) from several idle regions") \
     COUNTER(gathered_pieces, "idle regions moved into gathered ones") \
     COUNTER(fresh_tail_bytes, "bytes of gathered regions that idle memory could not cover, mapped fresh") \
-    COUNTER(populated_bytes, "fresh np.empty regions faulted in at once (timed by the first-touch policy)") \
+    COUNTER(populated_bytes, "bytes of fresh np.empty regions faulted in at once (classes shown to write their arrays whole; timed by the first-touch policy)") \
     GAUGE(segments, "mappings (segments) that hold the regions") \
     GAUGE(bytes_reserved, "their bytes (address space)") \
     GAUGE(bytes_vacant, "the part of bytes_reserved with no memory behind it (given back, kept as address space)") \

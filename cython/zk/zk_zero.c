@@ -51,10 +51,18 @@ typedef enum {
 #define DEFAULT_MEMSET_NS_PER_MIB 38800u
 #define DEFAULT_FAULT_NS 2400u
 #define FIRST_INTERVAL 4u
+/* A class whose users touch at least DENSE of a lazily given region writes
+ * its regions whole: fresh ones are faulted in at once and may take huge
+ * pages (zk_thp.c).  Below SPARSE a region is "barely touched": zeroing it
+ * by memset would make resident what its user never touches, so it is
+ * discarded whatever the timings say (RSS follows the touched pages). */
+#define DENSE (FRACTION_ONE * 7 / 8)
+#define SPARSE (FRACTION_ONE / 16)
 #define MAX_INTERVAL 1024u
 
 typedef struct {
     _Atomic uint32_t touched;      /* average touched fraction, in 1/FRACTION_ONE */
+    _Atomic uint32_t samples;      /* how many measurements that average holds */
     _Atomic uint32_t countdown;    /* dense class: callocs left before the next sample */
     _Atomic uint32_t interval;
     _Atomic uint32_t discard_ns;   /* what a discard of this class's regions costs (follow_fastest) */
@@ -148,6 +156,7 @@ void zk_zero_reset(void)
 {
     for (int c = 0; c < ZK_NCLASSES; c++) {
         atomic_store_explicit(&classes[c].touched, FRACTION_ONE, memory_order_relaxed);
+        atomic_store_explicit(&classes[c].samples, 0, memory_order_relaxed);
         atomic_store_explicit(&classes[c].countdown, FIRST_INTERVAL, memory_order_relaxed);
         atomic_store_explicit(&classes[c].interval, FIRST_INTERVAL, memory_order_relaxed);
         atomic_store_explicit(&classes[c].discard_ns, 0, memory_order_relaxed);
@@ -183,7 +192,7 @@ static bool sample_due(zero_class *z)
     return true;
 }
 
-static zk_zero_way choose(int cls, size_t bytes)
+static zk_zero_way choose(int cls, size_t bytes, bool few_present)
 {
     size_t lazy = zk_opt_lazy_zero_bytes();
     if (lazy != 0 && bytes >= lazy)
@@ -193,9 +202,31 @@ static zk_zero_way choose(int cls, size_t bytes)
     if (!atomic_load_explicit(&calibrated, memory_order_relaxed))
         calibrate_memset();
     zero_class *z = &classes[cls];
-    if (discard_pays(z, bytes, atomic_load_explicit(&z->touched, memory_order_relaxed)) || sample_due(z))
+    uint32_t touched = atomic_load_explicit(&z->touched, memory_order_relaxed);
+    /* RSS first: a barely touched class, or a region with few pages present
+     * whose class is not dense (a memset would fault in all the others). */
+    if (touched < SPARSE || (few_present && touched < DENSE))
+        return ZK_ZERO_SAMPLE;
+    if (discard_pays(z, bytes, touched) || sample_due(z))
         return ZK_ZERO_SAMPLE;
     return ZK_ZERO_MEMSET;
+}
+
+bool zk_touch_dense(int cls)
+{
+    if (cls < 0 || cls >= ZK_NCLASSES)
+        return false;
+    zero_class *z = &classes[cls];
+    return atomic_load_explicit(&z->samples, memory_order_relaxed) != 0 &&
+           atomic_load_explicit(&z->touched, memory_order_relaxed) >= DENSE;
+}
+
+void zk_touch_watch(zk_region *r, size_t bytes)
+{
+    if (bytes < MIN_ADAPTIVE_BYTES)
+        return;   /* too small for a mincore at free to pay */
+    r->flags |= ZK_RF_SAMPLE;
+    r->sampled_bytes = zk_round_up(bytes, zk_os_page_size());
 }
 
 void zk_zero_learn(zk_region *r)
@@ -208,11 +239,15 @@ void zk_zero_learn(zk_region *r)
     zk_count(&zk_stats.zero_samples, 1);
     zero_class *z = &classes[r->cls];
     uint32_t sample = (uint32_t)(touched * FRACTION_ONE / pages);
+    if (sample < SPARSE)
+        r->flags |= ZK_RF_DISCARDED;   /* few of its pages are present: a memset would fault the rest */
     uint32_t before = atomic_load_explicit(&z->touched, memory_order_relaxed);
-    /* Three quarters of the weight on the newest sample: three sparse
-     * samples in a row turn a dense class sparse, one dense sample turns it
-     * back (the costlier mistake is discarding a class that is written). */
-    atomic_store_explicit(&z->touched, (before + 3 * sample) / 4, memory_order_relaxed);
+    /* The first measurement replaces the assumption; after it, three
+     * quarters of the weight on the newest sample: three sparse samples in
+     * a row turn a dense class sparse, one dense sample turns it back (the
+     * costlier mistake is discarding a class that is written). */
+    bool first = atomic_fetch_add_explicit(&z->samples, 1, memory_order_relaxed) == 0;
+    atomic_store_explicit(&z->touched, first ? sample : (before + 3 * sample) / 4, memory_order_relaxed);
     if (discard_pays(z, r->sampled_bytes, sample)) {
         /* This sample says discard: look again at the next calloc (the
          * average follows within a few samples; discarded from then on,
@@ -243,14 +278,16 @@ void zk_zero_read(int cls, zk_zero_policy *out)
 /* ---- zeroing a reused region ---------------------------------------------- */
 
 /* Huge pages back for a region this policy had put on 4 KiB pages (its user
- * is about to write it densely).  MADV_HUGEPAGE alone would leave the 4 KiB
+ * is about to write it densely, and its class has shown it does).  MADV_HUGEPAGE alone would leave the 4 KiB
  * pages already there until khugepaged collapses them, and a dense user
  * writes 4 KiB pages ~15-20% slower (TLB misses); dropping them makes the
  * next touches fault in huge pages, at about the cost of one memset, once.
  * Returns true when the region is now all zeros. */
 static bool restore_huge_pages(zk_region *r)
 {
-    if (!(r->flags & ZK_RF_SMALL_PAGES))
+    /* Only for a class shown dense: huge pages under sparse touches make
+     * resident 2 MiB for every page touched. */
+    if (!(r->flags & ZK_RF_SMALL_PAGES) || !zk_touch_dense(r->cls))
         return false;
     r->flags &= ~ZK_RF_SMALL_PAGES;
     if (!zk_opt_hugepages())
@@ -300,7 +337,7 @@ static bool discard_and_sample(zk_region *r, size_t len, bool after_discard)
 static bool zero_reused(zk_region *r, size_t bytes, bool after_discard)
 {
     size_t len = zk_round_up(bytes, zk_os_page_size());
-    zk_zero_way way = choose(r->cls, bytes);
+    zk_zero_way way = choose(r->cls, bytes, after_discard);
     if ((way == ZK_ZERO_DISCARD && zk_os_discard((void *)r->base, len) == 0) ||
         (way == ZK_ZERO_SAMPLE && discard_and_sample(r, len, after_discard)))
         return true;
