@@ -181,7 +181,8 @@ def test_auto_samples_both_kinds_and_then_chooses(fresh):
     assert row.samples_small >= 2 and row.samples_huge >= 2
     assert row.ns_per_mib_small > 0 and row.ns_per_mib_huge > 0
     assert row.choice in ("huge pages", "4 KiB pages")
-    assert zk.stats().populated_bytes >= 6 * 4 * MiB
+    # all but at most one: every 16th fresh region of a dense class is left lazy and measured again
+    assert zk.stats().populated_bytes >= 5 * 4 * MiB
     del live
 
 

@@ -120,16 +120,40 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
     return r;
 }
 
+/* Huge pages on a fresh region only where they make no class slack
+ * resident: a request that ends short of its last huge page would have up
+ * to 2 MiB past its end faulted in with it (numpy's default leaves its
+ * mapping's partial end on 4 KiB pages).  Where that would exceed 1/32 of
+ * the request, the region goes on 4 KiB pages.  hugepages=1 is obeyed. */
+#define HUGE_OVERHANG_SHARE 32u
+
+static void fit_huge_pages(zk_region *r, obtain_info *info, size_t want)
+{
+    if (!info->huge || zk_opt(ZK_OPT_HUGEPAGES) == ZK_HUGEPAGES_ON)
+        return;
+    size_t end = zk_round_up(want, ZK_HUGE_BYTES);
+    if (end > r->bytes || (end - want) * HUGE_OVERHANG_SHARE <= want)
+        return;   /* the mapping ends first (no huge page there), or little slack */
+    zk_os_advise_small_pages((void *)r->base, r->bytes);
+    info->huge = false;
+}
+
+static size_t page_rounded(const zk_region *r, size_t bytes)
+{
+    size_t want = zk_round_up(bytes != 0 ? bytes : 1, zk_os_page_size());
+    return want < r->bytes ? want : r->bytes;
+}
+
 /* A fresh region for np.empty: faulted in at once (one syscall instead of a
  * fault per page) only where its class has shown that it writes its regions
  * whole (zk_thp.c), and then only the requested bytes, timed for the
  * first-touch policy; otherwise left lazy and measured at free.  Outside
  * every lock: it can take milliseconds. */
-static void populate_fresh(zk_region *r, const obtain_info *info, size_t bytes)
+static void populate_fresh(zk_region *r, obtain_info *info, size_t bytes)
 {
-    size_t want = zk_round_up(bytes != 0 ? bytes : 1, zk_os_page_size());
-    want = want < r->bytes ? want : r->bytes;
+    size_t want = page_rounded(r, bytes);
     if (info->sample) {
+        fit_huge_pages(r, info, want);
         uint64_t t0 = zk_thp_now_ns();
         if (zk_os_populate((void *)r->base, want) == 0)
             zk_thp_record(want, info->huge, zk_thp_now_ns() - t0);
@@ -169,8 +193,10 @@ static zk_region *cache_calloc(size_t bytes, obtain_info *info)
     if (r == NULL)
         return NULL;
     zk_zero_for_calloc(r, bytes);
-    if (info->fresh)
+    if (info->fresh) {
+        fit_huge_pages(r, info, page_rounded(r, bytes));
         zk_touch_watch(r, bytes);   /* lazy zeros: measured at free */
+    }
     return r;
 }
 
