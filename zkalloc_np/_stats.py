@@ -110,6 +110,7 @@ class Stats:
     gathered: int
     gathered_pieces: int
     fresh_tail_bytes: int
+    slack_dropped_bytes: int
     populated_bytes: int
     segments: int
     bytes_reserved: int

@@ -89,6 +89,36 @@ static zk_region *miss(int cls, obtain_info *info)
     return r;
 }
 
+static size_t page_rounded(const zk_region *r, size_t bytes)
+{
+    size_t want = zk_round_up(bytes != 0 ? bytes : 1, zk_os_page_size());
+    return want < r->bytes ? want : r->bytes;
+}
+
+/* A region handed out for less than its earlier users wrote keeps their
+ * pages past the request resident, and the class's slack (up to 25%, more
+ * for a region one class larger or carved from idle memory) then grows the
+ * RSS of a program whose sizes vary round to round.  Those pages go back
+ * (MADV_DONTNEED) when they are worth a syscall: at least 1/32 of the
+ * region and 64 KiB.  extent tracks how far users wrote, so a loop that
+ * asks for the same size every round never pays for it. */
+#define SLACK_SHARE 32u
+#define SLACK_MIN_BYTES ((size_t)64 << 10)
+
+static void drop_slack(zk_region *r, size_t bytes, const obtain_info *info)
+{
+    size_t want = page_rounded(r, bytes);
+    /* A repurposed region's pages come from other regions: unknown. */
+    size_t extent = info->fresh ? 0 : info->repurposed || r->extent == 0 ? r->bytes : r->extent;
+    size_t min = r->bytes / SLACK_SHARE > SLACK_MIN_BYTES ? r->bytes / SLACK_SHARE : SLACK_MIN_BYTES;
+    if (extent > want && extent - want >= min &&
+        zk_os_discard((void *)(r->base + want), extent - want) == 0) {
+        zk_count(&zk_stats.slack_dropped_bytes, extent - want);
+        extent = want;
+    }
+    r->extent = extent > want ? extent : want;
+}
+
 static zk_region *obtain(size_t bytes, obtain_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -114,6 +144,7 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
         zk_count(&zk_stats.misses, 1);
         zk_count(&zk_stats.class_misses[cls], 1);
     }
+    drop_slack(r, bytes, info);
     r->flags &= ~ZK_RF_SOFT;   /* wanted again: written pages are plain pages */
     atomic_store_explicit(&r->site, 0, memory_order_relaxed);   /* a tracked request names its own (zk_peak.c) */
     zk_in_use_count(r);
@@ -136,12 +167,6 @@ static void fit_huge_pages(zk_region *r, obtain_info *info, size_t want)
         return;   /* the mapping ends first (no huge page there), or little slack */
     zk_os_advise_small_pages((void *)r->base, r->bytes);
     info->huge = false;
-}
-
-static size_t page_rounded(const zk_region *r, size_t bytes)
-{
-    size_t want = zk_round_up(bytes != 0 ? bytes : 1, zk_os_page_size());
-    return want < r->bytes ? want : r->bytes;
 }
 
 /* A fresh region for np.empty: faulted in at once (one syscall instead of a
@@ -402,6 +427,9 @@ void *zk_cache_realloc_region(zk_region *r, size_t bytes)
     r->flags &= ~ZK_RF_SAMPLE;   /* what its user touched no longer says anything */
     if (bytes <= r->bytes && r->cls - ncls <= LARGER_CLASSES) {   /* a region allocation could have given it */
         zk_count(&zk_stats.realloc_same, 1);
+        size_t want = page_rounded(r, bytes);
+        if (r->extent != 0 && r->extent < want)
+            r->extent = want;
         return ptr;
     }
     if (ncls > r->cls && r->bytes >= REMAP_MIN_BYTES && !(r->flags & ZK_RF_MULTI)) {
@@ -409,6 +437,7 @@ void *zk_cache_realloc_region(zk_region *r, size_t bytes)
         int rc = grow_by_move(r, ncls);
         zk_in_use_count(r);
         if (rc == ZK_OK) {
+            r->extent = 0;   /* its user writes the grown part: unknown */
             zk_count(&zk_stats.realloc_remap, 1);
             return (void *)r->base;
         }

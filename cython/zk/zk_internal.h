@@ -51,6 +51,8 @@ typedef struct zk_region {
     uint64_t stamp;                   /* when it was last freed: LRU order */
     uint64_t idle_ns;                 /* coarse clock when it was last freed (decay) */
     size_t sampled_bytes;             /* ZK_RF_SAMPLE: the discarded length */
+    size_t extent;                    /* in use: how far its users may have written since its
+                                       * pages past that were last dropped (0: unknown, all) */
     struct zk_region *cls_prev, *cls_next;   /* shared pool, one list per class */
     struct zk_region *lru_prev, *lru_next;   /* shared pool, all classes, LRU order */
     struct zk_region *free_next;             /* descriptor free list, chains */
