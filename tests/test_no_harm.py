@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
 import pytest
 
+import zkalloc_np as zk
 from conftest import MiB, run_python
 
 BIG = (1 << 30) + 1          # 1 GiB + 1 byte: the class above 1 GiB has 256 MiB of slack
@@ -109,3 +111,24 @@ def test_a_sparse_msm_window_pattern_keeps_rss_at_its_touched_pages(c, windows):
     assert out.returncode == 0, out.stderr
     worst, touched = map(int, out.stdout.split())
     assert worst <= touched * 1.05 + windows * 2 * MiB, (worst >> 10, touched >> 10)
+
+
+def test_giving_slack_back_never_touches_a_neighbour(fresh):
+    """A region handed out for less than its users wrote gives the rest back
+    (slack_dropped_bytes), but never past its own end: pieces carved out of
+    one larger idle region hold live arrays side by side."""
+    live = []
+    with zk.installed():
+        for big in (48, 40):
+            a = np.empty(big * MiB, np.uint8)
+            a.fill(0xEE)
+            del a
+        for i, size in enumerate((3, 9, 5, 6, 2, 7, 4, 11, 3, 5)):
+            a = np.empty(size * MiB - 4096 * i, np.uint8)
+            a.fill(i + 1)
+            live.append(a)
+            for j, b in enumerate(live):
+                assert (b == j + 1).all(), (i, j)
+            if i % 3 == 2:
+                live[0] = np.full(1, 1, np.uint8)        # the oldest freed: its region goes idle
+    zk.check()

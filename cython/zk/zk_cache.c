@@ -108,8 +108,11 @@ static size_t page_rounded(const zk_region *r, size_t bytes)
 static void drop_slack(zk_region *r, size_t bytes, const obtain_info *info)
 {
     size_t want = page_rounded(r, bytes);
-    /* A repurposed region's pages come from other regions: unknown. */
-    size_t extent = info->fresh ? 0 : info->repurposed || r->extent == 0 ? r->bytes : r->extent;
+    /* A repurposed region's pages come from other regions: unknown.  A
+     * region split off a larger one (zk_heap_split) may carry the larger
+     * one's extent: never past its own end. */
+    size_t extent = info->fresh ? 0 : info->repurposed || r->extent == 0 || r->extent > r->bytes ? r->bytes
+                                                                                               : r->extent;
     size_t min = r->bytes / SLACK_SHARE > SLACK_MIN_BYTES ? r->bytes / SLACK_SHARE : SLACK_MIN_BYTES;
     if (extent > want && extent - want >= min &&
         zk_os_discard((void *)(r->base + want), extent - want) == 0) {
