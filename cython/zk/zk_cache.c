@@ -180,8 +180,9 @@ static void fit_huge_pages(zk_region *r, obtain_info *info, size_t want)
 static void populate_fresh(zk_region *r, obtain_info *info, size_t bytes)
 {
     size_t want = page_rounded(r, bytes);
-    if (info->sample) {
+    if (info->fresh)
         fit_huge_pages(r, info, want);
+    if (info->sample) {
         uint64_t t0 = zk_thp_now_ns();
         if (zk_os_populate((void *)r->base, want) == 0)
             zk_thp_record(want, info->huge, zk_thp_now_ns() - t0);

@@ -294,6 +294,7 @@ void zk_zero_learn(zk_region *r);
  * says whether the class has shown that its regions end up written whole. */
 void zk_touch_watch(zk_region *r, size_t bytes);
 bool zk_touch_dense(int cls);
+bool zk_touch_unknown(int cls);   /* nothing measured of the class yet */
 /* Measured costs the policy follows (zk_zero.c times them itself; the C
  * test feeds them to check the estimator). */
 void zk_zero_timed_memset(size_t bytes, uint64_t ns);
