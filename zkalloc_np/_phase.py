@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import sys
 import threading
 import tracemalloc
@@ -228,6 +229,16 @@ class PhaseTotals:
 
 _totals: dict[str, PhaseTotals] = {}
 _totals_lock = threading.Lock()
+
+
+def _new_totals_lock() -> None:
+    """A fork child's copy of the lock may be held by a thread that does not
+    exist there: a fresh one (CPython's logging does the same)."""
+    global _totals_lock
+    _totals_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_totals_lock)
 
 
 def phase_totals() -> dict[str, PhaseTotals]:
