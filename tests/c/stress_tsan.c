@@ -16,7 +16,7 @@
  *    check (which may answer busy, never corrupt), check_maps, stats,
  *    idle_resident, the phases' stats and live lists, and reads every peak
  *    snapshot, and changes the cap and decay_ms.
- * No site source is registered: tracked requests record site 0.
+ * The caller probe answers no site: tracked requests record site 0.
  *
  * Built with -fsanitize=thread by tools/sanitize.sh (c-tsan-stress), which
  * .ci/run runs; any TSan report fails it.  A plain build also runs in
@@ -171,6 +171,21 @@ static void release_block(held_block *b)
     free(b);
 }
 
+/* The caller probe (zk_caller.c), as Python's answers: a raw request's
+ * phase is what the calling thread's context says (here a thread-local set
+ * around the request), returned pinned; no site. */
+static _Thread_local zk_scope *raw_phase;
+
+static zk_scope *raw_phase_now(void)
+{
+    zk_scope *s = raw_phase;
+    if (s != NULL)
+        zk_scope_pin(s);
+    return s;
+}
+
+static const zk_caller_probe test_probe = {NULL, raw_phase_now};
+
 static void *alloc_via(held_block *b, bool zeroed, unsigned *seed)
 {
     b->via = (int)(next_rand(seed) % 4);
@@ -193,9 +208,9 @@ static void *alloc_via(held_block *b, bool zeroed, unsigned *seed)
             return p;
         }
     } else {   /* a raw request inside a phase: tagged with it, the pin held meanwhile */
-        zk_scope *previous = zk_raw_scope_enter(ph->scope);
+        raw_phase = ph->scope;   /* what this thread's context says, as the probe answers */
         p = zeroed ? zk_raw_calloc(NULL, 1, b->size) : zk_raw_malloc(NULL, b->size);
-        zk_raw_scope_leave(previous);
+        raw_phase = NULL;
     }
     phase_put(ph);
     return p;
@@ -362,6 +377,7 @@ int main(int argc, char **argv)
         return 2;
     zk_fallback fb = {NULL, fb_malloc, fb_calloc, fb_realloc, fb_free};
     zk_handler_set_fallback(&fb);
+    zk_set_caller_probe(&test_probe);
     zk_raw_allocator libc_raw = {NULL, fb_malloc, fb_calloc, fb_realloc, raw_fb_free}, hook;
     if (zk_raw_wrap(&libc_raw, &hook) != ZK_OK)
         return 2;
