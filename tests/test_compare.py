@@ -13,7 +13,8 @@ import pytest
 
 from zkalloc_np.cli import compare as _compare, peers as _peers
 from zkalloc_np.cli.process import Resources
-from zkalloc_np.cli.compare import FASTER, SAME, SLOWER, TOO_FEW, Program, RunRecord, summarize, verdict
+from zkalloc_np._verdict import Samples, judge
+from zkalloc_np.cli.compare import FASTER, SAME, SLOWER, TOO_FEW, Program, RunRecord, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "ntt_prover.py")
@@ -281,11 +282,12 @@ def test_peers_found_are_preloaded(tmp_path, monkeypatch):
     ([1.0, 1.1, 1.2], [0.5], TOO_FEW),
 ])
 def test_verdict_from_spreads(base, other, expected):
-    assert verdict(base, other) == expected
+    """compare's rule (zkalloc_np._verdict.judge) on wall times alone, load unknown."""
+    assert judge(Samples(base), Samples(other)).word == expected
 
 
 def test_verdict_threshold_is_a_parameter():
-    assert verdict([2.0], [1.0], min_runs=1) == FASTER
+    assert judge(Samples([2.0]), Samples([1.0]), min_runs=1).word == FASTER
 
 
 def _record(allocator: str, wall: float, ok: bool = True, code: int = 0) -> RunRecord:
