@@ -221,6 +221,11 @@ def supervise(argv: Sequence[str], *, timeout: float | None,
     proc = subprocess.Popen(list(argv), start_new_session=True, **popen)
     try:
         started(proc)
+    except BaseException:
+        kill_group(proc.pid)
+        proc.wait()
+        raise
+    try:
         ended = watch(proc.pid, start, timeout=timeout)
     finally:
         proc.returncode = -1   # reaped by watch: Popen must not wait for it again
