@@ -11,7 +11,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zkalloc_np.cli import sanitizer as _sanitizer
+from zkalloc_np._system import describe, machine
 
 from . import report, wholeprog
 from .allocators import ALLOCATORS, resolve, runs_by_default
@@ -58,30 +58,26 @@ def _run_worker(allocator: str, env: dict[str, str], pattern: str, size: int, ar
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, cores, THP mode, kernel, numpy/python/galois versions."""
-    import numpy as np
-
-    from zkalloc_np._system import thp_mode
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "thp_enabled": thp_mode("enabled"),
-            "thp_defrag": thp_mode("defrag"), "kernel": platform.release(), "numpy": np.__version__,
-            "python": platform.python_version()}
-    try:
-        with open("/proc/meminfo") as f:
-            info["mem_total_bytes"] = int(f.readline().split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    """What a measurement ran on (zkalloc_np._system.machine: CPU model,
+    cores, memory, kernel, THP mode, numpy and Python), and galois's version."""
     from importlib.metadata import PackageNotFoundError, version
+
+    info = machine()
     try:
         info["galois"] = version("galois")
     except PackageNotFoundError:
         info["galois"] = None
     return info
+
+
+def _save(args: argparse.Namespace, data: dict[str, Any], markdown: Callable[[], str]) -> None:
+    """--json: `data`; --markdown: the table `markdown` makes (each where asked)."""
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown() + "\n")
 
 
 def combine(passes: list[dict], pattern: Pattern | None = None) -> dict:
@@ -238,16 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                 err.print(f"{pattern} {label(PATTERNS[pattern], size)}: {len(active)} allocators, {passes} pass(es) done")
     info = machine_info()
     out.print(report.rich_table(records, names))
-    out.print(f"machine: {info['cpu']}, {info['cores']} cores, THP {info['thp_enabled']}, "
-              f"numpy {info['numpy']}, Python {info['python']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "options": {k: v for k, v in vars(args).items() if k != "list"},
-                       "skipped": {**skipped, **skipped_patterns}, "failures": failures, "records": records},
-                      f, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(report.markdown(records, names) + "\n")
+    out.print(f"machine: {describe(info)}")
+    _save(args, {"machine": info, "options": {k: v for k, v in vars(args).items() if k != "list"},
+                 "skipped": {**skipped, **skipped_patterns}, "failures": failures, "records": records},
+          lambda: report.markdown(records, names))
     if args.plot and records:
         report.plot(records, names, args.plot,
                     title=f"{info['cpu']}, {info['cores']} cores, THP {info['thp_enabled']}, numpy {info['numpy']}")
@@ -285,20 +275,14 @@ def _programs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             "seconds": time.perf_counter() - started}
     table = wholeprog.markdown(records)
     print(table)
-    print(f"machine: {info['cpu']}, {info['cores']} cores, THP {info['thp_enabled']}, numpy {info['numpy']}, "
-          f"Python {info['python']}; load average {load_before[0]:.1f} before, {info['load_after'][0]:.1f} after")
+    print(f"machine: {describe(info)}; load average {load_before[0]:.1f} before, {info['load_after'][0]:.1f} after")
     failures = [f"{r['program']}/{r['allocator']}: {why}" for r in records for why in r["failed"]]
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"kind": "wholeprog", "machine": info,
-                       "options": {"programs": chosen, "allocators": active, "passes": args.passes},
-                       "commands": {p.name: {a: [arg.replace(ROOT + os.sep, "") for arg in wholeprog.command(p, a)[1:]]
-                                             for a in active} for p in programs},
-                       "skipped": {**skipped, **skipped_programs}, "failures": failures, "records": records},
-                      f, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(table + "\n")
+    _save(args, {"kind": "wholeprog", "machine": info,
+                 "options": {"programs": chosen, "allocators": active, "passes": args.passes},
+                 "commands": {p.name: {a: [arg.replace(ROOT + os.sep, "") for arg in wholeprog.command(p, a)[1:]]
+                                       for a in active} for p in programs},
+                 "skipped": {**skipped, **skipped_programs}, "failures": failures, "records": records},
+          lambda: table)
     return 1 if failures else 0
 
 

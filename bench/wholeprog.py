@@ -4,11 +4,12 @@ Each program of bench.programs runs in a fresh process per allocator and
 pass, the allocator order reversed on every other pass, from an empty
 temporary folder with its output discarded.  Measured from outside with
 ``os.wait4``: CPU seconds (user + system), wall seconds, minor and major
-faults, and peak RSS (``ru_maxrss``, the largest process of the tree).  The
-machine's load is sampled around every run: the 1-minute load average
-before and after (/proc/loadavg), and over the run, from /proc/stat, the
-cores the rest of the machine kept busy (busy CPU time of the machine
-minus the program's own, over the wall time) and the share of stolen time.
+faults, and peak RSS (``ru_maxrss``, the largest process of the tree), by
+the supervisor ``compare`` uses too (zkalloc_np.cli.process.supervise).  The machine's
+load is sampled around every run: the 1-minute load average before and
+after, and over the run, from /proc/stat, the cores the rest of the machine
+kept busy (busy CPU time of the machine minus the program's own, over the
+wall time) and the share of stolen time (process.load_during).
 
 zkalloc runs as a user would run it: ``python -m zkalloc_np run --quiet
 PROGRAM`` (install() before the program, libc=keep; ``run`` forks once and
@@ -16,20 +17,16 @@ waits, so its small supervising parent is counted too).
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from zkalloc_np.cli import sanitizer as _sanitizer
+from zkalloc_np.cli.process import supervise
 from zkalloc_np._verdict import Verdict, scaled, within
 
 from .programs import Program
@@ -56,8 +53,10 @@ _INSTALL_THEN_RUN = (
 #: zkalloc-global is the way a user runs it: ``python -m zkalloc_np run`` forks once and its
 #: parent waits (and is counted); zkalloc-install calls install() in the program's own process.
 PREFIX = {ZKALLOC: ("-m", "zkalloc_np", "run", "--quiet"), IN_PROCESS: ("-c", _INSTALL_THEN_RUN)}
-#: Per-pass measures of a run, and the name of its median in a record.
-MEASURES = ("cpu_s", "user_s", "sys_s", "wall_s", "minflt", "majflt", "peak_rss_bytes")
+#: Per-pass measures of a run, as a record names them (its median; ``pass_`` and the name: per pass),
+#: and the field of process.Resources each is.
+MEASURES = {"cpu_s": "cpu_s", "user_s": "user_s", "sys_s": "system_s", "wall_s": "wall_s",
+            "minflt": "minor_faults", "majflt": "major_faults", "peak_rss_bytes": "peak_rss_bytes"}
 LOAD = ("load_before", "load_after", "others_cores", "steal_share")
 
 #: Issue 29's targets for install() on every program: (what, measure, bound from the records).
@@ -65,46 +64,6 @@ RSS_GOAL = 1.05          # peak RSS at most 1.05x numpy default's
 FAULT_SHARE = 0.10       # minor faults at most glibc-tuned's + 10% of numpy default's
 CPU_GOAL = 1.02          # CPU at most 1.02x the best of:
 CPU_BASES = ("default", "glibc-tuned", "tcmalloc")
-
-
-@dataclass(frozen=True)
-class CpuSample:
-    """/proc/stat's first line: busy, stolen and total jiffies of the whole machine."""
-
-    busy: int
-    steal: int
-    total: int
-
-
-def cpu_sample() -> CpuSample | None:
-    """The machine's CPU counters now (None where /proc/stat is unreadable)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
-    steal = fields[7] if len(fields) > 7 else 0
-    total = sum(fields[:8])
-    return CpuSample(busy=total - idle - steal, steal=steal, total=total)
-
-
-def load1() -> float:
-    """The 1-minute load average (0.0 where unreadable)."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return 0.0
-
-
-def machine_load(before: CpuSample | None, after: CpuSample | None, wall: float, own_cpu: float) -> dict[str, float]:
-    """Cores the rest of the machine kept busy during a run, and the stolen share."""
-    if before is None or after is None or after.total <= before.total or wall <= 0:
-        return {"others_cores": 0.0, "steal_share": 0.0}
-    hz = os.sysconf("SC_CLK_TCK")
-    busy_s = (after.busy - before.busy) / hz
-    return {"others_cores": max(0.0, (busy_s - own_cpu) / wall),
-            "steal_share": (after.steal - before.steal) / (after.total - before.total)}
 
 
 def command(program: Program, allocator: str) -> list[str]:
@@ -116,33 +75,18 @@ def run_once(program: Program, allocator: str, env: dict[str, str], workdir: str
     """Run the program once in a fresh process (its own session, killed with
     its children after program.timeout_s); its measures, exit and load."""
     full_env = _sanitizer.child_environment(env)   # the parent's preload goes, a sanitizer runtime stays first
-    timed_out = threading.Event()
-    load_before, cpu_before = load1(), cpu_sample()
     with tempfile.TemporaryFile() as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen(command(program, allocator), env=full_env, cwd=workdir, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log, start_new_session=True)
-
-        def expire() -> None:
-            timed_out.set()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        timer = threading.Timer(program.timeout_s, expire)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        run = supervise(command(program, allocator), timeout=program.timeout_s, env=full_env, cwd=workdir,
+                        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.seek(max(0, log.seek(0, os.SEEK_END) - 2000))
         tail = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-    cpu = usage.ru_utime + usage.ru_stime
-    return {"exit": proc.returncode, "timed_out": timed_out.is_set(), "last_line": tail[-1] if tail else "",
-            "cpu_s": cpu, "user_s": usage.ru_utime, "sys_s": usage.ru_stime, "wall_s": wall,
-            "minflt": usage.ru_minflt, "majflt": usage.ru_majflt, "peak_rss_bytes": usage.ru_maxrss * 1024,
-            "load_before": load_before, "load_after": load1(),
-            **machine_load(cpu_before, cpu_sample(), wall, cpu)}
+    ended, spent, load = run.ended, run.ended.resources, run.load
+    return {"exit": ended.exit_code if ended.signal is None else -ended.signal, "failure": ended.failure,
+            "timed_out": ended.timed_out, "last_line": tail[-1] if tail else "",
+            **{key: getattr(spent, field) for key, field in MEASURES.items()},
+            "load_before": run.before.load_avg if run.before else 0.0,
+            "load_after": run.after.load_avg if run.after else 0.0,
+            "others_cores": load.others_cores, "steal_share": load.steal_share}
 
 
 def combine(program: str, allocator: str, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -153,8 +97,7 @@ def combine(program: str, allocator: str, runs: Sequence[dict[str, Any]]) -> dic
     done = [r for r in runs if not r["timed_out"] and r["exit"] >= 0]
     record: dict[str, Any] = {"program": program, "allocator": allocator, "passes": len(done),
                               "pass_exit": [r["exit"] for r in done],
-                              "failed": [("timed out" if r["timed_out"] else f"killed by signal {-r['exit']}")
-                                         + (f": {r['last_line']}" if r["last_line"] else "")
+                              "failed": [r["failure"] + (f": {r['last_line']}" if r["last_line"] else "")
                                          for r in runs if r not in done]}
     for key in (*MEASURES, *LOAD):
         record["pass_" + key] = [r[key] for r in done]

@@ -12,8 +12,9 @@ import textwrap
 import pytest
 
 from zkalloc_np.cli import compare as _compare, peers as _peers
-from zkalloc_np.cli.process import Resources
-from zkalloc_np.cli.compare import FASTER, SAME, SLOWER, TOO_FEW, Program, RunRecord, summarize, verdict
+from zkalloc_np.cli.process import Resources, supervise
+from zkalloc_np._verdict import Samples, judge
+from zkalloc_np.cli.compare import FASTER, SAME, SLOWER, TOO_FEW, Program, RunRecord, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "ntt_prover.py")
@@ -281,11 +282,12 @@ def test_peers_found_are_preloaded(tmp_path, monkeypatch):
     ([1.0, 1.1, 1.2], [0.5], TOO_FEW),
 ])
 def test_verdict_from_spreads(base, other, expected):
-    assert verdict(base, other) == expected
+    """compare's rule (zkalloc_np._verdict.judge) on wall times alone, load unknown."""
+    assert judge(Samples(base), Samples(other)).word == expected
 
 
 def test_verdict_threshold_is_a_parameter():
-    assert verdict([2.0], [1.0], min_runs=1) == FASTER
+    assert judge(Samples([2.0]), Samples([1.0]), min_runs=1).word == FASTER
 
 
 def _record(allocator: str, wall: float, ok: bool = True, code: int = 0) -> RunRecord:
@@ -363,3 +365,27 @@ def test_the_subprocess_switch_never_reaches_the_baseline(tmp_path):
                   env={"ZKALLOC_SUBPROCESS": "1"})
     assert done.returncode == 0, done.stderr
     assert log.read_text().split() == ["False", "True"]   # default first, then zkalloc (under run)
+
+
+# -- the supervisor every run goes through (zkalloc_np.cli.process.supervise) -----------------
+
+def test_supervise_reports_how_the_child_ended_and_the_load():
+    run = supervise([sys.executable, "-c", "import sys; sys.exit(3)"], timeout=30)
+    assert run.ended.exit_code == 3 and not run.ended.ok and run.ended.failure == "exit 3"
+    assert run.ended.resources.wall_s > 0 and run.ended.resources.peak_rss_bytes > 0
+    assert run.load.cores >= 1 and run.load.others_cores >= 0
+    hung = supervise([sys.executable, "-c", "import time; time.sleep(60)"], timeout=0.5)
+    assert hung.ended.timed_out and hung.ended.signal == 9 and hung.ended.failure == "timed out"
+
+
+def test_supervise_kills_the_child_when_its_start_hook_fails():
+    """A `started` hook that raises leaves no child running, nor a zombie."""
+    seen: list[subprocess.Popen] = []
+
+    def fail(proc: subprocess.Popen) -> None:
+        seen.append(proc)
+        raise RuntimeError("no relay")
+
+    with pytest.raises(RuntimeError, match="no relay"):
+        supervise([sys.executable, "-c", "import time; time.sleep(60)"], timeout=30, started=fail)
+    assert seen[0].returncode == -9

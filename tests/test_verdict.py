@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from zkalloc_np.cli import compare as _compare
-from zkalloc_np._verdict import (FASTER, MET, MISSED, NOISE, SAME, SLOWER, TOO_FEW, Samples, scaled, separated,
-                                 verdict, within)
+from zkalloc_np.cli.process import Resources
+from zkalloc_np._verdict import (FASTER, MET, MISSED, NOISE, SAME, SLOWER, TOO_FEW, Samples, judge, scaled,
+                                 separated, verdict, within)
 
 
 def test_faster_and_slower_only_when_the_ranges_do_not_overlap():
@@ -27,10 +28,16 @@ def test_the_measure_is_the_callers_choice():
         verdict(base, other, measure="rss")
 
 
-def test_compare_reads_the_shared_rule():
-    assert _compare.verdict([1.0, 1.1, 1.2], [0.5, 0.6, 0.7]) == FASTER
-    assert _compare.verdict([1.0, 1.1, 1.2], [1.0, 1.1, 1.2]) == SAME
-    assert _compare.verdict([1.0], [0.5]) == TOO_FEW
+def test_compare_decides_by_the_shared_rule():
+    """compare's verdicts are the rule's own (judge), word and reason."""
+    walls = {"default": [1.0, 1.1, 1.2], "zkalloc": [0.5, 0.6, 0.7], "tcmalloc": [1.0, 1.1, 1.2]}
+    runs = {a: [_compare.RunRecord(allocator=a, round=i, ok=True, exit_code=0, signal=None, timed_out=False,
+                                   resources=Resources(w, w, 0.0, 100, 0, 1 << 20)) for i, w in enumerate(ws)]
+            for a, ws in walls.items()}
+    summary = _compare.summarize([r for rs in runs.values() for r in rs], list(walls))
+    for name, word in (("zkalloc", FASTER), ("tcmalloc", SAME)):
+        expected = judge(_compare.samples(runs["default"]), _compare.samples(runs[name]))
+        assert (summary[name].verdict, summary[name].reason, expected.word) == (expected.word, expected.reason, word)
     assert _compare.SAME is SAME
 
 

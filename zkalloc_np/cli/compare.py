@@ -24,7 +24,7 @@ is not run again; the others carry on.
 
 The verdict against numpy's default is zkalloc_np._verdict.judge: wall
 time, CPU time and faults, and the machine's load sampled around each run
-(`process.sample_machine`).  The program's output is not shown unless asked
+(`process.supervise`).  The program's output is not shown unless asked
 (``--show-output``); the table fits 100 columns.
 """
 from __future__ import annotations
@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,14 +48,12 @@ from .. import _verdict
 from .._verdict import FASTER, SAME, SLOWER, TOO_FEW, WITHHELD, Load, Samples, judge  # noqa: F401  (verdict words)
 from . import peers, sanitizer
 from .children import SWITCH
-from .process import Ended, Resources, load_during, sample_machine, watch
+from .process import Ended, Resources, supervise
 
 BASELINE = "default"
 ZKALLOC = "zkalloc"
 #: Every allocator compare knows, in the order it runs them.
 ALLOCATORS: tuple[str, ...] = (BASELINE, ZKALLOC, *peers.PEERS)
-#: A verdict needs at least this many good runs on each side.
-MIN_RUNS_FOR_VERDICT = _verdict.MIN_RUNS
 
 FAILED = "failed"
 NOT_RUN = "not run"
@@ -67,13 +64,6 @@ VERDICT_RULE = (f"faster/slower when the min-max ranges of wall time do not over
                 f"good runs each); when other processes kept >= {_verdict.LOADED_OTHERS_CORES} core busy or "
                 f">= {_verdict.LOADED_STEAL_SHARE:.0%} of CPU time was stolen, CPU time (user+sys) decides instead, "
                 f"apart by a {_verdict.LOADED_CPU_MARGIN:.0%} margin, and the verdict is withheld when it is not")
-
-
-def verdict(baseline: Sequence[float], other: Sequence[float], min_runs: int = MIN_RUNS_FOR_VERDICT) -> str:
-    """Faster, slower, or no difference, from the min-max spreads of wall
-    times: the shared rule of zkalloc_np._verdict (the ranges must not overlap),
-    TOO_FEW with fewer than `min_runs` runs on either side."""
-    return _verdict.verdict(_verdict.Samples(baseline), _verdict.Samples(other), min_runs=min_runs).word
 
 
 @dataclass(frozen=True)
@@ -244,28 +234,25 @@ def _relay(source: Any, sink: Any, tail: deque[bytes]) -> None:
 def run_once(program: Program, allocator: str, env: dict[str, str], round_: int, *,
              timeout: float | None, show_output: bool, workdir: str) -> RunRecord:
     """Run the program once in a fresh process (its own process group),
-    measured by `process.watch`; killed with its children after `timeout` s.
+    measured by `process.supervise`; killed with its children after `timeout` s.
     Its output is shown only with `show_output` (stderr as it comes); the
     last line of its stderr is kept either way."""
     stats_json = os.path.join(workdir, f"zkalloc-{allocator}-{round_}.json")
     full_env = sanitizer.child_environment(env)   # the parent's preload goes, a sanitizer runtime stays first
     full_env.pop(SWITCH, None)   # a switch set here must not reach the baseline or a peer (run sets its own)
-    cmd = child_command(program, allocator, stats_json)
-    machine_before = sample_machine()
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=full_env, stdin=subprocess.DEVNULL,
-                            stdout=None if show_output else subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
     tail: deque[bytes] = deque(maxlen=TAIL_LINES)
     sink = (getattr(sys.stderr, "buffer", None) or _TextSink(sys.stderr)) if show_output else None
-    relay = threading.Thread(target=_relay, args=(proc.stderr, sink, tail), daemon=True)
-    relay.start()
-    try:
-        ended = watch(proc.pid, start, timeout=timeout)
-    finally:
-        proc.returncode = -1   # reaped by watch: Popen must not wait for it again
-    load = load_during(machine_before, sample_machine(), ended.resources.wall_s, ended.resources.cpu_s)
-    relay.join(timeout=5)   # a grandchild may hold the pipe open; its lines then come later
+    relays: list[threading.Thread] = []
+
+    def relay(proc: subprocess.Popen[bytes]) -> None:
+        relays.append(threading.Thread(target=_relay, args=(proc.stderr, sink, tail), daemon=True))
+        relays[0].start()
+
+    run = supervise(child_command(program, allocator, stats_json), timeout=timeout, started=relay, env=full_env,
+                    stdin=subprocess.DEVNULL, stdout=None if show_output else subprocess.DEVNULL,
+                    stderr=subprocess.PIPE)
+    ended = run.ended
+    relays[0].join(timeout=5)   # a grandchild may hold the pipe open; its lines then come later
     zk = None
     if allocator == ZKALLOC and os.path.exists(stats_json):
         with open(stats_json) as f:
@@ -278,7 +265,7 @@ def run_once(program: Program, allocator: str, env: dict[str, str], round_: int,
     if not show_output and not ended.ok and tail:   # a failure's own words, though its output is not shown
         print("".join(line.decode(errors="replace") for line in tail), end="", file=sys.stderr, flush=True)
     return RunRecord(allocator=allocator, round=round_, ok=ended.ok, exit_code=ended.exit_code, signal=ended.signal,
-                     timed_out=ended.timed_out, resources=ended.resources, zkalloc=zk, stderr_tail=last, load=load)
+                     timed_out=ended.timed_out, resources=ended.resources, zkalloc=zk, stderr_tail=last, load=run.load)
 
 
 class _TextSink:

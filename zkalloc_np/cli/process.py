@@ -3,8 +3,10 @@
 `Resources` is what every command reports about a process: wall, user and
 system time, minor and major page faults, and peak RSS.  `run` measures its
 own process with `read_own` (before and after, `since` gives the run's share);
-`run`'s crash report and every run of `compare` measure a child from outside
-with `watch`, which waits for it with ``os.wait4``.
+`run`'s crash report measures a child from outside with `watch`, which waits
+for it with ``os.wait4``; `compare` and the whole-program benchmark
+(bench.wholeprog) start theirs with `supervise`, which also samples the
+machine around the run (`sample_machine`, `load_during`).
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import contextlib
 import os
 import resource
 import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,3 +193,40 @@ def load_during(before: MachineSample | None, after: MachineSample | None, wall_
     return Load(others_cores=max(0.0, (busy_s - own_cpu_s) / wall_s),
                 steal_share=(after.steal - before.steal) / (after.total - before.total),
                 load_avg=max(before.load_avg, after.load_avg), cores=cores)
+
+
+@dataclass(frozen=True)
+class Supervised:
+    """A child watched to its end by `supervise`, and the machine sampled
+    just before it started and just after it ended."""
+
+    ended: Ended
+    before: MachineSample | None
+    after: MachineSample | None
+
+    @property
+    def load(self) -> Load:
+        """How busy the rest of the machine was during the run."""
+        spent = self.ended.resources
+        return load_during(self.before, self.after, spent.wall_s, spent.cpu_s)
+
+
+def supervise(argv: Sequence[str], *, timeout: float | None,
+              started: Callable[[subprocess.Popen[bytes]], None] = lambda proc: None, **popen: Any) -> Supervised:
+    """Run `argv` in a fresh process in its own session (``popen``: Popen's
+    other arguments), call `started` with it (to read its pipes), and `watch`
+    it to its end: killed with its process group after `timeout` seconds."""
+    before = sample_machine()
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(argv), start_new_session=True, **popen)
+    try:
+        started(proc)
+    except BaseException:
+        kill_group(proc.pid)
+        proc.wait()
+        raise
+    try:
+        ended = watch(proc.pid, start, timeout=timeout)
+    finally:
+        proc.returncode = -1   # reaped by watch: Popen must not wait for it again
+    return Supervised(ended, before, sample_machine())
