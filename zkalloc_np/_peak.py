@@ -4,8 +4,8 @@ core's peak snapshots (cython/zk/zk_peak.c).
 A snapshot lists every region in use at one moment: the phase that
 allocated it (by serial), its requested bytes, its class, who asked for it
 (numpy's handler, for an array, or Python's raw domain, for a bytes object)
-and, for tracked requests, its allocation site.  A site is the innermost Python frame outside numpy and
-zkalloc_np at the allocation (the line of the prover that called np.zeros,
+and, for tracked requests, its allocation site.  A site is the innermost
+Python frame outside numpy and zkalloc_np at the allocation (the line of the prover that called np.zeros,
 np.concatenate, a ufunc...).  The core records it in C, inside the
 allocation, by reading the thread's frames without running Python
 (cython/zkpy/zk_py.c: a number for each (code object, line), kept in the
@@ -76,7 +76,7 @@ class PeakReport:
     of peak_bytes, its peak (0 for a phase).  by_site: the own
     bytes per allocation site, largest first (sites are recorded with
     track=True, or under ``run --peak``; otherwise one '(unknown)' row);
-    by_class: own bytes per region class (class bytes -> bytes);
+    by_class: own requested bytes per region class (class bytes -> bytes);
     outside_bytes: bytes live in the cache then that were not the phase's
     (arrays from before it, from other threads' phases, from inner phases);
     by_phase: those live bytes per phase name ('' for none);
