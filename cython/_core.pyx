@@ -147,7 +147,8 @@ cdef tuple read_peak(zk_peak *p):
             raise MemoryError("peak: no memory to copy the snapshot")
         got = zk_peak_read(p, entries, n, &info)
         if got <= n:
-            out = [(entries[i].scope, entries[i].bytes, entries[i].site, entries[i].cls) for i in range(got)]
+            out = [(entries[i].scope, entries[i].bytes, entries[i].site, entries[i].cls, entries[i].origin)
+                   for i in range(got)]
             free(entries)
             return info, out
         free(entries)
@@ -155,8 +156,9 @@ cdef tuple read_peak(zk_peak *p):
 
 
 def scope_peak(capsule):
-    """({live, in_use, unlisted_bytes, count}, [(scope serial, bytes, site, class)])
-    of what was live when the phase's live bytes last grew by 1/16."""
+    """({live, in_use, unlisted_bytes, count}, [(scope serial, requested bytes, site, class, origin)])
+    of what was live when the phase's live bytes last grew by 1/16; origin:
+    ORIGIN_NUMPY, ORIGIN_RAW or ORIGIN_UNKNOWN."""
     return read_peak(zk_scope_peak(scope_of(capsule)))
 
 
@@ -168,6 +170,12 @@ def scope_refusal(capsule):
 def track_process(bint on):
     """run --peak: record sites and snapshots at the process's peaks (on starts afresh)."""
     zk_track_process(on)
+
+
+# Who asked for a region a peak snapshot lists (zk_live_entry.origin).
+ORIGIN_UNKNOWN = ZK_ORIGIN_UNKNOWN
+ORIGIN_NUMPY = ZK_ORIGIN_NUMPY
+ORIGIN_RAW = ZK_ORIGIN_RAW
 
 
 def process_peak():

@@ -155,6 +155,11 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t scope, bytes
         uint32_t site
         int cls
+        int origin
+    enum:
+        ZK_ORIGIN_UNKNOWN
+        ZK_ORIGIN_NUMPY
+        ZK_ORIGIN_RAW
     ctypedef struct zk_peak_info:
         uint64_t live, in_use, unlisted_bytes, count, snapshots, snapshot_ns
     ctypedef struct zk_peak:

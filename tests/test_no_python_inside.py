@@ -297,7 +297,7 @@ def test_a_request_without_the_gil_has_an_unknown_site_and_the_report_counts_it(
 
 
 def test_a_python_whose_frames_are_not_read_says_so(monkeypatch):
-    entries = [(0, 4 * MiB, 0, _core.class_of(4 * MiB))]
+    entries = [(0, 4 * MiB, 0, _core.class_of(4 * MiB), _core.ORIGIN_NUMPY)]
     info = {"live": 4 * MiB, "unlisted_bytes": 0, "snapshots": 1, "snapshot_ns": 0}
     monkeypatch.setattr(_core, "SITES_READ_FRAMES", False)
     report = _peak.report((info, entries), None, 0)
@@ -316,7 +316,7 @@ def test_site_names_are_read_outside_the_allocator(fresh):
     with zk.phase(track=True) as ph:
         kept = np.ones(2 * MiB // 8)                                # site: named
     (_, entries) = _core.scope_peak(ph._capsule)
-    site = next(s for _, _, s, _ in entries if s)
+    site = next(s for _, _, s, _, _ in entries if s)
     assert _core.site_where(site) == (__file__, _line_of("# site: named"))
     assert _core.site_where(0) is None and _core.site_where(2**32 - 1) is None
     del kept

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import zkalloc_np as zk
-from zkalloc_np import _core
+from zkalloc_np import _core, _peak
 from conftest import MiB, run_python
 
 HERE = os.path.abspath(__file__)
@@ -277,3 +277,96 @@ def test_run_peak_names_the_same_sites_as_tracemalloc_at_the_peak(tmp_path):
         "tree", "trace", "columns (inside column())"]
     assert peak["by_phase"] == {"commit": 16 * MiB, "": 14 * MiB}
     assert peak["bytes"] >= 30 * MiB
+
+
+# ---- requested bytes, and who asked: numpy's arrays or Python's bytes objects ----
+
+BYTES_AT_THE_PEAK = """\
+import numpy as np
+arrays = [np.ones(5 << 20, np.uint8) for _ in range(2)]   # site: arrays
+source = np.ones(32 << 20, np.uint64)                     # site: source
+blob = source.tobytes()                                   # site: blob
+del source, arrays, blob
+after = np.ones(1 << 20, np.uint8)                        # after the peak, smaller
+"""
+
+
+def test_run_peak_reports_a_tobytes_in_requested_bytes_as_a_bytes_object(tmp_path):
+    """run --peak (process tracking, no phase): a 256 MiB tobytes() is 256 MiB
+    in one bytes object, not its 288 MiB region in one 'array'."""
+    import json
+    import subprocess
+    import sys
+    script = tmp_path / "prog.py"
+    script.write_text(BYTES_AT_THE_PEAK)
+    out = tmp_path / "run.json"
+    done = subprocess.run([sys.executable, "-m", "zkalloc_np", "run", "--peak", "--json", str(out), str(script)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = BYTES_AT_THE_PEAK.splitlines()
+    site = {marker: f"prog.py:{next(n for n, l in enumerate(lines, 1) if f'# site: {marker}' in l)}"
+            for marker in ("arrays", "source", "blob")}
+    assert region(256 * MiB + 33) > 256 * MiB   # else this test would not tell the two apart
+    assert f"256.0 MiB in    1 bytes object(s) from {site['blob']}" in done.stderr
+    assert f"256.0 MiB in    1 array(s) from {site['source']}" in done.stderr
+    assert f"10.0 MiB in    2 array(s) from {site['arrays']}" in done.stderr
+    peak = json.load(open(out))["peak"]
+    rows = {row["site"].rsplit("/", 1)[-1]: row for row in peak["by_site"]}
+    blob = rows[site["blob"]]
+    assert (blob["bytes_objects"], blob["arrays"], blob["other"]) == (1, 0, 0)
+    assert 256 * MiB < blob["bytes"] < 256 * MiB + 4096   # the request: the data and the object's header
+    assert rows[site["source"]]["bytes"] == 256 * MiB and rows[site["arrays"]]["bytes"] == 10 * MiB
+    assert rows[site["arrays"]]["arrays"] == 2 and rows[site["arrays"]]["bytes_objects"] == 0
+    assert peak["bytes"] == sum(row["bytes"] for row in peak["by_site"])   # requested, all of it
+    assert peak["in_use_bytes"] >= region(256 * MiB + 33) + 256 * MiB + 2 * region(5 * MiB)   # regions
+
+
+def test_a_tracked_phase_names_bytes_objects_and_arrays_in_requested_bytes(fresh):
+    zk.install()
+    with zk.phase("mixed", track=True) as ph:
+        blob = bytes(5 * MiB)                    # site: a bytes object
+        grown = bytearray(3 * MiB)               # site: a bytearray, grown
+        grown.extend(bytes(3 * MiB))
+        a = np.ones(5 * MiB, np.uint8)           # site: an array
+    peak = ph.stats.peak
+    assert peak is not None
+    rows = {s.site: s for s in peak.by_site}
+    b = rows[line_of("# site: a bytes object")]
+    assert (b.arrays, b.bytes_objects, b.other) == (0, 1, 0) and 5 * MiB < b.bytes < 5 * MiB + 4096
+    assert rows[line_of("# site: an array")] == zk.SiteBytes(line_of("# site: an array"), 5 * MiB, 1)
+    text = str(peak)
+    assert f"in    1 bytes object(s) from {os.path.relpath(line_of('# site: a bytes object'))}" in text
+    assert f"5.0 MiB in    1 array(s) from {os.path.relpath(line_of('# site: an array'))}" in text
+    del blob, grown, a
+
+
+def test_run_peak_keeps_a_resized_bytearrays_requested_bytes(fresh):
+    """A realloc keeps the block's requester and records its new size."""
+    zk.install()
+    _core.track_process(True)
+    try:
+        grown = bytearray(3 * MiB)               # site: grown in place or moved
+        grown.extend(bytes(6 * MiB))
+        rows = {s.site: s for s in _peak.report(_core.process_peak(), None, 0).by_site}
+    finally:
+        _core.track_process(False)
+    row = rows[line_of("# site: grown in place or moved")]
+    assert row.bytes_objects == 1 and row.arrays == 0
+    assert 9 * MiB < row.bytes <= 9 * MiB + 9 * MiB // 8 + 1   # the grown request (CPython adds at most 1/8)
+    del grown
+
+
+def test_a_region_allocated_before_tracking_counts_at_its_class_as_a_block(fresh):
+    zk.install()
+    before = np.ones(5 * MiB, np.uint8)          # untracked: no requester, no site
+    _core.track_process(True)
+    try:
+        after = np.ones(6 * MiB, np.uint8)       # site: tracked
+        rep = _peak.report(_core.process_peak(), None, 0)
+    finally:
+        _core.track_process(False)
+    rows = {s.site: s for s in rep.by_site}
+    assert rows["(unknown)"].other == 1 and rows["(unknown)"].bytes == region(5 * MiB)
+    assert rows[line_of("# site: tracked")].arrays == 1 and rows[line_of("# site: tracked")].bytes == 6 * MiB
+    assert "block(s) from (unknown)" in str(rep)
+    del before, after

@@ -2,9 +2,10 @@
 core's peak snapshots (cython/zk/zk_peak.c).
 
 A snapshot lists every region in use at one moment: the phase that
-allocated it (by serial), its bytes, its class and, for tracked requests,
-its allocation site.  A site is the innermost Python frame outside numpy and
-zkalloc_np at the allocation (the line of the prover that called np.zeros,
+allocated it (by serial), its requested bytes, its class, who asked for it
+(numpy's handler, for an array, or Python's raw domain, for a bytes object)
+and, for tracked requests, its allocation site.  A site is the innermost
+Python frame outside numpy and zkalloc_np at the allocation (the line of the prover that called np.zeros,
 np.concatenate, a ufunc...).  The core records it in C, inside the
 allocation, by reading the thread's frames without running Python
 (cython/zkpy/zk_py.c: a number for each (code object, line), kept in the
@@ -40,24 +41,42 @@ def site_name(site: int) -> str:
 
 @dataclass(frozen=True)
 class SiteBytes:
-    """Bytes live at a peak that were allocated at one site."""
+    """Requested bytes live at a peak that were allocated at one site.
+
+    arrays: numpy arrays' data blocks (numpy's handler); bytes_objects:
+    blocks of Python's raw domain (bytes, bytearray, ndarray.tobytes(), and
+    the storage of a large list or dict); other: blocks whose requester was
+    not recorded (allocated untracked, outside a phase, before ``run
+    --peak`` started tracking): those count at their region's class size.
+    """
 
     site: str
     bytes: int
     arrays: int
+    bytes_objects: int = 0
+    other: int = 0
+
+    def what(self) -> str:
+        """'   2 array(s), 1 bytes object(s)': the nonzero counts."""
+        counts = [(self.arrays, "array(s)"), (self.bytes_objects, "bytes object(s)"), (self.other, "block(s)")]
+        (n, noun), *rest = [c for c in counts if c[0]] or counts[:1]
+        return f"{n:>4} {noun}" + "".join(f", {m} {other}" for m, other in rest)
 
 
 @dataclass(frozen=True)
 class PeakReport:
     """What was live at a peak.
 
-    bytes: the watched live bytes when the snapshot was taken (a phase's own
-    requested bytes; for the process, its bytes in use); it is at least
-    16/17 of the true peak, which is peak_bytes (snapshots are taken only
-    when live bytes grow by 1/16, which keeps them cheap).  by_site: the own
+    bytes: the requested bytes live when the snapshot was taken (a phase's
+    own; for the process, all of them); for a phase it is at least 16/17 of
+    the true peak, which is peak_bytes (snapshots are taken only when live
+    bytes grow by 1/16, which keeps them cheap).  For the process the
+    watched measure is the cache's bytes in use, whole regions at their
+    class size: in_use_bytes is that measure at the snapshot, at least 16/17
+    of peak_bytes, its peak (0 for a phase).  by_site: the own
     bytes per allocation site, largest first (sites are recorded with
     track=True, or under ``run --peak``; otherwise one '(unknown)' row);
-    by_class: own bytes per region class (class bytes -> bytes);
+    by_class: own requested bytes per region class (class bytes -> bytes);
     outside_bytes: bytes live in the cache then that were not the phase's
     (arrays from before it, from other threads' phases, from inner phases);
     by_phase: those live bytes per phase name ('' for none);
@@ -79,13 +98,18 @@ class PeakReport:
     snapshots: int = 0
     snapshot_seconds: float = 0.0
     unknown_site_bytes: int = 0
+    in_use_bytes: int = 0
 
     def lines(self, top: int = 5) -> list[str]:
         """A readable summary: the total, the top sites, the classes."""
-        out = [f"peak {fmt_bytes(self.peak_bytes)}; at the snapshot {fmt_bytes(self.bytes)} live"
-               + (f", plus {fmt_bytes(self.outside_bytes)} from outside" if self.outside_bytes else "")]
+        if self.in_use_bytes and self.in_use_bytes != self.bytes:   # the process: it watches regions
+            out = [f"peak {fmt_bytes(self.peak_bytes)} of regions; at the snapshot {fmt_bytes(self.bytes)} requested "
+                   f"live, in {fmt_bytes(self.in_use_bytes)} of regions"]
+        else:
+            out = [f"peak {fmt_bytes(self.peak_bytes)}; at the snapshot {fmt_bytes(self.bytes)} live"
+                   + (f", plus {fmt_bytes(self.outside_bytes)} from outside" if self.outside_bytes else "")]
         for s in self.by_site[:top]:
-            out.append(f"  {fmt_bytes(s.bytes):>10} in {s.arrays:>4} array(s) from {_short(s.site)}")
+            out.append(f"  {fmt_bytes(s.bytes):>10} in {s.what()} from {_short(s.site)}")
         if len(self.by_site) > top:
             rest = sum(s.bytes for s in self.by_site[top:])
             out.append(f"  {fmt_bytes(rest):>10} from {len(self.by_site) - top} other site(s)")
@@ -106,35 +130,43 @@ def _short(site: str) -> str:
     return site[len(cwd):] if site.startswith(cwd) else site
 
 
-def report(snapshot: tuple[dict[str, int], list[tuple[int, int, int, int]]], own: int | None,
+def report(snapshot: tuple[dict[str, int], list[tuple[int, int, int, int, int]]], own: int | None,
            peak_bytes: int, phase_names: dict[int, str] | None = None) -> PeakReport:
     """A PeakReport from _core.scope_peak() / process_peak(): own is the
     phase's serial (None: every entry is the process's own)."""
     info, entries = snapshot
     names = phase_names or {}
     sites: Counter[int] = Counter()
-    arrays: Counter[int] = Counter()
+    blocks: Counter[tuple[int, int]] = Counter()   # (site, origin) -> blocks
     classes: Counter[int] = Counter()
     phases: Counter[str] = Counter()
     outside = 0
-    for scope, nbytes, site, cls in entries:
+    for scope, nbytes, site, cls, origin in entries:
         if own is not None and scope != own:
             outside += nbytes
             phases[names.get(scope, "") if scope else ""] += nbytes
             continue
         sites[site] += nbytes
-        arrays[site] += 1
+        blocks[site, origin] += 1
         classes[_core.class_bytes(cls)] += nbytes
         if own is None:
             phases[names.get(scope, "") if scope else ""] += nbytes
     # Sites by name: two code objects on one line (a lambda and its function) are one row.
     named: Counter[str] = Counter()
-    named_arrays: Counter[str] = Counter()
+    named_blocks: Counter[tuple[str, int]] = Counter()
     for s, b in sites.items():
         named[site_name(s)] += b
-        named_arrays[site_name(s)] += arrays[s]
-    by_site = tuple(SiteBytes(name, b, named_arrays[name]) for name, b in named.most_common())
-    return PeakReport(bytes=int(info["live"]), peak_bytes=max(peak_bytes, int(info["live"])), by_site=by_site,
+    for (s, origin), n in blocks.items():
+        named_blocks[site_name(s), origin] += n
+    by_site = tuple(SiteBytes(name, b, arrays=named_blocks[name, _core.ORIGIN_NUMPY],
+                              bytes_objects=named_blocks[name, _core.ORIGIN_RAW],
+                              other=named_blocks[name, _core.ORIGIN_UNKNOWN])
+                    for name, b in named.most_common())
+    live = int(info["live"])
+    # The process watches regions in use; what it reports is requested bytes (a phase watches those).
+    requested = live if own is not None else sum(sites.values()) + int(info["unlisted_bytes"])
+    return PeakReport(bytes=requested, peak_bytes=max(peak_bytes, live), by_site=by_site,
+                      in_use_bytes=0 if own is not None else live,
                       by_class=dict(sorted(classes.items(), reverse=True)), unknown_site_bytes=named[UNKNOWN],
                       outside_bytes=outside,
                       by_phase=dict(phases.most_common()), unlisted_bytes=int(info["unlisted_bytes"]),

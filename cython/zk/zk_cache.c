@@ -145,6 +145,7 @@ static zk_region *obtain_counted(int cls, size_t bytes, obtain_info *info)
     drop_slack(r, bytes, info);
     r->flags &= ~ZK_RF_SOFT;   /* wanted again: written pages are plain pages */
     atomic_store_explicit(&r->site, 0, memory_order_relaxed);   /* a tracked request names its own (zk_peak.c) */
+    atomic_store_explicit(&r->origin, ZK_ORIGIN_UNKNOWN, memory_order_relaxed);   /* and its requester */
     zk_in_use_count(r);
     return r;
 }

@@ -51,20 +51,22 @@ static bool over_budget(size_t size)
     return true;
 }
 
-void *zk_route_serve(struct zk_scope *scope, size_t size, bool zeroed)
+void *zk_route_serve(struct zk_scope *scope, size_t size, bool zeroed, int origin)
 {
     if (over_budget(size))
         return ZK_REFUSED;
     void *p;
     if (scope != NULL) {
-        p = zk_scope_alloc(scope, size, zeroed);   /* records the site itself when tracked */
+        p = zk_scope_alloc(scope, size, zeroed, origin);   /* records the site itself when tracked */
     } else if (!zk_process_tracked()) {
         return zeroed ? zk_cache_calloc(size) : zk_cache_alloc(size);
     } else {
         zk_obtained ob;
         p = zk_cache_obtain(size, zeroed, &ob);
-        if (p != NULL)
+        if (p != NULL) {
             atomic_store_explicit(&ob.region->site, zk_site_now(), memory_order_relaxed);
+            zk_region_note_request(ob.region, size, origin);
+        }
     }
     if (p != NULL && p != ZK_REFUSED)
         zk_process_peak_consider();
@@ -81,7 +83,7 @@ static void *from_cache(size_t size, bool zeroed)
         zk_count_small(size);
         return NULL;
     }
-    return zk_route_serve(NULL, size, zeroed);
+    return zk_route_serve(NULL, size, zeroed, ZK_ORIGIN_NUMPY);
 }
 
 static void *from_fallback(size_t size, bool zeroed)
@@ -98,7 +100,7 @@ static void *from_scope(struct zk_scope *scope, size_t size, bool zeroed)
         zk_scope_count_small(scope);
         return NULL;
     }
-    return zk_route_serve(scope, size, zeroed);
+    return zk_route_serve(scope, size, zeroed, ZK_ORIGIN_NUMPY);
 }
 
 /* Every route's allocation. */
@@ -158,12 +160,14 @@ static void *move_to_fallback(void *ptr, size_t have, size_t size)
 /* A phase's tag follows the data: taken off first (so the cache's own
  * frees inside the realloc never see it), put back on whatever region holds
  * the data afterwards; if the fallback holds it now, the phase's accounting
- * drops it like a free.  So does its allocation site. */
+ * drops it like a free.  So do its allocation site and requester, which
+ * a recorded request keeps with its new size. */
 void *zk_route_realloc(zk_region *r, size_t new_size, bool cache_ok, zk_move_out_fn move_out)
 {
     void *ptr = (void *)r->base;
     size_t have = r->bytes;   /* read before the realloc may reshape r */
     uint32_t site = atomic_load_explicit(&r->site, memory_order_relaxed);
+    int origin = (int)atomic_load_explicit(&r->origin, memory_order_relaxed);
     zk_scope_tag tag = zk_scope_untag(r);
     if (tag.scope != NULL && !zk_scope_may_grow(tag.scope, tag.bytes, new_size)) {
         zk_scope_retag(tag, ptr, tag.bytes, ZK_RETAG_FAILED);
@@ -182,6 +186,11 @@ void *zk_route_realloc(zk_region *r, size_t new_size, bool cache_ok, zk_move_out
     zk_region *moved = p != NULL && p != ptr ? zk_region_at(p) : NULL;
     if (moved != NULL)
         atomic_store_explicit(&moved->site, site, memory_order_relaxed);
+    zk_region *now = p == ptr ? r : moved;   /* NULL: the fallback holds it, or it failed */
+    if (now != NULL && origin != ZK_ORIGIN_UNKNOWN)
+        zk_region_note_request(now, new_size, origin);
+    if (now != NULL)
+        zk_process_peak_consider();   /* a growth is a request too */
     return p;
 }
 

@@ -70,6 +70,13 @@ typedef struct zk_region {
     /* Allocation site of a tracked request (zk_peak.c), else 0.  Atomic:
      * a peak snapshot of another thread reads it from an in-use region. */
     _Atomic uint32_t site;
+    /* Who asked for it (ZK_ORIGIN_*) and its requested bytes, recorded for a
+     * phase's and a tracked request (zk_region_note_request), else
+     * ZK_ORIGIN_UNKNOWN: what a peak snapshot lists for it.  origin is stored
+     * after request_bytes with release, so a reader that sees it set
+     * (acquire) reads the bytes that go with it. */
+    _Atomic uint32_t origin;
+    _Atomic uint64_t request_bytes;
 } zk_region;
 
 /* zk_region.c: descriptors, in slabs that are never unmapped */
@@ -370,7 +377,7 @@ void *zk_cache_realloc_region(zk_region *r, size_t bytes);
 /* A request through a scope's route that the cache serves: tagged with the
  * scope while it is open, plain cache memory once it is closed.  NULL: the
  * fallback must serve it. */
-void *zk_scope_alloc(struct zk_scope *s, size_t bytes, bool zeroed);
+void *zk_scope_alloc(struct zk_scope *s, size_t bytes, bool zeroed, int origin);
 /* What zk_scope_alloc (and the handler's budget check) returns for a
  * request the budget refuses: numpy gets NULL (MemoryError), the fallback
  * is not asked. */
@@ -412,6 +419,14 @@ void zk_peak_destroy(zk_peak *p);
 void zk_peak_consider(zk_peak *p, uint64_t live);
 void zk_peak_take(zk_peak *p, uint64_t live);   /* a snapshot now, whatever the last one */
 bool zk_process_tracked(void);
+/* Record who asked for in-use region r (ZK_ORIGIN_*) and how many bytes, for
+ * the peak snapshots: one relaxed and one release store, by the thread that
+ * holds r.  zk_cache.c forgets both when the region is handed out again. */
+static inline void zk_region_note_request(zk_region *r, uint64_t bytes, int origin)
+{
+    atomic_store_explicit(&r->request_bytes, bytes, memory_order_relaxed);
+    atomic_store_explicit(&r->origin, (uint32_t)origin, memory_order_release);
+}
 void zk_process_peak_consider(void);  /* a request succeeded: the process's peak may have grown */
 
 /* ---- what the calling thread is doing (zk_caller.c) -------------------- */
@@ -422,7 +437,7 @@ struct zk_scope *zk_raw_scope_now(void);    /* the probe's raw phase (pinned), N
 /* A cache-sized request (scope NULL: untagged): the process's budget, the
  * phase's tag and budget, the site and the process's peak when tracked.
  * NULL: the fallback must serve it; ZK_REFUSED: a budget refused it. */
-void *zk_route_serve(struct zk_scope *scope, size_t size, bool zeroed);
+void *zk_route_serve(struct zk_scope *scope, size_t size, bool zeroed, int origin);
 /* Resize in-use region r: in the cache if cache_ok and the size is the
  * cache's, else move_out copies the data to the caller's fallback (and frees
  * r); the phase's tag, its budget and the site follow.  NULL: r as it was. */

@@ -13,6 +13,11 @@
  * precision: the snapshot kept was taken when the measure stood at 16/17 of
  * the true peak or more (it says at what value: zk_peak_read's *live).
  *
+ * Bytes are the requested bytes: a phase's request and a tracked one record
+ * theirs, and who asked (numpy's handler or Python's raw domain), in the
+ * region (zk_region_note_request); a region allocated untracked outside a
+ * phase is listed at its class size, requester unknown.
+ *
  * Sites: a tracked request stores the calling thread's allocation site
  * (zk_site_now, zk_caller.c) in its region; a snapshot copies the number,
  * and only a reader outside the allocator turns it into a name.
@@ -74,11 +79,15 @@ static void list_in_use(zk_region *r, void *arg)
     if (atomic_load_explicit(&r->state, memory_order_acquire) != ZK_REGION_IN_USE)
         return;
     bool tagged = zk_region_tagged(r);
+    int origin = (int)atomic_load_explicit(&r->origin, memory_order_acquire);   /* then its bytes */
+    uint64_t requested =
+        origin != ZK_ORIGIN_UNKNOWN ? atomic_load_explicit(&r->request_bytes, memory_order_relaxed) : r->bytes;
     zk_live_entry e = {
         .scope = tagged ? atomic_load_explicit(&r->scope_serial, memory_order_relaxed) : 0,
-        .bytes = tagged ? atomic_load_explicit(&r->scope_bytes, memory_order_relaxed) : r->bytes,
+        .bytes = tagged ? atomic_load_explicit(&r->scope_bytes, memory_order_relaxed) : requested,
         .site = atomic_load_explicit(&r->site, memory_order_relaxed),
         .cls = r->cls,
+        .origin = origin,
     };
     if (w->found < w->max)
         w->out[w->found++] = e;

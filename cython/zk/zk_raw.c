@@ -83,7 +83,7 @@ static void *from_cache(size_t size, bool zeroed)
         return NULL;
     /* No phase open anywhere (the usual case): no context can name one. */
     struct zk_scope *scope = zk_scope_any_open() ? zk_raw_scope_now() : NULL;
-    void *p = zk_route_serve(scope, size, zeroed);
+    void *p = zk_route_serve(scope, size, zeroed, ZK_ORIGIN_RAW);
     if (scope != NULL)
         zk_scope_unpin(scope);
     if (p != NULL && p != ZK_REFUSED) {

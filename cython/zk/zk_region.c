@@ -63,6 +63,8 @@ zk_region *zk_region_descriptor(void)
     atomic_store_explicit(&r->scope_bytes, 0, memory_order_relaxed);
     atomic_store_explicit(&r->scope_serial, 0, memory_order_relaxed);
     atomic_store_explicit(&r->site, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->origin, ZK_ORIGIN_UNKNOWN, memory_order_relaxed);
+    atomic_store_explicit(&r->request_bytes, 0, memory_order_relaxed);
     return r;
 }
 

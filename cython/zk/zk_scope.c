@@ -203,7 +203,7 @@ static void count_obtained(zk_scope *s, const zk_obtained *ob, size_t bytes, uin
         zk_count(&s->repurposed, 1);
 }
 
-void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed)
+void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed, int origin)
 {
     /* Closed (a copied context still names the phase): plain cache memory,
      * counted nowhere in the phase.  A request racing with the close may
@@ -224,6 +224,7 @@ void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed)
     }
     if (s->track || zk_process_tracked())
         atomic_store_explicit(&ob.region->site, zk_site_now(), memory_order_relaxed);
+    zk_region_note_request(ob.region, bytes, origin);   /* the region is in hand: two stores */
     tag(ob.region, s, bytes);   /* before live_add: its snapshot lists the region as the phase's */
     count_obtained(s, &ob, bytes, ns);
     live_add(s, ob.region->cls);

@@ -185,10 +185,15 @@ uint64_t zk_scope_serial(zk_scope *s);
 /* ---- what was live at a peak (zk_peak.c) ------------------------------- */
 typedef struct {
     uint64_t scope;     /* serial of the phase that allocated it (zk_scope_serial), 0: none */
-    uint64_t bytes;     /* a phase's requested bytes, else the region's */
+    uint64_t bytes;     /* its requested bytes (the region's when not recorded: untracked, outside a phase) */
     uint32_t site;      /* its allocation site (zk_caller_probe), 0: not recorded or unknown */
     int32_t cls;        /* its region's class */
+    int32_t origin;     /* ZK_ORIGIN_*: which allocator asked for it */
 } zk_live_entry;
+/* Who asked for an in-use region: numpy's handler (an array's data),
+ * Python's raw domain (bytes, bytearray, tobytes(), large list and dict
+ * storage), or not recorded (allocated untracked, outside a phase). */
+enum { ZK_ORIGIN_UNKNOWN = 0, ZK_ORIGIN_NUMPY = 1, ZK_ORIGIN_RAW = 2 };
 typedef struct {
     uint64_t live;            /* the watched measure when the snapshot was taken */
     uint64_t in_use;          /* the process's bytes in use (regions) then */

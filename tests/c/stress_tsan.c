@@ -6,8 +6,9 @@
  *    thread caches are opened and closed all the time) allocate, calloc,
  *    realloc and free through numpy's route (zk_h_*), through phases'
  *    routes (ZK_ROUTE_SCOPE, tracked, some with a budget) and through
- *    Python's raw domain (zk_raw_*), plain and tagged with a phase
- *    (zk_raw_scope_enter); blocks change hands between threads through a
+ *    Python's raw domain (zk_raw_*), plain and tagged with a phase (a
+ *    caller probe answers the thread's phase, as Python's answers the
+ *    context's); blocks change hands between threads through a
  *    shared exchange (cross-thread frees);
  *  - a phase thread opens tracked phases and closes them under traffic;
  *  - the decay thread runs (decay_ms small), and the process is tracked
@@ -16,7 +17,7 @@
  *    check (which may answer busy, never corrupt), check_maps, stats,
  *    idle_resident, the phases' stats and live lists, and reads every peak
  *    snapshot, and changes the cap and decay_ms.
- * The caller probe answers no site: tracked requests record site 0.
+ * The probe answers no site: tracked requests record site 0.
  *
  * Built with -fsanitize=thread by tools/sanitize.sh (c-tsan-stress), which
  * .ci/run runs; any TSan report fails it.  A plain build also runs in
@@ -76,6 +77,19 @@ typedef struct {
 
 static _Atomic(phase *) phases[PHASES];
 static pthread_mutex_t phase_lock = PTHREAD_MUTEX_INITIALIZER;   /* taking a user */
+
+/* The caller probe: a raw request's phase is the one its thread set
+ * (pinned for the request, as the core expects of a probe); no site. */
+static _Thread_local zk_scope *raw_phase;
+
+static zk_scope *probe_raw_scope(void)
+{
+    if (raw_phase != NULL)
+        zk_scope_pin(raw_phase);
+    return raw_phase;
+}
+
+static const zk_caller_probe probe = {NULL, probe_raw_scope};
 
 static phase *phase_open(int i)
 {
@@ -171,21 +185,6 @@ static void release_block(held_block *b)
     free(b);
 }
 
-/* The caller probe (zk_caller.c), as Python's answers: a raw request's
- * phase is what the calling thread's context says (here a thread-local set
- * around the request), returned pinned; no site. */
-static _Thread_local zk_scope *raw_phase;
-
-static zk_scope *raw_phase_now(void)
-{
-    zk_scope *s = raw_phase;
-    if (s != NULL)
-        zk_scope_pin(s);
-    return s;
-}
-
-static const zk_caller_probe test_probe = {NULL, raw_phase_now};
-
 static void *alloc_via(held_block *b, bool zeroed, unsigned *seed)
 {
     b->via = (int)(next_rand(seed) % 4);
@@ -208,7 +207,7 @@ static void *alloc_via(held_block *b, bool zeroed, unsigned *seed)
             return p;
         }
     } else {   /* a raw request inside a phase: tagged with it, the pin held meanwhile */
-        raw_phase = ph->scope;   /* what this thread's context says, as the probe answers */
+        raw_phase = ph->scope;
         p = zeroed ? zk_raw_calloc(NULL, 1, b->size) : zk_raw_malloc(NULL, b->size);
         raw_phase = NULL;
     }
@@ -309,9 +308,12 @@ static void read_peak(zk_peak *p)
     zk_live_entry entries[64];
     zk_peak_info info;
     size_t n = zk_peak_read(p, entries, 64, &info);
-    for (size_t i = 0; i < n && i < 64; i++)
+    for (size_t i = 0; i < n && i < 64; i++) {
         if (entries[i].site != 0)
             FAIL("a site was recorded with no site source: %u\n", entries[i].site);
+        if (entries[i].origin < ZK_ORIGIN_UNKNOWN || entries[i].origin > ZK_ORIGIN_RAW)
+            FAIL("an entry names no requester: %d\n", entries[i].origin);
+    }
 }
 
 static void read_phase(unsigned *seed)
@@ -377,7 +379,7 @@ int main(int argc, char **argv)
         return 2;
     zk_fallback fb = {NULL, fb_malloc, fb_calloc, fb_realloc, fb_free};
     zk_handler_set_fallback(&fb);
-    zk_set_caller_probe(&test_probe);
+    zk_set_caller_probe(&probe);
     zk_raw_allocator libc_raw = {NULL, fb_malloc, fb_calloc, fb_realloc, raw_fb_free}, hook;
     if (zk_raw_wrap(&libc_raw, &hook) != ZK_OK)
         return 2;
