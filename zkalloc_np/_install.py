@@ -25,7 +25,6 @@ process-wide by nature, so ``installed()`` (scoped) stays numpy-only.
 from __future__ import annotations
 
 import contextlib
-import threading
 from types import TracebackType
 from typing import Any
 
@@ -34,10 +33,11 @@ from numpy._core.multiarray import get_handler_name
 
 from . import _core, _handler_stack, _raw
 from ._arrays import block_address
+from ._forksafe import fork_safe_lock
 from ._log import log_activity
 from ._settings import configure_from
 
-_install_lock = threading.Lock()
+_install_lock = fork_safe_lock()
 
 
 class Installed(contextlib.AbstractContextManager[None]):

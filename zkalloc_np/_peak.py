@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from types import FrameType
@@ -21,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._forksafe import fork_safe_lock
 from ._format import fmt_bytes
 
 #: Frames in these folders are not a site: the site is the caller's line.
 _SKIP = tuple(os.path.dirname(path) + os.sep for path in (np.__file__, __file__))
 
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 _ids: dict[tuple[str, int], int] = {}
 _names: list[str] = ["(unknown)"]   # site 0: not recorded
 

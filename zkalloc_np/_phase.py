@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import sys
-import threading
 import tracemalloc
 import warnings
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import numpy as np
 
 from . import _core, _handler_stack, _peak
 from ._arrays import block_address, data_owner
+from ._forksafe import fork_safe_lock
 from ._format import fmt_bytes
 from ._peak import PeakReport
 from ._secret import secret_active
@@ -207,7 +207,7 @@ class PhaseTotals:
 
 
 _totals: dict[str, PhaseTotals] = {}
-_totals_lock = threading.Lock()
+_totals_lock = fork_safe_lock()
 
 
 def phase_totals() -> dict[str, PhaseTotals]:

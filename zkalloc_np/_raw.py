@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import tracemalloc
 from collections.abc import Mapping
 
 from . import _core
+from ._forksafe import fork_safe_lock
 
 logger = logging.getLogger(__package__)   # _log's: the package's logger
 
@@ -38,7 +38,7 @@ logger = logging.getLogger(__package__)   # _log's: the package's logger
 #: leaves glibc as the user tuned it.
 GLIBC_MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 # The raw allocator when zkalloc_np was imported; None when tracemalloc
 # traced then (python -X tracemalloc): its hook is not the base.
 _at_import: tuple[int, ...] | None = None if tracemalloc.is_tracing() else _core.raw_allocator_id()

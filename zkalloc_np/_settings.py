@@ -9,12 +9,12 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict, cast
 
 from . import _core
+from ._forksafe import fork_safe_lock
 
 #: setting name -> environment variable read at import.  The names are the
 #: core's (zk_options.c); each variable is ZKALLOC_ and the name upper-cased.
@@ -76,7 +76,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 _sources: dict[str, str] = {name: "default" for name in ENV_VARS}
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 
 
 def parse_size(value: Any, what: str) -> int:
