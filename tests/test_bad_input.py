@@ -4,7 +4,10 @@ nothing changes; install()/uninstall()/installed() misuse has the behaviour
 the README documents, and never crashes."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -13,7 +16,7 @@ from numpy._core.multiarray import get_handler_name
 
 import zkalloc_np as zk
 from zkalloc_np._settings import ENV_VARS, load_environment
-from conftest import MiB
+from conftest import ASAN_SLOWDOWN, UNDER_ASAN, MiB
 
 SIZE_SETTINGS = ["cache_bytes", "min_bytes", "lazy_zero_bytes", "thread_cache_bytes"]
 GARBAGE = ["", "   ", "lots", "12Q", "1.5G", "1e9", "0x10", "--1", "nan", None, [1], {}, 1.5, float("nan"),
@@ -243,3 +246,30 @@ def test_bad_secret_shape_maps_nothing_and_the_next_works(fresh):
     assert zk.stats().secret_bytes == before
     ok = zk.secret_zeros(5, np.uint64)
     assert zk.is_secret(ok) and not ok.any()
+
+
+def test_install_under_a_budget_that_refuses_everything(fresh):
+    """install() allocates nothing through its own raw hook (found by
+    tests/fuzz/fuzz_api.py): it read /proc/self/environ with the hook
+    active, so a second install() under a tight budget, or inside a
+    budgeted phase, raised MemoryError half done."""
+    zk.configure(min_bytes=4096, budget=zk.stats().bytes_in_use + 1)
+    zk.install()
+    zk.install()
+    with zk.phase(budget=1):
+        zk.install()
+    zk.uninstall()
+    assert get_handler_name() == "default_allocator"
+
+
+FUZZ_TARGET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz", "fuzz_api.py")
+
+
+def test_the_fuzz_target_finds_nothing_in_random_programs():
+    """tests/fuzz/fuzz_api.py (atheris in .ci/run) on random programs for a
+    few seconds, in a subprocess: API and entry-point calls with bad and edge
+    values, check() and the bytes in use after each program."""
+    result = subprocess.run([sys.executable, FUZZ_TARGET, "--random", "8", "--seed", "30"], capture_output=True,
+                            text=True, timeout=300 * (ASAN_SLOWDOWN if UNDER_ASAN else 1))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no finding" in result.stdout

@@ -110,8 +110,8 @@ def install(**settings: Any) -> None:
         configure_from(settings, stacklevel=3)
     with _install_lock:
         _core.point_default_at_zkalloc(True)
+        _raw.libc_enable()   # before the raw hook: it reads /proc, which a budget must not refuse
         _raw.enable()
-        _raw.libc_enable()
 
 
 def uninstall() -> None:

@@ -45,6 +45,7 @@ _at_import: tuple[int, ...] | None = None if tracemalloc.is_tracing() else _core
 _hooked = False
 _declined: str | None = None
 _libc_env: str | None = None
+_libc_env_read = False
 
 
 def _decline_reason() -> str | None:
@@ -106,8 +107,9 @@ def glibc_env(environ: Mapping[str, str] | None = None) -> str | None:
 
 def libc_enable() -> None:
     """install(): glibc's tuning per the libc setting, unless the environment tunes glibc."""
-    global _libc_env
-    _libc_env = glibc_env()
+    global _libc_env, _libc_env_read
+    if not _libc_env_read:   # the start environment never changes: a later install() allocates nothing here
+        _libc_env, _libc_env_read = glibc_env(), True
     _core.libc_install(_libc_env is None)
 
 
