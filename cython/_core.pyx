@@ -619,3 +619,37 @@ def libc_trim():
     with nogil:
         rc = zk_libc_trim()
     return bool(rc)
+
+
+# ---- tests only: decay's inputs injected (cython/zk/zk_decay.c) ------------
+# Any setter puts decay in manual mode: it reads these instead of the
+# machine's clock, CPU time and memory-pressure signals, and runs a pass only
+# when decay_pass() asks.  decay_use_real() ends it.
+
+def decay_set_clock(uint64_t ns):
+    """Tests: decay's monotonic clock reads `ns` (regions freed from now on
+    are stamped with it)."""
+    zk_decay_set_clock(ns)
+
+
+def decay_set_cpu_ns(uint64_t ns):
+    """Tests: the process's CPU time (user + sys) reads `ns`."""
+    zk_decay_set_cpu(ns)
+
+
+def decay_set_pressure(bint on):
+    """Tests: the memory-pressure reading (MemAvailable, PSI, cgroup events)."""
+    zk_decay_set_pressure(on)
+
+
+def decay_pass():
+    """Tests: run one decay pass now with the injected inputs; bytes given back."""
+    cdef size_t released
+    with nogil:
+        released = zk_decay_pass_now()
+    return released
+
+
+def decay_use_real():
+    """Tests: decay reads the machine again (and forgets what it saw)."""
+    zk_decay_use_real()

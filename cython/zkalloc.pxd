@@ -81,6 +81,11 @@ cdef extern from "zkalloc.h" nogil:
         int discard
     void zk_zero_read(int cls, zk_zero_policy *out)
     void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns)
+    void zk_decay_set_clock(uint64_t ns)
+    void zk_decay_set_cpu(uint64_t ns)
+    void zk_decay_set_pressure(int on)
+    void zk_decay_use_real()
+    size_t zk_decay_pass_now() nogil
 
     ctypedef struct zk_fallback:
         void *ctx

@@ -136,7 +136,7 @@ def test_adaptive_zero_off_always_memsets(fresh):
     zk.configure(adaptive_zero=False)
     ok = zeros_rounds(6 * MiB, 20, lambda z: z.__setitem__(0, 1), full_check=False)
     assert all(ok)
-    assert zk.stats().calloc_discard == 0 and zk.stats().zero_samples == 0
+    assert zk.stats().calloc_discard == 0   # (fresh regions are still measured at free: zero_samples)
 
 
 def test_region_back_from_small_pages_serves_np_empty(policy):

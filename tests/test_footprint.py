@@ -17,51 +17,123 @@ MiB = 1 << 20
 
 
 
-def test_idle_regions_are_softened_then_released(fresh):
-    zk.configure(decay_ms=100)
+# ---- decay, with its clock, CPU time and pressure reading injected ------------------
+# No sleeps: each test sets what decay reads and runs its passes itself.
+
+S = 1_000_000_000          # ns
+START = 1_000 * S          # an injected clock far from 0
+
+
+@pytest.fixture
+def manual_decay(fresh):
+    """decay_ms 1 s, decay reading an injected clock (START), CPU time (0) and
+    no pressure; passes run only when the test calls decay_pass()."""
+    zk.configure(decay_ms=1000)
+    zk._core.decay_set_clock(START)
+    zk._core.decay_set_cpu_ns(0)
+    zk._core.decay_set_pressure(False)
+    zk._core.decay_pass()                 # primes what decay has seen
+    yield zk._core
+    zk._core.decay_use_real()
+    zk.release()
+    zk.configure(decay_ms=10000)
+
+
+class Program:
+    """The injected clock and CPU time of a program that computes (busy) or
+    waits (idle) for a while, with a decay pass every quarter second."""
+
+    def __init__(self, core):
+        self.core, self.now, self.cpu = core, START, 0
+
+    def spend(self, seconds: float, busy: bool) -> None:
+        for _ in range(round(seconds * 4)):
+            self.now += S // 4
+            self.cpu += S // 4 if busy else 0
+            self.core.decay_set_clock(self.now)
+            self.core.decay_set_cpu_ns(self.cpu)
+            self.core.decay_pass()
+
+
+def test_a_region_reused_every_round_stays_while_the_program_is_busy(manual_decay):
+    program = Program(manual_decay)
     with zk.installed():
-        arrays = [np.ones(MiB) for _ in range(4)]        # 8 MiB each
-    del arrays
-    assert zk.stats().bytes_cached == 32 * MiB
-    assert wait_for(lambda: zk.stats().decayed_softened_bytes >= 32 * MiB)
-    assert wait_for(lambda: zk.stats().bytes_cached == 0)
+        for _ in range(5):                                # rounds of 3 s, decay_ms 1 s
+            a = np.ones(MiB)                              # 8 MiB
+            del a
+            program.spend(3, busy=True)                   # computing, nothing allocated
     s = zk.stats()
-    assert s.decayed_released_bytes >= 32 * MiB
+    assert s.decayed_softened_bytes == 0 and s.decayed_released_bytes == 0
+    assert s.hits == 4 and s.misses == 1
+    assert s.bytes_cached == 8 * MiB
+
+
+def test_an_idle_program_gives_its_cache_back_within_twice_decay_ms(manual_decay):
+    program = Program(manual_decay)
+    with zk.installed():
+        arrays = [np.ones(MiB) for _ in range(4)]         # 8 MiB each
+        del arrays
+    program.spend(0.25, busy=True)                        # the frees' own pass: busy
+    assert zk.stats().bytes_cached == 32 * MiB
+    program.spend(1, busy=False)                          # idle for decay_ms: softened
+    s = zk.stats()
+    assert s.decayed_softened_bytes == 32 * MiB and s.bytes_cached == 32 * MiB
+    program.spend(1, busy=False)                          # twice decay_ms: given back
+    s = zk.stats()
+    assert s.bytes_cached == 0 and s.decayed_released_bytes == 32 * MiB
     assert s.bytes_reserved == 0 and s.idle_resident_bytes == 0
     zk.check()                                            # and /proc/self/maps agrees
 
 
-def test_a_region_reused_within_the_period_is_never_decayed(fresh):
-    zk.configure(decay_ms=300)
+def test_waiting_without_cpu_counts_as_idle_but_computing_does_not(manual_decay):
+    program = Program(manual_decay)
     with zk.installed():
-        for _ in range(40):                               # ~20 ms a round, 800 ms in all
-            a = np.ones(MiB)
-            del a
-            time.sleep(0.02)
-    s = zk.stats()
-    assert s.decayed_softened_bytes == 0 and s.decayed_released_bytes == 0
-    assert s.hits == 39
+        a = np.ones(MiB)
+        del a
+    program.spend(10, busy=True)                          # computing: kept, however long
+    assert zk.stats().decayed_softened_bytes == 0
+    program.spend(2.25, busy=False)
+    assert zk.stats().bytes_cached == 0
 
 
-def test_decay_off_keeps_idle_memory(fresh):
+def test_memory_pressure_gives_idle_regions_back_while_busy(manual_decay):
+    program = Program(manual_decay)
+    with zk.installed():
+        a = np.ones(MiB)
+        del a
+        program.spend(0.5, busy=True)
+        assert zk.stats().bytes_cached == 8 * MiB
+        manual_decay.decay_set_pressure(True)
+        program.spend(0.25, busy=True)                    # idle a pass interval: it goes
+        s = zk.stats()
+        assert s.bytes_cached == 0 and s.decayed_released_bytes == 8 * MiB
+        assert s.decay_pressure_passes >= 1
+        manual_decay.decay_set_pressure(False)
+        b = np.ones(MiB)                                  # the cache serves again
+        assert zk.stats().misses == 2
+        del b
+    zk.check()
+
+
+def test_decay_off_keeps_idle_memory(manual_decay):
     zk.configure(decay_ms=0)
     with zk.installed():
         a = np.ones(MiB)
     del a
-    time.sleep(0.2)
+    Program(manual_decay).spend(100, busy=False)
     assert zk.stats().bytes_cached == 8 * MiB
-    assert wait_for(lambda: zk.stats().decay_thread == 0)   # a thread of an earlier test ends too
 
 
 def test_the_thread_starts_when_needed_and_exits_when_done(fresh):
     zk.configure(decay_ms=50)
     assert wait_for(lambda: zk.stats().decay_thread == 0)
-    with zk.installed():
+    with zk.installed():                                  # install()'s libc=keep would also start it
         a = np.ones(MiB)
         assert zk.stats().decay_thread == 0               # nothing idle yet
         del a
     assert zk.stats().decay_thread == 1
     assert wait_for(lambda: zk.stats().bytes_cached == 0 and zk.stats().decay_thread == 0)
+    zk.configure(decay_ms=10000)
 
 
 def test_fork_child_has_a_consistent_cache_and_its_own_decay():

@@ -112,15 +112,60 @@ def test_release_gives_glibcs_kept_memory_back(fresh):
 
 
 @_UNDER_ASAN
-def test_idle_decay_gives_glibcs_kept_memory_back(fresh):
-    zk.install(libc="keep", decay_ms=100)
-    high = rss()
-    kept_blocks()
-    del_me = np.ones(MiB)   # the cache holds an idle region: decay runs
-    del del_me
-    assert rss() - high > 200 * MiB
-    assert wait_for(lambda: rss() - high < 100 * MiB, 10.0)
-    assert zk.stats().libc_trims >= 1
+def test_idle_decay_trims_glibc_with_nothing_idle_in_the_cache(fresh):
+    """The cache holds nothing idle, glibc holds 256 MiB free: a process idle
+    for decay_ms (injected clock and CPU time) trims it; a busy one does not."""
+    S = 1_000_000_000
+    core = zk._core
+    zk.install(libc="keep", decay_ms=1000)
+    try:
+        core.decay_set_clock(1000 * S)
+        core.decay_set_cpu_ns(0)
+        core.decay_set_pressure(False)
+        core.decay_pass()
+        high = rss()
+        kept_blocks()
+        assert zk.stats().bytes_cached == 0 and rss() - high > 200 * MiB
+        trims = zk.stats().libc_trims
+        core.decay_set_clock(1001 * S)
+        core.decay_set_cpu_ns(1 * S)                      # busy: kept
+        core.decay_pass()
+        assert zk.stats().libc_trims == trims and rss() - high > 200 * MiB
+        core.decay_set_clock(1002 * S + 1)               # then idle for decay_ms
+        core.decay_pass()
+        assert zk.stats().libc_trims == trims + 1
+        assert rss() - high < 100 * MiB
+    finally:
+        core.decay_use_real()
+        zk.configure(decay_ms=10000)
+
+
+@_UNDER_ASAN
+def test_the_decay_thread_trims_glibc_of_an_idle_process():
+    """The same with the real clock, in a fresh process: nothing of the cache
+    is ever idle, and the thread still gives glibc's freed 1 GiB back."""
+    out = run_python("""
+        import ctypes, time, zkalloc_np as zk
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype = ctypes.c_void_p
+        libc.malloc.argtypes = [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+        zk.install(libc="keep", decay_ms=200)
+        high = zk.stats().rss_bytes
+        p = libc.malloc(1 << 30)
+        ctypes.memset(p, 1, 1 << 30)
+        libc.free(p)
+        kept = zk.stats().rss_bytes - high
+        for _ in range(1000):                              # a bound, not a timing
+            if zk.stats().rss_bytes - high < (100 << 20):
+                break
+            time.sleep(0.01)
+        s = zk.stats()
+        print(kept >> 20, (s.rss_bytes - high) >> 20, s.bytes_cached, s.libc_trims)
+    """)
+    assert out.returncode == 0, out.stderr
+    kept, after, cached, trims = map(int, out.stdout.split())
+    assert kept > 900 and after < 100 and cached == 0 and trims >= 1
 
 
 def test_a_tuned_environment_is_left_as_it_is():

@@ -147,10 +147,21 @@ def test_a_region_carved_at_2mib_alignment_keeps_its_huge_pages(fresh):
         assert anon_huge_kib(part.ctypes.data, 8 * MiB) > 0
 
 
+def teach_dense(nbytes: int) -> None:
+    """One array of the class written whole and freed: the class has shown
+    that it writes its regions whole (fresh ones are faulted in at once from
+    then on); the cache left empty."""
+    with zk.installed():
+        a = filled(nbytes, 1)
+    del a
+    zk.release()
+
+
 @pytest.mark.parametrize("mode,huge", [(0, False), (1, True)])
 def test_forced_hugepages_record_samples_of_that_kind(fresh, mode, huge):
     zk.configure(hugepages=mode)
     zk._core.reset_thp_policy()
+    teach_dense(4 * MiB)
     with zk.installed():
         live = [filled(4 * MiB, 1) for _ in range(3)]
     row = zk.stats().thp_policy[0]
@@ -163,13 +174,15 @@ def test_auto_samples_both_kinds_and_then_chooses(fresh):
     zk.configure(hugepages="auto")
     assert zk.settings()["hugepages"] == "auto"
     zk._core.reset_thp_policy()
+    teach_dense(4 * MiB)
     with zk.installed():
         live = [filled(4 * MiB, 1) for _ in range(6)]
     row = zk.stats().thp_policy[0]
     assert row.samples_small >= 2 and row.samples_huge >= 2
     assert row.ns_per_mib_small > 0 and row.ns_per_mib_huge > 0
     assert row.choice in ("huge pages", "4 KiB pages")
-    assert zk.stats().populated_bytes >= 6 * 4 * MiB
+    # all but at most one: every 16th fresh region of a dense class is left lazy and measured again
+    assert zk.stats().populated_bytes >= 5 * 4 * MiB
     del live
 
 
@@ -186,6 +199,7 @@ def test_info_reports_the_first_touch_policy():
         import numpy as np, zkalloc_np as zk
         from zkalloc_np._info import info_lines
         with zk.installed():
+            a = np.ones(1 << 20); del a                  # the class writes its arrays whole
             a = [np.ones(1 << 20) for _ in range(4)]
         print("\\n".join(info_lines()))
     """)

@@ -133,10 +133,10 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
 def thp_policy_lines() -> list[str]:
     """What the first-touch policy (hugepages=auto) has measured so far in
     this process: cost per MiB of faulting fresh memory, per size range."""
-    lines = ["first-touch cost measured in this process (fresh np.empty >= 2 MiB, faulted at once):"]
+    lines = ["first-touch cost measured in this process (fresh np.empty >= 2 MiB of classes shown to write their arrays whole, faulted at once):"]
     rows = thp_policy()
     if not any(r.samples_small or r.samples_huge for r in rows):
-        return lines + ["  no sample yet (none is taken before the first fresh region of 2 MiB or more)"]
+        return lines + ["  no sample yet (none is taken before a class of 2 MiB or more has shown that it writes its arrays whole)"]
     for r in rows:
         def cost(ns: int, n: int) -> str:
             return f"{ns / 1e3:.0f} us/MiB ({n} samples)" if n else "not sampled"

@@ -110,6 +110,7 @@ class Stats:
     gathered: int
     gathered_pieces: int
     fresh_tail_bytes: int
+    slack_dropped_bytes: int
     populated_bytes: int
     segments: int
     bytes_reserved: int
@@ -120,6 +121,7 @@ class Stats:
     decayed_softened_bytes: int
     decayed_released_bytes: int
     decay_passes: int
+    decay_pressure_passes: int
     decay_thread: int
     secret_arrays: int
     secret_bytes: int

@@ -5,8 +5,9 @@
  *           region one or two classes larger (no lock on the first);
  *   miss:   idle memory of other classes reshaped (zk_repurpose.c), then
  *           fresh memory from the heap (zk_heap.c), both under the heap
- *           lock; a fresh np.empty of >= 2 MiB is faulted in at once and
- *           timed, which is what the first-touch policy learns from
+ *           lock; a fresh region is left lazy and measured at free, and
+ *           only a class shown to write its regions whole gets huge pages
+ *           and np.empty's fresh regions faulted in at once, timed
  *           (zk_thp.c);
  *   free:   this thread's cache, else the pool, evicting the least recently
  *           used regions to stay under the cap.
@@ -88,14 +89,46 @@ static zk_region *miss(int cls, obtain_info *info)
     return r;
 }
 
+static size_t page_rounded(const zk_region *r, size_t bytes)
+{
+    size_t want = zk_round_up(bytes != 0 ? bytes : 1, zk_os_page_size());
+    return want < r->bytes ? want : r->bytes;
+}
+
+/* A region handed out for less than its earlier users wrote keeps their
+ * pages past the request resident, and the class's slack (up to 25%, more
+ * for a region one class larger or carved from idle memory) then grows the
+ * RSS of a program whose sizes vary round to round.  Those pages go back
+ * (MADV_DONTNEED) when they are worth a syscall: at least 1/32 of the
+ * region and 64 KiB.  extent tracks how far users wrote, so a loop that
+ * asks for the same size every round never pays for it. */
+#define SLACK_SHARE 32u
+#define SLACK_MIN_BYTES ((size_t)64 << 10)
+
+static void drop_slack(zk_region *r, size_t bytes, const obtain_info *info)
+{
+    size_t want = page_rounded(r, bytes);
+    /* A repurposed region's pages come from other regions: unknown.  A
+     * region split off a larger one (zk_heap_split) may carry the larger
+     * one's extent: never past its own end. */
+    size_t extent = info->fresh ? 0 : info->repurposed || r->extent == 0 || r->extent > r->bytes ? r->bytes
+                                                                                               : r->extent;
+    size_t min = r->bytes / SLACK_SHARE > SLACK_MIN_BYTES ? r->bytes / SLACK_SHARE : SLACK_MIN_BYTES;
+    if (extent > want && extent - want >= min &&
+        zk_os_discard((void *)(r->base + want), extent - want) == 0) {
+        zk_count(&zk_stats.slack_dropped_bytes, extent - want);
+        extent = want;
+    }
+    r->extent = extent > want ? extent : want;
+}
+
 static zk_region *obtain(size_t bytes, obtain_info *info)
 {
     memset(info, 0, sizeof *info);
     int cls = zk_class_of(bytes != 0 ? bytes : 1);
     if (cls < 0)
         return NULL;
-    if (zk_opt_decay_ms() != 0)
-        zk_decay_tick(zk_decay_now());
+    zk_decay_wake();
     zk_region *r = take_cached(cls);
     if (r == NULL)
         r = take_larger(cls);
@@ -114,25 +147,53 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
         zk_count(&zk_stats.misses, 1);
         zk_count(&zk_stats.class_misses[cls], 1);
     }
+    drop_slack(r, bytes, info);
     r->flags &= ~ZK_RF_SOFT;   /* wanted again: written pages are plain pages */
     atomic_store_explicit(&r->site, 0, memory_order_relaxed);   /* a tracked request names its own (zk_peak.c) */
     zk_in_use_count(r);
     return r;
 }
 
-/* np.empty's caller is about to write the region whole: fault a fresh one
- * in with one syscall instead of a fault per page, and time it for the
- * first-touch policy.  Outside every lock: it can take milliseconds. */
-static void populate_fresh(zk_region *r, const obtain_info *info)
+/* Huge pages on a fresh region only where they make no class slack
+ * resident: a request that ends short of its last huge page would have up
+ * to 2 MiB past its end faulted in with it (numpy's default leaves its
+ * mapping's partial end on 4 KiB pages).  Where that would exceed 1/32 of
+ * the request, the region goes on 4 KiB pages.  hugepages=1 is obeyed. */
+#define HUGE_OVERHANG_SHARE 32u
+
+static void fit_huge_pages(zk_region *r, obtain_info *info, size_t want)
 {
+    if (!info->huge || zk_opt(ZK_OPT_HUGEPAGES) == ZK_HUGEPAGES_ON)
+        return;
+    size_t end = zk_round_up(want, ZK_HUGE_BYTES);
+    if (end > r->bytes || (end - want) * HUGE_OVERHANG_SHARE <= want)
+        return;   /* the mapping ends first (no huge page there), or little slack */
+    zk_os_advise_small_pages((void *)r->base, r->bytes);
+    info->huge = false;
+}
+
+/* A fresh region for np.empty: faulted in at once (one syscall instead of a
+ * fault per page) only where its class has shown that it writes its regions
+ * whole (zk_thp.c), and then only the requested bytes, timed for the
+ * first-touch policy; otherwise left lazy and measured at free.  Outside
+ * every lock: it can take milliseconds. */
+static void populate_fresh(zk_region *r, obtain_info *info, size_t bytes)
+{
+    size_t want = page_rounded(r, bytes);
     if (info->sample) {
+        fit_huge_pages(r, info, want);
         uint64_t t0 = zk_thp_now_ns();
-        if (zk_os_populate((void *)r->base, r->bytes) == 0)
-            zk_thp_record(r->bytes, info->huge, zk_thp_now_ns() - t0);
-        zk_count(&zk_stats.populated_bytes, r->bytes);
-    } else if (info->fresh_tail >= ZK_HUGE_BYTES) {
-        (void)zk_os_populate((void *)(r->base + r->bytes - info->fresh_tail), info->fresh_tail);
-        zk_count(&zk_stats.populated_bytes, info->fresh_tail);
+        if (zk_os_populate((void *)r->base, want) == 0)
+            zk_thp_record(want, info->huge, zk_thp_now_ns() - t0);
+        zk_count(&zk_stats.populated_bytes, want);
+    } else if (info->fresh) {
+        zk_touch_watch(r, bytes);
+    } else if (info->fresh_tail >= ZK_HUGE_BYTES && zk_touch_dense(r->cls)) {
+        size_t from = r->bytes - info->fresh_tail;   /* a gathered region's fresh end */
+        if (want > from) {
+            (void)zk_os_populate((void *)(r->base + from), want - from);
+            zk_count(&zk_stats.populated_bytes, want - from);
+        }
     }
 }
 
@@ -143,7 +204,7 @@ static zk_region *cache_alloc(size_t bytes, obtain_info *info)
         return NULL;
     zk_zero_for_write(r);   /* its user will write it */
     if (!info->hit)
-        populate_fresh(r, info);
+        populate_fresh(r, info, bytes);
     return r;
 }
 
@@ -157,8 +218,13 @@ void *zk_cache_alloc(size_t bytes)
 static zk_region *cache_calloc(size_t bytes, obtain_info *info)
 {
     zk_region *r = obtain(bytes, info);
-    if (r != NULL)
-        zk_zero_for_calloc(r, bytes);
+    if (r == NULL)
+        return NULL;
+    zk_zero_for_calloc(r, bytes);
+    if (info->fresh) {
+        fit_huge_pages(r, info, page_rounded(r, bytes));
+        zk_touch_watch(r, bytes);   /* lazy zeros: measured at free */
+    }
     return r;
 }
 
@@ -224,10 +290,8 @@ static void park(zk_region *r)
     uint64_t now = decay ? zk_decay_now() : 0;
     r->idle_ns = now;
     if (keep_idle(r)) {
-        if (decay) {
+        if (decay)
             zk_decay_parked();
-            zk_decay_tick(now);
-        }
         return;
     }
     zk_count(&zk_stats.uncached_frees, 1);
@@ -366,6 +430,9 @@ void *zk_cache_realloc_region(zk_region *r, size_t bytes)
     r->flags &= ~ZK_RF_SAMPLE;   /* what its user touched no longer says anything */
     if (bytes <= r->bytes && r->cls - ncls <= LARGER_CLASSES) {   /* a region allocation could have given it */
         zk_count(&zk_stats.realloc_same, 1);
+        size_t want = page_rounded(r, bytes);
+        if (r->extent != 0 && r->extent < want)
+            r->extent = want;
         return ptr;
     }
     if (ncls > r->cls && r->bytes >= REMAP_MIN_BYTES && !(r->flags & ZK_RF_MULTI)) {
@@ -373,6 +440,7 @@ void *zk_cache_realloc_region(zk_region *r, size_t bytes)
         int rc = grow_by_move(r, ncls);
         zk_in_use_count(r);
         if (rc == ZK_OK) {
+            r->extent = 0;   /* its user writes the grown part: unknown */
             zk_count(&zk_stats.realloc_remap, 1);
             return (void *)r->base;
         }

@@ -1,39 +1,81 @@
 /*
- * Decay: idle memory goes back to the kernel when nothing wants it.
+ * Decay: idle memory goes back to the kernel when nothing wants it, judged
+ * by what the program does, not by a wall clock.
  *
  * A warm cache is memory other programs cannot use; a prover service that
- * proves once a minute would hold its peak between proofs forever.  So an
- * idle region that no request has taken for decay_ms is softened
- * (MADV_FREE: the kernel may take the pages under pressure; until it does,
- * reusing them costs nothing), and after twice decay_ms it is given back
- * (zk_heap_vacate).  A region reused within decay_ms is never touched, so
- * a loop whose rounds reuse their regions loses nothing.
+ * proves once a minute would hold its peak between proofs forever.  But a
+ * busy program that reuses a region once a round must keep it however long
+ * the round: a region given back after 10 s of a 12 s proof is faulted in
+ * afresh every proof (20,770 faults a warm proof, against 3 under tuned
+ * glibc, for one real prover).  So memory goes back when:
+ *  - the process is idle: no request reached the cache and the process used
+ *    less than a tenth of one CPU (getrusage) for decay_ms.  Idle regions
+ *    are softened then (MADV_FREE: the kernel may take the pages; until it
+ *    does, reusing them costs nothing) and given back after twice decay_ms
+ *    idle, glibc's kept memory trimmed with them (libc=keep, when glibc
+ *    holds free memory: mallinfo2);
+ *  - memory is wanted: MemAvailable below 1/16 of the machine, tasks
+ *    stalling on memory (PSI, the machine's or the cgroup's), or the cgroup
+ *    reaching memory.high / memory.max (zk_os.c reads them).  Then every
+ *    region idle for a pass interval (decay_ms / 4) goes back, busy or not,
+ *    and glibc is trimmed;
+ *  - the cap says so (zk_pool.c evicts the least recently used).
+ * A busy program's sizes from an earlier stage stay cached until one of
+ * these: telling them from a round's region that is merely not due yet
+ * needs a bet on the round's length, which is what this replaces.  The cap
+ * bounds them, pressure takes them when the machine needs the memory.
  *
- * Who decays:
- *  - the allocation and free paths, while the program is active: a coarse
- *    clock read each, and a pass when one is due (every decay_ms / 4);
- *  - one background thread, started lazily when a region goes idle, for
- *    when the program has gone quiet.  It naps up to 100 ms at a time,
- *    runs a pass when one is due and exits once no idle region is left.  A fork child has none until its
- *    own first idle region.
- * A pass holds the heap lock throughout (check() and fork see no region
- * half decayed) and walks only the oldest idle regions: the pool's LRU
- * order is the order they went idle.
+ * Who decays: one background thread, started when a region goes idle (and,
+ * with libc=keep, by a request after the last idle trim).  It naps up to
+ * 100 ms at a time, runs a pass every decay_ms / 4, reading the process's
+ * CPU time, the cache's request count and the pressure signals outside
+ * every lock, and exits once nothing is left to give back.  The request
+ * paths never run a pass: they only start the thread when it is not running.
+ * A pass holds the heap lock while it walks (check() and fork see no
+ * region half decayed) and walks only the oldest idle regions: the pool's
+ * LRU order is the order they went idle.
+ *
+ * Tests inject the clock, the CPU time and the pressure reading
+ * (zk_decay_set_*) and run passes themselves (zk_decay_pass_now): the
+ * thread stays out of it from then on, until zk_decay_use_real().
  */
 #define _GNU_SOURCE
-#include <pthread.h>
 #include <time.h>
 
 #include "zk_internal.h"
 
 #define NS_PER_MS 1000000u
 #define MAX_NAP_NS (100u * NS_PER_MS)
+/* Idle: less than 1/IDLE_CPU_SHARE of one CPU between passes. */
+#define IDLE_CPU_SHARE 10u
+/* glibc is trimmed when it holds at least this much free memory. */
+#define LIBC_TRIM_MIN_BYTES ((size_t)1 << 20)
 
 static _Atomic uint64_t next_pass_ns;
 static _Atomic int thread_running;
+static _Atomic bool pass_running;   /* one pass at a time; a second one skips */
+
+/* Injected inputs (tests); `manual` set: these are read, not the machine. */
+static struct {
+    _Atomic bool manual;
+    _Atomic uint64_t clock_ns, cpu_ns;
+    _Atomic bool pressure;
+} injected;
+
+/* What the passes saw last (written by the pass that runs, pass_running). */
+static struct {
+    bool primed;
+    uint64_t at_ns, cpu_ns, own_cpu_ns, requests;
+    uint64_t active_ns;         /* when the process was last seen busy */
+    _Atomic bool libc_trimmed;  /* glibc trimmed since then */
+} seen;
+
+static bool manual(void) { return atomic_load_explicit(&injected.manual, memory_order_relaxed); }
 
 uint64_t zk_decay_now(void)
 {
+    if (manual())
+        return atomic_load_explicit(&injected.clock_ns, memory_order_relaxed);
     struct timespec ts;
     /* Coarse: a few ms of resolution at a fraction of the cost, plenty for
      * periods of seconds. */
@@ -41,17 +83,57 @@ uint64_t zk_decay_now(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Soften or release the pool's oldest idle regions (heap lock held);
- * returns the regions to release, chained. */
-static zk_region *walk_oldest(uint64_t now, uint64_t period)
+static uint64_t cpu_now(void)
+{
+    return manual() ? atomic_load_explicit(&injected.cpu_ns, memory_order_relaxed) : zk_os_process_cpu_ns();
+}
+
+static bool pressure_now(void)
+{
+    return manual() ? atomic_load_explicit(&injected.pressure, memory_order_relaxed) : zk_os_memory_pressure();
+}
+
+/* Requests the cache served (hits and misses alike): any is activity. */
+static uint64_t requests_now(void)
+{
+    return atomic_load_explicit(&zk_stats.hits, memory_order_relaxed) +
+           atomic_load_explicit(&zk_stats.misses, memory_order_relaxed);
+}
+
+/* Was the process busy since the last pass?  Updates seen.active_ns. */
+static void observe(uint64_t now)
+{
+    /* The decay thread's own CPU (its madvise and munmap calls) is not the
+     * program's: taken out. */
+    uint64_t cpu = cpu_now(), own = manual() ? 0 : zk_thp_cpu_ns(), requests = requests_now();
+    uint64_t used = cpu - seen.cpu_ns, own_used = own - seen.own_cpu_ns;
+    used = used > own_used ? used - own_used : 0;
+    bool busy = !seen.primed || requests != seen.requests ||
+                used * IDLE_CPU_SHARE > (now > seen.at_ns ? now - seen.at_ns : 0);
+    if (busy) {
+        seen.active_ns = now;
+        atomic_store_explicit(&seen.libc_trimmed, false, memory_order_relaxed);
+    }
+    seen.primed = true;
+    seen.at_ns = now;
+    seen.cpu_ns = cpu;
+    seen.own_cpu_ns = own;
+    seen.requests = requests;
+}
+
+/* Walk the pool's oldest idle regions (heap lock held): those idle since
+ * release_before or earlier are taken out for release (returned, chained),
+ * those since soften_before are softened. */
+static zk_region *walk_oldest(uint64_t release_before, uint64_t soften_before)
 {
     zk_region *chain = NULL;
     size_t softened = 0;
+    uint64_t oldest_wanted = release_before > soften_before ? release_before : soften_before;
     zk_pool_lock();
     zk_region *r = zk_pool_oldest();
-    while (r != NULL && now - r->idle_ns >= period) {
+    while (r != NULL && r->idle_ns <= oldest_wanted) {
         zk_region *newer = zk_pool_newer(r);
-        if (now - r->idle_ns >= 2 * period) {
+        if (r->idle_ns <= release_before) {
             zk_pool_unlink(r);
             zk_idle_uncount(r);
             r->free_next = chain;
@@ -70,37 +152,63 @@ static zk_region *walk_oldest(uint64_t now, uint64_t period)
     return chain;
 }
 
-static void pass(uint64_t now)
+/* Give back (and soften) what the cutoffs say; bytes given back. */
+static size_t decay_regions(uint64_t release_before, uint64_t soften_before)
+{
+    uint64_t drain = release_before > soften_before ? release_before : soften_before;
+    zk_tcache_drain_older(drain + 1);   /* a thread that went quiet keeps none */
+    uint64_t released = atomic_load(&zk_stats.decayed_released_bytes);
+    zk_heap_lock();
+    zk_region *chain = walk_oldest(release_before, soften_before);
+    zk_vacate_chain(chain, NULL, &zk_stats.decayed_released_bytes, true);
+    zk_heap_unlock();
+    return (size_t)(atomic_load(&zk_stats.decayed_released_bytes) - released);
+}
+
+/* glibc's free memory back (libc=keep), once per idle spell. */
+static void trim_libc(void)
+{
+    if (!zk_libc_applied() || atomic_load_explicit(&seen.libc_trimmed, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&seen.libc_trimmed, true, memory_order_relaxed);
+    if (zk_libc_free_bytes() >= LIBC_TRIM_MIN_BYTES)
+        (void)zk_libc_trim();
+}
+
+static size_t pass(uint64_t now)
 {
     uint64_t period = zk_opt_decay_ms() * NS_PER_MS;
     if (period == 0)
-        return;
-    zk_tcache_drain_older(now - period);   /* a thread that went quiet keeps none */
-    uint64_t softened = atomic_load(&zk_stats.decayed_softened_bytes);
-    zk_heap_lock();
-    zk_region *chain = walk_oldest(now, period);
-    bool decayed = chain != NULL || atomic_load(&zk_stats.decayed_softened_bytes) != softened;
-    zk_vacate_chain(chain, NULL, &zk_stats.decayed_released_bytes, true);
-    zk_heap_unlock();
+        return 0;
+    observe(now);
+    bool pressure = pressure_now();   /* file reads: outside every lock */
+    uint64_t idle_for = now > seen.active_ns ? now - seen.active_ns : 0;
+    /* Cutoffs as idle_ns values: 0 means none (a region idle since the
+     * clock's start is never that old in practice, and 0 compares safely). */
+    uint64_t release_before = 0, soften_before = 0;
+    if (idle_for >= 2 * period)
+        release_before = now;
+    else if (pressure && now > period / 4)
+        release_before = now - period / 4;
+    if (idle_for >= period)
+        soften_before = now;
+    size_t released = release_before != 0 || soften_before != 0 ? decay_regions(release_before, soften_before) : 0;
+    if (pressure)
+        zk_count(&zk_stats.decay_pressure_passes, 1);
+    if (idle_for >= period || pressure)
+        trim_libc();
     zk_count(&zk_stats.decay_passes, 1);
-    /* the cache's memory sat idle for decay_ms, so the program
-     * has gone quiet: glibc's kept blocks go back too (never while a loop
-     * reuses them, which would fault them afresh every round). */
-    if (decayed)
-        zk_libc_trim();
+    return released;
 }
 
-void zk_decay_tick(uint64_t now)
+/* One pass at a time: a second caller skips it (the next one comes). */
+static size_t try_pass(uint64_t now)
 {
-    uint64_t ms = zk_opt_decay_ms();
-    uint64_t due = atomic_load_explicit(&next_pass_ns, memory_order_relaxed);
-    if (ms == 0 || now < due)
-        return;
-    /* One thread runs the pass; the others go on. */
-    if (!atomic_compare_exchange_strong_explicit(&next_pass_ns, &due, now + ms * NS_PER_MS / 4,
-                                                 memory_order_relaxed, memory_order_relaxed))
-        return;
-    pass(now);
+    if (atomic_exchange_explicit(&pass_running, true, memory_order_acquire))
+        return 0;
+    size_t released = pass(now);
+    atomic_store_explicit(&pass_running, false, memory_order_release);
+    return released;
 }
 
 static bool idle_left(void)
@@ -108,17 +216,23 @@ static bool idle_left(void)
     return atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed) != 0;
 }
 
+/* Whether the thread has anything left to give back, now or later. */
+static bool work_left(void)
+{
+    return idle_left() || (zk_libc_applied() && !atomic_load_explicit(&seen.libc_trimmed, memory_order_relaxed));
+}
+
 static void *decay_thread(void *arg)
 {
     (void)arg;
     for (;;) {
         uint64_t ms = zk_opt_decay_ms();
-        if (ms == 0 || !idle_left()) {
+        if (ms == 0 || manual() || !work_left()) {
             atomic_store_explicit(&thread_running, 0, memory_order_release);
             zk_stats_gauge_sub(&zk_stats.decay_thread, 1);
             /* A region parked between the check and the store would wait
              * for the next park: start again for it. */
-            if (ms != 0 && idle_left())
+            if (ms != 0 && !manual() && idle_left())
                 zk_decay_parked();
             return NULL;
         }
@@ -127,22 +241,38 @@ static void *decay_thread(void *arg)
         uint64_t nap = ms * NS_PER_MS / 4 < MAX_NAP_NS ? ms * NS_PER_MS / 4 : MAX_NAP_NS;
         struct timespec ts = {(time_t)(nap / 1000000000u), (long)(nap % 1000000000u)};
         nanosleep(&ts, NULL);
-        zk_decay_tick(zk_decay_now());
+        if (manual())
+            continue;   /* a test drives the passes now: exit */
+        uint64_t now = zk_decay_now(), due = atomic_load_explicit(&next_pass_ns, memory_order_relaxed);
+        if (now >= due) {
+            atomic_store_explicit(&next_pass_ns, now + ms * NS_PER_MS / 4, memory_order_relaxed);
+            (void)try_pass(now);
+        }
     }
 }
 
-void zk_decay_parked(void)
+static void start_thread(void)
 {
     int expected = 0;
-    if (zk_opt_decay_ms() == 0 || atomic_load_explicit(&thread_running, memory_order_relaxed) ||
+    if (zk_opt_decay_ms() == 0 || manual() || atomic_load_explicit(&thread_running, memory_order_relaxed) ||
         !atomic_compare_exchange_strong_explicit(&thread_running, &expected, 1, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return;
     bool ok = zk_os_start_thread(decay_thread) == 0;
     if (ok)
         zk_count(&zk_stats.decay_thread, 1);
-    else   /* no thread: the alloc/free paths still decay while active */
+    else   /* no thread: nothing decays until the next try (the next park) */
         atomic_store_explicit(&thread_running, 0, memory_order_release);
+}
+
+void zk_decay_parked(void) { start_thread(); }
+
+void zk_decay_wake(void)
+{
+    /* One relaxed load on the request path; with libc=keep a request after
+     * the last idle trim means glibc may fill up again: watch it. */
+    if (!atomic_load_explicit(&thread_running, memory_order_relaxed) && zk_libc_applied())
+        start_thread();
 }
 
 void zk_decay_reschedule(void)
@@ -156,4 +286,52 @@ void zk_decay_fork_child(void)
         zk_stats_gauge_sub(&zk_stats.decay_thread, 1);
     atomic_store_explicit(&thread_running, 0, memory_order_relaxed);
     atomic_store_explicit(&next_pass_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&pass_running, false, memory_order_relaxed);   /* the parent's thread is gone */
+    seen.primed = false;
+}
+
+/* ---- tests: injected inputs ------------------------------------------------------ */
+
+void zk_decay_set_clock(uint64_t ns)
+{
+    atomic_store_explicit(&injected.clock_ns, ns, memory_order_relaxed);
+    atomic_store_explicit(&injected.manual, true, memory_order_relaxed);
+}
+
+void zk_decay_set_cpu(uint64_t ns)
+{
+    atomic_store_explicit(&injected.cpu_ns, ns, memory_order_relaxed);
+    atomic_store_explicit(&injected.manual, true, memory_order_relaxed);
+}
+
+void zk_decay_set_pressure(int on)
+{
+    atomic_store_explicit(&injected.pressure, on != 0, memory_order_relaxed);
+    atomic_store_explicit(&injected.manual, true, memory_order_relaxed);
+}
+
+void zk_decay_use_real(void)
+{
+    atomic_store_explicit(&injected.manual, false, memory_order_relaxed);
+    atomic_store_explicit(&injected.clock_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&injected.cpu_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&injected.pressure, false, memory_order_relaxed);
+    while (atomic_exchange_explicit(&pass_running, true, memory_order_acquire))
+        ;   /* a pass in flight ends within milliseconds */
+    seen.primed = false;
+    atomic_store_explicit(&pass_running, false, memory_order_release);
+    zk_decay_reschedule();
+    if (idle_left())
+        start_thread();
+}
+
+/* Waits for a pass in flight (the thread's, about to see `manual` and
+ * exit), so the caller's pass always runs. */
+size_t zk_decay_pass_now(void)
+{
+    while (atomic_exchange_explicit(&pass_running, true, memory_order_acquire))
+        ;
+    size_t released = pass(zk_decay_now());
+    atomic_store_explicit(&pass_running, false, memory_order_release);
+    return released;
 }

@@ -31,7 +31,7 @@ enum { ZK_REGION_UNUSED = 0, ZK_REGION_IN_USE = 1, ZK_REGION_IDLE = 2, ZK_REGION
 enum {
     ZK_RF_ZERO = 1u,   /* every byte is known to be zero (fresh mapping) */
     ZK_RF_MARK = 2u,   /* scratch bit for zk_check() */
-    ZK_RF_SAMPLE = 4u, /* calloc discarded it: measure the touched pages at free */
+    ZK_RF_SAMPLE = 4u, /* given lazily (fresh, or calloc discarded it): measure the touched pages at free */
     ZK_RF_SMALL_PAGES = 8u,  /* MADV_NOHUGEPAGE in effect (see zk_zero.c) */
     ZK_RF_SHARED = 16u,      /* lives in a shared segment (small classes) */
     ZK_RF_BINNED = 64u,      /* VACANT, in a vacant bin (zk_heap.c) */
@@ -51,6 +51,8 @@ typedef struct zk_region {
     uint64_t stamp;                   /* when it was last freed: LRU order */
     uint64_t idle_ns;                 /* coarse clock when it was last freed (decay) */
     size_t sampled_bytes;             /* ZK_RF_SAMPLE: the discarded length */
+    size_t extent;                    /* in use: how far its users may have written since its
+                                       * pages past that were last dropped (0: unknown, all) */
     struct zk_region *cls_prev, *cls_next;   /* shared pool, one list per class */
     struct zk_region *lru_prev, *lru_next;   /* shared pool, all classes, LRU order */
     struct zk_region *free_next;             /* descriptor free list, chains */
@@ -122,8 +124,10 @@ const char *zk_heap_check(void);   /* heap and pool locks held */
 int zk_heap_check_maps(const char **what);
 
 /* ---- first-touch policy: huge pages or not, measured (zk_thp.c) --------- */
-/* For a fresh mapping of `bytes`: advise huge pages?  *sample: time its
- * first touch and report it with zk_thp_record. */
+/* For a fresh mapping of `bytes` (of the class zk_class_of(bytes)): advise
+ * huge pages?  *sample: its class has shown that it writes its regions
+ * whole, so np.empty may fault it in at once (the requested bytes only),
+ * timed and reported with zk_thp_record. */
 bool zk_thp_choose(size_t bytes, bool *sample);
 void zk_thp_record(size_t bytes, bool huge, uint64_t ns);
 uint64_t zk_thp_now_ns(void);   /* CLOCK_MONOTONIC */
@@ -161,8 +165,8 @@ void zk_vacate_chain(zk_region *chain, _Atomic uint64_t *event, _Atomic uint64_t
 const char *zk_pool_check(const char *(*check_idle)(zk_region *r), uint64_t *count);
 
 /* ---- decay: idle memory given back over time (zk_decay.c) --------------- */
-uint64_t zk_decay_now(void);          /* the coarse clock idle_ns is read from */
-void zk_decay_tick(uint64_t now);     /* alloc/free paths: a pass when one is due */
+uint64_t zk_decay_now(void);          /* the coarse clock idle_ns is read from (or the injected one) */
+void zk_decay_wake(void);             /* request path: with libc=keep, make sure the thread watches */
 void zk_decay_parked(void);           /* a region went idle: make sure someone will decay it */
 void zk_decay_fork_child(void);
 void zk_decay_reschedule(void);       /* decay_ms changed: the next tick runs a pass */
@@ -223,6 +227,11 @@ size_t zk_os_resident_pages(void *p, size_t bytes);
 int zk_os_discard(void *p, size_t bytes);
 int zk_os_soften(void *p, size_t bytes);
 int zk_os_populate(void *p, size_t bytes);
+/* What decay reads (zk_decay.c), never under a lock of the core. */
+uint64_t zk_os_process_cpu_ns(void);   /* user + sys of every thread (getrusage) */
+bool zk_os_memory_pressure(void);      /* MemAvailable, PSI, the cgroup's memory.events */
+/* glibc's free bytes in its arenas (mallinfo2), SIZE_MAX where unknown (zk_libc.c). */
+size_t zk_libc_free_bytes(void);
 #ifndef MREMAP_DONTUNMAP
 #define MREMAP_DONTUNMAP 4   /* Linux 5.7 (glibc 2.32's headers); older kernels answer EINVAL, doing nothing */
 #endif
@@ -272,11 +281,19 @@ void zk_stats_gauge_sub(_Atomic uint64_t *gauge, uint64_t n);
  * measured policy chooses memset or MADV_DONTNEED (and learns at free from
  * what was touched), a fresh mapping is left lazy; counted in calloc_*. */
 void zk_zero_for_calloc(zk_region *r, size_t bytes);
-/* r goes to np.empty, whose user writes it densely: huge pages back on where
- * the policy had dropped them. */
+/* r goes to np.empty: huge pages back on where the policy had dropped them,
+ * if its class has shown that it writes its regions whole. */
 void zk_zero_for_write(zk_region *r);
-/* A region the policy discarded is being freed: learn how much was touched. */
+/* A region flagged ZK_RF_SAMPLE is being freed: learn how much its user
+ * touched (mincore), for both policies that follow it (np.zeros' zeroing
+ * here, fresh regions' faulting and huge pages in zk_thp.c). */
 void zk_zero_learn(zk_region *r);
+/* What a class's users touch of a region given lazily (a fresh one, or one
+ * np.zeros discarded), one measurement at free for both policies:
+ * zk_touch_watch flags r (requested `bytes`) to be measured; zk_touch_dense
+ * says whether the class has shown that its regions end up written whole. */
+void zk_touch_watch(zk_region *r, size_t bytes);
+bool zk_touch_dense(int cls);
 /* Measured costs the policy follows (zk_zero.c times them itself; the C
  * test feeds them to check the estimator). */
 void zk_zero_timed_memset(size_t bytes, uint64_t ns);

@@ -72,9 +72,10 @@ static void settle(void)
     if (atomic_exchange(&applied, want) == want)
         return;
 #ifdef __GLIBC__
-    if (want)
+    if (want) {
         keep();
-    else
+        zk_decay_wake();   /* glibc now keeps what it frees: decay trims it when the process idles */
+    } else
         restore();
 #endif
 }
@@ -88,6 +89,18 @@ void zk_libc_install(int on)
 void zk_libc_setting_changed(void) { settle(); }
 
 int zk_libc_applied(void) { return atomic_load(&applied); }
+
+/* mallinfo2 (glibc 2.33) walks every arena's free lists: the decay thread
+ * calls it once per idle spell, never a request path. */
+size_t zk_libc_free_bytes(void)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    struct mallinfo2 mi = mallinfo2();
+    return mi.fordblks;
+#else
+    return SIZE_MAX;
+#endif
+}
 
 int zk_libc_trim(void)
 {

@@ -340,3 +340,122 @@ int zk_os_start_thread(void *(*fn)(void *))
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }
+
+/* ==== what decay reads of the process and the machine (zk_decay.c) ========
+ * Read by the decay thread only, never under a lock of the core: each is a
+ * few small file reads.  No stdio (fopen allocates): open/read into a
+ * stack buffer. */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+/* The process's CPU time (user + sys, all threads), nanoseconds. */
+uint64_t zk_os_process_cpu_ns(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    uint64_t us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
+                  (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+    return us * 1000u;
+}
+
+/* The first `cap - 1` bytes of a file, NUL-terminated; its length, or -1. */
+static ssize_t read_small_file(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t got = 0;
+    while (got + 1 < cap) {
+        ssize_t n = read(fd, buf + got, cap - 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    buf[got] = '\0';
+    return (ssize_t)got;
+}
+
+/* The number after `key` in text (e.g. "MemAvailable:"), or -1. */
+static long long number_after(const char *text, const char *key)
+{
+    const char *at = strstr(text, key);
+    if (at == NULL)
+        return -1;
+    return strtoll(at + strlen(key), NULL, 10);
+}
+
+/* MemAvailable below 1/16 of MemTotal: the kernel is about to reclaim. */
+static bool machine_short(void)
+{
+    char buf[4096];
+    if (read_small_file("/proc/meminfo", buf, sizeof buf) <= 0)
+        return false;
+    long long total = number_after(buf, "MemTotal:"), avail = number_after(buf, "MemAvailable:");
+    return total > 0 && avail >= 0 && avail < total / 16;
+}
+
+/* PSI: "some avg10=X.YY ..." at 10% or more (tasks stalled on memory a
+ * tenth of the last 10 s). */
+static bool psi_stalled(const char *path)
+{
+    char buf[512];
+    if (read_small_file(path, buf, sizeof buf) <= 0)
+        return false;
+    const char *at = strstr(buf, "some avg10=");
+    return at != NULL && strtol(at + strlen("some avg10="), NULL, 10) >= 10;
+}
+
+/* This process's cgroup v2 directory, "" when there is none. */
+static char cgroup_dir[512];
+static pthread_once_t cgroup_once = PTHREAD_ONCE_INIT;
+
+static void find_cgroup(void)
+{
+    char buf[1024];
+    if (read_small_file("/proc/self/cgroup", buf, sizeof buf) <= 0)
+        return;
+    const char *v2 = strstr(buf, "0::");
+    if (v2 == NULL || (v2 != buf && v2[-1] != '\n'))
+        return;
+    v2 += 3;
+    size_t len = strcspn(v2, "\n");
+    if (len == 0 || len + sizeof "/sys/fs/cgroup" >= sizeof cgroup_dir)
+        return;
+    snprintf(cgroup_dir, sizeof cgroup_dir, "/sys/fs/cgroup%.*s", (int)len, v2);
+}
+
+/* memory.events' high + max counts: the cgroup hit its limits this often. */
+static uint64_t cgroup_limit_events(void)
+{
+    char path[600], buf[1024];
+    snprintf(path, sizeof path, "%s/memory.events", cgroup_dir);
+    if (read_small_file(path, buf, sizeof buf) <= 0)
+        return 0;
+    long long high = number_after(buf, "\nhigh "), max = number_after(buf, "\nmax ");
+    return (uint64_t)(high > 0 ? high : 0) + (uint64_t)(max > 0 ? max : 0);
+}
+
+static _Atomic uint64_t last_limit_events = UINT64_MAX;   /* none read yet */
+
+/* Whether memory is wanted now: the machine is short of it, tasks stall on
+ * it (PSI, machine-wide or the cgroup's), or the cgroup reached its
+ * memory.high / memory.max since the last call. */
+bool zk_os_memory_pressure(void)
+{
+    pthread_once(&cgroup_once, find_cgroup);
+    bool pressure = machine_short() || psi_stalled("/proc/pressure/memory");
+    if (cgroup_dir[0] != '\0') {
+        char path[600];
+        snprintf(path, sizeof path, "%s/memory.pressure", cgroup_dir);
+        pressure = pressure || psi_stalled(path);
+        uint64_t events = cgroup_limit_events();
+        uint64_t before = atomic_exchange_explicit(&last_limit_events, events, memory_order_relaxed);
+        pressure = pressure || (before != UINT64_MAX && events > before);
+    }
+    return pressure;
+}

@@ -36,7 +36,7 @@
     COUNTER(calloc_fresh, "np.zeros served by a fresh mapping (zeros already, left lazy)") \
     COUNTER(calloc_memset, "np.zeros of a reused region zeroed by memset") \
     COUNTER(calloc_discard, "np.zeros of a reused region zeroed by MADV_DONTNEED (pages fault back as zeros)") \
-    COUNTER(zero_samples, "discarded regions measured at free (mincore) to learn their class's zeroing policy") \
+    COUNTER(zero_samples, "regions given lazily (fresh, or discarded by np.zeros) measured at free (mincore): what their class touches, for the zeroing and first-touch policies") \
     COUNTER(realloc_same, "resizes served in place") \
     COUNTER(realloc_remap, "resizes that moved the pages to a larger region with mremap (no copy)") \
     COUNTER(realloc_copy, "resizes that copied the data to another region") \
@@ -48,17 +48,19 @@
     COUNTER(gathered, "repurposed misses moved together (mremap) from several idle regions") \
     COUNTER(gathered_pieces, "idle regions moved into gathered ones") \
     COUNTER(fresh_tail_bytes, "bytes of gathered regions that idle memory could not cover, mapped fresh") \
-    COUNTER(populated_bytes, "fresh np.empty regions faulted in at once (timed by the first-touch policy)") \
+    COUNTER(slack_dropped_bytes, "bytes past a request that earlier users of its region wrote, given back (MADV_DONTNEED) when the region was handed out for less") \
+    COUNTER(populated_bytes, "bytes of fresh np.empty regions faulted in at once (classes shown to write their arrays whole; timed by the first-touch policy)") \
     GAUGE(segments, "mappings (segments) that hold the regions") \
     GAUGE(bytes_reserved, "their bytes (address space)") \
     GAUGE(bytes_vacant, "the part of bytes_reserved with no memory behind it (given back, kept as address space)") \
     GAUGE(map_areas, "memory areas the cache accounts for, against vm.max_map_count (an estimate)") \
     COUNTER(unmap_failures, "munmap calls the kernel refused (at the map-count limit)") \
     GAUGE(unmap_pending, "segments kept after such a failure, retried by release()") \
-    COUNTER(decayed_softened_bytes, "idle bytes MADV_FREE'd after decay_ms unused") \
-    COUNTER(decayed_released_bytes, "idle bytes given back after twice decay_ms unused") \
+    COUNTER(decayed_softened_bytes, "idle bytes MADV_FREE'd after the process was idle for decay_ms") \
+    COUNTER(decayed_released_bytes, "idle bytes given back after the process was idle for twice decay_ms, or under memory pressure") \
     COUNTER(decay_passes, "decay walks of the idle regions") \
-    GAUGE(decay_thread, "1 while the decay thread runs (only while idle regions are left)") \
+    COUNTER(decay_pressure_passes, "decay passes that found memory wanted (MemAvailable, PSI, the cgroup's memory.events) and gave idle regions back") \
+    GAUGE(decay_thread, "1 while the decay thread runs (while idle regions are left, or glibc may hold memory to trim)") \
     GAUGE(secret_arrays, "secret arrays live now") \
     GAUGE(secret_bytes, "their requested bytes") \
     GAUGE(secret_mapped_bytes, "their mappings' bytes, guard pages included") \

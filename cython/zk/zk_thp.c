@@ -9,14 +9,26 @@
  * fault at a steady 1.2-1.4 GB/s.  Warm reuse runs at the same speed
  * either way.  So neither fixed answer is right.
  *
- * How: a fresh np.empty of >= 2 MiB is populated at once with
- * MADV_POPULATE_WRITE (its user is about to write it whole; one syscall
- * instead of a fault per page) and that is timed: nanoseconds per MiB, kept
- * as a moving average per size range and per choice.  Until each choice has
- * MIN_SAMPLES in a range the choices alternate; then the cheaper one is
- * taken, and every EXPLORE-th mapping tries the other, so a change in the
- * machine's state is noticed.  hugepages=1 and 0 force the choice (and
- * still record samples, for stats).
+ * But huge pages are RSS as well as time: a sparse first touch makes a
+ * whole 2 MiB resident for each 4 KiB page written, and faulting a region in
+ * at once makes resident what its user may never write (a preallocated
+ * maximum-size buffer, a scratch array used in part).  So nothing is bet
+ * on: a fresh region is left lazy, on 4 KiB pages, and measured at free
+ * (mincore, zk_touch_watch in zk_zero.c: the same measurement np.zeros'
+ * zeroing policy learns from).  Only a class shown dense (its regions end
+ * up at least 7/8 written) gets the rest:
+ *  - a fresh np.empty of it is populated at once with MADV_POPULATE_WRITE
+ *    (the requested bytes, never the class's slack; one syscall instead of
+ *    a fault per page), and that is timed: nanoseconds per MiB, kept as a
+ *    moving average per size range and per choice;
+ *  - huge pages or not, from those timings: until each choice has
+ *    MIN_SAMPLES in a range the choices alternate; then the cheaper one is
+ *    taken, and every EXPLORE-th mapping tries the other, so a change in
+ *    the machine's state is noticed.
+ * Every EXPLORE-th fresh region of a dense class is left lazy and measured
+ * again, so a class that turns sparse is noticed too.  hugepages=1 and 0
+ * force the huge-page choice for every region of 2 MiB and more (and still
+ * record samples, for stats); faulting in at once still needs a dense class.
  */
 #define _GNU_SOURCE
 #include <time.h>
@@ -59,14 +71,30 @@ uint64_t zk_thp_cpu_ns(void)
 
 static uint64_t load(_Atomic uint64_t *v) { return atomic_load_explicit(v, memory_order_relaxed); }
 
+static _Atomic uint64_t dense_mappings;
+
+/* A class shown dense, and this mapping not one left lazy to measure it again. */
+static bool dense_now(size_t bytes)
+{
+    if (!zk_touch_dense(zk_class_of(bytes)))
+        return false;
+    return atomic_fetch_add_explicit(&dense_mappings, 1, memory_order_relaxed) % EXPLORE != EXPLORE - 1;
+}
+
 bool zk_thp_choose(size_t bytes, bool *sample)
 {
-    *sample = bytes >= ZK_HUGE_BYTES;
+    *sample = false;
+    if (bytes < ZK_HUGE_BYTES)
+        return false;
+    bool dense = dense_now(bytes);
+    *sample = dense;
     uint64_t mode = zk_opt(ZK_OPT_HUGEPAGES);
-    if (bytes < ZK_HUGE_BYTES || mode == ZK_HUGEPAGES_OFF)
+    if (mode == ZK_HUGEPAGES_OFF)
         return false;
     if (mode == ZK_HUGEPAGES_ON)
         return true;
+    if (!dense)
+        return false;   /* sparse or not yet known: 4 KiB pages, RSS follows the touches */
     thp_range *r = &ranges[range_of(bytes)];
     uint64_t small = load(&r->samples[0]), huge = load(&r->samples[1]);
     if (small < MIN_SAMPLES || huge < MIN_SAMPLES)

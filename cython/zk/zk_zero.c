@@ -13,24 +13,27 @@
  * switches it back.
  *
  * Which way a class goes is measured, not guessed, on both sides:
- *  - what the class's users touch: a region that calloc discarded is
- *    flagged, and when it is freed mincore() counts the pages its user
- *    touched (an average over samples, per class);
+ *  - what the class's users touch: a region given lazily (a fresh one, or
+ *    one calloc discarded) is flagged, and when it is freed mincore()
+ *    counts the pages its user touched (an average over samples, per
+ *    class).  The same measurement tells the first-touch policy (zk_thp.c)
+ *    which classes write their regions whole;
  *  - what each way costs on this machine: memsets are timed (bandwidth, per
  *    MiB), discards are timed per class (the call's cost grows with the
  *    pages present), and a page fault costs what the first-touch policy
  *    measured for 4 KiB pages (zk_thp.c).  Machines differ more than one
  *    constant can say: on the 2-core EPYC VM a memset of zeros ran at
- *    60-140 GB/s and a fault cost 1.5-10 us, so a class touching 2 pages of
- *    384 was cheaper memset (11 us) than discarded (~10 us for the call,
- *    then the faults), where the old rule (memset at 27 GB/s, 2.4 us a
- *    fault, discard below 1/32 touched) discarded it and ran 2.7x slower
- *    than tcmalloc's plain memset.
- * A class is discarded when the estimate says it is cheaper, and every such
- * calloc is itself a sample.  Otherwise it is memset, with a sample every
- * `interval` callocs to notice a class that turns sparse; the interval
- * doubles after each sample that keeps it memset (up to MAX_INTERVAL), so a
- * dense class pays for sampling less and less.
+ *    60-140 GB/s and a fault cost 1.5-10 us.
+ * RSS counts as well as time: a memset makes every page of the region
+ * resident, where numpy's default (fresh zeros from the kernel) keeps only
+ * the touched ones.  So a class that touches less than a quarter of its
+ * regions, or a region with few pages present whose class is not dense,
+ * is discarded whatever the timings say; otherwise it is discarded when the
+ * estimate says that is cheaper.  A discarded class is measured again every
+ * `interval` discards (doubling to MAX_SPARSE_INTERVAL while the samples
+ * agree: a mincore at every free cost msm_windows a third of its round);
+ * a memset class every `interval` callocs (doubling to MAX_INTERVAL), to
+ * notice a class that turns sparse.
  */
 #include <string.h>
 
@@ -40,6 +43,7 @@ typedef enum {
     ZK_ZERO_MEMSET,     /* memset the region (huge pages back on) */
     ZK_ZERO_DISCARD,    /* lazy_zero_bytes asked for MADV_DONTNEED */
     ZK_ZERO_SAMPLE,     /* MADV_DONTNEED on 4 KiB pages, then learn from it at free */
+    ZK_ZERO_SPARSE,     /* the same, not measured this time (a class shown sparse, between samples) */
 } zk_zero_way;
 
 #define FRACTION_ONE 1024u
@@ -51,10 +55,25 @@ typedef enum {
 #define DEFAULT_MEMSET_NS_PER_MIB 38800u
 #define DEFAULT_FAULT_NS 2400u
 #define FIRST_INTERVAL 4u
+/* A class whose users touch at least DENSE of a lazily given region writes
+ * its regions whole: fresh ones are faulted in at once and may take huge
+ * pages (zk_thp.c).  Below BARELY a class "barely touches" its regions:
+ * zeroing them by memset would make resident what its users never touch
+ * (4x what they do, or more), so they are discarded whatever the timings
+ * say: RSS follows the touched pages.  A region measured below FEW has few
+ * pages present: a memset would fault the rest in. */
+#define DENSE (FRACTION_ONE * 7 / 8)
+#define BARELY (FRACTION_ONE / 4)
+#define FEW (FRACTION_ONE / 2)
+/* A sparse class is measured again every interval-th discard, the interval
+ * doubling while samples agree: a mincore at every free cost msm_windows
+ * a third of its round. */
+#define MAX_SPARSE_INTERVAL 16u
 #define MAX_INTERVAL 1024u
 
 typedef struct {
     _Atomic uint32_t touched;      /* average touched fraction, in 1/FRACTION_ONE */
+    _Atomic uint32_t samples;      /* how many measurements that average holds */
     _Atomic uint32_t countdown;    /* dense class: callocs left before the next sample */
     _Atomic uint32_t interval;
     _Atomic uint32_t discard_ns;   /* what a discard of this class's regions costs (follow_fastest) */
@@ -148,6 +167,7 @@ void zk_zero_reset(void)
 {
     for (int c = 0; c < ZK_NCLASSES; c++) {
         atomic_store_explicit(&classes[c].touched, FRACTION_ONE, memory_order_relaxed);
+        atomic_store_explicit(&classes[c].samples, 0, memory_order_relaxed);
         atomic_store_explicit(&classes[c].countdown, FIRST_INTERVAL, memory_order_relaxed);
         atomic_store_explicit(&classes[c].interval, FIRST_INTERVAL, memory_order_relaxed);
         atomic_store_explicit(&classes[c].discard_ns, 0, memory_order_relaxed);
@@ -172,7 +192,7 @@ void zk_zero_pin_costs(uint64_t memset_ns_per_mib_now, uint64_t fault_ns_now, ui
         atomic_store_explicit(&classes[c].discard_ns, clamp32(discard_ns_now), memory_order_relaxed);
 }
 
-/* A dense class's turn to sample: true once every `interval` calls. */
+/* A class's turn to be measured: true once every `interval` calls. */
 static bool sample_due(zero_class *z)
 {
     uint32_t left = atomic_fetch_sub_explicit(&z->countdown, 1, memory_order_relaxed);
@@ -183,7 +203,7 @@ static bool sample_due(zero_class *z)
     return true;
 }
 
-static zk_zero_way choose(int cls, size_t bytes)
+static zk_zero_way choose(int cls, size_t bytes, bool few_present)
 {
     size_t lazy = zk_opt_lazy_zero_bytes();
     if (lazy != 0 && bytes >= lazy)
@@ -193,9 +213,29 @@ static zk_zero_way choose(int cls, size_t bytes)
     if (!atomic_load_explicit(&calibrated, memory_order_relaxed))
         calibrate_memset();
     zero_class *z = &classes[cls];
-    if (discard_pays(z, bytes, atomic_load_explicit(&z->touched, memory_order_relaxed)) || sample_due(z))
-        return ZK_ZERO_SAMPLE;
-    return ZK_ZERO_MEMSET;
+    uint32_t touched = atomic_load_explicit(&z->touched, memory_order_relaxed);
+    /* RSS first: a barely touched class, or a region with few pages present
+     * whose class is not dense (a memset would fault in all the others). */
+    if (touched < BARELY || (few_present && touched < DENSE) || discard_pays(z, bytes, touched))
+        return sample_due(z) ? ZK_ZERO_SAMPLE : ZK_ZERO_SPARSE;
+    return sample_due(z) ? ZK_ZERO_SAMPLE : ZK_ZERO_MEMSET;
+}
+
+bool zk_touch_dense(int cls)
+{
+    if (cls < 0 || cls >= ZK_NCLASSES)
+        return false;
+    zero_class *z = &classes[cls];
+    return atomic_load_explicit(&z->samples, memory_order_relaxed) != 0 &&
+           atomic_load_explicit(&z->touched, memory_order_relaxed) >= DENSE;
+}
+
+void zk_touch_watch(zk_region *r, size_t bytes)
+{
+    if (bytes < MIN_ADAPTIVE_BYTES)
+        return;   /* too small for a mincore at free to pay */
+    r->flags |= ZK_RF_SAMPLE;
+    r->sampled_bytes = zk_round_up(bytes, zk_os_page_size());
 }
 
 void zk_zero_learn(zk_region *r)
@@ -208,20 +248,28 @@ void zk_zero_learn(zk_region *r)
     zk_count(&zk_stats.zero_samples, 1);
     zero_class *z = &classes[r->cls];
     uint32_t sample = (uint32_t)(touched * FRACTION_ONE / pages);
+    if (sample < FEW)
+        r->flags |= ZK_RF_DISCARDED;   /* few of its pages are present: a memset would fault the rest */
+    else
+        r->flags &= ~ZK_RF_DISCARDED;
     uint32_t before = atomic_load_explicit(&z->touched, memory_order_relaxed);
-    /* Three quarters of the weight on the newest sample: three sparse
-     * samples in a row turn a dense class sparse, one dense sample turns it
-     * back (the costlier mistake is discarding a class that is written). */
-    atomic_store_explicit(&z->touched, (before + 3 * sample) / 4, memory_order_relaxed);
-    if (discard_pays(z, r->sampled_bytes, sample)) {
+    /* The first measurement replaces the assumption; after it, three
+     * quarters of the weight on the newest sample: three sparse samples in
+     * a row turn a dense class sparse, one dense sample turns it back (the
+     * costlier mistake is discarding a class that is written). */
+    bool first = atomic_fetch_add_explicit(&z->samples, 1, memory_order_relaxed) == 0;
+    bool was_sparse = !first && (before < BARELY || discard_pays(z, r->sampled_bytes, before));
+    atomic_store_explicit(&z->touched, first ? sample : (before + 3 * sample) / 4, memory_order_relaxed);
+    uint32_t interval = atomic_load_explicit(&z->interval, memory_order_relaxed);
+    if (sample < BARELY || discard_pays(z, r->sampled_bytes, sample)) {
         /* This sample says discard: look again at the next calloc (the
-         * average follows within a few samples; discarded from then on,
-         * every calloc is a sample). */
-        atomic_store_explicit(&z->interval, FIRST_INTERVAL, memory_order_relaxed);
-        atomic_store_explicit(&z->countdown, 1, memory_order_relaxed);
+         * average follows within a few samples); while the samples agree,
+         * every interval-th discard is measured, the interval doubling. */
+        interval = was_sparse ? (interval < MAX_SPARSE_INTERVAL ? 2 * interval : MAX_SPARSE_INTERVAL) : 1;
+        atomic_store_explicit(&z->interval, interval, memory_order_relaxed);
+        atomic_store_explicit(&z->countdown, interval, memory_order_relaxed);
         return;
     }
-    uint32_t interval = atomic_load_explicit(&z->interval, memory_order_relaxed);
     interval = interval < MAX_INTERVAL ? 2 * interval : MAX_INTERVAL;
     atomic_store_explicit(&z->interval, interval, memory_order_relaxed);
     atomic_store_explicit(&z->countdown, interval, memory_order_relaxed);
@@ -243,14 +291,16 @@ void zk_zero_read(int cls, zk_zero_policy *out)
 /* ---- zeroing a reused region ---------------------------------------------- */
 
 /* Huge pages back for a region this policy had put on 4 KiB pages (its user
- * is about to write it densely).  MADV_HUGEPAGE alone would leave the 4 KiB
+ * is about to write it densely, and its class has shown it does).  MADV_HUGEPAGE alone would leave the 4 KiB
  * pages already there until khugepaged collapses them, and a dense user
  * writes 4 KiB pages ~15-20% slower (TLB misses); dropping them makes the
  * next touches fault in huge pages, at about the cost of one memset, once.
  * Returns true when the region is now all zeros. */
 static bool restore_huge_pages(zk_region *r)
 {
-    if (!(r->flags & ZK_RF_SMALL_PAGES))
+    /* Only for a class shown dense: huge pages under sparse touches make
+     * resident 2 MiB for every page touched. */
+    if (!(r->flags & ZK_RF_SMALL_PAGES) || !zk_touch_dense(r->cls))
         return false;
     r->flags &= ~ZK_RF_SMALL_PAGES;
     if (!zk_opt_hugepages())
@@ -277,7 +327,7 @@ void zk_zero_for_write(zk_region *r)
  * first timing of a class is taken as it is, so on a loaded machine one
  * preemption kept a sparse class on memset for good (a discard that
  * follows a memset is not timed, so it was never measured again). */
-static bool discard_and_sample(zk_region *r, size_t len, bool after_discard)
+static bool discard_and_sample(zk_region *r, size_t len, bool after_discard, bool measure)
 {
     bool small = r->bytes < ZK_HUGE_BYTES || (r->flags & ZK_RF_SMALL_PAGES);
     if (!small) {
@@ -289,8 +339,11 @@ static bool discard_and_sample(zk_region *r, size_t len, bool after_discard)
         return false;
     if (small && after_discard)
         zk_zero_timed_discard(r->cls, zk_thp_cpu_ns() - t0);
-    r->flags |= ZK_RF_SAMPLE | ZK_RF_DISCARDED;
-    r->sampled_bytes = len;
+    r->flags |= ZK_RF_DISCARDED;
+    if (measure) {
+        r->flags |= ZK_RF_SAMPLE;
+        r->sampled_bytes = len;
+    }
     return true;
 }
 
@@ -300,9 +353,10 @@ static bool discard_and_sample(zk_region *r, size_t len, bool after_discard)
 static bool zero_reused(zk_region *r, size_t bytes, bool after_discard)
 {
     size_t len = zk_round_up(bytes, zk_os_page_size());
-    zk_zero_way way = choose(r->cls, bytes);
+    zk_zero_way way = choose(r->cls, bytes, after_discard);
     if ((way == ZK_ZERO_DISCARD && zk_os_discard((void *)r->base, len) == 0) ||
-        (way == ZK_ZERO_SAMPLE && discard_and_sample(r, len, after_discard)))
+        ((way == ZK_ZERO_SAMPLE || way == ZK_ZERO_SPARSE) &&
+         discard_and_sample(r, len, after_discard, way == ZK_ZERO_SAMPLE)))
         return true;
     if (restore_huge_pages(r))   /* dropped whole: zeros already */
         return true;

@@ -100,6 +100,19 @@ void zk_zero_read(int cls, zk_zero_policy *out);
  * per discard of any class) instead of measured ones, until zk_zero_reset. */
 void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns);
 
+/* ---- decay's inputs, injected (zk_decay.c; tests) ----------------------
+ * Any setter puts decay in manual mode: it reads the injected clock
+ * (monotonic ns: regions freed from then on are stamped with it), the
+ * process's CPU time (ns, user + sys) and the pressure reading (0/1) instead
+ * of the machine's, and its thread exits: passes run only when
+ * zk_decay_pass_now() asks, on the caller's thread.  zk_decay_use_real()
+ * goes back to the machine's inputs (and forgets what the passes saw). */
+void zk_decay_set_clock(uint64_t ns);
+void zk_decay_set_cpu(uint64_t ns);
+void zk_decay_set_pressure(int on);
+void zk_decay_use_real(void);
+size_t zk_decay_pass_now(void);   /* one decay pass now; bytes given back */
+
 /* ---- NEP 49 shaped entry points (zk_handler.c) ------------------------- */
 /* The allocator functions requests fall back to: numpy's original default. */
 typedef struct {

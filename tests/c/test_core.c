@@ -197,7 +197,9 @@ static void test_cache_api(void)
     void *b = zk_cache_calloc(1 * MiB);   /* the same region, zeroed again */
     CHECK(b == a && all_zero(b, MiB));
     stats(&s);
-    CHECK(s.hits == 1 && s.calloc_memset == 1);
+    /* a's user wrote 5 of its 256 pages (measured at free): barely touched,
+     * so zeroing discards rather than memsets (RSS follows the touches). */
+    CHECK(s.hits == 1 && s.calloc_discard == 1 && s.zero_samples == 1);
 
     /* realloc: same class, grow by mremap, shrink by copy */
     void *c = zk_cache_realloc(b, MiB - 1);

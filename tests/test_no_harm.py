@@ -1,0 +1,134 @@
+"""Do no harm: under install() a program is never fatter than under numpy's
+default.  A sparse big buffer costs the pages its user touched, whether it
+is an np.empty or a bytes/bytearray through Python's raw domain, and a
+sparse MSM window pattern keeps RSS at its touched pages.  Each case runs in
+fresh processes, with and without install(), measuring RSS (VmRSS)."""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+import zkalloc_np as zk
+from conftest import MiB, run_python
+
+BIG = (1 << 30) + 1          # 1 GiB + 1 byte: the class above 1 GiB has 256 MiB of slack
+WRITTEN = 1 << 20
+
+HEADER = """
+    import ctypes, sys, numpy as np
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    if "{mode}" == "zk":
+        import zkalloc_np as zk
+        zk.install()
+"""
+
+BODIES = {
+    # np.empty, 1 MiB written at the start: a preallocated maximum-size buffer.
+    "np.empty": """
+        before = rss()
+        a = np.empty({big}, np.uint8)
+        a[:{written}] = 1
+        print(rss() - before)
+    """,
+    # bytearray(n) is zeroed by CPython (every page written) through a raw
+    # realloc: the class slack must not be faulted in on top.
+    "bytearray": """
+        before = rss()
+        a = bytearray({big})
+        a[:{written}] = b"\\1" * {written}
+        print(rss() - before)
+    """,
+    # bytes(n): PyObject_Calloc, lazy zeros; 1 MiB read back.
+    "bytes": """
+        before = rss()
+        a = bytes({big})
+        assert a[:{written}].count(0) == {written}
+        print(rss() - before)
+    """,
+    # What a C extension does: PyBytes_FromStringAndSize(NULL, n) (a raw
+    # malloc), then fills what it produced, here 1 MiB.
+    "bytes from C": """
+        make = ctypes.pythonapi.PyBytes_FromStringAndSize
+        make.restype, make.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_ssize_t]
+        before = rss()
+        a = make(None, {big})
+        ctypes.memset(id(a) + bytes.__basicsize__ - 1, 1, {written})
+        print(rss() - before)
+    """,
+}
+
+
+def rss_growth(body: str, mode: str) -> int:
+    code = textwrap.dedent(HEADER.format(mode=mode)) + textwrap.dedent(body.format(big=BIG, written=WRITTEN))
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.no_asan(reason="ASan's allocator serves the raw domain's and numpy's default blocks itself")
+@pytest.mark.parametrize("case", sorted(BODIES))
+def test_a_sparse_big_buffer_costs_no_more_rss_than_under_numpys_default(case):
+    default = rss_growth(BODIES[case], "default")
+    ours = rss_growth(BODIES[case], "zk")
+    assert ours <= default + 4 * MiB, (case, ours >> 20, default >> 20)
+
+
+MSM = """
+    import numpy as np, zkalloc_np as zk
+    zk.install()
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    PAGE, BUCKET = 4096, 96
+    c, windows = {c}, {windows}
+    before, worst, stretch = rss(), 0, 0
+    for _ in range(8):
+        live = [np.zeros((1 << c, 12), dtype=np.uint64) for _ in range(windows)]
+        pages = set()
+        for w in live:
+            w[0] += 1
+            w[-1] += 1
+            start, end = w.ctypes.data, w.ctypes.data + w.nbytes
+            for lo, hi in ((start, start + BUCKET), (end - BUCKET, end)):
+                pages.update(range(lo // PAGE, (hi - 1) // PAGE + 1))
+        worst = max(worst, rss() - before)
+        stretch = max(stretch, len(pages) * PAGE)
+        del live
+    print(worst, stretch)
+"""
+
+
+@pytest.mark.no_asan(reason="RSS under ASan includes its shadow memory")
+@pytest.mark.parametrize("c,windows", [(14, 19), (16, 16)])
+def test_a_sparse_msm_window_pattern_keeps_rss_at_its_touched_pages(c, windows):
+    """Every round the windows are zeroed anew (np.zeros) and touched at both
+    ends: RSS stays within 5% of the touched pages plus one huge page per array."""
+    out = run_python(MSM.format(c=c, windows=windows))
+    assert out.returncode == 0, out.stderr
+    worst, touched = map(int, out.stdout.split())
+    assert worst <= touched * 1.05 + windows * 2 * MiB, (worst >> 10, touched >> 10)
+
+
+def test_giving_slack_back_never_touches_a_neighbour(fresh):
+    """A region handed out for less than its users wrote gives the rest back
+    (slack_dropped_bytes), but never past its own end: pieces carved out of
+    one larger idle region hold live arrays side by side."""
+    live = []
+    with zk.installed():
+        for big in (48, 40):
+            a = np.empty(big * MiB, np.uint8)
+            a.fill(0xEE)
+            del a
+        for i, size in enumerate((3, 9, 5, 6, 2, 7, 4, 11, 3, 5)):
+            a = np.empty(size * MiB - 4096 * i, np.uint8)
+            a.fill(i + 1)
+            live.append(a)
+            for j, b in enumerate(live):
+                assert (b == j + 1).all(), (i, j)
+            if i % 3 == 2:
+                live[0] = np.full(1, 1, np.uint8)        # the oldest freed: its region goes idle
+    zk.check()
