@@ -7,8 +7,10 @@ made in a phase or under ``installed()`` (and resized), and Python's raw
 domain (``bytearray`` of ``min_bytes`` and more while the raw hook is active).
 Phases nest, have budgets, and leave escaped arrays behind; settings
 (``min_bytes``, the cap, the process's budget, ...) change while blocks are
-live; ``reserve()``, ``release()`` and ``soften()`` run between steps; a
-fork's child checks its own copy of the accounting and frees everything.
+live; ``reserve()``, ``release()`` and ``soften()`` run between steps;
+decay runs on an injected clock, CPU time and pressure reading (busy, idle,
+under pressure); a fork's child checks its own copy of the accounting and
+frees everything.
 
 The model predicts, for every request, whether the cache serves it (and so
 counts it), whether a budget (the phase's or the process's) refuses it, and
@@ -42,6 +44,7 @@ from zkalloc_np import _core
 from zkalloc_np._arrays import block_address
 
 KiB, MiB = 1 << 10, 1 << 20
+S = 1_000_000_000   # ns
 MAX_CLASS_BYTES = _core.class_bytes(_core.NCLASSES - 1)
 SIZES = st.one_of(
     st.sampled_from([1, 4095, 4096, 64 * KiB - 1, 64 * KiB, 80 * KiB, MiB, 2 * MiB - 1, 2 * MiB, 2 * MiB + 1]),
@@ -111,6 +114,7 @@ class Block:
 
 
 class AllocatorMachine(RuleBasedStateMachine):
+    clock = 1000 * S   # decay's injected clock: only forward, across runs too
     handler_blocks = Bundle("handler_blocks")
     arrays = Bundle("arrays")
     raw_blocks = Bundle("raw_blocks")
@@ -132,6 +136,13 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.live: dict[int, Block] = {}
         self.open: list[PhaseModel] = []
         self.closed: list[PhaseModel] = []
+        # Decay reads an injected clock and CPU time, and runs only when the decay rule says.
+        AllocatorMachine.clock += 1000 * S
+        self.cpu = 0
+        _core.decay_set_clock(self.clock)
+        _core.decay_set_cpu_ns(self.cpu)
+        _core.decay_set_pressure(False)
+        _core.decay_pass()   # primes what decay has seen
 
     # ---- the model's predictions ---------------------------------------------
 
@@ -381,9 +392,41 @@ class AllocatorMachine(RuleBasedStateMachine):
             _core.raw_free(address, p)
         return self.handler_alloc(sum(parts), True)
 
-    @rule(decay=st.sampled_from([0, 10, 10000]))
+    @rule(decay=st.sampled_from([0, 10, 1000, 10000]))
     def set_decay(self, decay):
         zk.configure(decay_ms=decay)
+
+    def _decay_pass(self, seconds: float, busy: bool) -> int:
+        step = int(seconds * S)
+        AllocatorMachine.clock += step
+        self.cpu += step if busy else 0
+        _core.decay_set_clock(self.clock)
+        _core.decay_set_cpu_ns(self.cpu)
+        return _core.decay_pass()
+
+    @rule(how=st.sampled_from(["busy", "idle", "pressure"]))
+    def decay(self, how):
+        """Decay on the injected clock.  Busy (the CPU time grew as fast as
+        the clock): nothing goes back.  Idle for twice decay_ms: every idle
+        region goes back.  Memory pressure: every region idle for a pass
+        interval goes back, busy or not.  decay_ms 0: nothing, ever.  In
+        use, nothing changes (the invariant)."""
+        period = zk.settings()["decay_ms"] / 1000
+        cached = zk.stats().bytes_cached
+        if how == "busy":
+            self._decay_pass(max(period, 1) / 2, busy=True)
+            assert zk.stats().bytes_cached == cached
+            return
+        if how == "idle":
+            self._decay_pass(0.001, busy=False)    # sees this step's requests (busy), then none
+            self._decay_pass(2 * period, busy=False)
+        else:
+            _core.decay_set_pressure(True)
+            try:
+                self._decay_pass(max(period, 0.001), busy=True)
+            finally:
+                _core.decay_set_pressure(False)
+        assert zk.stats().bytes_cached == (cached if period == 0 else 0)
 
     @rule()
     def release(self):
@@ -442,6 +485,7 @@ class AllocatorMachine(RuleBasedStateMachine):
             assert data[0] == block.stamp and data[-1] == block.stamp, f"{block.kind} block overwritten"
 
     def teardown(self):
+        _core.decay_use_real()
         for ph in reversed(self.open):
             ph.phase.__exit__(None, None, None)
         for key in list(self.live):
