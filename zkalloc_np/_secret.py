@@ -158,6 +158,7 @@ def _check_shape(shape: Any, dtype: Any, caller: str) -> None:
             raise TypeError
         return operator.index(d)
 
+    dims: tuple[int, ...]
     try:
         dims = (dim(shape),)
     except TypeError:
