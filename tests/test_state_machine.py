@@ -279,6 +279,28 @@ class AllocatorMachine(RuleBasedStateMachine):
         # The tag follows the data (not a new array of the phase); to the fallback, it is the phase's no more.
         return self._add(Block("array", size, 0, 0, obj=block.obj), cached, ph if cached else None, new=False)
 
+    @precondition(lambda self: len(self.open) < 3 or self.open[-1].budget)
+    @rule(target=arrays, over=st.sampled_from([0, 1]), grow=st.booleans(),
+          budget=st.sampled_from([256 * KiB, 3 * MiB, 9 * MiB]))
+    def budget_edge(self, over, grow, budget):
+        """The innermost phase's budget at its edge (a phase with `budget` is
+        entered when the innermost has none): a request, or a resize, that
+        brings its live bytes to exactly the budget is served, one byte more
+        is refused."""
+        if not (self.open and self.open[-1].budget):
+            self.enter_phase(budget, False)
+        ph = self.open[-1]
+        room = ph.budget - ph.live
+        floor = max(zk.settings()["min_bytes"], 1)
+        if room < 2 * floor:
+            return -1
+        if not grow:
+            return self.array_alloc(room + over, False)
+        key = self.array_alloc(floor, False)
+        if key == -1:
+            return -1
+        return self.array_resize(key, room + over)
+
     # ---- Python's raw domain: a bytes object of min_bytes and more -----------
 
     @precondition(lambda self: self.raw_hooked and zk.settings()["min_bytes"] >= 4096)
