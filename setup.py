@@ -9,13 +9,23 @@ sanitizers: the core and the Cython-generated _core.c alike get the same flags
 pulls in their runtimes; with address, run Python with the matching libasan
 first in LD_PRELOAD (tools/sanitize.sh)."""
 import os
+import sysconfig
+import zipfile
 from glob import glob
+from pathlib import Path
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.editable_wheel import editable_wheel
 
 CORE_DIR = "cython/zk"
+# The caller probe (cython/zkpy/zk_py.c): the one C file that reads the
+# interpreter, so the one that needs Python's headers; built into the core
+# library, while the core's own files stay free of Python.h (its C tests
+# compile cython/zk/*.c alone).
+PY_PROBE_DIR = "cython/zkpy"
+PYTHON_INCLUDES = sorted({sysconfig.get_path("include"), sysconfig.get_path("platinclude")})
 core_cflags = ["-std=c11", "-O2", "-Wall", "-Wextra", "-fPIC", "-fvisibility=hidden"]
 core_cflags += os.environ.get("ZKALLOC_CFLAGS", "").split()
 link_args = os.environ.get("ZKALLOC_LDFLAGS", "").split()
@@ -49,15 +59,31 @@ numpy_defines = [
 extension = Extension(
     "zkalloc_np._core",
     sources=["cython/_core.pyx"],
-    include_dirs=[CORE_DIR, numpy.get_include()],
+    include_dirs=[CORE_DIR, PY_PROBE_DIR, numpy.get_include()],
     define_macros=numpy_defines,
     extra_compile_args=ext_cflags,
     extra_link_args=link_args,
 )
 
+# The ZKALLOC_SUBPROCESS switch's start-up hook (zkalloc_np/cli/children.py): a wheel carries it at its
+# root, beside zkalloc_np/ (package-data "../zkalloc_np_subprocess.pth" in pyproject.toml), so it lands in
+# site-packages; the strict editable wheel gets it added here, as coverage.py does for its own .pth.
+SUBPROCESS_PTH = "zkalloc_np_subprocess.pth"
+
+
+class EditableWheelWithPth(editable_wheel):
+    def run(self) -> None:
+        super().run()
+        for wheel in Path(self.dist_dir).glob("*editable*.whl"):
+            with zipfile.ZipFile(wheel, "a") as zf:
+                zf.write(SUBPROCESS_PTH, SUBPROCESS_PTH)
+
+
 setup(
+    cmdclass={"editable_wheel": EditableWheelWithPth},
     libraries=[
-        ("zkcore", {"sources": sorted(glob(f"{CORE_DIR}/*.c")), "include_dirs": [CORE_DIR], "cflags": core_cflags}),
+        ("zkcore", {"sources": sorted(glob(f"{CORE_DIR}/*.c")) + [f"{PY_PROBE_DIR}/zk_py.c"],
+                    "include_dirs": [CORE_DIR, PY_PROBE_DIR, *PYTHON_INCLUDES], "cflags": core_cflags}),
     ],
     ext_modules=cythonize([extension], include_path=["cython"], compiler_directives={"language_level": 3}),
 )

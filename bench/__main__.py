@@ -11,18 +11,20 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
-from zkalloc_np import _sanitizer
+from zkalloc_np.cli import sanitizer as _sanitizer
+from zkalloc_np._system import describe, machine
 
-from . import report
+from . import report, wholeprog
 from .allocators import ALLOCATORS, resolve, runs_by_default
-from .patterns import PATTERNS, contention, has_ideal, label, parse_size, unavailable
+from .patterns import PATTERNS, Pattern, contention, label, parse_size
+from .programs import PROGRAMS
 
 QUICK = {"rounds": 3, "warmup": 1, "passes": 2, "max_seconds": 0.2}
 #: --quick's smoke set (without --only): one small size of each, two passes so every cell has a spread.
@@ -34,6 +36,7 @@ COLD_WARM: dict[str, Callable[[list[float]], float]] = {
     "cold_s": statistics.median, "cold_minflt": statistics.median, "cold_rss_bytes": max,
     "minflt_per_round": statistics.median, "peak_rss_bytes": max,
     "idle_rss_bytes": max, "after_idle_s": statistics.median}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_TIMEOUT_S = 300   # plus 20 x --max-seconds: a worker that hangs is reported, not waited on
 
 
@@ -55,25 +58,11 @@ def _run_worker(allocator: str, env: dict[str, str], pattern: str, size: int, ar
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, cores, THP mode, kernel, numpy/python/galois versions."""
-    import numpy as np
-
-    from zkalloc_np._system import thp_mode
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "thp_enabled": thp_mode("enabled"),
-            "thp_defrag": thp_mode("defrag"), "kernel": platform.release(), "numpy": np.__version__,
-            "python": platform.python_version()}
-    try:
-        with open("/proc/meminfo") as f:
-            info["mem_total_bytes"] = int(f.readline().split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    """What a measurement ran on (zkalloc_np._system.machine: CPU model,
+    cores, memory, kernel, THP mode, numpy and Python), and galois's version."""
     from importlib.metadata import PackageNotFoundError, version
+
+    info = machine()
     try:
         info["galois"] = version("galois")
     except PackageNotFoundError:
@@ -81,7 +70,17 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def combine(passes: list[dict], pattern: Any = None) -> dict:
+def _save(args: argparse.Namespace, data: dict[str, Any], markdown: Callable[[], str]) -> None:
+    """--json: `data`; --markdown: the table `markdown` makes (each where asked)."""
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown() + "\n")
+
+
+def combine(passes: list[dict], pattern: Pattern | None = None) -> dict:
     """One record from the passes of one (allocator, pattern, size)."""
     record = dict(passes[0])
     record["median_s"] = statistics.median(p["median_s"] for p in passes)
@@ -98,9 +97,8 @@ def combine(passes: list[dict], pattern: Any = None) -> dict:
         hits, misses = sum(p["zk_hits"] for p in passes), sum(p["zk_misses"] for p in passes)
         record["zk_hits"], record["zk_misses"] = hits, misses
         record["hit_rate"] = hits / (hits + misses) if hits + misses else 0.0
-    per_round = getattr(pattern, "bytes_per_round", None)
-    if per_round is not None:
-        record["gb_per_s"] = per_round(record["size"]) / record["median_s"] / 1e9
+    if pattern is not None and pattern.bytes_per_round is not None:
+        record["gb_per_s"] = pattern.bytes_per_round(record["size"]) / record["median_s"] / 1e9
     return record
 
 
@@ -108,11 +106,11 @@ def _sizes(name: str, args: argparse.Namespace) -> list[int]:
     pattern = PATTERNS[name]
     if args.sizes:
         return [parse_size(pattern, s) for s in args.sizes.split(",") if s.strip()]
-    sizes = list(pattern.SIZES)
+    sizes = list(pattern.sizes)
     if name == "contention" and args.threads:
         sizes = contention.sizes_up_to(args.threads)
     if args.quick:
-        sizes = [getattr(pattern, "QUICK_SIZE", sizes[0])]
+        sizes = [pattern.quick_size if pattern.quick_size is not None else sizes[0]]
     return sizes
 
 
@@ -140,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="write a chart of speed relative to numpy's default here")
     p.add_argument("--markdown", metavar="PATH", help="write the compact markdown table here")
     p.add_argument("--list", action="store_true", help="list patterns and allocators, then exit")
+    p.add_argument("--programs", metavar="P,Q",
+                   help="run whole programs instead of the patterns: 'all' or a comma-separated subset of "
+                        f"{','.join(PROGRAMS)} (bench/programs.py), each in fresh processes under "
+                        f"{','.join(wholeprog.ALLOCATORS)} (or --allocators), --passes times")
     return p
 
 
@@ -177,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     write the JSON / markdown / chart asked for; 1 if any worker failed."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.programs:
+        return _programs(parser, args)
     patterns, names = _check_args(parser, args)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -186,15 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     envs, skipped = resolve(names)
     if args.list:
         for name, p in PATTERNS.items():
-            why = unavailable(p)
-            out.print(f"pattern {name}: sizes {', '.join(label(p, s) for s in p.SIZES)}"
+            why = p.unavailable()
+            out.print(f"pattern {name}: sizes {', '.join(label(p, s) for s in p.sizes)}"
+                      + (f"  [tags: {', '.join(sorted(p.tags))}]" if p.tags else "")
                       + (f"  [skipped: {why}]" if why else ""))
         for name, a in ALLOCATORS.items():
             out.print(f"allocator {name}: {a.description}" + (f"  [skipped: {skipped[name]}]" if name in skipped else ""))
         return 0
     for name, why in skipped.items():
         err.print(f"[yellow]skipping allocator {name}: {why}[/yellow]")
-    skipped_patterns = {p: why for p in patterns if (why := unavailable(PATTERNS[p]))}
+    skipped_patterns = {p: why for p in patterns if (why := PATTERNS[p].unavailable())}
     for name, why in skipped_patterns.items():
         err.print(f"[yellow]skipping pattern {name}: {why}[/yellow]")
     explicit = args.allocators is not None
@@ -203,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         if pattern in skipped_patterns:
             continue
         module = PATTERNS[pattern]
-        active = [a for a in names if a in envs and (has_ideal(module) or not ALLOCATORS[a].ideal)
+        active = [a for a in names if a in envs and (module.has_ideal or not ALLOCATORS[a].ideal)
                   and (explicit or runs_by_default(a, module))]
-        passes = min(args.passes, getattr(module, "PASSES", args.passes))
+        passes = min(args.passes, module.max_passes or args.passes)
         plan += [(pattern, size, active, passes) for size in _sizes(pattern, args)]
     total = sum(len(a) * n for _, _, a, n in plan)
     records, failures = [], []
@@ -229,19 +234,55 @@ def main(argv: list[str] | None = None) -> int:
                 err.print(f"{pattern} {label(PATTERNS[pattern], size)}: {len(active)} allocators, {passes} pass(es) done")
     info = machine_info()
     out.print(report.rich_table(records, names))
-    out.print(f"machine: {info['cpu']}, {info['cores']} cores, THP {info['thp_enabled']}, "
-              f"numpy {info['numpy']}, Python {info['python']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "options": {k: v for k, v in vars(args).items() if k != "list"},
-                       "skipped": {**skipped, **skipped_patterns}, "failures": failures, "records": records},
-                      f, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(report.markdown(records, names) + "\n")
+    out.print(f"machine: {describe(info)}")
+    _save(args, {"machine": info, "options": {k: v for k, v in vars(args).items() if k != "list"},
+                 "skipped": {**skipped, **skipped_patterns}, "failures": failures, "records": records},
+          lambda: report.markdown(records, names))
     if args.plot and records:
         report.plot(records, names, args.plot,
                     title=f"{info['cpu']}, {info['cores']} cores, THP {info['thp_enabled']}, numpy {info['numpy']}")
+    return 1 if failures else 0
+
+
+def _programs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """--programs: the whole programs under every allocator; the table, the
+    targets, the load; --json / --markdown as for the patterns."""
+    chosen = list(PROGRAMS) if args.programs == "all" else [p.strip() for p in args.programs.split(",") if p.strip()]
+    bad = [p for p in chosen if p not in PROGRAMS]
+    if bad:
+        parser.error(f"unknown program(s) {', '.join(bad)}; known: {', '.join(PROGRAMS)}")
+    names = [a.strip() for a in (args.allocators or "").split(",") if a.strip()] or list(wholeprog.ALLOCATORS)
+    known = (*wholeprog.ALLOCATORS, *wholeprog.OPTIONAL)
+    bad = [a for a in names if a not in known]
+    if bad:
+        parser.error(f"unknown allocator(s) for whole programs {', '.join(bad)}; known: {', '.join(known)}")
+    if args.passes < 1:
+        parser.error("--passes must be at least 1")
+    envs, skipped = resolve([n for n in names if n in ALLOCATORS])
+    envs.update({n: {} for n in names if n not in ALLOCATORS})   # zkalloc-install: no environment
+    for name, why in skipped.items():
+        print(f"skipping allocator {name}: {why}", file=sys.stderr)
+    programs = [PROGRAMS[p] for p in chosen]
+    skipped_programs = {p.name: why for p in programs if (why := p.unavailable())}
+    for name, why in skipped_programs.items():
+        print(f"skipping program {name}: {why}", file=sys.stderr)
+    active = [a for a in names if a in envs]
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    records = wholeprog.run([p for p in programs if p.name not in skipped_programs], active, envs, args.passes,
+                            progress=lambda line: print(line, file=sys.stderr, flush=True))
+    info = {**machine_info(), "load_before": load_before, "load_after": os.getloadavg(),
+            "seconds": time.perf_counter() - started}
+    table = wholeprog.markdown(records)
+    print(table)
+    print(f"machine: {describe(info)}; load average {load_before[0]:.1f} before, {info['load_after'][0]:.1f} after")
+    failures = [f"{r['program']}/{r['allocator']}: {why}" for r in records for why in r["failed"]]
+    _save(args, {"kind": "wholeprog", "machine": info,
+                 "options": {"programs": chosen, "allocators": active, "passes": args.passes},
+                 "commands": {p.name: {a: [arg.replace(ROOT + os.sep, "") for arg in wholeprog.command(p, a)[1:]]
+                                       for a in active} for p in programs},
+                 "skipped": {**skipped, **skipped_programs}, "failures": failures, "records": records},
+          lambda: table)
     return 1 if failures else 0
 
 

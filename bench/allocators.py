@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from dataclasses import dataclass, field
 
-from zkalloc_np import _peers
-from zkalloc_np._peers import HUGE, LIBRARY_DIRS, PEERS as _PEER_SPECS, find_library, preloaded  # noqa: F401
+from zkalloc_np.cli import peers as _peers
+
+from .patterns._pattern import EXCLUSIVE, Pattern
+from zkalloc_np.cli.peers import HUGE, LIBRARY_DIRS, PEERS as _PEER_SPECS, find_library, preloaded  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Allocator:
     ideal: bool = False                 # run the pattern's preallocated variant instead
     libraries: tuple[str, ...] = ()     # LD_PRELOAD candidates (sonames), first found wins
     install_hint: str = ""              # how to get the library where it is missing
-    default_patterns: str = ""          # "" = every pattern; "zeros" / "first_touch" / "phase": a variant
+    runs_on: frozenset[str] = frozenset()   # a variant: runs by default on the patterns with one of these tags
 
 
 ALLOCATORS: dict[str, Allocator] = {
@@ -35,19 +37,19 @@ ALLOCATORS: dict[str, Allocator] = {
         Allocator("zkalloc", "zkalloc, scoped: with zkalloc.installed()"),
         Allocator("zkalloc-global", "zkalloc, process-wide: zkalloc.install()"),
         Allocator("zkalloc-global-leave", "zkalloc, process-wide, glibc left alone (libc=leave)",
-                  env={"ZKALLOC_LIBC": "leave"}, default_patterns="libc"),
+                  env={"ZKALLOC_LIBC": "leave"}, runs_on=frozenset({"libc"})),
         Allocator("zkalloc-lazy", "zkalloc scoped, np.zeros by MADV_DONTNEED (lazy_zero_bytes=64K)",
-                  env={"ZKALLOC_LAZY_ZERO_BYTES": "64K"}, default_patterns="zeros"),
+                  env={"ZKALLOC_LAZY_ZERO_BYTES": "64K"}, runs_on=frozenset({"zeros"})),
         Allocator("zkalloc-lazy-nothp", "zkalloc scoped, lazy np.zeros and no MADV_HUGEPAGE (4 KiB refaults)",
-                  env={"ZKALLOC_LAZY_ZERO_BYTES": "64K", "ZKALLOC_HUGEPAGES": "0"}, default_patterns="zeros"),
+                  env={"ZKALLOC_LAZY_ZERO_BYTES": "64K", "ZKALLOC_HUGEPAGES": "0"}, runs_on=frozenset({"zeros"})),
         Allocator("zkalloc-phase", "zkalloc scoped, every round inside with zkalloc.phase()",
-                  default_patterns="phase"),
+                  runs_on=frozenset({"phase", "phase-exit"})),
         Allocator("zkalloc-phase-track", "zkalloc scoped, every round inside zkalloc.phase(track=True): "
-                  "allocation sites recorded (and tracemalloc started, for escapes)", default_patterns="phase"),
+                  "allocation sites recorded (and tracemalloc started, for escapes)", runs_on=frozenset({"phase"})),
         Allocator("zkalloc-phase-tracemalloc", "zkalloc scoped, every round inside zkalloc.phase(), "
-                  "with tracemalloc running (16 frames): tracemalloc's cost alone", default_patterns="phase"),
+                  "with tracemalloc running (16 frames): tracemalloc's cost alone", runs_on=frozenset({"phase"})),
         Allocator("zkalloc-nothp", "zkalloc scoped, no MADV_HUGEPAGE (hugepages=0)",
-                  env={"ZKALLOC_HUGEPAGES": "0"}, default_patterns="first_touch"),
+                  env={"ZKALLOC_HUGEPAGES": "0"}, runs_on=frozenset({"first-touch"})),
         Allocator("ideal", "the pattern written with preallocated buffers (out=): the limit", ideal=True),
     ]
 }
@@ -62,21 +64,17 @@ def resolve(names: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]
     return _peers.environments({n: ALLOCATORS[n] for n in names})
 
 
-def runs_by_default(name: str, pattern: object) -> bool:
-    """Whether allocator `name` runs on `pattern` when --allocators is not given."""
-    only = getattr(pattern, "ONLY", None)
-    if only is not None:
-        return name in only
-    scope = ALLOCATORS[name].default_patterns
-    if scope == "zeros":
-        return bool(getattr(pattern, "USES_ZEROS", False))
-    if scope == "phase":
-        return bool(getattr(pattern, "PHASE_ROUNDS", False))
-    if scope == "libc":
-        return bool(getattr(pattern, "LIBC", False))
-    if scope:
-        return getattr(pattern, "PATTERN", "") == scope
-    return True
+def runs_by_default(name: str, pattern: Pattern) -> bool:
+    """Whether allocator `name` runs on `pattern` when --allocators is not given:
+    a variant on the patterns carrying one of its tags, the others on every
+    pattern not tagged for one allocator alone (EXCLUSIVE); the ideal only
+    where the pattern has an ideal form."""
+    spec = ALLOCATORS[name]
+    if spec.ideal and not pattern.has_ideal:
+        return False
+    if spec.runs_on:
+        return bool(spec.runs_on & pattern.tags)
+    return not pattern.tags & EXCLUSIVE
 
 
 @contextlib.contextmanager

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from zkalloc_np._verdict import SAME, Samples, verdict
+
 from .patterns import PATTERNS, label
 
 Record = dict[str, Any]
@@ -69,21 +71,19 @@ def speedup(rows: dict[str, Record], name: str) -> float | None:
     return base["median_s"] / rows[name]["median_s"] if base else None
 
 
-def noise(record: Record, key: str = "median_s") -> float:
-    """max / min of the record's per-pass values of `key` (1.0 with a single
-    pass, or where they are not positive)."""
-    values = record.get("pass_" + key) or [record[key]]
-    return max(values) / min(values) if min(values) > 0 else 1.0
+def pass_values(record: Record, key: str = "median_s") -> list[float]:
+    """The record's per-pass values of `key` (its one value without them)."""
+    return list(record.get("pass_" + key) or [record[key]])
 
 
 def noisy(rows: dict[str, Record], name: str) -> bool:
-    """Whether the passes of this cell or of numpy's default spread more
-    than the difference the cell's ratio to the default shows."""
-    up = speedup(rows, name)
-    if up is None or name == "default":
+    """Whether this cell's difference from numpy's default is within the
+    noise: the shared rule (zkalloc_np._verdict) finds their pass ranges
+    overlapping.  Never with a single pass on either side (no spread measured)."""
+    if name == "default" or "default" not in rows:
         return False
-    spread = max(noise(rows[name]), noise(rows["default"]))
-    return spread >= max(up, 1 / up)
+    v = verdict(Samples(pass_values(rows["default"])), Samples(pass_values(rows[name])), min_runs=2)
+    return v.word == SAME
 
 
 def passes_label(records: Iterable[Record]) -> str:
@@ -100,8 +100,8 @@ def flag_note(records: list[Record]) -> str:
     single = all(int(r.get("passes", 1)) == 1 for r in records)
     if single:
         return f"{passes_label(records)} per cell: no pass spread measured, so no ratio here is checked against noise"
-    return f"{passes_label(records)} per cell; ~ marks a ratio whose passes (its own or the default's) " \
-           "spread more than the difference it shows"
+    return f"{passes_label(records)} per cell; ~ marks a ratio whose passes overlap the default's " \
+           "(within the noise)"
 
 
 def _ratio(rows: dict[str, Record], name: str) -> str:
@@ -200,7 +200,7 @@ def plot(records: list[Record], allocators: list[str], path: str, title: str = "
     """A PNG: per pattern and size, each allocator's speed relative to numpy's
     default (default time / its time), as bars that start at 1.0 on a log
     axis (right of 1 is faster), with value labels; a hatched, paler bar
-    (and ~) where the passes spread more than the difference shown.  The
+    (and ~) where the passes overlap the default's (noisy()).  The
     title says how many passes the cells used and, in `title`, the machine."""
     try:
         import matplotlib

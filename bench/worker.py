@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from zkalloc_np import _sanitizer
+from zkalloc_np.cli import sanitizer as _sanitizer
 
 from . import allocators
 from .allocators import ALLOCATORS, activated
@@ -26,13 +26,6 @@ def plan_rounds(round_s: float, rounds: int, min_rounds: int, max_seconds: float
     if round_s <= 0 or max_seconds == float("inf"):
         return rounds
     return max(min_rounds, min(rounds, int(max_seconds / round_s)))
-
-
-def _body(module: Any, size: int, ideal: bool) -> Any:
-    prepare = getattr(module, "prepare", None)
-    if prepare is not None:
-        return prepare(size, ideal)
-    return lambda: module.run(size, 1, ideal)
 
 
 #: Seconds the phases' peak snapshots took, summed over rounds (a phase per round).
@@ -81,18 +74,18 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
     the end (``peak_rss_bytes``, the process's high-water mark)."""
     module = PATTERNS[pattern]
     spec = ALLOCATORS[allocator]
-    # the peer's library, not a sanitizer runtime kept in front of it (zkalloc_np._sanitizer)
+    # the peer's library, not a sanitizer runtime kept in front of it (zkalloc_np.cli.sanitizer)
     own = _sanitizer.own_preloads()
     if spec.libraries and own and not all(allocators.preloaded(e) for e in own):
         raise RuntimeError(f"{allocator}: LD_PRELOAD={os.environ['LD_PRELOAD']} is not mapped in this process")
     contention.thread_context = allocators.thread_entry(allocator)
     zk: Any = None
     with activated(allocator):
-        settings = getattr(module, "ZKALLOC_SETTINGS", None)
+        settings = module.zkalloc_settings
         if settings and allocator.startswith("zkalloc"):
             import zkalloc_np
             zkalloc_np.configure(**settings)
-        body = _wrapped(_body(module, size, spec.ideal), allocators.round_context(allocator))
+        body = _wrapped(module.prepare(size, spec.ideal), allocators.round_context(allocator))
         faults_before, _ = _usage()
         started = time.perf_counter()
         warm: list[float] = [_time_round(body)]   # the cold round: the first warm-up round
@@ -114,12 +107,10 @@ def measure(allocator: str, pattern: str, size: int, rounds: int, warmup: int,
             "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
             "peak_rss_bytes": peak_rss, "minflt_per_round": (faults_after - faults_before) / n, **cold,
         }
-        after = getattr(module, "after_rounds", None)
-        if after is not None:
-            record.update(after(size, body))
-        per_round = getattr(module, "bytes_per_round", None)
-        if per_round is not None:
-            record["gb_per_s"] = per_round(size) / record["median_s"] / 1e9
+        if module.after_rounds is not None:
+            record.update(module.after_rounds(size, body))
+        if module.bytes_per_round is not None:
+            record["gb_per_s"] = module.bytes_per_round(size) / record["median_s"] / 1e9
         if zk is not None:
             st = zk.stats()
             record["hit_rate"] = st.hit_rate

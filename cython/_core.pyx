@@ -7,7 +7,7 @@ core's error codes into exceptions.  Decisions live in C or in Python, not here.
 """
 from cpython.ref cimport PyObject
 from cpython.pycapsule cimport (PyCapsule_New, PyCapsule_GetPointer, PyCapsule_SetPointer,
-                               PyCapsule_GetDestructor, PyCapsule_IsValid)
+                               PyCapsule_GetDestructor, PyCapsule_IsValid, PyCapsule_SetContext)
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memset, strncpy
@@ -125,7 +125,9 @@ def scope_capsule(bint track=False, uint64_t budget=0):
         zk_scope_destroy(s)
         raise MemoryError("phase: no memory for a handler")
     fill_handler(h, b"zkalloc-phase", zk_scope_route(s))
-    return PyCapsule_New(h, "mem_handler", destroy_scope_capsule)
+    capsule = PyCapsule_New(h, "mem_handler", destroy_scope_capsule)
+    PyCapsule_SetContext(capsule, s)   # how the caller probe finds the phase of a context (zk_py.c)
+    return capsule
 
 
 def scope_serial(capsule):
@@ -173,32 +175,37 @@ def process_peak():
     return read_peak(zk_process_peak())
 
 
-# Allocation sites: the core asks, on tracked requests, where the current
-# allocation happens; the answer comes from a Python callable
-# (zkalloc_np._peak), called only while this thread holds the GIL (numpy
-# allocates with it, except in a few resizes: those get site 0).
-cdef object site_callback = None
-
-cdef uint32_t call_site_callback() noexcept with gil:
-    try:
-        return site_callback() if site_callback is not None else 0
-    except BaseException:
-        return 0
-
-cdef uint32_t site_now() noexcept nogil:
-    if not PyGILState_Check():
-        return 0
-    return call_site_callback()
+# Allocation sites and the raw domain's phase: the core asks the caller
+# probe (cython/zkpy/zk_py.c), which reads the interpreter's frames and
+# numpy's handler contextvar without running Python.  Registered here, at
+# import, before any hook is set.
+zk_py_init(<PyObject *(*)() noexcept>PyDataMem_GetHandler, destroy_scope_capsule)
 
 
-def set_site_source(callback):
-    """callback() -> int names the current allocation site (None: none)."""
-    global site_callback
-    site_callback = callback
-    if callback is None:
-        zk_site_source(NULL)
-    else:
-        zk_site_source(site_now)
+def site_skip_files(tuple prefixes):
+    """Frames whose file starts with one of these folder prefixes (str, at
+    most 4) are not a site: the caller's line is."""
+    if zk_py_skip_files(prefixes) != 0:
+        raise ValueError(f"site_skip_files: expected a tuple of at most 4 str, got {prefixes!r}")
+
+
+def site_where(uint32_t site):
+    """(co_filename, line) of a site number, None for 0 (unknown) and
+    numbers never handed out.  Read outside the allocator, with the GIL."""
+    cdef int line = 0
+    cdef PyObject *filename = zk_py_site_file(site, &line)
+    if filename == NULL:
+        return None
+    return <object>filename, line
+
+
+def site_count():
+    """Distinct allocation sites recorded so far."""
+    return zk_py_site_count()
+
+
+#: Whether this build reads frames at all (else every site is unknown).
+SITES_READ_FRAMES = bool(zk_py_reads_frames())
 
 
 def scope_close(capsule):
@@ -296,13 +303,6 @@ def secret_info(uintptr_t address):
     if not zk_secret_lookup(<void *>address, &info):
         return None
     return info
-
-
-def secret_last_failure():
-    """(protection bits that failed, errno) of this thread's last secret allocation."""
-    cdef int err = 0
-    cdef unsigned failed = zk_secret_last_failure(&err)
-    return failed, err
 
 
 def secret_block_failures():
@@ -403,8 +403,12 @@ def idle_resident():
 
 
 def release():
+    """Unmap every idle region, then give glibc's kept blocks back too
+    (libc=keep): the effects of a release are applied here, above the core's
+    cache (zk_cache_release does not trim glibc)."""
     with nogil:
         n = zk_cache_release()
+        zk_libc_trim()
     return n
 
 
@@ -425,17 +429,23 @@ def reserve_raw(size_t nbytes, int count):
     return rc
 
 
+CHECK_BUSY = "busy"   # check(): other threads' requests kept the totals moving
+
+
 def check():
     """Walk the core's structures, then compare its segments with
-    /proc/self/maps: None when every invariant holds, else the first broken
-    one, named."""
+    /proc/self/maps: None when every invariant holds, CHECK_BUSY when other
+    threads' requests kept changing what it compares (nothing it could see
+    was broken), else the first broken one, named."""
     cdef const char *what = NULL
     cdef int rc
     with nogil:
         rc = zk_check(&what)
         if rc == ZK_OK:
             rc = zk_heap_check_maps(&what)
-    return None if rc == ZK_OK else what.decode()
+    if rc == ZK_OK:
+        return None
+    return CHECK_BUSY if rc == ZK_EBUSY else what.decode()
 
 
 def fail_unmaps(unsigned n):
@@ -589,16 +599,6 @@ def raw_active():
     return bool(zk_raw_active())
 
 
-def raw_scope_enter(capsule):
-    """This thread's raw requests are tagged with the capsule's phase from now
-    on; returns the token raw_scope_leave() takes (the previous phase)."""
-    return <uintptr_t>zk_raw_scope_enter(scope_of(capsule))
-
-
-def raw_scope_leave(uintptr_t token):
-    zk_raw_scope_leave(<zk_scope *>token)
-
-
 def libc_is_glibc():
     return zk_libc_kind() == ZK_LIBC_GLIBC
 
@@ -611,14 +611,6 @@ def libc_install(bint on):
 
 def libc_applied():
     return bool(zk_libc_applied())
-
-
-def libc_trim():
-    """malloc_trim(0) when the tuning is in effect; whether memory went back."""
-    cdef int rc
-    with nogil:
-        rc = zk_libc_trim()
-    return bool(rc)
 
 
 # ---- tests only: decay's inputs injected (cython/zk/zk_decay.c) ------------

@@ -8,7 +8,6 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from cpython.ref cimport PyObject
 
 cdef extern from "Python.h":
-    int PyGILState_Check() nogil
     ctypedef enum PyMemAllocatorDomain:
         PYMEM_DOMAIN_RAW
     ctypedef struct PyMemAllocatorEx:
@@ -35,7 +34,17 @@ cdef extern from "numpy/ndarraytypes.h":
 
 cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
+    PyObject *PyDataMem_GetHandler()
     PyObject *PyDataMem_DefaultHandler
+
+# The caller probe for CPython (cython/zkpy/zk_py.c): sites and the raw
+# domain's phase, read from the interpreter without running Python.
+cdef extern from "zk_py.h":
+    void zk_py_init(PyObject *(*get_handler)() noexcept, void (*scope_destructor)(object) noexcept)
+    int zk_py_skip_files(object prefixes)
+    PyObject *zk_py_site_file(uint32_t site, int *line)
+    uint32_t zk_py_site_count()
+    int zk_py_reads_frames()
 
 cdef extern from "zkalloc.h" nogil:
     enum:
@@ -44,6 +53,7 @@ cdef extern from "zkalloc.h" nogil:
         ZK_ENOMEM
         ZK_ECORRUPT
         ZK_ECAP
+        ZK_EBUSY
         ZK_NCLASSES
         ZK_THP_RANGES
         ZK_SIZE_BUCKETS
@@ -69,7 +79,6 @@ cdef extern from "zkalloc.h" nogil:
     size_t zk_cache_usable(const void *ptr)
     int zk_check(const char **what)
     int zk_heap_check_maps(const char **what)
-    void zk_os_fail_unmaps(unsigned n)
     void zk_zero_reset()
     ctypedef struct zk_thp_snapshot:
         uint64_t ns_per_mib[ZK_THP_RANGES][2]
@@ -80,12 +89,6 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t memset_ns_per_mib, fault_ns, touched_per_1024, discard_ns
         int discard
     void zk_zero_read(int cls, zk_zero_policy *out)
-    void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns)
-    void zk_decay_set_clock(uint64_t ns)
-    void zk_decay_set_cpu(uint64_t ns)
-    void zk_decay_set_pressure(int on)
-    void zk_decay_use_real()
-    size_t zk_decay_pass_now() nogil
 
     ctypedef struct zk_fallback:
         void *ctx
@@ -156,8 +159,6 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t live, in_use, unlisted_bytes, count, snapshots, snapshot_ns
     ctypedef struct zk_peak:
         pass
-    ctypedef uint32_t (*zk_site_fn)() noexcept nogil
-    void zk_site_source(zk_site_fn fn)
     size_t zk_peak_read(zk_peak *p, zk_live_entry *out, size_t max, zk_peak_info *info)
     zk_peak *zk_scope_peak(zk_scope *s)
     zk_peak *zk_scope_refusal(zk_scope *s)
@@ -174,7 +175,6 @@ cdef extern from "zkalloc.h" nogil:
         uint64_t data_bytes, mapped_bytes
         unsigned protections
     int zk_secret_lookup(const void *ptr, zk_secret_info *out)
-    unsigned zk_secret_last_failure(int *err)
     unsigned zk_secret_block_failures(int *err, uint64_t *count)
     void zk_secret_block_reset()
     unsigned zk_secret_probe(int *err)
@@ -193,9 +193,18 @@ cdef extern from "zkalloc.h" nogil:
     int zk_raw_is_hook(const zk_raw_allocator *a)
     void zk_raw_set_active(int on)
     int zk_raw_active()
-    zk_scope *zk_raw_scope_enter(zk_scope *s)
-    void zk_raw_scope_leave(zk_scope *previous)
     int zk_libc_kind()
     void zk_libc_install(int on)
     int zk_libc_applied()
     int zk_libc_trim()
+
+# Test hooks (cython/zk/zk_testing.h: not part of the public header), for
+# _core's test helpers (fail_unmaps, pin_zero_costs, decay's injected inputs).
+cdef extern from "zk_testing.h" nogil:
+    void zk_os_fail_unmaps(unsigned n)
+    void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns)
+    void zk_decay_set_clock(uint64_t ns)
+    void zk_decay_set_cpu(uint64_t ns)
+    void zk_decay_set_pressure(int on)
+    void zk_decay_use_real()
+    size_t zk_decay_pass_now()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import statistics
 import sys
 import time
@@ -63,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     from zkalloc_np.dask import ZkallocPlugin, worker_stats
 
     # The workers are separate processes (spawned, not forked), so a process-wide install here does
-    # not reach them: the comparison below stays true under `run`, and --single passes the
-    # allocator in effect here on to them with the plugin.
+    # not reach them, and --single passes the allocator in effect here on to them with the plugin.
+    # `run` also sets ZKALLOC_SUBPROCESS, which would install zkalloc in every worker: the
+    # comparison's workers must start without it, so that the plugin alone decides.
+    if not args.single:
+        os.environ.pop("ZKALLOC_SUBPROCESS", None)
     plugin_always = args.single and zkalloc.is_installed()
     how = "with the workers under " + ("ZkallocPlugin" if plugin_always else "numpy's default") \
         if args.single else "per allocator of the workers, alternating"

@@ -20,7 +20,7 @@ from collections.abc import Generator
 import pytest
 
 import zkalloc_np as zk
-from zkalloc_np._sanitizer import asan_active
+from zkalloc_np.cli.sanitizer import asan_active
 
 #: Whether this process runs under AddressSanitizer (its runtime's symbols, not an environment variable).
 UNDER_ASAN = asan_active()
@@ -34,6 +34,9 @@ def pytest_configure(config: pytest.Config) -> None:
     of tests/ outside the checkout, tools/matrix.sh and cibuildwheel)."""
     for marker in MARKERS:
         config.addinivalue_line("markers", marker)
+    # The suite's own settings must not warn: a test that means to see a SettingsWarning
+    # says so (pytest.warns, or catch_warnings with its own filter).
+    config.addinivalue_line("filterwarnings", "error::zkalloc_np.SettingsWarning")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -218,7 +218,7 @@ def test_is_installed_answers_for_the_callers_context():
 
 def test_check_raises_a_project_error_not_an_assertion():
     assert issubclass(zk.InvariantError, RuntimeError) and not issubclass(zk.InvariantError, AssertionError)
-    zk.check()   # clean: returns None
+    assert zk.check() is True   # clean, and exact: no other thread allocates
     # Broken on purpose: an array's mapping unmapped behind the cache's back.
     result = run_python("""
         import ctypes, os

@@ -24,7 +24,6 @@ from bench.patterns import (
     expr_churn,
     galois_ntt,
     grow,
-    has_ideal,
     label,
     msm_buckets,
     ntt_prover,
@@ -33,6 +32,7 @@ from bench.patterns import (
     stark_prove,
 )
 from bench.patterns import _fri, _merkle
+from bench.patterns._pattern import TAGS, Pattern
 from zkalloc_np.ntt import GENERATOR, NTT, P, naive_cyclic_product, random_field_elements
 
 MiB = 1 << 20
@@ -112,7 +112,7 @@ def test_bad_arguments_are_rejected():
 
 
 def test_a_missing_library_is_skipped_with_an_install_hint(monkeypatch):
-    from zkalloc_np import _peers
+    from zkalloc_np.cli import peers as _peers
     monkeypatch.setattr(_peers, "LIBRARY_DIRS", ())
     monkeypatch.setattr(_peers, "ldconfig", dict)
     envs, skipped = allocators.resolve(["default", "jemalloc", "tcmalloc"])
@@ -262,9 +262,24 @@ def test_sizes_parse_in_each_patterns_unit():
         parse_size(PATTERNS["fft_rounds"], "-1")
     assert label(PATTERNS["ntt_prover"], 20) == "2^20" and label(PATTERNS["msm_windows"], 14) == "c=14"
 
-    class Counted:   # a future pattern counting something else, e.g. arrays reset by a phase
-        UNIT = "arrays"
-    assert label(Counted, 10000) == "10000 arrays" and parse_size(Counted, "10") == 10
+    counted = Pattern("counted", (10,), lambda size, ideal: lambda: None, unit="arrays")   # counts something else
+    assert label(counted, 10000) == "10000 arrays" and parse_size(counted, "10") == 10
+
+
+def test_allocator_variants_run_on_the_patterns_carrying_their_tags():
+    def pattern(*tags: str) -> Pattern:
+        return Pattern("p", (1,), lambda size, ideal: lambda: None, tags=frozenset(tags))
+    plain, zeros, phase, exit_only = pattern(), pattern("zeros", "ideal"), pattern("phase"), pattern("phase-exit")
+    runs = allocators.runs_by_default
+    assert runs("default", plain) and runs("tcmalloc", zeros) and runs("zkalloc", phase)
+    assert runs("zkalloc-lazy", zeros) and not runs("zkalloc-lazy", plain) and not runs("zkalloc-lazy", phase)
+    assert runs("zkalloc-phase", phase) and runs("zkalloc-phase-track", phase) and not runs("zkalloc-phase", zeros)
+    assert runs("zkalloc-phase", exit_only) and not runs("zkalloc-phase-track", exit_only)
+    assert not runs("default", exit_only) and not runs("zkalloc", exit_only)
+    assert runs("ideal", zeros) and not runs("ideal", plain)
+    assert all(a.runs_on <= set(TAGS) for a in allocators.ALLOCATORS.values())   # every variant's tag exists
+    with pytest.raises(ValueError, match="unknown tag"):
+        pattern("zero")
 
 
 # -- the patterns: every one runs, and computes what it claims -----------------
@@ -272,8 +287,8 @@ def test_sizes_parse_in_each_patterns_unit():
 @pytest.mark.parametrize("name", [n for n in PATTERNS if n not in ("galois_ntt", "contention")])
 def test_every_pattern_returns_one_time_per_round(name):
     pattern = PATTERNS[name]
-    for ideal in (False, True) if has_ideal(pattern) else (False,):
-        times = pattern.run(pattern.TEST_SIZE, 2, ideal)
+    for ideal in (False, True) if pattern.has_ideal else (False,):
+        times = pattern.run(pattern.test_size, 2, ideal)
         assert len(times) == 2 and all(math.isfinite(t) and t > 0 for t in times)
 
 
@@ -575,3 +590,117 @@ def test_idle_pattern_records_rss_while_idle_and_the_round_after():
     s = zk.stats()
     assert s.decayed_released_bytes > 0
     zk.configure(decay_ms=10000)
+
+
+# -- whole programs (bench.wholeprog) ------------------------------------------------------------
+
+from bench import programs, wholeprog   # noqa: E402
+
+TINY = ("import sys, numpy as np, zkalloc_np\n"
+        "a = np.ones(1 << 23)\nassert a.sum() == 1 << 23\n"
+        "open(sys.argv[1], 'a').write('1' if zkalloc_np.is_installed() else '0')\n"
+        "sys.exit(int(sys.argv[2]))\n")
+
+
+def _tiny(tmp_path, name: str, exit_code: int) -> programs.Program:
+    """A tiny whole program (a script: `run` takes a script or -m, as python does)."""
+    script = tmp_path / "tiny.py"
+    script.write_text(TINY)
+    return programs.Program(name, (str(script), str(tmp_path / "installed"), str(exit_code)))
+
+
+def test_whole_program_records_cpu_wall_faults_rss_and_load_per_pass(tmp_path):
+    """A tiny program, 2 passes under numpy's default, tuned glibc and install()
+    as a user runs it: every measure per pass, install() really in place."""
+    names = ["default", "glibc-tuned", "zkalloc-global"]
+    envs, skipped = allocators.resolve(names)
+    assert not skipped
+    records = wholeprog.run([_tiny(tmp_path, "tiny", 0)], names, envs, passes=2)
+    assert [(r["program"], r["allocator"]) for r in records] == [("tiny", n) for n in names]
+    for r in records:
+        assert r["passes"] == 2 and r["pass_exit"] == [0, 0] and r["failed"] == []
+        for key in (*wholeprog.MEASURES, *wholeprog.LOAD):
+            assert len(r["pass_" + key]) == 2 and all(v >= 0 for v in r["pass_" + key]), key
+        assert all(c > 0 for c in r["pass_cpu_s"]) and all(w > 0 for w in r["pass_wall_s"])
+        assert r["cpu_s"] == pytest.approx(r["user_s"] + r["sys_s"], rel=0.5)
+        assert min(r["pass_peak_rss_bytes"]) >= 64 * MiB        # the 64 MiB array was resident
+        assert min(r["pass_minflt"]) > 0
+        assert all(0 <= s <= 1 for s in r["pass_steal_share"])
+    # the order alternates each pass; only install()'s runs had zkalloc installed
+    assert (tmp_path / "installed").read_text() == "00" + "11" + "00"
+
+
+def test_install_in_the_programs_own_process_runs_scripts_and_modules_as_python_does(tmp_path):
+    """zkalloc-install: install() then the program, a script or -m, in one process (no supervisor)."""
+    script = _tiny(tmp_path, "tiny", 0)
+    (tmp_path / "tinymod.py").write_text(TINY)
+    module = programs.Program("mod", ("-m", "tinymod", str(tmp_path / "installed"), "5"))
+    env = {"PYTHONPATH": str(tmp_path)}
+    (r, m) = wholeprog.run([script, module], [wholeprog.IN_PROCESS], {wholeprog.IN_PROCESS: env}, passes=1)
+    assert r["pass_exit"] == [0] and m["pass_exit"] == [5]   # its exit status, its own sys.argv
+    assert (tmp_path / "installed").read_text() == "11"
+    rows = {**{a: dict(r, allocator=a) for a in ("default", "glibc-tuned")}, wholeprog.IN_PROCESS: r}
+    assert len(wholeprog.targets(rows, wholeprog.IN_PROCESS)) == 3 and wholeprog.targets(rows) == []
+
+
+def test_whole_program_failures_are_kept_apart(tmp_path):
+    envs, _ = allocators.resolve(["default"])
+    failing = _tiny(tmp_path, "failing", 3)
+    hanging = programs.Program("hanging", ("-c", "import time; time.sleep(60)"), timeout_s=1.0)
+    (fails, hangs) = wholeprog.run([failing, hanging], ["default"], envs, passes=1)
+    assert fails["passes"] == 1 and fails["pass_exit"] == [3] and fails["failed"] == []   # measured, status kept
+    assert hangs["passes"] == 0 and hangs["failed"] == ["timed out"] and "cpu_s" not in hangs
+    assert "| failing | default |" in wholeprog.markdown([fails, hangs])
+
+
+def _prog(alloc: str, cpu: list[float], flt: list[float], rss: list[float]) -> dict:
+    return {"program": "p", "allocator": alloc, "passes": len(cpu), "pass_exit": [0] * len(cpu), "failed": [],
+            "pass_cpu_s": cpu, "cpu_s": sorted(cpu)[len(cpu) // 2], "pass_minflt": flt, "minflt": sorted(flt)[len(flt) // 2],
+            "pass_peak_rss_bytes": rss, "peak_rss_bytes": sorted(rss)[len(rss) // 2],
+            "pass_wall_s": cpu, "pass_load_before": [1.0] * len(cpu), "pass_others_cores": [0.5] * len(cpu)}
+
+
+def test_whole_program_targets_against_default_tuned_glibc_and_tcmalloc():
+    records = [_prog("default", [10.0, 10.2, 10.4], [1000, 1000, 1000], [100.0, 100, 100]),
+               _prog("glibc-tuned", [9.0, 9.1, 9.2], [500, 500, 500], [100.0, 100, 100]),
+               _prog("tcmalloc", [9.5, 9.6, 12.0], [900, 900, 900], [120.0, 120, 120]),
+               _prog("zkalloc-global", [9.2, 9.3, 9.4], [700, 700, 700], [104.0, 104, 106])]
+    rows = wholeprog.by_program(records)["p"]
+    got = {what.split(" ")[0] + " " + what.split(" ")[1]: v.word for what, v, _ in wholeprog.targets(rows)}
+    # RSS 104 <= 105: met; faults 700 > 500 + 100: missed; CPU 9.3 > 1.02 x 9.1 = 9.28, but 9.2 < 9.38: noise
+    assert got == {"peak RSS": "met", "minor faults": "MISSED", "CPU <=": "noise"}
+    cpu = next((what, ratio) for what, _, ratio in wholeprog.targets(rows) if what.startswith("CPU"))
+    assert "(glibc-tuned)" in cpu[0] and cpu[1] == "1.02x glibc-tuned's"
+    table = wholeprog.markdown(records)
+    assert "| zkalloc-global | 9.30 (9.20–9.40) |" in table and "| p | zkalloc-global: minor faults" in table
+    docs = wholeprog.summary(records)
+    assert "| p | met, 1.04x default's | MISSED, 1.17x the bound | noise, 1.02x glibc-tuned's |" in docs
+    assert "before" not in wholeprog.summary(records, records)     # the same run: no before row
+    before = [dict(r, pass_cpu_s=[20.0, 21, 22]) for r in records]
+    assert "|  | zkalloc-global, before | 21.0 (20.0–22.0) |" in wholeprog.summary(records, before)
+
+
+def test_every_program_is_a_command_line_that_exists():
+    assert set(programs.NUMPY_CORE) <= {a.rsplit(".", 1)[-1] for a in programs.PROGRAMS["numpy_core"].argv}
+    for p in programs.PROGRAMS.values():
+        assert p.argv and p.timeout_s > 0
+        if p.name.startswith("example_"):
+            assert os.path.exists(p.argv[0]) and "--single" in p.argv
+    assert wholeprog.command(programs.PROGRAMS["scipy_fft"], "zkalloc-global")[1:5] == ["-m", "zkalloc_np", "run",
+                                                                                         "--quiet"]
+    assert programs.Program("x", ("-c", "0"), needs=("no_such_module_here",)).unavailable() is not None
+
+
+def test_programs_from_the_command_line(tmp_path):
+    out = tmp_path / "w.json"
+    result = _bench("--programs", "example_secret_witness", "--allocators", "default,zkalloc-global",
+                    "--passes", "1", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["kind"] == "wholeprog" and data["failures"] == []
+    assert {"load_before", "load_after"} <= set(data["machine"])
+    assert [r["allocator"] for r in data["records"]] == ["default", "zkalloc-global"]
+    assert data["commands"]["example_secret_witness"]["zkalloc-global"][:4] == ["-m", "zkalloc_np", "run", "--quiet"]
+    assert "| example_secret_witness | default |" in result.stdout
+    bad = _bench("--programs", "nonesuch")
+    assert bad.returncode == 2 and "unknown program" in bad.stderr

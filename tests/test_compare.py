@@ -11,8 +11,10 @@ import textwrap
 
 import pytest
 
-from zkalloc_np import _compare, _peers
-from zkalloc_np._compare import FASTER, SAME, SLOWER, TOO_FEW, Program, RunRecord, summarize, verdict
+from zkalloc_np.cli import compare as _compare, peers as _peers
+from zkalloc_np.cli.process import Resources, supervise
+from zkalloc_np._verdict import Samples, judge
+from zkalloc_np.cli.compare import FASTER, SAME, SLOWER, TOO_FEW, Program, RunRecord, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "ntt_prover.py")
@@ -36,8 +38,8 @@ sys.exit(code)
 """
 
 
-def zk_cli(*args: str, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZKALLOC_")}
+def zk_cli(*args: str, cwd, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ZKALLOC_")}, **(env or {})}
     return subprocess.run([sys.executable, "-m", "zkalloc_np", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
 
@@ -55,7 +57,7 @@ def test_compare_an_example_gives_a_measured_record_per_allocator(tmp_path):
     out = tmp_path / "c.json"
     wanted = ["default", "zkalloc", "glibc-tuned", "tcmalloc"]
     done = zk_cli("compare", "--runs", "1", "--allocators", ",".join(wanted), "--json", str(out),
-                  "--discard-output", EXAMPLE, "--size", "2^14", "--rounds", "1", "--single", cwd=tmp_path)
+                  EXAMPLE, "--size", "2^14", "--rounds", "1", "--single", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
     assert data["command"] == [EXAMPLE, "--size", "2^14", "--rounds", "1", "--single"]
@@ -64,11 +66,12 @@ def test_compare_an_example_gives_a_measured_record_per_allocator(tmp_path):
     for name in data["allocators"]:
         [record] = [r for r in data["records"] if r["allocator"] == name]
         assert record["ok"] and record["exit_code"] == 0
-        assert record["wall_s"] > 0 and record["user_s"] >= 0 and record["system_s"] >= 0
-        assert record["minor_faults"] > 0 and record["major_faults"] >= 0
-        assert record["peak_rss_bytes"] > 10 << 20
+        used = record["resources"]
+        assert used["wall_s"] > 0 and used["user_s"] >= 0 and used["system_s"] >= 0
+        assert used["minor_faults"] > 0 and used["major_faults"] >= 0
+        assert used["peak_rss_bytes"] > 10 << 20
         summary = data["summary"][name]
-        assert summary["runs_ok"] == 1 and summary["wall_s"]["median"] == record["wall_s"]
+        assert summary["runs_ok"] == 1 and summary["wall_s"]["median"] == used["wall_s"]
     zk = [r for r in data["records"] if r["allocator"] == "zkalloc"][0]["zkalloc"]
     assert zk["hits"] + zk["misses"] > 0 and 0 <= zk["hit_rate"] <= 1 and zk["bytes_served_from_cache"] >= 0
     assert data["summary"]["zkalloc"]["verdict"] == TOO_FEW     # one run each decides nothing
@@ -85,7 +88,7 @@ def test_arguments_and_exit_code_pass_through(program, tmp_path):
                   str(program), str(log), "0", "--flag", "-m", "x", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert log.read_text().splitlines() == [repr([str(log), "0", "--flag", "-m", "x"])] * 4
-    assert done.stdout.count("program output line") == 4    # the program's own output is shown
+    assert "program output line" not in done.stdout + done.stderr   # the program's own output is not shown
     data = json.loads(out.read_text())
     assert [r["allocator"] for r in data["records"]] == ["default", "zkalloc", "zkalloc", "default"]
     assert all(r["ok"] and r["exit_code"] == 0 for r in data["records"])
@@ -149,9 +152,11 @@ def test_a_failure_under_one_allocator_is_reported_in_its_row_and_the_others_car
     assert len(by["zkalloc"]) == 2 and not any(r["ok"] for r in by["zkalloc"])
     assert {r["stderr_tail"] for r in by["zkalloc"]} == {"this program refuses zkalloc"}
     assert data["stopped"] is None and "same way twice" in data["dropped"]["zkalloc"]
+    text = " ".join(done.stdout.split())   # lines wrapped at 100 columns
     assert "zkalloc: 2 failed run(s), not timed: exit 1, exit 1; last line of stderr: this program refuses zkalloc" \
-        in done.stdout
-    assert "zkalloc: not run again after failing the same way twice" in done.stdout
+        in text
+    assert "zkalloc: not run again after failing the same way twice" in text
+    assert max(len(line) for line in done.stdout.splitlines()) <= 100
     assert data["summary"]["glibc-tuned"]["runs_ok"] == 3 and data["summary"]["zkalloc"]["verdict"] == "failed"
 
 
@@ -182,7 +187,7 @@ def test_a_baseline_failing_the_same_way_twice_stops(tmp_path):
 def test_a_module_runs_like_python_dash_m(program, tmp_path):
     (tmp_path / "progmod.py").write_text(program.read_text())
     log = tmp_path / "argv.log"
-    done = zk_cli("compare", "--runs", "1", "--allocators", "zkalloc", "--discard-output",
+    done = zk_cli("compare", "--runs", "1", "--allocators", "zkalloc",
                   "-m", "progmod", str(log), "0", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert len(log.read_text().splitlines()) == 2     # default (always the baseline) and zkalloc
@@ -209,11 +214,11 @@ def test_failing_and_hanging_programs_are_reported_as_failed(program, tmp_path):
 
 
 def test_the_header_names_only_the_allocators_that_run(monkeypatch, program, tmp_path, capsys):
-    from zkalloc_np.__main__ import main
+    from zkalloc_np.cli.main import main
     monkeypatch.setattr(_peers, "LIBRARY_DIRS", ())
     monkeypatch.setattr(_peers, "ldconfig", dict)
     monkeypatch.chdir(tmp_path)
-    code = main(["compare", "--runs", "1", "--allocators", "zkalloc,tcmalloc,glibc-tuned,jemalloc", "--discard-output",
+    code = main(["compare", "--runs", "1", "--allocators", "zkalloc,tcmalloc,glibc-tuned,jemalloc",
                  str(program), str(tmp_path / "log"), "0"])
     assert code == 0
     first = capsys.readouterr().err.splitlines()[0]
@@ -250,7 +255,7 @@ def test_missing_peers_are_skipped_with_the_install_line(monkeypatch, program, t
                        "mimalloc": "libmimalloc.so.2 not found (apt-get install libmimalloc2.0)",
                        "tcmalloc": "libtcmalloc_minimal.so.4 not found (apt-get install libtcmalloc-minimal4)"}
     result = _compare.compare(Program(str(program), (str(tmp_path / "log"), "0")), ["default", "tcmalloc"], 1,
-                              discard_output=True)
+                              show_output=False)
     assert result.allocators == ["default"] and "apt-get install libtcmalloc-minimal4" in result.skipped["tcmalloc"]
     import io
     text = io.StringIO()
@@ -277,19 +282,19 @@ def test_peers_found_are_preloaded(tmp_path, monkeypatch):
     ([1.0, 1.1, 1.2], [0.5], TOO_FEW),
 ])
 def test_verdict_from_spreads(base, other, expected):
-    assert verdict(base, other) == expected
+    """compare's rule (zkalloc_np._verdict.judge) on wall times alone, load unknown."""
+    assert judge(Samples(base), Samples(other)).word == expected
 
 
 def test_verdict_threshold_is_a_parameter():
-    assert verdict([2.0], [1.0], min_runs=1) == FASTER
+    assert judge(Samples([2.0]), Samples([1.0]), min_runs=1).word == FASTER
 
 
 def _record(allocator: str, wall: float, ok: bool = True, code: int = 0) -> RunRecord:
     return RunRecord(allocator=allocator, round=0, ok=ok, exit_code=code, signal=None, timed_out=False,
-                     wall_s=wall, user_s=wall / 2, system_s=0.1, minor_faults=1000, major_faults=0,
-                     peak_rss_bytes=100 << 20,
+                     resources=Resources(wall, wall / 2, 0.1, 1000, 0, 100 << 20),
                      zkalloc={"hits": 9, "misses": 1, "hit_rate": 0.9, "bytes_served_from_cache": 90,
-                              "bytes_mapped_by_misses": 10} if allocator == "zkalloc" else None)
+                              "bytes_newly_mapped": 10, "processes": 1} if allocator == "zkalloc" else None)
 
 
 def test_summarize_spreads_speedup_and_verdicts():
@@ -318,3 +323,69 @@ def test_zkalloc_child_runs_under_run():
         "-m", "zkalloc_np", "run", "--quiet", "--json", "s.json", "prog.py", "--x"]
     assert _compare.child_command(Program("pkg.mod", (), module=True), "tcmalloc", "s.json") == [
         sys.executable, "-m", "pkg.mod"]
+
+
+CHATTY = """
+import numpy as np
+for i in range(300):
+    print("chatty line", i)
+a = np.ones(1 << 20)
+"""
+
+
+def test_quiet_by_default_a_100_column_table_and_runs_counted_as_runs(tmp_path):
+    """Issue 31.5: the program's output is not shown unless asked, the table fits 100 columns,
+    and progress counts runs ("run k/n"), not the program's rounds."""
+    script = tmp_path / "chatty.py"
+    script.write_text(textwrap.dedent(CHATTY))
+    done = zk_cli("compare", "--runs", "1", "--allocators", "default,zkalloc,glibc-tuned", str(script),
+                  cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "chatty line" not in done.stdout + done.stderr
+    assert max(len(line) for line in done.stdout.splitlines()) <= 100, done.stdout
+    assert "compare: run 1/3: default (1 of 1):" in done.stderr and "round" not in done.stderr
+    assert "verdict:" in done.stdout and "machine:" in done.stdout
+    shown = zk_cli("compare", "--runs", "1", "--allocators", "default", "--show-output", str(script), cwd=tmp_path)
+    assert shown.returncode == 0 and shown.stdout.count("chatty line") == 300
+
+
+WHO = """
+import sys
+import numpy as np
+import zkalloc_np
+with open(sys.argv[1], "a") as f:
+    f.write(f"{zkalloc_np.is_installed()}\\n")
+"""
+
+
+def test_the_subprocess_switch_never_reaches_the_baseline(tmp_path):
+    (tmp_path / "who.py").write_text(textwrap.dedent(WHO))
+    log = tmp_path / "who.log"
+    done = zk_cli("compare", "--runs", "1", "--allocators", "default,zkalloc", "who.py", str(log), cwd=tmp_path,
+                  env={"ZKALLOC_SUBPROCESS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().split() == ["False", "True"]   # default first, then zkalloc (under run)
+
+
+# -- the supervisor every run goes through (zkalloc_np.cli.process.supervise) -----------------
+
+def test_supervise_reports_how_the_child_ended_and_the_load():
+    run = supervise([sys.executable, "-c", "import sys; sys.exit(3)"], timeout=30)
+    assert run.ended.exit_code == 3 and not run.ended.ok and run.ended.failure == "exit 3"
+    assert run.ended.resources.wall_s > 0 and run.ended.resources.peak_rss_bytes > 0
+    assert run.load.cores >= 1 and run.load.others_cores >= 0
+    hung = supervise([sys.executable, "-c", "import time; time.sleep(60)"], timeout=0.5)
+    assert hung.ended.timed_out and hung.ended.signal == 9 and hung.ended.failure == "timed out"
+
+
+def test_supervise_kills_the_child_when_its_start_hook_fails():
+    """A `started` hook that raises leaves no child running, nor a zombie."""
+    seen: list[subprocess.Popen] = []
+
+    def fail(proc: subprocess.Popen) -> None:
+        seen.append(proc)
+        raise RuntimeError("no relay")
+
+    with pytest.raises(RuntimeError, match="no relay"):
+        supervise([sys.executable, "-c", "import time; time.sleep(60)"], timeout=30, started=fail)
+    assert seen[0].returncode == -9

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from zkalloc_np import ntt
-from zkalloc_np.__main__ import main
+from zkalloc_np.cli.main import main
 
 
 @pytest.mark.parametrize("n", [2, 8, 32])
@@ -65,7 +65,7 @@ def test_help_lists_each_command_once(capsys):
 
 def test_the_demo_refuses_a_process_wide_install(capsys):
     import zkalloc_np as zk
-    from zkalloc_np import demo
+    from zkalloc_np.cli import demo
     zk.install()
     try:
         with pytest.raises(SystemExit) as exit_:

@@ -12,7 +12,9 @@ rewrites the tables; the prose claims that fail name what to update.
 """
 from __future__ import annotations
 
+import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -240,3 +242,27 @@ def test_the_libc_prose_of_the_coverage_page_matches_its_results():
     assert not missing, f"docs/coverage.md no longer says what bench/results/libc.json measured: {missing}"
     paragraph = page[page.index("**Peak RSS, keep against leave"):]
     assert all(p in paragraph for p, _ in over), "a pattern over 1.10x the default's peak is not named"
+
+
+# -- docs/benchmarks.md: the whole programs --------------------------------------------------
+
+def test_the_whole_programs_prose_matches_its_results():
+    from bench import wholeprog
+    path = results_tables.WHOLEPROG_BEFORE   # the prose describes the first run; the table, the latest
+    data = json.loads((ROOT / path).read_text())
+    records = results_tables.load(path)
+    rows = wholeprog.by_program(records)["numpy_core"]
+    zk, base, tuned = rows["zkalloc-global"], rows["default"], rows["glibc-tuned"]
+    loads = [v for r in records for v in r["pass_load_before"] + r["pass_load_after"]]
+    claims = [
+        f"went from {data['machine']['load_before'][0]:.1f} before the run up to {max(loads):.1f}",
+        f"a median {statistics.median(v for r in records for v in r['pass_others_cores']):.1f} of the 2 cores",
+        "28.5 s in the first, quieter pass, {:.1f} and {:.1f} s in the others".format(*sorted(base["pass_cpu_s"])[1:]),
+        f"{zk['cpu_s']:.1f} s CPU against numpy default's {base['cpu_s']:.1f} ({zk['cpu_s'] / base['cpu_s']:.2f}x)",
+        f"{zk['minflt'] / 1e6:.2f}M minor faults against tuned glibc's {tuned['minflt'] / 1e3:.0f}k",
+        f"peak RSS of {int(zk['peak_rss_bytes']) >> 20} MiB against the default's "
+        f"{int(base['peak_rss_bytes']) >> 20} ({zk['peak_rss_bytes'] / base['peak_rss_bytes']:.2f}x)",
+    ]
+    page = _flat(_text("docs/benchmarks.md"))
+    missing = [c for c in claims if _flat(c) not in page]
+    assert not missing, f"docs/benchmarks.md no longer says what {path} measured: {missing}"

@@ -145,8 +145,6 @@ LOCK_USERS = {
     "_raw._lock": "zk.install()\nb = bytes(1 << 20)\ndel b\nzk.uninstall()",
     "_log._lock": ("logger = logging.getLogger('zkalloc_np')\nlogger.addHandler(logging.NullHandler())\n"
                    "logger.setLevel(logging.DEBUG)\nfrom zkalloc_np._log import log_activity\nlog_activity('child')"),
-    # Site recording may move to C (issue 30.1), taking this lock away.
-    "_peak._lock": "with zk.phase('child', track=True):\n    a = np.ones(1 << 20)  # a new site\ndel a",
 }
 
 

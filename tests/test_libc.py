@@ -211,7 +211,7 @@ def test_bad_libc_values_are_refused_naming_the_setting():
 
 
 def test_info_says_what_is_covered():
-    from zkalloc_np._info import info_lines
+    from zkalloc_np.cli.info import info_lines
     text = "\n".join(info_lines())
     assert "libc malloc:" in text and "Python raw domain:" in text
     assert "np.fft" in text and "NOT through the cache" in text and "not covered:" in text

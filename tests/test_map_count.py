@@ -119,3 +119,62 @@ def test_reserve_beyond_the_cap_warns_at_once_and_faults_nothing(fresh):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert zk.reserve("16M", count=2) == 2   # within the cap: as before
+
+
+def _maps_has(address: int) -> bool:
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= address < hi:
+                return True
+    return False
+
+
+def test_a_failed_unmap_of_a_secret_array_is_counted_and_leaves_it_wiped(fresh):
+    """Fault injection reaches every unmap of the core (zk_os.c), not only
+    the cache's segments: a secret array's mapping too."""
+    import numpy as np
+    a = zk.secret_zeros(4096, np.uint8, strict=False)
+    a[:] = 0x5a
+    address = a.ctypes.data
+    failures = zk.stats().unmap_failures
+    zk._core.fail_unmaps(1)
+    try:
+        del a
+    finally:
+        zk._core.fail_unmaps(0)
+    s = zk.stats()
+    assert s.unmap_failures == failures + 1 and s.unmap_pending == 0   # not a segment of the cache
+    assert _maps_has(address)                                         # left mapped: the kernel refused
+    import ctypes
+    assert ctypes.string_at(address, 4096) == bytes(4096)             # but wiped first
+    assert zk.check() is True
+
+
+def test_a_failed_unmap_of_a_thread_cache_is_counted(fresh):
+    """A thread's cache (its own small mapping) is unmapped when the thread
+    exits: fault injection reaches that unmap too."""
+    import threading
+    import numpy as np
+    failures = zk.stats().unmap_failures
+
+    def worker():
+        with zk.installed():
+            b = np.ones(1 << 20)   # this thread's cache is opened
+            del b                  # and parks the region
+        zk._core.fail_unmaps(1)    # the next unmap: the cache's own, at thread exit
+
+    t = threading.Thread(target=worker)
+    try:
+        t.start()
+        t.join()
+        # join() returns once the Python thread is done; its pthread's key
+        # destructors (the cache's close) run a moment later
+        deadline = time.monotonic() + 10
+        while zk.stats().unmap_failures == failures and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        zk._core.fail_unmaps(0)
+    s = zk.stats()
+    assert s.unmap_failures == failures + 1 and s.unmap_pending == 0
+    assert zk.check() is True   # its region went to the shared pool all the same

@@ -39,7 +39,7 @@ BODIES = {
     "bytearray": """
         before = rss()
         a = bytearray({big})
-        a[:{written}] = b"\\1" * {written}
+        ctypes.memset((ctypes.c_char * {big}).from_buffer(a), 1, {written})   # no temporary
         print(rss() - before)
     """,
     # bytes(n): PyObject_Calloc, lazy zeros; 1 MiB read back.

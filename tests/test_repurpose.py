@@ -197,7 +197,7 @@ def test_fresh_zeros_stay_lazy(fresh):
 def test_info_reports_the_first_touch_policy():
     out = run_python("""
         import numpy as np, zkalloc_np as zk
-        from zkalloc_np._info import info_lines
+        from zkalloc_np.cli.info import info_lines
         with zk.installed():
             a = np.ones(1 << 20); del a                  # the class writes its arrays whole
             a = [np.ones(1 << 20) for _ in range(4)]

@@ -9,8 +9,9 @@ import textwrap
 
 import pytest
 
-from zkalloc_np import _run
+from zkalloc_np.cli import run as _run
 from zkalloc_np._stats import ClassStats, Stats
+from zkalloc_np.cli.process import Resources, read_own
 
 MiB = 1 << 20
 
@@ -59,14 +60,18 @@ def test_run_script_with_json_report(program, tmp_path):
     assert "zkalloc run:" in done.stderr and "hit rate" in done.stderr and "page faults" in done.stderr
     assert "estimate" not in done.stderr and "zkalloc_np compare" in done.stderr
     report = json.loads(report_path.read_text())
-    assert set(report) == MEASURED_FIELDS
-    eight = [c for c in report["classes"] if c["bytes"] == 8 * MiB]
+    assert set(report) == REPORT_FIELDS and set(report["cache"]) == CACHE_FIELDS
+    assert set(report["resources"]) == RESOURCE_FIELDS
+    cache = report["cache"]
+    eight = [c for c in cache["classes"] if c["bytes"] == 8 * MiB]
     assert eight and eight[0]["hits"] >= 5 and eight[0]["misses"] >= 1
     assert report["exit_code"] == 0
-    assert report["hits"] >= 5 and report["misses"] >= 1
-    assert report["bytes_served_from_cache"] >= 5 * 8 * MiB
-    assert report["peak_bytes_in_use"] >= 8 * MiB
-    assert report["minor_faults"] >= 0 and report["counters_source"] in ("/proc/self/stat", "getrusage")
+    assert cache["hits"] >= 5 and cache["misses"] >= 1
+    assert cache["bytes_served_from_cache"] >= 5 * 8 * MiB
+    assert cache["peak_bytes_in_use"] >= 8 * MiB
+    assert report["resources"]["minor_faults"] >= 0
+    assert report["counters_source"] in ("/proc/self/stat", "getrusage")
+    assert report["processes"] == {"covered": 1, "not_covered": 0, "children_user_s": 0.0, "children_system_s": 0.0}
     assert report["command"] == [str(program), "a", "--flag"]
 
 
@@ -117,7 +122,7 @@ def test_run_quiet_writes_only_the_json(program, tmp_path):
     done = zk_cli("run", "--quiet", "--json", str(report_path), str(program), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "zkalloc run:" not in done.stderr
-    assert json.loads(report_path.read_text())["hits"] >= 5
+    assert json.loads(report_path.read_text())["cache"]["hits"] >= 5
 
 
 def _stats(hits: int, classes: tuple[ClassStats, ...], **extra) -> Stats:
@@ -128,29 +133,35 @@ def _stats(hits: int, classes: tuple[ClassStats, ...], **extra) -> Stats:
     return Stats(**zero)
 
 
-MEASURED_FIELDS = {"command", "exit_code", "wall_s", "user_s", "system_s", "minor_faults", "major_faults",
-                   "counters_source", "peak_rss_bytes", "hits", "misses", "hit_rate", "bytes_served_from_cache",
-                   "bytes_mapped_by_misses", "bytes_cached", "cap_bytes", "min_bytes", "peak_bytes_in_use",
-                   "peak_bytes_cached", "evictions", "evicted_bytes", "small_allocs", "small_frees", "foreign_frees",
-                   "calloc_fresh", "calloc_memset", "calloc_discard", "classes", "small_allocs_by_size",
-                   "peak"}   # run --peak's PeakReport, None without it
+REPORT_FIELDS = {"command", "exit_code", "resources", "counters_source", "cache", "processes",
+                 "peak"}   # run --peak's PeakReport, None without it
+RESOURCE_FIELDS = {"wall_s", "user_s", "system_s", "minor_faults", "major_faults", "peak_rss_bytes"}
+CACHE_FIELDS = {"hits", "misses", "hit_rate", "bytes_served_from_cache", "bytes_newly_mapped", "bytes_repurposed",
+                "bytes_cached", "cap_bytes", "min_bytes", "budget_bytes", "peak_bytes_in_use", "peak_bytes_cached",
+                "peak_bytes_mapped", "evictions", "evicted_bytes", "small_allocs", "small_frees", "foreign_frees",
+                "calloc_fresh", "calloc_memset", "calloc_discard", "budget_refusals", "map_failures", "classes",
+                "small_allocs_by_size"}
+
+
+def _resources(wall=1.0, user=0.0, system=0.0, minor=0, major=0, peak=0):
+    return Resources(wall, user, system, minor, major, peak)
 
 
 def test_build_report_has_only_measured_fields_and_a_per_class_breakdown():
     before = _stats(0, (ClassStats(64 * MiB, 0, 1, 0, 1),), small_allocs=5, small_allocs_by_size={64: 5})
     after = _stats(11, (ClassStats(64 * MiB, 10, 1, 0, 1), ClassStats(MiB, 1, 3, 0, 1)), misses=4,
                    small_allocs=12, small_allocs_by_size={64: 9, 4096: 3})
-    counters = (_run.ProcessCounters(100, 0, 1.0, 0.5, "test"), _run.ProcessCounters(1100, 2, 2.0, 0.6, "test"))
-    report = _run.build_report(["prog.py", "x"], 0, 2.0, counters, (before, after), peak_rss_bytes=300 * MiB)
-    assert set(report.as_dict()) == MEASURED_FIELDS
-    assert report.hits == 11 and report.misses == 3
-    assert report.bytes_served_from_cache == 641 * MiB and report.bytes_mapped_by_misses == 3 * MiB
-    assert report.minor_faults == 1000 and report.major_faults == 2
-    assert report.user_s == pytest.approx(1.0) and report.system_s == pytest.approx(0.1)
-    by_class = {c.bytes: c for c in report.classes}
+    used = _resources(2.0, 1.0, 0.1, 1000, 2, 300 * MiB)
+    report = _run.build_report(["prog.py", "x"], 0, used, "test", (before, after))
+    assert set(report.as_dict()) == REPORT_FIELDS and set(report.as_dict()["cache"]) == CACHE_FIELDS
+    cache = report.cache
+    assert cache.hits == 11 and cache.misses == 3
+    assert cache.bytes_served_from_cache == 641 * MiB and cache.bytes_newly_mapped == 3 * MiB
+    assert report.resources == used
+    by_class = {c.bytes: c for c in cache.classes}
     assert (by_class[64 * MiB].hits, by_class[64 * MiB].misses, by_class[64 * MiB].bytes_served) == (10, 0, 640 * MiB)
-    assert (by_class[MiB].hits, by_class[MiB].misses, by_class[MiB].bytes_mapped) == (1, 3, 3 * MiB)
-    assert report.small_allocs == 7 and report.small_allocs_by_size == {64: 4, 4096: 3}
+    assert (by_class[MiB].hits, by_class[MiB].misses, by_class[MiB].bytes_missed) == (1, 3, 3 * MiB)
+    assert cache.small_allocs == 7 and cache.small_allocs_by_size == {64: 4, 4096: 3}
     text = str(report)
     assert "hit rate 78.6%" in text and "641.0 MiB served from resident memory" in text
     assert "64.0 MiB" in text and "1.0 MiB" in text          # the classes are named
@@ -160,9 +171,46 @@ def test_build_report_has_only_measured_fields_and_a_per_class_breakdown():
     assert "python -m zkalloc_np compare prog.py x" in text
 
 
-def test_read_counters():
-    counters = _run.read_counters()
-    assert counters.minor_faults > 0 and counters.user_s > 0
+def test_newly_mapped_counts_fresh_memory_not_class_size_times_misses():
+    """Misses served from repurposed idle memory map nothing new (issue 31: '5.8 GiB newly mapped'
+    where 4.86 GiB of it was idle memory reused)."""
+    before = _stats(0, (ClassStats(64 * MiB, 0, 0, 0, 0),))
+    after = _stats(0, (ClassStats(64 * MiB, 0, 10, 0, 1),), misses=10, repurposed_bytes=576 * MiB,
+                   peak_bytes_mapped=128 * MiB)
+    report = _run.build_report(["p.py"], 0, _resources(), "test", (before, after))
+    assert report.cache.bytes_newly_mapped == 64 * MiB and report.cache.bytes_repurposed == 576 * MiB
+    text = str(report)
+    assert "took 64.0 MiB of fresh memory and 576.0 MiB of idle memory" in text
+    assert "peak mapped 128.0 MiB" in text and "newly mapped" not in text
+
+
+def test_budget_refusals_are_reported_with_the_budget():
+    before, after = _stats(0, ()), _stats(0, (), budget_refusals=2)
+    report = _run.build_report(["p.py"], 1, _resources(), "test", (before, after), budget_bytes=16 * MiB)
+    assert report.cache.budget_refusals == 2 and report.cache.budget_bytes == 16 * MiB
+    assert "2 request(s) refused by the process budget (16.0 MiB, ZKALLOC_BUDGET" in str(report)
+    quiet = _run.build_report(["p.py"], 0, _resources(), "test", (before, before), budget_bytes=16 * MiB)
+    assert "refused" not in str(quiet)
+
+
+def test_the_children_are_added_up_and_counted():
+    from zkalloc_np.cli.activity import CacheActivity, ClassReport
+    from zkalloc_np.cli.children import Children
+    own = _stats(3, (ClassStats(MiB, 3, 1, 0, 1),), misses=1)
+    zero = _stats(0, (), misses=0)
+    kids = Children(covered=2, not_covered=1, user_s=0.5, system_s=0.25,
+                    cache=CacheActivity(hits=7, misses=2, classes=[ClassReport(MiB, 7, 2, 7 * MiB, 2 * MiB)]))
+    report = _run.build_report(["p.py"], 0, _resources(), "test", (zero, own), children=kids)
+    assert report.cache.hits == 10 and report.cache.misses == 3
+    assert [(c.bytes, c.hits, c.misses) for c in report.cache.classes] == [(MiB, 10, 3)]
+    assert report.processes == _run.Processes(3, 1, 0.5, 0.25)
+    text = str(report)
+    assert "processes: 3 covered" in text and "1 more had zkalloc installed but never reported" in text
+
+
+def test_read_own():
+    counters, source = read_own()
+    assert counters.minor_faults > 0 and counters.user_s > 0 and source == "/proc/self/stat"
 
 
 def test_info_shows_env_and_cap_source(tmp_path):
@@ -256,8 +304,8 @@ def test_a_program_killed_by_a_signal_still_gets_what_was_measured(tmp_path):
     report = json.loads(report_path.read_text())
     assert report["signal"] == 6 and report["signal_name"] == "SIGABRT" and report["cache"] is None
     assert report["exit_code"] is None and report["command"] == ["abort.py"]
-    assert report["peak_rss_bytes"] >= 128 * MiB
-    assert report["minor_faults"] > 0 and report["wall_s"] > 0
+    assert report["resources"]["peak_rss_bytes"] >= 128 * MiB
+    assert report["resources"]["minor_faults"] > 0 and report["resources"]["wall_s"] > 0
 
 
 def test_an_ordinary_exit_is_not_supervised_differently(program, tmp_path):
@@ -267,10 +315,9 @@ def test_an_ordinary_exit_is_not_supervised_differently(program, tmp_path):
 
 def test_the_suggestion_is_shell_quoted_and_only_after_success():
     ok = _stats(1, ())
-    counters = (_run.ProcessCounters(0, 0, 0.0, 0.0, "test"),) * 2
-    report = _run.build_report(["prog.py", "--size", "2^18", "a b"], 0, 1.0, counters, (ok, ok))
+    report = _run.build_report(["prog.py", "--size", "2^18", "a b"], 0, _resources(), "test", (ok, ok))
     assert "measure it: python -m zkalloc_np compare prog.py --size '2^18' 'a b'" in str(report)
-    failed = _run.build_report(["prog.py"], 3, 1.0, counters, (ok, ok))
+    failed = _run.build_report(["prog.py"], 3, _resources(), "test", (ok, ok))
     assert "measure it" not in str(failed)
 
 
@@ -288,3 +335,29 @@ def test_user_traceback_drops_only_the_leading_machinery():
     assert _run.user_traceback(tb) is tb
     assert _run._is_machinery(_run.__file__) and _run._is_machinery(_runpy.__file__)
     assert _run._is_machinery("<frozen runpy>") and not _run._is_machinery(__file__)
+
+
+BUDGET = """
+import numpy as np
+try:
+    np.ones((32 << 20) // 8)   # 32 MiB: over a 16 MiB budget
+except MemoryError as exc:
+    print("MemoryError:", exc)
+import zkalloc_np
+print(zkalloc_np.stats())
+"""
+
+
+def test_a_process_budget_refusal_is_named_in_the_report_stats_and_log(tmp_path):
+    """Issue 31.5: ZKALLOC_BUDGET=16M failed as a bare MemoryError, and neither the log nor run's report
+    said a budget had refused it."""
+    (tmp_path / "budget.py").write_text(textwrap.dedent(BUDGET))
+    done = zk_cli("run", "--json", "r.json", "budget.py", cwd=tmp_path,
+                  env={"ZKALLOC_BUDGET": "16M", "ZKALLOC_LOG": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "MemoryError:" in done.stdout
+    assert "refused by the process budget (budget=16.0 MiB, ZKALLOC_BUDGET" in done.stdout     # stats()
+    assert "1 request(s) refused by the process budget (16.0 MiB, ZKALLOC_BUDGET" in done.stderr   # run's report
+    assert "zkalloc_np: run: 1 request(s) refused by the process budget (budget=16.0 MiB" in done.stderr  # the log
+    cache = json.loads((tmp_path / "r.json").read_text())["cache"]
+    assert cache["budget_refusals"] == 1 and cache["budget_bytes"] == 16 << 20

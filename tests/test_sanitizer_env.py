@@ -1,5 +1,5 @@
 """Children under a sanitized build: the sanitizer runtime stays first in their
-LD_PRELOAD (zkalloc_np._sanitizer), preloaded peers are skipped with why, and
+LD_PRELOAD (zkalloc_np.cli.sanitizer), preloaded peers are skipped with why, and
 the no_asan marker skips with its reason only under ASan."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from zkalloc_np import _compare, _peers, _sanitizer
+from zkalloc_np.cli import compare as _compare, peers as _peers, sanitizer as _sanitizer
 from conftest import UNDER_ASAN
 
 ASAN = "/usr/lib/gcc/x86_64-linux-gnu/12/libasan.so"
@@ -82,7 +82,7 @@ def test_compare_children_keep_this_process_runtime(monkeypatch, tmp_path):
     runtime = _sanitizer.runtime_preloads()
     monkeypatch.setenv("LD_PRELOAD", ":".join([*runtime, "/nonexistent/libother.so"]))
     record = _compare.run_once(_compare.Program(str(prog), ()), "default", {}, 0, timeout=300,
-                               discard_output=True, workdir=str(tmp_path))
+                               show_output=False, workdir=str(tmp_path))
     assert record.ok, record
     assert seen.read_text() == (":".join(runtime) if runtime else "<none>")
 

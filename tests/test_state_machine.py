@@ -31,6 +31,7 @@ import ctypes
 import gc
 import os
 import signal
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,14 @@ RAW_SIZES = st.one_of(st.sampled_from([3000, 4096, 60 * KiB, 64 * KiB, MiB]),
 
 def view(address: int, size: int) -> np.ndarray:
     return np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(address))
+
+
+def configure(**values: Any) -> None:
+    """zk.configure(); the SettingsWarning for a thread cache over the cap
+    (an error in this suite) is wanted here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zk.SettingsWarning)
+        zk.configure(**values)
 
 
 def uniform(data: np.ndarray, value: int) -> bool:
@@ -122,7 +131,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.saved = zk.settings()
-        zk.configure(budget=0, min_bytes=64 * KiB)
+        configure(budget=0, min_bytes=64 * KiB)
         gc.collect()
         # Hook the raw domain once (pass-through until a rule turns it on).
         zk.install()
@@ -369,22 +378,24 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     @rule(min_bytes=st.sampled_from([1, 4096, 64 * KiB, MiB]))
     def set_min_bytes(self, min_bytes):
-        zk.configure(min_bytes=min_bytes)
+        configure(min_bytes=min_bytes)
 
     @rule(cap=st.sampled_from([0, 3 * MiB, 16 * MiB, 1 << 30]))
     def set_cap(self, cap):
-        zk.configure(cache_bytes=cap)
+        with warnings.catch_warnings():   # a cap under the thread cache is warned about (test_api_polish): wanted here
+            warnings.simplefilter("ignore", zk.SettingsWarning)
+            configure(cache_bytes=cap)
         assert zk.stats().bytes_cached <= cap
 
     @rule(extra=st.sampled_from([0, MiB, 4 * MiB, 32 * MiB]))
     def set_budget(self, extra):
         """The process's budget: none, or a little over what is in use now."""
-        zk.configure(budget=self.in_use() + extra if extra else 0)
+        configure(budget=self.in_use() + extra if extra else 0)
 
     @rule(lazy=st.sampled_from([0, 4096, MiB]), thread_cache=st.sampled_from([0, 4 * MiB, 256 * MiB]),
           hugepages=st.booleans(), adaptive=st.booleans())
     def set_other_settings(self, lazy, thread_cache, hugepages, adaptive):
-        zk.configure(lazy_zero_bytes=lazy, thread_cache_bytes=thread_cache, hugepages=hugepages,
+        configure(lazy_zero_bytes=lazy, thread_cache_bytes=thread_cache, hugepages=hugepages,
                      adaptive_zero=adaptive)
 
     @rule(size=SIZES, count=st.integers(min_value=0, max_value=3))
@@ -397,7 +408,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def carve(self, parts, smaller):
         """Idle memory of other classes serves a smaller request: free some
         regions, then ask for a size none of them has (carved)."""
-        zk.configure(budget=0)
+        configure(budget=0)
         for p in parts:
             address = _core.raw_malloc(p)
             view(address, p).fill(0xEE)
@@ -407,7 +418,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     @rule(target=handler_blocks, parts=st.lists(st.integers(min_value=MiB, max_value=3 * MiB), min_size=2, max_size=5))
     def gather(self, parts):
         """A request larger than any idle region takes their pages together."""
-        zk.configure(budget=0)
+        configure(budget=0)
         for p in parts:
             address = _core.raw_malloc(p)
             view(address, p).fill(0xEE)
@@ -416,7 +427,7 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     @rule(decay=st.sampled_from([0, 10, 1000, 10000]))
     def set_decay(self, decay):
-        zk.configure(decay_ms=decay)
+        configure(decay_ms=decay)
 
     def _decay_pass(self, seconds: float, busy: bool) -> int:
         step = int(seconds * S)
@@ -512,7 +523,7 @@ class AllocatorMachine(RuleBasedStateMachine):
             ph.phase.__exit__(None, None, None)
         for key in list(self.live):
             self.free(key)
-        zk.configure(**self.saved)
+        configure(**self.saved)
         gc.collect()
         zk.check()
         assert zk.stats().bytes_in_use == self.base_in_use

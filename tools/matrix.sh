@@ -29,7 +29,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 CORE_TESTS=(tests/test_packaging.py tests/test_install.py tests/test_reuse.py tests/test_threads.py
             tests/test_calloc.py tests/test_realloc.py tests/test_phase.py tests/test_secret.py
-            tests/test_stress.py tests/test_fork.py tests/test_numpy_suite.py)
+            tests/test_stress.py tests/test_fork.py tests/test_numpy_suite.py tests/test_no_python_inside.py)
 
 SDIST="" PYTHONS="" NUMPYS="oldest newest" FULL=0 REPAIR=0 EXPLICIT_PYTHONS=0
 while [ $# -gt 0 ]; do

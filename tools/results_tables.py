@@ -24,7 +24,11 @@ suite).  Kinds:
   a phase per round, with track=True, and tracemalloc alone;
 - ``libc``: peak RSS of every pattern in the file under numpy's default and
   install() with libc=keep and libc=leave, each pass's, and keep/leave
-  (what chose libc's default), with the idle pattern's RSS while idle.
+  (what chose libc's default), with the idle pattern's RSS while idle;
+- ``wholeprog``: the whole programs (bench/results/wholeprog.json) under every
+  allocator, CPU, wall, faults and peak RSS with their spread over the passes,
+  install()'s row before the do-no-harm policies beneath (WHOLEPROG_BEFORE),
+  and install()'s targets per program.
 
 The ``zkalloc-bg`` column (the background worker) is left out: the worker
 is no longer part of the product.
@@ -183,8 +187,22 @@ def libc(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: The whole-programs run of the code before the policies of issue 29 (its install() row sits under each program's).
+WHOLEPROG_BEFORE = "bench/results/wholeprog-before.json"
+
+
+def wholeprog(records: list[dict[str, Any]]) -> str:
+    """The whole programs (bench.wholeprog.summary): every allocator's CPU,
+    wall, faults and peak RSS with their spread, install()'s row from
+    WHOLEPROG_BEFORE beneath, and install()'s targets."""
+    from bench import wholeprog as programs
+    before = load(WHOLEPROG_BEFORE) if (ROOT / WHOLEPROG_BEFORE).exists() else []
+    return programs.summary(records, before)
+
+
 KINDS: dict[str, Callable[[list[dict[str, Any]]], str]] = {"front": front, "warm": warm, "cold": cold,
-                                                           "coverage": coverage, "peak": peak, "libc": libc}
+                                                           "coverage": coverage, "peak": peak, "libc": libc,
+                                                           "wholeprog": wholeprog}
 
 
 def render(text: str) -> str:

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Run the core's C test and the Python tests under sanitizers and valgrind.
 #
-#   tools/sanitize.sh [c-asan] [c-tsan] [c-valgrind] [py-asan] [py-asan-core] [py-valgrind]
+#   tools/sanitize.sh [c-asan] [c-tsan] [c-tsan-stress] [c-valgrind] [py-asan] [py-asan-core] [py-valgrind]
 #                                                            (default: c-asan c-valgrind py-asan-core)
 #
 # c-asan       tests/c/test_core.c linked with the core, -fsanitize=address,undefined
-# c-tsan       the same under ThreadSanitizer (informational: see README)
+# c-tsan       the same under ThreadSanitizer (48k operations; minutes on a loaded machine)
+# c-tsan-stress tests/c/stress_tsan.c under ThreadSanitizer: short-lived threads through numpy's,
+#              the phases' and the raw domain's routes, the decay thread, tracking (peak
+#              snapshots) and every maintenance call (release, soften, trim, check, stats, peak
+#              reads) at once; STRESS_RUNS processes (TSan reports a race once per process) of
+#              STRESS_SECONDS each; any report fails.  What .ci/run runs (about a minute)
 # c-valgrind   the same, plain build, under valgrind memcheck (ZK_TEST_NO_REMAP=1, see below)
 # py-asan      a copy of the checkout built with ZKALLOC_SANITIZE=address,undefined (the core and
 #              the Cython-generated _core.c alike), then the whole pytest suite (tests/) with the
 #              ASan runtime preloaded; children that the bench and `compare` start keep it first in
-#              their LD_PRELOAD (zkalloc_np/_sanitizer.py); tests marked no_asan are skipped, with why
+#              their LD_PRELOAD (zkalloc_np/cli/sanitizer.py); tests marked no_asan are skipped, with why
 # py-asan-core the same build, the core tests only (PY_TESTS below: stress, threads, fork, state
 #              machine, phases, secrets, pressure, realloc, calloc); what .ci/run runs
 # py-valgrind  the Python stress test under valgrind (PYTHONMALLOC=malloc; slow, small run)
@@ -24,7 +29,7 @@
 # setup.py).
 #
 # Environment: CC (default gcc), PYTHON (default python), C_OPS (ops per C thread, default
-# 3000), ZKALLOC_STRESS_OPS (ops per Python thread, default 1500), VG_OPS (default 500),
+# 3000), STRESS_SECONDS (default 12), STRESS_RUNS (default 3), STRESS_THREADS (default 3), ZKALLOC_STRESS_OPS (ops per Python thread, default 1500), VG_OPS (default 500),
 # KEEP_GOING (default 0), PYTEST_ARGS (more pytest arguments for py-asan and py-asan-core, split
 # on spaces, e.g. "-k fork -x"), TESTS (test paths or ids that replace the mode's selection),
 # REPORTS (a folder that keeps the report files; default: a
@@ -47,7 +52,7 @@ CORE=("$ROOT"/cython/zk/*.c)
 CFLAGS=(-std=c11 -O1 -g -Wall -Wextra -pthread -fno-omit-frame-pointer -I"$ROOT/cython/zk")
 PY_TESTS=(tests/test_stress.py tests/test_threads.py tests/test_fork.py tests/test_state_machine.py tests/test_phase.py tests/test_secret.py
           tests/test_pressure.py tests/test_realloc.py tests/test_calloc.py tests/test_raw_domain.py tests/test_libc.py
-          tests/test_peak_budget.py tests/test_one_source.py)
+          tests/test_peak_budget.py tests/test_one_source.py tests/test_no_python_inside.py)
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -63,6 +68,15 @@ c_tsan() {
     step "C test under TSan ($C_OPS ops x 8 threads)"
     "$CC" "${CFLAGS[@]}" -fsanitize=thread "$ROOT/tests/c/test_core.c" "${CORE[@]}" -o "$WORK/test_core_tsan"
     TSAN_OPTIONS=halt_on_error=1 ZK_TEST_FORK_ROUNDS=0 "$WORK/test_core_tsan" "$C_OPS" 8
+}
+
+c_tsan_stress() {
+    local seconds="${STRESS_SECONDS:-12}" runs="${STRESS_RUNS:-3}" threads="${STRESS_THREADS:-3}"
+    step "C race stress under TSan ($runs runs x ${seconds}s, $threads threads starting short-lived workers)"
+    "$CC" "${CFLAGS[@]}" -fsanitize=thread "$ROOT/tests/c/stress_tsan.c" "${CORE[@]}" -o "$WORK/stress_tsan"
+    for ((i = 1; i <= runs; i++)); do
+        TSAN_OPTIONS="halt_on_error=1:exitcode=66" "$WORK/stress_tsan" "$seconds" "$threads"
+    done
 }
 
 c_valgrind() {
@@ -156,11 +170,12 @@ for s in "${steps[@]}"; do
     case "$s" in
         c-asan) c_asan ;;
         c-tsan) c_tsan ;;
+        c-tsan-stress) c_tsan_stress ;;
         c-valgrind) c_valgrind ;;
         py-asan) py_asan ;;
         py-asan-core) py_asan_core ;;
         py-valgrind) py_valgrind ;;
-        *) echo "unknown step $s (c-asan c-tsan c-valgrind py-asan py-asan-core py-valgrind)" >&2; exit 2 ;;
+        *) echo "unknown step $s (c-asan c-tsan c-tsan-stress c-valgrind py-asan py-asan-core py-valgrind)" >&2; exit 2 ;;
     esac
 done
 printf '\nall sanitizer steps passed: %s\n' "${steps[*]}"

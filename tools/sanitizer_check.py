@@ -2,8 +2,9 @@
 
   python tools/sanitizer_check.py build EXTENSION.so
       Check that every compile unit of the extension that is zkalloc's own (the core's
-      cython/zk/*.c and the Cython-generated _core.c) was compiled with -fsanitize=address
-      (gcc records each unit's flags in DW_AT_producer).  Exit 1, naming the units, if not.
+      cython/zk/*.c, the caller probe cython/zkpy/zk_py.c and the Cython-generated _core.c)
+      was compiled with -fsanitize=address (gcc records each unit's flags in DW_AT_producer).
+      Exit 1, naming the units, if not.
 
   python tools/sanitizer_check.py reports DIR
       List the sanitizer reports written under DIR (the runtimes' log_path files, <prefix>.<pid>),
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 HEADLINE = re.compile(r"^(?:==\d+==)?(?:ERROR: )?(?:Address|Leak|UndefinedBehavior)Sanitizer: (?!DEADLYSIGNAL).*"
                       r"|^.*runtime error: .*$", re.M)
 FRAME = re.compile(r"^\s*#(\d+) 0x[0-9a-f]+ in (\S+) (\S+)", re.M)
-OURS = re.compile(r"cython/zk/|_core\.(c|pyx)|zkalloc_np")
+OURS = re.compile(r"cython/zk(py)?/|_core\.(c|pyx)|zkalloc_np")
 
 
 def compile_units(so: str) -> list[tuple[str, str]]:
@@ -40,7 +41,7 @@ def compile_units(so: str) -> list[tuple[str, str]]:
 
 def check_build(so: str) -> int:
     """0 when zkalloc's compile units in `so`, _core.c among them, have -fsanitize=address."""
-    ours = [(n, p) for n, p in compile_units(so) if n.endswith("_core.c") or "cython/zk/" in n or n.startswith("zk_")]
+    ours = [(n, p) for n, p in compile_units(so) if n.endswith("_core.c") or OURS.search(n) or n.startswith("zk_")]
     plain = [n for n, p in ours if "-fsanitize=address" not in p]
     has_cython = any(n.endswith("_core.c") for n, _ in ours)
     print(f"{os.path.basename(so)}: {len(ours)} compile unit(s) of zkalloc's, "

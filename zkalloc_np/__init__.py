@@ -15,6 +15,7 @@ page-faulting.  Smaller requests go to numpy's own allocator.
 """
 import numbers
 import warnings
+from typing import Any as _Any
 
 from . import _core, _log, _settings
 from ._format import fmt_bytes as _fmt_bytes
@@ -36,7 +37,7 @@ __all__ = [
     "HANDLER_NAME", "ClassStats", "EscapedArray", "InvariantError", "PeakReport", "Phase", "PhaseBudgetError", "PhaseEscapeError", "PhaseEscapeWarning",
     "PhaseStats", "PhaseTotals", "SecretInfo", "SecretMemoryError",
     "SecretWarning", "Settings", "SettingsWarning", "SiteBytes", "Stats", "check", "configure", "install", "installed", "is_installed",
-    "is_secret", "owns", "phase", "release", "reserve", "reset_stats", "secret", "secret_empty",
+    "compare", "is_secret", "load_ipython_extension", "owns", "phase", "release", "reserve", "reset_stats", "secret", "secret_empty",
     "secret_info", "secret_zeros", "setting_sources", "settings", "soften", "stats", "uninstall",
 ]
 
@@ -96,13 +97,39 @@ def reserve(nbytes: int, count: int = 1) -> int:
     return int(rc)
 
 
-def check() -> None:
+def compare(fn: _Any, *args: _Any, rounds: int = 5, warmup: int = 1, **kwargs: _Any) -> _Any:
+    """Does the cache help ``fn(*args, **kwargs)``?  Runs it `rounds` times
+    with numpy's default and `rounds` times with zkalloc (``installed()``,
+    this thread), alternating, after `warmup` rounds of each, and returns an
+    ``ABResult`` (spreads, speedup, and a verdict by the rule of
+    ``python -m zkalloc_np compare``: wall time on an idle machine, CPU time
+    with a margin or no verdict on a loaded one).  See zkalloc_np.cli.ab."""
+    from .cli.ab import compare as _compare
+    return _compare(fn, *args, rounds=rounds, warmup=warmup, **kwargs)
+
+
+def load_ipython_extension(ipython: _Any) -> None:
+    """``%load_ext zkalloc_np``: the ``%zkcompare`` line and cell magic
+    (zkalloc_np.cli.ipython)."""
+    from .cli.ipython import register
+    register(ipython)
+
+
+def check() -> bool:
     """Verify the core's invariants (no region lost, cached twice, or
-    miscounted; every segment it holds mapped, per /proc/self/maps).  Exact
-    only while no other thread allocates.  InvariantError naming the broken one."""
+    miscounted; every segment it holds mapped, per /proc/self/maps).
+
+    True: every invariant was checked and holds.  False: busy, other threads'
+    requests were in flight on every attempt (about 50 ms of them), so the
+    totals could not be compared exactly; nothing it could see was broken.
+    InvariantError naming the broken one.  It never changes the allocator's
+    state, so it is safe to call while other threads allocate."""
     broken = _core.check()
+    if broken == _core.CHECK_BUSY:
+        return False
     if broken is not None:
         raise InvariantError(f"zkalloc invariant broken: {broken}")
+    return True
 
 
 _settings.load_environment(strict=False)

@@ -77,7 +77,19 @@ def activity_lines(before: Stats | None, after: Stats) -> list[str]:
     failures = _gain(after.map_failures, prev("map_failures"))
     if failures:
         lines.append(f"{failures} new mapping(s) refused by the kernel (served by numpy's allocator or MemoryError)")
+    refused = _gain(after.budget_refusals, prev("budget_refusals"))
+    if refused:
+        lines.append(budget_refusal_text(refused))
     return lines
+
+
+def budget_refusal_text(refused: int) -> str:
+    """What `refused` budget refusals were, naming the process budget as it is now."""
+    from ._settings import current
+    budget = current()["budget"]
+    which = (f"the process budget (budget={fmt_bytes(budget)}, ZKALLOC_BUDGET or configure(budget=...)) or a "
+             "phase's budget" if budget else "a phase's budget (phase(budget=...))")
+    return f"{refused} request(s) refused by {which}: numpy raised MemoryError for each"
 
 
 def log_activity(where: str) -> None:

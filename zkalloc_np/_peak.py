@@ -5,57 +5,37 @@ A snapshot lists every region in use at one moment: the phase that
 allocated it (by serial), its bytes, its class and, for tracked requests,
 its allocation site.  A site is the innermost Python frame outside numpy and
 zkalloc_np at the allocation (the line of the prover that called np.zeros,
-np.concatenate, a ufunc...), interned here as a small number the core keeps
-in the region's descriptor.
+np.concatenate, a ufunc...).  The core records it in C, inside the
+allocation, by reading the thread's frames without running Python
+(cython/zkpy/zk_py.c: a number for each (code object, line), kept in the
+region's descriptor); it is turned into 'file:line' only here, when a
+report is read.  A request made without the main interpreter's GIL (numpy
+releases it in a few resizes; a subinterpreter; a C thread) has site 0,
+'(unknown)': the report counts those bytes (unknown_site_bytes).
 """
 from __future__ import annotations
 
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._forksafe import fork_safe_lock
 from ._format import fmt_bytes
 
 #: Frames in these folders are not a site: the site is the caller's line.
 _SKIP = tuple(os.path.dirname(path) + os.sep for path in (np.__file__, __file__))
+_core.site_skip_files(_SKIP)
 
-_lock = fork_safe_lock()
-_ids: dict[tuple[str, int], int] = {}
-_names: list[str] = ["(unknown)"]   # site 0: not recorded
-
-
-def current_site() -> int:
-    """The site of the allocation under way: called by the core (through
-    _core.set_site_source) on tracked requests, with the GIL held."""
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
-        frame = frame.f_back
-    if frame is None:
-        return 0
-    key = (frame.f_code.co_filename, frame.f_lineno)
-    site = _ids.get(key)
-    if site is None:
-        with _lock:
-            site = _ids.get(key)
-            if site is None:
-                site = _ids[key] = len(_names)
-                _names.append(f"{key[0]}:{key[1]}")
-    return site
+UNKNOWN = "(unknown)"   # the name of site 0: not recorded, or not readable where it was made
 
 
 def site_name(site: int) -> str:
     """'file:line' of a site number (site 0 is '(unknown)')."""
-    return _names[site] if 0 <= site < len(_names) else "(unknown)"
-
-
-_core.set_site_source(current_site)
+    where = _core.site_where(site)
+    return UNKNOWN if where is None else f"{where[0]}:{where[1]}"
 
 
 @dataclass(frozen=True)
@@ -84,7 +64,9 @@ class PeakReport:
     unlisted_bytes: regions the snapshot had no memory to list;
     snapshots / snapshot_seconds: how many snapshots were taken (the one
     kept and those it replaced) and the time they took: what recording the
-    peak cost.
+    peak cost.  unknown_site_bytes: the own bytes of the '(unknown)' row:
+    allocated untracked, or where no site can be read (without the GIL, in
+    a subinterpreter, or on a Python whose frames zkalloc cannot read).
     """
 
     bytes: int
@@ -96,6 +78,7 @@ class PeakReport:
     unlisted_bytes: int = 0
     snapshots: int = 0
     snapshot_seconds: float = 0.0
+    unknown_site_bytes: int = 0
 
     def lines(self, top: int = 5) -> list[str]:
         """A readable summary: the total, the top sites, the classes."""
@@ -106,6 +89,11 @@ class PeakReport:
         if len(self.by_site) > top:
             rest = sum(s.bytes for s in self.by_site[top:])
             out.append(f"  {fmt_bytes(rest):>10} from {len(self.by_site) - top} other site(s)")
+        if self.unknown_site_bytes and not _core.SITES_READ_FRAMES:
+            out.append("  (no site is recorded on this Python: zkalloc reads the frames of CPython 3.10 to 3.13)")
+        elif self.unknown_site_bytes and len(self.by_site) > 1:
+            out.append(f"  {fmt_bytes(self.unknown_site_bytes):>10} of it at an unknown site (allocated untracked, "
+                       "without the GIL or in a subinterpreter)")
         return out
 
     def __str__(self) -> str:
@@ -139,9 +127,16 @@ def report(snapshot: tuple[dict[str, int], list[tuple[int, int, int, int]]], own
         classes[_core.class_bytes(cls)] += nbytes
         if own is None:
             phases[names.get(scope, "") if scope else ""] += nbytes
-    by_site = tuple(SiteBytes(site_name(s), b, arrays[s]) for s, b in sites.most_common())
+    # Sites by name: two code objects on one line (a lambda and its function) are one row.
+    named: Counter[str] = Counter()
+    named_arrays: Counter[str] = Counter()
+    for s, b in sites.items():
+        named[site_name(s)] += b
+        named_arrays[site_name(s)] += arrays[s]
+    by_site = tuple(SiteBytes(name, b, named_arrays[name]) for name, b in named.most_common())
     return PeakReport(bytes=int(info["live"]), peak_bytes=max(peak_bytes, int(info["live"])), by_site=by_site,
-                      by_class=dict(sorted(classes.items(), reverse=True)), outside_bytes=outside,
+                      by_class=dict(sorted(classes.items(), reverse=True)), unknown_site_bytes=named[UNKNOWN],
+                      outside_bytes=outside,
                       by_phase=dict(phases.most_common()), unlisted_bytes=int(info["unlisted_bytes"]),
                       snapshots=int(info["snapshots"]), snapshot_seconds=info["snapshot_ns"] / 1e9)
 
@@ -149,5 +144,5 @@ def report(snapshot: tuple[dict[str, int], list[tuple[int, int, int, int]]], own
 def top_sites_text(snapshot: Any, own: int, top: int = 3) -> str:
     """'8.0 MiB from f.py:12, ...' of a snapshot's own entries ('' if none)."""
     rep = report(snapshot, own, 0)
-    named = [s for s in rep.by_site if s.site != "(unknown)"]
+    named = [s for s in rep.by_site if s.site != UNKNOWN]
     return ", ".join(f"{fmt_bytes(s.bytes)} from {s.site}" for s in named[:top])

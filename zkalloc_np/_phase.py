@@ -32,6 +32,7 @@ import gc
 import sys
 import tracemalloc
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any
@@ -45,6 +46,17 @@ from ._format import fmt_bytes
 from ._peak import PeakReport
 from ._secret import secret_active
 from ._settings import parse_size
+
+#: Called as hook(event, name), event "enter" or "exit", in the thread that
+#: enters or leaves a phase, from Python, never from inside an allocation
+#: (``run --timeline`` records the phases' spans with one).
+PHASE_HOOKS: list[Callable[[str, str], None]] = []
+
+
+def _notify(event: str, name: str) -> None:
+    for hook in PHASE_HOOKS:
+        hook(event, name)
+
 
 _MAX_BYTES = _core.class_bytes(_core.NCLASSES - 1)
 UNNAMED = "(unnamed)"
@@ -167,6 +179,14 @@ class PhaseStats:
             f"{self.realloc_in_place} in place, {self.realloc_moved} moved; invalid frees {self.invalid_frees}",
         ])
 
+    def __repr__(self) -> str:
+        return (f"<PhaseStats {self.name!r} {'closed' if self.closed else 'open'}: {self.arrays} arrays, peak "
+                f"{fmt_bytes(self.peak_bytes)}, {self.hits} hits, {self.misses} misses>")
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython shows the report (str), not the dataclass's every field."""
+        p.text(repr(self) if cycle else str(self))
+
 
 @dataclass
 class PhaseTotals:
@@ -207,7 +227,7 @@ class PhaseTotals:
 
 
 _totals: dict[str, PhaseTotals] = {}
-_totals_lock = fork_safe_lock()
+_totals_lock = fork_safe_lock()   # re-made unlocked in a fork child (_forksafe)
 
 
 def phase_totals() -> dict[str, PhaseTotals]:
@@ -273,7 +293,6 @@ class Phase:
         self._released_bytes = 0
         self._cached_at_entry = 0
         self._started_tracemalloc = False
-        self._raw_token: int | None = None   # this thread's previous raw-domain phase
 
     # ---- entry ---------------------------------------------------------------
 
@@ -281,6 +300,7 @@ class Phase:
         if self._state != "new":
             raise RuntimeError(f"phase {self.name!r} was already entered; make a new phase() per block")
         self._state = "open"
+        _notify("enter", self.name)
         if secret_active():
             self._deferred = True
             return self
@@ -292,10 +312,9 @@ class Phase:
         self._hot_start()
         self._capsule = _core.scope_capsule(self.track, self.budget or 0)
         _name_serial(_core.scope_serial(self._capsule), self.name)
+        # Raw-domain blocks (bytes, tobytes()) made in this context are the
+        # phase's too: the core reads the same contextvar (cython/zkpy/zk_py.c).
         self._entry = _handler_stack.enter(self._capsule)
-        # Raw-domain blocks (bytes, tobytes()) this thread makes are
-        # the phase's too (per thread: the raw domain has no contextvar).
-        self._raw_token = _core.raw_scope_enter(self._capsule)
         return self
 
     def _hot_start(self) -> None:
@@ -318,13 +337,11 @@ class Phase:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._state = "closed"
+        _notify("exit", self.name)
         if self._deferred:
             return
         _handler_stack.leave(self._entry)
         self._entry = None
-        if self._raw_token is not None:
-            _core.raw_scope_leave(self._raw_token)
-            self._raw_token = None
         _core.scope_close(self._capsule)
         if self.release_after:
             self._released_bytes = _core.trim_to(self._cached_at_entry)
@@ -412,7 +429,8 @@ class Phase:
     def owns(self, array: np.ndarray | bytes | bytearray) -> bool:
         """Whether the array's data (its base's, for a view) was allocated in
         this phase and is alive (escaped arrays included); for a ``bytes`` or
-        ``bytearray`` made on the phase's thread, its block ."""
+        ``bytearray`` made in the phase's context (the thread or asyncio task
+        that entered it, a task started inside it), its block."""
         address = block_address(array, "owns")
         if address is None or self._capsule is None:
             return False
@@ -532,8 +550,12 @@ def phase(name: str | None = None, *, on_escape: str = "ignore", track: bool = F
     Every phase records what was live at its peak (stats.peak): cheap
     enough to leave on, see PeakReport for its precision.
 
+    Under ``install()``, Python's raw-domain blocks (``bytes``,
+    ``tobytes()``) made in the block's context are the phase's too, exactly
+    as numpy's arrays are: another asyncio task or thread is not in it.
+
     Phases nest (the innermost tags; an outer phase does not count the inner
-    one's arrays), phases in different threads are independent, inside
+    one's arrays), phases in different threads or tasks are independent, inside
     ``secret()`` secret memory wins, and an exception still ends the phase.
     A context copied inside the block keeps working after it: its requests
     then go to the cache untagged.

@@ -57,6 +57,7 @@ class Settings(TypedDict):
 #: who reads it.  Any ZKALLOC_* name in neither list is reported as unknown.
 OTHER_ENV_VARS: dict[str, str] = {
     "ZKALLOC_LOG": "debug logging to stderr through the 'zkalloc_np' logger (1/0)",
+    "ZKALLOC_SUBPROCESS": "install zkalloc in every Python process started with it (1, or a folder for reports)",
     "ZKALLOC_CFLAGS": "build: extra C flags for the core (setup.py)",
     "ZKALLOC_LDFLAGS": "build: extra link flags for the extension (setup.py)",
     "ZKALLOC_SANITIZE": "build: sanitizers for the core (setup.py, tools/sanitize.sh)",

@@ -156,6 +156,15 @@ class Stats:
         """Plain dict (classes as a list of dicts), ready for json.dumps."""
         return dataclasses.asdict(self)
 
+    def __repr__(self) -> str:
+        return (f"<Stats {self.hits} hits, {self.misses} misses ({self.hit_rate:.1%}), in use "
+                f"{fmt_bytes(self.bytes_in_use)}, cached {fmt_bytes(self.bytes_cached)}, install "
+                f"{'on' if self.installed else 'off'}; str() or print() for the report>")
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """IPython shows the report (str), not the dataclass's every field."""
+        p.text(repr(self) if cycle else str(self))
+
     def __str__(self) -> str:
         lines = [
             f"zkalloc: {self.hits} hits, {self.misses} misses (hit rate {self.hit_rate:.1%}), "
@@ -174,6 +183,9 @@ class Stats:
             f"too large to cache {self.uncached_frees}, huge pages {'on' if self.thp else 'off'}, "
             f"process-wide install {'on' if self.installed else 'off'}",
         ]
+        if self.budget_refusals:
+            from ._log import budget_refusal_text
+            lines.append(f"  budget: {budget_refusal_text(self.budget_refusals)}")
         if self.raw_allocs or self.raw_frees:
             lines.append(f"  Python raw domain: {self.raw_allocs} blocks served ({fmt_bytes(self.raw_bytes)}), "
                          f"{self.raw_frees} freed, {self.raw_reallocs} reallocs ({self.raw_moved_out} moved out)")

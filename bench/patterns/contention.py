@@ -19,15 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "contention"
-UNIT = "threads"
 ARRAY_BYTES = 64 << 20
 ITERATIONS = 4
-TEST_SIZE = 2
 MAX_THREADS = os.cpu_count() or 1
-SIZES = [t for t in (1, 2, 4, 8, 16, 32, 64) if t <= MAX_THREADS] or [1]
 
 # Set by bench.allocators: the context a new thread enters to use the
 # allocator under test (zkalloc.installed() for the scoped zkalloc).
@@ -82,4 +78,5 @@ def prepare(size: int, ideal: bool = False, array_bytes: int = ARRAY_BYTES) -> B
     return body
 
 
-run = runner(prepare)
+PATTERN = Pattern("contention", tuple(t for t in (1, 2, 4, 8, 16, 32, 64) if t <= MAX_THREADS) or (1,), prepare,
+                  unit="threads", tags=frozenset({"ideal"}), test_size=2, bytes_per_round=bytes_per_round)

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "expr_churn"
-PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
-SIZES = [2 << 20, 32 << 20]
-TEST_SIZE = 1 << 16
 P = 15 * 2**27 + 1
 
 
@@ -62,4 +58,4 @@ def prepare(size: int, ideal: bool) -> Body:
     return lambda: expressions(a, b, c)
 
 
-run = runner(prepare)
+PATTERN = Pattern("expr_churn", (2 << 20, 32 << 20), prepare, tags=frozenset({"ideal", "phase"}))

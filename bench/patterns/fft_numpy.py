@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "fft_numpy"
-UNIT = "log2n"
-SIZES = [20, 22]
-TEST_SIZE = 12
-LIBC = True   # the zkalloc-global-leave variant runs it by default
 
 
 def signal(log2n: int) -> np.ndarray:
@@ -51,4 +46,4 @@ def prepare(size: int, ideal: bool) -> Body:
     return preallocated
 
 
-run = runner(prepare)
+PATTERN = Pattern("fft_numpy", (20, 22), prepare, unit="log2n", tags=frozenset({"ideal", "libc"}), test_size=12)

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "fft_rounds"
-PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
-SIZES = [8 << 20, 32 << 20, 128 << 20]   # 2^18, 2^20, 2^22 points x 32 bytes
-TEST_SIZE = 1 << 16
 LIMBS = 4
 FILL = 0x5EED_0F_F1E1D   # any nonzero limb value
 
@@ -34,4 +30,5 @@ def prepare(size: int, ideal: bool) -> Body:
     return lambda: new_vector(size)
 
 
-run = runner(prepare)
+PATTERN = Pattern("fft_rounds", (8 << 20, 32 << 20, 128 << 20),   # 2^18, 2^20, 2^22 points x 32 bytes
+                  prepare, tags=frozenset({"ideal", "phase"}))

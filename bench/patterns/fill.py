@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "fill"
-SIZES = [512 << 20]
-TEST_SIZE = 1 << 16
 
 
 def _round(size: int) -> None:
@@ -30,4 +27,4 @@ def prepare(size: int, ideal: bool) -> Body:
     return lambda: _round(size)
 
 
-run = runner(prepare)
+PATTERN = Pattern("fill", (512 << 20,), prepare, tags=frozenset({"ideal"}))

@@ -8,11 +8,8 @@ import sys
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "first_touch"
-SIZES = [32 << 20, 256 << 20]
-TEST_SIZE = 1 << 16
 
 
 def _release() -> None:
@@ -34,4 +31,4 @@ def prepare(size: int, ideal: bool) -> Body:
     return body
 
 
-run = runner(prepare)
+PATTERN = Pattern("first_touch", (32 << 20, 256 << 20), prepare, tags=frozenset({"ideal", "first-touch"}))

@@ -15,15 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "galois_ntt"
-UNIT = "log2n"
-HAS_IDEAL = False
-SIZES = [16, 20]
-# Every worker pays ~7 s for import, GF(p) and JIT: two passes at most.
-PASSES = 2
-TEST_SIZE = 10
 P = 15 * 2**27 + 1
 
 
@@ -53,4 +46,6 @@ def prepare(size: int, ideal: bool = False) -> Body:
     return lambda: round_trip(x)
 
 
-run = runner(prepare)
+PATTERN = Pattern("galois_ntt", (16, 20), prepare, unit="log2n", test_size=10,
+                  max_passes=2,   # every worker pays ~7 s for import, GF(p) and JIT
+                  unavailable=unavailable)

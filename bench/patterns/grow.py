@@ -21,12 +21,8 @@ import math
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "grow"
-SIZES = [512 << 20]
-QUICK_SIZE = 128 << 20   # --quick: a smoke run, not a measurement
-TEST_SIZE = 8 << 20
 LOW, HIGH = 256 << 10, 32 << 20   # bytes: the smallest and largest array of a mix
 MIXES = 32                        # distinct mixes, cycled (more than any worker runs rounds)
 GOLDEN = (math.sqrt(5) - 1) / 2   # the mode's step per round: spreads modes evenly
@@ -86,4 +82,6 @@ def prepare(size: int, ideal: bool) -> Body:
     return body
 
 
-run = runner(prepare)
+PATTERN = Pattern("grow", (512 << 20,), prepare, tags=frozenset({"ideal"}), test_size=8 << 20,
+                  quick_size=128 << 20,   # --quick: a smoke run, not a measurement
+                  bytes_per_round=bytes_per_round)

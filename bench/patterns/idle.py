@@ -14,16 +14,9 @@ import time
 from typing import Any
 
 from . import ntt_prover
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "idle"
-UNIT = "s idle"
-SIZES = [3]
-TEST_SIZE = 0
-QUICK_SIZE = 1
-HAS_IDEAL = False
 LOG_N = 20
-ZKALLOC_SETTINGS = {"decay_ms": 1000}
 
 
 def prepare(size: int, ideal: bool) -> Body:
@@ -46,4 +39,6 @@ def after_rounds(size: int, body: Body) -> dict[str, Any]:
     return {"idle_rss_bytes": rss, "after_idle_s": time.perf_counter() - t0}
 
 
-run = runner(prepare)
+ZKALLOC_SETTINGS = {"decay_ms": 1000}
+PATTERN = Pattern("idle", (3,), prepare, unit="s idle", test_size=0, quick_size=1,
+                  zkalloc_settings=ZKALLOC_SETTINGS, after_rounds=after_rounds)

@@ -17,13 +17,8 @@ import hashlib
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "merkle_bytes"
-UNIT = "log2n"
-SIZES = [20, 23]
-TEST_SIZE = 12
-LIBC = True   # the zkalloc-global-leave variant runs it by default
 CHUNK_LEAVES = 1024
 DIGEST = 32
 
@@ -59,4 +54,4 @@ def prepare(size: int, ideal: bool) -> Body:
     return preallocated
 
 
-run = runner(prepare)
+PATTERN = Pattern("merkle_bytes", (20, 23), prepare, unit="log2n", tags=frozenset({"ideal", "libc"}), test_size=12)

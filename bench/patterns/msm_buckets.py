@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._timing import Body, timed
+from ._pattern import Body, Pattern
 
 COUNT = 16
 WORDS_PER_TOUCH = 4
@@ -75,73 +75,51 @@ class _Compute:
             np.remainder(self.t, P, out=self.t)
 
 
-class _Buckets:
-    PATTERN = "msm_buckets"
-    PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
-    SIZES: tuple[int, ...] = (6 << 20,)
-    USES_ZEROS = True
-    TEST_SIZE = 1 << 16
+def _buckets_body(size: int, ideal: bool) -> Body:
+    """The body of one msm_buckets round."""
+    if ideal:
+        buffers = make_buckets(COUNT, size)
 
-    def _body(self, size: int, ideal: bool) -> Body:
-        if ideal:
-            buffers = make_buckets(COUNT, size)
-
-            def reuse() -> None:
-                for b in buffers:
-                    b.fill(0)
-                    touch_sparse(b)
-            return reuse
-
-        def fresh() -> None:
-            for b in make_buckets(COUNT, size):
+        def reuse() -> None:
+            for b in buffers:
+                b.fill(0)
                 touch_sparse(b)
-        return fresh
+        return reuse
 
-    def prepare(self, size: int, ideal: bool = False) -> Body:
-        """The body of one round."""
-        return self._body(size, ideal)
-
-    def run(self, size: int, rounds: int, ideal: bool = False) -> list[float]:
-        """Seconds per round."""
-        return timed(self.prepare(size, ideal), rounds)
+    def fresh() -> None:
+        for b in make_buckets(COUNT, size):
+            touch_sparse(b)
+    return fresh
 
 
-class _Windows(_Buckets):
-    PATTERN = "msm_windows"
-    UNIT = "c"
-    SIZES = tuple(sorted(WINDOWS))
-    TEST_SIZE = 10
+def _windows_body(size: int, ideal: bool) -> Body:
+    """The body of one msm_windows round."""
+    if ideal:
+        windows = make_windows(size)
 
-    def prepare(self, size: int, ideal: bool = False) -> Body:
-        """The body of one round."""
-        if ideal:
-            windows = make_windows(size)
-
-            def reuse() -> None:
-                for w in windows:
-                    w.fill(0)
-                    touch_ends(w)
-            return reuse
-
-        def fresh() -> None:
-            for w in make_windows(size):
+        def reuse() -> None:
+            for w in windows:
+                w.fill(0)
                 touch_ends(w)
-        return fresh
+        return reuse
+
+    def fresh() -> None:
+        for w in make_windows(size):
+            touch_ends(w)
+    return fresh
 
 
-class _WithCompute(_Buckets):
-    PATTERN = "msm_compute"
+def _compute_body(size: int, ideal: bool) -> Body:
+    """The body of one msm_compute round: the buckets, then the compute."""
+    buckets_round, compute = _buckets_body(size, ideal), _Compute()
 
-    def prepare(self, size: int, ideal: bool = False) -> Body:
-        """The body of one round: the buckets, then the compute."""
-        buckets_round, compute = self._body(size, ideal), _Compute()
-
-        def body() -> None:
-            buckets_round()
-            compute()
-        return body
+    def body() -> None:
+        buckets_round()
+        compute()
+    return body
 
 
-buckets = _Buckets()
-windows = _Windows()
-compute = _WithCompute()
+_TAGS = frozenset({"ideal", "phase", "zeros"})
+buckets = Pattern("msm_buckets", (6 << 20,), _buckets_body, tags=_TAGS)
+windows = Pattern("msm_windows", tuple(sorted(WINDOWS)), _windows_body, unit="c", tags=_TAGS, test_size=10)
+compute = Pattern("msm_compute", (6 << 20,), _compute_body, tags=_TAGS)

@@ -17,13 +17,8 @@ import numpy as np
 
 from zkalloc_np.ntt import GENERATOR, NTT, P, powers, random_field_elements
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "ntt_prover"
-PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
-UNIT = "log2n"
-SIZES = [18, 20]   # 2^22 (~2-5 s a round here) with --sizes 22
-TEST_SIZE = 10
 FINAL_LOG_N = 8
 INV2 = (P + 1) // 2
 U64 = np.uint64
@@ -159,4 +154,5 @@ def prepare(size: int, ideal: bool) -> Body:
     return (IdealProver(size) if ideal else Prover(size)).round
 
 
-run = runner(prepare)
+PATTERN = Pattern("ntt_prover", (18, 20),   # 2^22 (~2-5 s a round here) with --sizes 22
+                  prepare, unit="log2n", tags=frozenset({"ideal", "phase"}), test_size=10)

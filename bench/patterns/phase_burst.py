@@ -13,12 +13,8 @@ import itertools
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "phase_burst"
-PHASE_ROUNDS = True   # zkalloc-phase runs each round inside zkalloc.phase()
-SIZES = [6 << 20]
-TEST_SIZE = 1 << 18
 COUNT = 16
 
 
@@ -55,4 +51,4 @@ def prepare(size: int, ideal: bool) -> Body:
     return body
 
 
-run = runner(prepare)
+PATTERN = Pattern("phase_burst", (6 << 20,), prepare, tags=frozenset({"ideal", "phase"}), test_size=1 << 18)

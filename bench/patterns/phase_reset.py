@@ -17,41 +17,32 @@ import time
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
 ARRAY_BYTES = 64 << 10
 
 
-class _Reset:
-    UNIT = "arrays"
-    SIZES = [10, 10_000]
-    TEST_SIZE = 10
-    HAS_IDEAL = False
-    ONLY = ("zkalloc-phase",)
+def _reset_body(size: int, escape: bool) -> Body:
+    """One round: a phase of `size` arrays, freed or escaping; returns its exit's seconds."""
+    import zkalloc_np as zk
 
-    def __init__(self, pattern: str, escape: bool) -> None:
-        self.PATTERN = pattern
-        self.escape = escape
-        self.run = runner(self.prepare)
-
-    def prepare(self, size: int, ideal: bool) -> Body:
-        import zkalloc_np as zk
-
-        def body() -> float:
-            with zk.phase("bench-reset") as ph:
-                live = [np.empty(ARRAY_BYTES, np.uint8) for _ in range(size)]
-                for a in live:
-                    a[::4096] = 1
-                del a
-                if not self.escape:
-                    del live
-                start = time.perf_counter()
-            seconds = time.perf_counter() - start
-            if ph.stats.arrays < size or ph.stats.escaped_arrays != (size if self.escape else 0):
-                raise AssertionError(f"phase_reset: expected {size} arrays, got {ph.stats}")
-            return seconds
-        return body
+    def body() -> float:
+        with zk.phase("bench-reset") as ph:
+            live = [np.empty(ARRAY_BYTES, np.uint8) for _ in range(size)]
+            for a in live:
+                a[::4096] = 1
+            del a
+            if not escape:
+                del live
+            start = time.perf_counter()
+        seconds = time.perf_counter() - start
+        if ph.stats.arrays < size or ph.stats.escaped_arrays != (size if escape else 0):
+            raise AssertionError(f"phase_reset: expected {size} arrays, got {ph.stats}")
+        return seconds
+    return body
 
 
-dead = _Reset("phase_reset", escape=False)
-escaped = _Reset("phase_reset_escaped", escape=True)
+dead = Pattern("phase_reset", (10, 10_000), lambda size, ideal: _reset_body(size, escape=False), unit="arrays",
+               tags=frozenset({"phase-exit"}), test_size=10)
+escaped = Pattern("phase_reset_escaped", (10, 10_000), lambda size, ideal: _reset_body(size, escape=True),
+                  unit="arrays", tags=frozenset({"phase-exit"}), test_size=10)

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "small"
-HAS_IDEAL = False
-SIZES = [800, 8192]
-TEST_SIZE = 800
 EXPRESSIONS = 1000
 
 
@@ -26,4 +22,4 @@ def prepare(size: int, ideal: bool = False) -> Body:
     return body
 
 
-run = runner(prepare)
+PATTERN = Pattern("small", (800, 8192), prepare, test_size=800)

@@ -37,14 +37,9 @@ import numpy as np
 from zkalloc_np.ntt import GENERATOR, NTT, P, powers, random_field_elements
 
 from . import _fri, _merkle
-from ._timing import Body, runner
+from ._pattern import Body, Pattern
 
-PATTERN = "stark_prove"
-PHASE_ROUNDS = True   # zkalloc-phase runs each round (one proof) inside zkalloc.phase()
-UNIT = "log2n"
-SIZES = [14, 16]      # trace rows; LDE of 2^17 and 2^19 points
 TEST_SIZE = 9
-HAS_IDEAL = False
 BLOWUP = 8
 SHIFT = GENERATOR     # the LDE coset: SHIFT * <w_N>, disjoint from every subgroup
 WIDTHS = (1, 4, 8)
@@ -176,4 +171,5 @@ def prepare(size: int, ideal: bool = False) -> Body:
     return Prover(size).prove
 
 
-run = runner(prepare)
+PATTERN = Pattern("stark_prove", (14, 16),   # trace rows; LDE of 2^17 and 2^19 points
+                  prepare, unit="log2n", tags=frozenset({"phase"}), test_size=TEST_SIZE)

@@ -8,11 +8,13 @@ The ideal variant zeroes one preallocated buffer with fill(0).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from ._timing import Body, timed
+from ._pattern import Body, Pattern
 
-SIZES = [6 << 20, 64 << 20, 256 << 20]
+SIZES = (6 << 20, 64 << 20, 256 << 20)
 
 
 def _touch(a: np.ndarray, stride: int) -> None:
@@ -39,21 +41,7 @@ def prepare_with_stride(size: int, ideal: bool, stride: int) -> Body:
     return fresh
 
 
-class _Variant:
-    USES_ZEROS = True
-    TEST_SIZE = 1 << 16
-
-    def __init__(self, name: str, stride: int) -> None:
-        self.PATTERN, self.SIZES, self._stride = name, SIZES, stride
-
-    def prepare(self, size: int, ideal: bool = False) -> Body:
-        """The body of one round."""
-        return prepare_with_stride(size, ideal, self._stride)
-
-    def run(self, size: int, rounds: int, ideal: bool = False) -> list[float]:
-        """Seconds per round."""
-        return timed(self.prepare(size, ideal), rounds)
-
-
-dense = _Variant("zeros_dense", 1)
-sparse = _Variant("zeros_sparse", 32 << 10)
+dense = Pattern("zeros_dense", SIZES, functools.partial(prepare_with_stride, stride=1),
+                tags=frozenset({"ideal", "zeros"}))
+sparse = Pattern("zeros_sparse", SIZES, functools.partial(prepare_with_stride, stride=32 << 10),
+                 tags=frozenset({"ideal", "zeros"}))

@@ -122,13 +122,8 @@ static void drop_slack(zk_region *r, size_t bytes, const obtain_info *info)
     r->extent = extent > want ? extent : want;
 }
 
-static zk_region *obtain(size_t bytes, obtain_info *info)
+static zk_region *obtain_counted(int cls, size_t bytes, obtain_info *info)
 {
-    memset(info, 0, sizeof *info);
-    int cls = zk_class_of(bytes != 0 ? bytes : 1);
-    if (cls < 0)
-        return NULL;
-    zk_decay_wake();
     zk_region *r = take_cached(cls);
     if (r == NULL)
         r = take_larger(cls);
@@ -151,6 +146,21 @@ static zk_region *obtain(size_t bytes, obtain_info *info)
     r->flags &= ~ZK_RF_SOFT;   /* wanted again: written pages are plain pages */
     atomic_store_explicit(&r->site, 0, memory_order_relaxed);   /* a tracked request names its own (zk_peak.c) */
     zk_in_use_count(r);
+    return r;
+}
+
+/* From the first list a region leaves to the gauge that counts it in use,
+ * the request is in flight for zk_check(). */
+static zk_region *obtain(size_t bytes, obtain_info *info)
+{
+    memset(info, 0, sizeof *info);
+    int cls = zk_class_of(bytes != 0 ? bytes : 1);
+    if (cls < 0)
+        return NULL;
+    zk_decay_wake();
+    zk_traffic_counts *traffic = zk_traffic_begin();
+    zk_region *r = obtain_counted(cls, bytes, info);
+    zk_traffic_end(traffic);
     return r;
 }
 
@@ -180,8 +190,9 @@ static void fit_huge_pages(zk_region *r, obtain_info *info, size_t want)
 static void populate_fresh(zk_region *r, obtain_info *info, size_t bytes)
 {
     size_t want = page_rounded(r, bytes);
-    if (info->sample) {
+    if (info->fresh)
         fit_huge_pages(r, info, want);
+    if (info->sample) {
         uint64_t t0 = zk_thp_now_ns();
         if (zk_os_populate((void *)r->base, want) == 0)
             zk_thp_record(want, info->huge, zk_thp_now_ns() - t0);
@@ -298,7 +309,7 @@ static void park(zk_region *r)
     zk_heap_give_back(r);
 }
 
-bool zk_cache_free_region(zk_region *r)
+static bool free_region(zk_region *r)
 {
     unsigned expected = ZK_REGION_IN_USE;
     /* Only one of two racing frees moves the region to idle.  A stale
@@ -314,6 +325,15 @@ bool zk_cache_free_region(zk_region *r)
     zk_in_use_uncount(r);
     park(r);
     return true;
+}
+
+bool zk_cache_free_region(zk_region *r)
+{
+    /* from in use to a list (or given back): in flight for zk_check() */
+    zk_traffic_counts *traffic = zk_traffic_begin();
+    bool freed = free_region(r);
+    zk_traffic_end(traffic);
+    return freed;
 }
 
 int zk_cache_free(void *ptr)
@@ -436,9 +456,11 @@ void *zk_cache_realloc_region(zk_region *r, size_t bytes)
         return ptr;
     }
     if (ncls > r->cls && r->bytes >= REMAP_MIN_BYTES && !(r->flags & ZK_RF_MULTI)) {
+        zk_traffic_counts *traffic = zk_traffic_begin();
         zk_in_use_uncount(r);
         int rc = grow_by_move(r, ncls);
         zk_in_use_count(r);
+        zk_traffic_end(traffic);
         if (rc == ZK_OK) {
             r->extent = 0;   /* its user writes the grown part: unknown */
             zk_count(&zk_stats.realloc_remap, 1);
@@ -507,12 +529,13 @@ size_t zk_cache_release(void)
 {
     zk_tcache_drain_all();
     size_t total;
+    zk_traffic_counts *traffic = zk_traffic_begin();   /* evicted regions are in no list until vacated */
     zk_region *chain = zk_pool_evict(0, &total);
     zk_vacate_chain(chain, NULL, &zk_stats.released_bytes, false);
+    zk_traffic_end(traffic);
     zk_heap_lock();
     zk_heap_retry_unmaps();
     zk_heap_unlock();
-    zk_libc_trim();   /* what glibc keeps for us (libc=keep) goes back too */
     return total;
 }
 
@@ -525,8 +548,10 @@ size_t zk_cache_trim_to(size_t bytes)
         return 0;
     zk_tcache_drain_all();
     size_t total;
+    zk_traffic_counts *traffic = zk_traffic_begin();
     zk_region *chain = zk_pool_evict(bytes, &total);
     zk_vacate_chain(chain, NULL, &zk_stats.released_bytes, false);
+    zk_traffic_end(traffic);
     return total;
 }
 
@@ -536,8 +561,10 @@ void zk_cache_trim(void)
         return;
     zk_tcache_drain_all();   /* thread caches count against the cap too */
     size_t total;
+    zk_traffic_counts *traffic = zk_traffic_begin();
     zk_region *chain = zk_pool_evict(zk_opt_cache_bytes(), &total);
     zk_vacate_chain(chain, &zk_stats.evictions, &zk_stats.evicted_bytes, false);
+    zk_traffic_end(traffic);
 }
 
 /* Fault `count` regions of a class in now and keep them idle.  Asking for

@@ -43,6 +43,7 @@
 #include <time.h>
 
 #include "zk_internal.h"
+#include "zk_testing.h"
 
 #define NS_PER_MS 1000000u
 #define MAX_NAP_NS (100u * NS_PER_MS)

@@ -93,6 +93,7 @@ static void fork_child(void)
     zk_tcache_unlock_after_fork();
     zk_heap_unlock();
     zk_decay_fork_child();   /* the parent's decay thread does not exist here */
+    zk_traffic_fork_child();   /* nor its requests in flight */
     /* A thread of the parent may have stored a lower cap and been about to
      * trim (zk_option_set) when the fork happened: that thread is gone here,
      * so the child trims for it. */

@@ -23,7 +23,6 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,8 +103,12 @@ static zk_region *bin_find(size_t bytes)
 
 /* ---- segments ---------------------------------------------------------------- */
 
+static uint64_t segments_made;   /* segments mapped or adopted, ever: zk_heap_check_maps */
+
 static void account_segment(int64_t segments, int64_t bytes, int64_t areas)
 {
+    if (segments > 0)
+        segments_made++;
     atomic_fetch_add_explicit(&zk_stats.segments, (uint64_t)segments, memory_order_relaxed);
     atomic_fetch_add_explicit(&zk_stats.bytes_reserved, (uint64_t)bytes, memory_order_relaxed);
     atomic_fetch_add_explicit(&zk_stats.map_areas, (uint64_t)areas, memory_order_relaxed);
@@ -146,8 +149,7 @@ static void unmap_segment(zk_region *s)
         /* The memory at least goes back: a discard never needs a new area. */
         if (zk_os_discard((void *)s->base, s->bytes) == 0)
             s->flags |= ZK_RF_ZERO;
-        zk_count(&zk_stats.unmap_failures, 1);
-        zk_count(&zk_stats.unmap_pending, 1);
+        zk_count(&zk_stats.unmap_pending, 1);   /* zk_os_unmap counted the failure */
         s->flags |= ZK_RF_PENDING;
         s->lru_next = unmap_pending;
         unmap_pending = s;
@@ -443,161 +445,9 @@ void zk_heap_adopt(zk_region *r, size_t bytes, uint32_t areas)
     account_segment(1, (int64_t)bytes, (int64_t)areas);
 }
 
-/* ---- checks ---------------------------------------------------------------- */
+/* ---- what zk_check.c reads (heap lock held) ----------------------------------- */
 
-static const char *check_span(zk_region *r)
-{
-    if (r->addr_next != NULL &&
-        (r->addr_next->addr_prev != r || r->addr_next->base != r->base + r->bytes))
-        return "the spans of a segment are not contiguous";
-    if (r->addr_prev != NULL && r->addr_prev->addr_next != r)
-        return "the spans of a segment are not linked both ways";
-    if (!is_vacant(r))
-        return NULL;
-    if (zk_pagemap_get((void *)r->base) == r)
-        return "a vacant span is in the ownership map";
-    if (is_vacant(r->addr_next))
-        return "two vacant spans touch: they were not merged";
-    if (binnable(r) != ((r->flags & ZK_RF_BINNED) != 0))
-        return "a vacant span of a shared segment is not binned";
-    return NULL;
-}
-
-/* Sum of binned spans, for the check: every binned span is vacant. */
-static const char *check_bins(uint64_t *binned_bytes)
-{
-    *binned_bytes = 0;
-    for (int c = 0; c < ZK_NCLASSES; c++) {
-        bool bit = (bins_nonempty[c / 64] >> (c % 64)) & 1u;
-        if (bit != (bins[c].head != NULL))
-            return "a vacant bin's bit is wrong";
-        for (zk_region *v = bins[c].head; v != NULL; v = v->cls_next) {
-            if (!is_vacant(v) || !(v->flags & ZK_RF_BINNED) || zk_class_floor(v->bytes) != c)
-                return "a vacant bin holds a span that does not belong there";
-            *binned_bytes += v->bytes;
-        }
-    }
-    return NULL;
-}
-
-typedef struct {
-    uint64_t segments, reserved, vacant, binned;
-    const char *error;
-} heap_totals;
-
-static void total_span(zk_region *r, void *arg)
-{
-    heap_totals *t = arg;
-    const char *err = check_span(r);
-    if (err != NULL && t->error == NULL)
-        t->error = err;
-    t->reserved += r->bytes;
-    t->segments += r->addr_prev == NULL;
-    if (is_vacant(r)) {
-        t->vacant += r->bytes;
-        t->binned += (r->flags & ZK_RF_BINNED) ? r->bytes : 0;
-    }
-}
-
-const char *zk_heap_check(void)
-{
-    heap_totals t = {0, 0, 0, 0, NULL};
-    uint64_t binned_bytes;
-    const char *err = check_bins(&binned_bytes);
-    if (err != NULL)
-        return err;
-    zk_region_foreach(total_span, &t);
-    if (t.error != NULL)
-        return t.error;
-    if (t.binned != binned_bytes)
-        return "a vacant span is binned twice or lost";
-    if (t.segments != atomic_load_explicit(&zk_stats.segments, memory_order_relaxed))
-        return "the segment count does not match the segments";
-    if (t.reserved != atomic_load_explicit(&zk_stats.bytes_reserved, memory_order_relaxed))
-        return "bytes_reserved does not match the segments";
-    if (t.vacant != atomic_load_explicit(&zk_stats.bytes_vacant, memory_order_relaxed))
-        return "bytes_vacant does not match the vacant spans";
-    return NULL;
-}
-
-/* ---- checking against the kernel's own view: /proc/self/maps --------------- */
-
-typedef struct {
-    uintptr_t *lo, *hi;
-    size_t n;
-    const char *error;
-} maps_view;
-
-static bool read_maps(maps_view *v)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (f == NULL)
-        return false;
-    size_t cap = 4096;
-    v->lo = malloc(cap * sizeof *v->lo);
-    v->hi = malloc(cap * sizeof *v->hi);
-    v->n = 0;
-    char line[512];
-    unsigned long lo, hi;
-    while (v->lo != NULL && v->hi != NULL && fgets(line, sizeof line, f) != NULL) {
-        if (sscanf(line, "%lx-%lx", &lo, &hi) != 2)
-            continue;
-        if (v->n > 0 && v->hi[v->n - 1] == lo) {   /* adjacent areas: one range */
-            v->hi[v->n - 1] = hi;
-            continue;
-        }
-        if (v->n == cap) {
-            cap *= 2;
-            uintptr_t *nl = realloc(v->lo, cap * sizeof *nl);
-            if (nl != NULL) v->lo = nl;
-            uintptr_t *nh = realloc(v->hi, cap * sizeof *nh);
-            if (nh != NULL) v->hi = nh;
-            if (nl == NULL || nh == NULL)
-                break;
-        }
-        v->lo[v->n] = lo;
-        v->hi[v->n] = hi;
-        v->n++;
-    }
-    fclose(f);
-    return v->lo != NULL && v->hi != NULL;
-}
-
-/* Is [lo, hi) inside one contiguous mapped range? */
-static bool covered(const maps_view *v, uintptr_t lo, uintptr_t hi)
-{
-    size_t a = 0, b = v->n;
-    while (a < b) {   /* the last range starting at or below lo */
-        size_t m = (a + b) / 2;
-        if (v->lo[m] <= lo) a = m + 1; else b = m;
-    }
-    return a > 0 && v->hi[a - 1] >= hi;
-}
-
-static void check_segment_mapped(zk_region *r, void *arg)
-{
-    maps_view *v = arg;
-    if (r->addr_prev != NULL || v->error != NULL)
-        return;
-    uintptr_t end = r->base;
-    for (zk_region *s = r; s != NULL; s = s->addr_next)
-        end = s->base + s->bytes;
-    /* Every byte: a move never leaves a hole in a segment (zk_os_move_keep). */
-    if (!covered(v, r->base, end))
-        v->error = "a segment the cache holds is not mapped (see /proc/self/maps)";
-}
-
-int zk_heap_check_maps(const char **what)
-{
-    maps_view v = {NULL, NULL, 0, NULL};
-    zk_heap_lock();
-    bool ok = read_maps(&v);
-    if (ok)
-        zk_region_foreach(check_segment_mapped, &v);
-    zk_heap_unlock();
-    free(v.lo);
-    free(v.hi);
-    if (what != NULL)
-        *what = !ok ? "could not read /proc/self/maps" : v.error;
-    return ok && v.error == NULL ? ZK_OK : ZK_ECORRUPT;
-}
+bool zk_heap_binnable(const zk_region *r) { return binnable(r); }
+zk_region *zk_heap_bin_head(int cls) { return bins[cls].head; }
+bool zk_heap_bin_marked(int cls) { return (bins_nonempty[cls / 64] >> (cls % 64)) & 1u; }
+uint64_t zk_heap_segments_made(void) { return segments_made; }

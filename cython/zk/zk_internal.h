@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "zkalloc.h"
+#include "zk_testing.h"   /* so each hook's definition is checked against it */
 
 #define ZK_HUGE_BYTES ((size_t)2 << 20)   /* THP size on x86_64 and 4K-page aarch64 */
 
@@ -30,7 +31,7 @@ enum { ZK_REGION_UNUSED = 0, ZK_REGION_IN_USE = 1, ZK_REGION_IDLE = 2, ZK_REGION
  * (its user, the thread cache owning the slot, or a holder of the pool lock). */
 enum {
     ZK_RF_ZERO = 1u,   /* every byte is known to be zero (fresh mapping) */
-    ZK_RF_MARK = 2u,   /* scratch bit for zk_check() */
+    ZK_RF_MARK = 2u,   /* scratch bit for fork's census (zk_fork.c, zk_tcache.c) */
     ZK_RF_SAMPLE = 4u, /* given lazily (fresh, or calloc discarded it): measure the touched pages at free */
     ZK_RF_SMALL_PAGES = 8u,  /* MADV_NOHUGEPAGE in effect (see zk_zero.c) */
     ZK_RF_SHARED = 16u,      /* lives in a shared segment (small classes) */
@@ -119,9 +120,29 @@ void zk_heap_adopt(zk_region *r, size_t bytes, uint32_t areas);
 size_t zk_heap_retry_unmaps(void);
 /* Whether a page-table move may add memory areas now (map count headroom). */
 bool zk_heap_may_add_areas(uint32_t n);
-/* Checks: spans of every segment are contiguous and consistent. */
-const char *zk_heap_check(void);   /* heap and pool locks held */
-int zk_heap_check_maps(const char **what);
+/* What zk_check.c reads (heap lock held): whether a vacant span belongs in a
+ * bin, each bin's first span and bit, and how many segments were ever
+ * mapped or adopted (a segment made while /proc/self/maps was read may be
+ * missing from what was read). */
+bool zk_heap_binnable(const zk_region *r);
+zk_region *zk_heap_bin_head(int cls);
+bool zk_heap_bin_marked(int cls);
+uint64_t zk_heap_segments_made(void);
+
+/* ---- requests in flight, for zk_check (zk_check.c) ----------------------
+ * Every path that moves a region between states, lists and gauges without
+ * the heap, registry and pool locks held throughout is bracketed by these:
+ * a check that sees none begun and none in flight while it walks can
+ * compare totals exactly.  Counted per thread (in its thread cache, so no
+ * two threads share the counters' cache line; threads without one share
+ * a pair): two uncontended atomic adds per request.  End with the counts
+ * begin returned: the thread's cache may open in between. */
+typedef struct {
+    _Atomic uint64_t begun, ended;
+} zk_traffic_counts;
+zk_traffic_counts *zk_traffic_begin(void);
+void zk_traffic_end(zk_traffic_counts *c);
+void zk_traffic_fork_child(void);   /* the threads in flight are gone */
 
 /* ---- first-touch policy: huge pages or not, measured (zk_thp.c) --------- */
 /* For a fresh mapping of `bytes` (of the class zk_class_of(bytes)): advise
@@ -187,6 +208,13 @@ const char *zk_tcache_check(const char *(*check_idle)(zk_region *r));   /* pool 
 void zk_tcache_lock_for_fork(void);
 void zk_tcache_unlock_after_fork(void);
 void zk_tcache_fork_child(void);   /* locks held: adopt dead threads' regions, mark ours */
+/* Requests in flight (zk_check.c): this thread's counts, NULL without a
+ * cache; the sums over every live thread's cache (registry lock held);
+ * where a closing cache leaves its counts. */
+zk_traffic_counts *zk_tcache_traffic_mine(void);
+void zk_tcache_traffic_sums(uint64_t *begun, uint64_t *ended, bool read_begun);
+void zk_tcache_traffic_balance(void);   /* fork child: nobody is in flight */
+extern zk_traffic_counts zk_traffic_shared;
 
 /* ---- repurposing idle memory for another size (zk_repurpose.c) ---------- */
 /* A region of class cls made of idle memory of other classes (carved out of
@@ -217,10 +245,23 @@ void *zk_os_map(size_t bytes, size_t align);
 void *zk_os_reserve(size_t bytes, size_t align);
 int zk_os_unmap(void *p, size_t bytes);           /* 0, or -1 with the region still mapped */
 int zk_os_map_fixed(void *p, size_t bytes);       /* fresh memory over [p, p+bytes) we own */
+void *zk_os_map_zeroed(size_t bytes);             /* bookkeeping memory; NULL: refused */
+void *zk_os_map_sparse(size_t bytes);             /* the same, MAP_NORESERVE */
+/* Secret arrays: PROT_NONE with every page but the first and last opened. */
+void *zk_os_map_guarded(size_t map_bytes);
+int zk_os_dont_dump(void *p, size_t bytes);       /* MADV_DONTDUMP; 0 or -1 (errno) */
+int zk_os_wipe_on_fork(void *p, size_t bytes);    /* MADV_WIPEONFORK */
+int zk_os_lock(void *p, size_t bytes);            /* mlock */
+void zk_os_unlock(void *p, size_t bytes);         /* munlock */
+/* The process's memory areas, per /proc/self/maps (the one reader). */
+typedef struct {
+    uintptr_t lo, hi;
+    bool reserved;   /* PROT_NONE, private: a reservation */
+} zk_os_area;
+int zk_os_each_area(uintptr_t lo, uintptr_t hi, bool (*fn)(const zk_os_area *a, void *arg), void *arg);
 int zk_os_start_thread(void *(*fn)(void *));      /* detached, signals blocked, small stack */
+void zk_os_pause_us(unsigned us);
 uint64_t zk_os_max_map_count(void);
-/* Tests: make the next n unmaps fail as the kernel does at the map-count limit. */
-void zk_os_fail_unmaps(unsigned n);
 void zk_os_advise_huge(void *p, size_t bytes);
 void zk_os_advise_small_pages(void *p, size_t bytes);
 size_t zk_os_resident_pages(void *p, size_t bytes);
@@ -238,7 +279,6 @@ size_t zk_libc_free_bytes(void);
 int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes);   /* whole segments only */
 int zk_os_move_keep(void *old, size_t bytes, void *target);   /* the old range stays mapped, empty */
 int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved);   /* as zk_os_move_keep */
-void zk_os_set_move_hook(void (*hook)(void *old, size_t bytes));   /* tests */
 /* Fault [p, p+bytes) in; 0, or -1 where the kernel lacks MADV_POPULATE_WRITE
  * (then it was written a byte a page). */
 void zk_os_drop_failed_target(void *target, size_t bytes);
@@ -294,12 +334,24 @@ void zk_zero_learn(zk_region *r);
  * says whether the class has shown that its regions end up written whole. */
 void zk_touch_watch(zk_region *r, size_t bytes);
 bool zk_touch_dense(int cls);
+bool zk_touch_unknown(int cls);   /* nothing measured of the class yet */
 /* Measured costs the policy follows (zk_zero.c times them itself; the C
  * test feeds them to check the estimator). */
 void zk_zero_timed_memset(size_t bytes, uint64_t ns);
 void zk_zero_timed_discard(int cls, uint64_t ns);
 
-/* ---- the cache, as phases use it (zk_cache.c) -------------------------- */
+/* ---- the cache (zk_cache.c) ------------------------------------------------
+ * Requests straight to the cache: the handler's and the phases' routes, and
+ * the C tests (which also have zk_testing.h's zk_cache_realloc and
+ * zk_cache_state). */
+void zk_cache_init(void);   /* registers fork handlers; idempotent */
+void *zk_cache_alloc(size_t bytes);
+void *zk_cache_calloc(size_t bytes);
+/* 1 if ptr was a region of this cache (now freed), 0 if the pointer is foreign. */
+int zk_cache_free(void *ptr);
+void zk_cache_trim(void);   /* evict until idle bytes <= cap */
+
+/* How a request was served, as phases use it: */
 typedef struct {
     zk_region *region;
     bool hit;               /* a resident region of the class (or one or two larger) */
@@ -327,6 +379,8 @@ extern char zk_refused_marker;
 /* Whether a region of the scope tagged with `from` requested bytes may be
  * resized to `to` within its budget; false counts a refusal. */
 bool zk_scope_may_grow(struct zk_scope *s, uint64_t from, uint64_t to);
+/* Whether any scope is open (created, not closed) in any thread. */
+bool zk_scope_any_open(void);
 void zk_scope_count_small(struct zk_scope *s);
 void zk_scope_count_invalid_free(struct zk_scope *s);
 /* Take the tag off in-use region r (if it is tagged):
@@ -357,9 +411,12 @@ void zk_peak_destroy(zk_peak *p);
 /* A snapshot now if `live` passed the last one's by 1/16. */
 void zk_peak_consider(zk_peak *p, uint64_t live);
 void zk_peak_take(zk_peak *p, uint64_t live);   /* a snapshot now, whatever the last one */
-uint32_t zk_site_now(void);           /* the registered site source's answer, 0 without one */
 bool zk_process_tracked(void);
 void zk_process_peak_consider(void);  /* a request succeeded: the process's peak may have grown */
+
+/* ---- what the calling thread is doing (zk_caller.c) -------------------- */
+uint32_t zk_site_now(void);                 /* the probe's site, 0 without one */
+struct zk_scope *zk_raw_scope_now(void);    /* the probe's raw phase (pinned), NULL without one */
 
 /* ---- routes shared by numpy's handler and the raw domain (zk_handler.c) -- */
 /* A cache-sized request (scope NULL: untagged): the process's budget, the

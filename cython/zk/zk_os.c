@@ -1,9 +1,13 @@
 /*
- * OS layer: every mmap, munmap, madvise and mremap the core makes.
+ * OS layer: every mmap, munmap, madvise, mremap, mprotect and mlock the core
+ * makes (regions, secret arrays, thread caches, descriptor slabs, ownership
+ * map leaves), and the one reader of /proc/self/maps.
  *
  * Errors come back as NULL or a nonzero return; errno is left to the caller
- * to ignore.  Nothing here locks: callers never hold a lock across a syscall
- * that can take long (see zk_cache.c).
+ * to ignore.  Nothing here locks.  Callers hold the heap lock across the
+ * region syscalls (zk_heap.c says why); /proc/self/maps is read under it
+ * only where a region's own memory areas must be known (moving a gathered
+ * region, and after a failed move): the check reads it unlocked.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -12,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "zk_internal.h"
@@ -83,6 +88,20 @@ void *zk_os_reserve(size_t bytes, size_t align)
     return map_aligned(bytes, align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
 }
 
+/* Memory for the core's own bookkeeping (thread caches, descriptor slabs):
+ * read-write, zeroed, committed. */
+void *zk_os_map_zeroed(size_t bytes)
+{
+    return map_aligned(bytes, 0, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+}
+
+/* The same, not charged against the commit limit: an ownership map leaf,
+ * mostly never touched. */
+void *zk_os_map_sparse(size_t bytes)
+{
+    return map_aligned(bytes, 0, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+}
+
 static _Atomic unsigned unmaps_to_fail;
 
 void zk_os_fail_unmaps(unsigned n)
@@ -92,19 +111,51 @@ void zk_os_fail_unmaps(unsigned n)
 
 /* munmap fails with ENOMEM when it would split an area and the process is at
  * vm.max_map_count: the range then stays mapped, and the caller must keep
- * track of it. */
+ * track of it (or leave it, for the small mappings that are not regions).
+ * Every unmap of the core comes here, so zk_os_fail_unmaps reaches them all;
+ * a failure is counted in unmap_failures. */
 int zk_os_unmap(void *p, size_t bytes)
 {
     unsigned left = atomic_load_explicit(&unmaps_to_fail, memory_order_relaxed);
     while (left > 0) {
         if (atomic_compare_exchange_weak_explicit(&unmaps_to_fail, &left, left - 1, memory_order_relaxed,
                                                   memory_order_relaxed)) {
+            zk_count(&zk_stats.unmap_failures, 1);
             errno = ENOMEM;
             return -1;
         }
     }
-    return munmap(p, bytes);
+    if (munmap(p, bytes) == 0)
+        return 0;
+    zk_count(&zk_stats.unmap_failures, 1);
+    return -1;
 }
+
+/* ---- secret arrays' mappings (zk_secret.c) ----------------------------------- */
+
+/* map_bytes of PROT_NONE with the pages between the first and the last
+ * opened read-write: guard pages around the data.  NULL when refused. */
+void *zk_os_map_guarded(size_t map_bytes)
+{
+    size_t page = zk_os_page_size();
+    void *map = mmap(NULL, map_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (map == MAP_FAILED)
+        return NULL;
+    if (mprotect((char *)map + page, map_bytes - 2 * page, PROT_READ | PROT_WRITE) != 0) {
+        (void)zk_os_unmap(map, map_bytes);
+        return NULL;
+    }
+    return map;
+}
+
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18   /* Linux 4.14; older headers lack the name */
+#endif
+
+int zk_os_dont_dump(void *p, size_t bytes) { return madvise(p, bytes, MADV_DONTDUMP); }
+int zk_os_wipe_on_fork(void *p, size_t bytes) { return madvise(p, bytes, MADV_WIPEONFORK); }
+int zk_os_lock(void *p, size_t bytes) { return mlock(p, bytes); }
+void zk_os_unlock(void *p, size_t bytes) { (void)munlock(p, bytes); }
 
 /* Fresh memory over a range the core holds mapped (the rest of a
  * reservation): MAP_FIXED replaces whatever is there, so it is only ever
@@ -246,6 +297,59 @@ int zk_os_move_keep(void *old, size_t bytes, void *target)
     return 0;
 }
 
+/* ---- the process's memory areas: /proc/self/maps, read in one place ---------- */
+
+/* Calls fn on each area overlapping [lo, hi) (every area for lo = hi = 0),
+ * in address order, until fn returns false; -1 when the file cannot be
+ * read.  Reads it with stdio (fopen's buffer comes from libc's malloc,
+ * never from the core). */
+int zk_os_each_area(uintptr_t lo, uintptr_t hi, bool (*fn)(const zk_os_area *a, void *arg), void *arg)
+{
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (maps == NULL)
+        return -1;
+    char line[512];
+    zk_os_area a;
+    unsigned long start, end;
+    char perms[8];
+    while (fgets(line, sizeof line, maps) != NULL) {
+        if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3)
+            continue;
+        if (hi != 0 && (end <= lo || start >= hi))
+            continue;
+        a.lo = start;
+        a.hi = end;
+        a.reserved = strcmp(perms, "---p") == 0;
+        if (!fn(&a, arg))
+            break;
+    }
+    fclose(maps);
+    return 0;
+}
+
+typedef struct {
+    uintptr_t start, end;
+    char *target;
+    size_t moved;
+    int rc;
+} area_move;
+
+static bool move_one_area(const zk_os_area *a, void *arg)
+{
+    area_move *m = arg;
+    if (a->lo > m->start + m->moved) {   /* a hole: the range is not ours whole */
+        m->rc = -1;
+        return false;
+    }
+    size_t len = (a->hi < m->end ? a->hi : m->end) - (m->start + m->moved);
+    if (zk_os_move_keep((void *)(m->start + m->moved), len, m->target + m->moved) != 0) {
+        m->rc = -1;
+        return false;
+    }
+    m->moved += len;
+    return m->moved < m->end - m->start;
+}
+
 /* Move [old, old+bytes), which may span several memory areas (a region
  * gathered earlier: its pieces' areas do not merge), to target, one
  * mremap per area as /proc/self/maps draws them, each leaving its old range
@@ -254,46 +358,30 @@ int zk_os_move_keep(void *old, size_t bytes, void *target)
  * stays where it was). */
 int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved)
 {
-    *moved = 0;
-    FILE *maps = fopen("/proc/self/maps", "r");
-    if (maps == NULL)
-        return -1;
-    uintptr_t start = (uintptr_t)old, end = start + bytes, lo, hi;
-    char line[512];
-    int rc = 0;
-    while (rc == 0 && *moved < bytes && fgets(line, sizeof line, maps) != NULL) {
-        if (sscanf(line, "%lx-%lx", &lo, &hi) != 2 || hi <= start + *moved || lo >= end)
-            continue;
-        if (lo > start + *moved) {   /* a hole: the range is not ours whole */
-            rc = -1;
-            break;
-        }
-        size_t len = (hi < end ? hi : end) - (start + *moved);
-        if (zk_os_move_keep((void *)(start + *moved), len, (char *)target + *moved) != 0)
-            rc = -1;
-        else
-            *moved += len;
-    }
-    fclose(maps);
-    return rc == 0 && *moved == bytes ? 0 : -1;
+    area_move m = {(uintptr_t)old, (uintptr_t)old + bytes, target, 0, 0};
+    int rc = zk_os_each_area(m.start, m.end, move_one_area, &m);
+    *moved = m.moved;
+    return rc == 0 && m.rc == 0 && m.moved == bytes ? 0 : -1;
+}
+
+typedef struct {
+    uintptr_t lo, hi;
+    bool found;
+} reservation_query;
+
+static bool match_reservation(const zk_os_area *a, void *arg)
+{
+    reservation_query *q = arg;
+    q->found = a->lo == q->lo && a->hi == q->hi && a->reserved;
+    return false;   /* the first area overlapping decides */
 }
 
 /* Whether /proc/self/maps shows exactly [p, p+bytes) as one PROT_NONE
  * private mapping: the reservation zk_os_reserve() made, untouched. */
 static bool is_own_reservation(void *p, size_t bytes)
 {
-    FILE *maps = fopen("/proc/self/maps", "r");
-    if (maps == NULL)
-        return false;
-    uintptr_t lo, hi, want_lo = (uintptr_t)p, want_hi = (uintptr_t)p + bytes;
-    char perms[8];
-    char line[512];
-    bool found = false;
-    while (!found && fgets(line, sizeof line, maps) != NULL)
-        found = sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && lo == want_lo && hi == want_hi &&
-                strcmp(perms, "---p") == 0;
-    fclose(maps);
-    return found;
+    reservation_query q = {(uintptr_t)p, (uintptr_t)p + bytes, false};
+    return zk_os_each_area(q.lo, q.hi, match_reservation, &q) == 0 && q.found;
 }
 
 bool zk_os_reclaim_failed_target(void *target, size_t bytes)
@@ -303,7 +391,7 @@ bool zk_os_reclaim_failed_target(void *target, size_t bytes)
     if (again == target)
         return true;   /* it was free: ours again */
     if (again != MAP_FAILED)
-        munmap(again, bytes);   /* a kernel before 4.17 took the flag as a hint */
+        (void)zk_os_unmap(again, bytes);   /* a kernel before 4.17 took the flag as a hint */
     return is_own_reservation(target, bytes);
 }
 
@@ -312,7 +400,14 @@ bool zk_os_reclaim_failed_target(void *target, size_t bytes)
 void zk_os_drop_failed_target(void *target, size_t bytes)
 {
     if (zk_os_reclaim_failed_target(target, bytes))
-        munmap(target, bytes);
+        (void)zk_os_unmap(target, bytes);
+}
+
+/* Sleep a while (zk_check, between attempts). */
+void zk_os_pause_us(unsigned us)
+{
+    struct timespec ts = {(time_t)(us / 1000000u), (long)(us % 1000000u) * 1000};
+    (void)nanosleep(&ts, NULL);
 }
 
 /* A detached helper thread of the core (the decay thread).  All

@@ -13,7 +13,6 @@
  * out an address whose entry is set.
  */
 #define _GNU_SOURCE
-#include <sys/mman.h>
 
 #include "zk_internal.h"
 
@@ -53,15 +52,14 @@ static zk_leaf_entry *leaf_for(size_t t)
     if (leaf != NULL)
         return leaf;
     size_t bytes = sizeof(zk_leaf_entry) << LEAF_BITS;
-    zk_leaf_entry *fresh = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (fresh == MAP_FAILED)
+    zk_leaf_entry *fresh = zk_os_map_sparse(bytes);
+    if (fresh == NULL)
         return NULL;
     zk_leaf_entry *expected = NULL;
     if (atomic_compare_exchange_strong_explicit(&top_level[t], &expected, fresh,
                                                 memory_order_acq_rel, memory_order_acquire))
         return fresh;
-    munmap(fresh, bytes);   /* another thread installed this leaf first */
+    (void)zk_os_unmap(fresh, bytes);   /* another thread installed this leaf first */
     return expected;
 }
 

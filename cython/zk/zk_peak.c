@@ -13,9 +13,9 @@
  * precision: the snapshot kept was taken when the measure stood at 16/17 of
  * the true peak or more (it says at what value: zk_peak_read's *live).
  *
- * Sites: the Cython layer registers a function that names where the
- * current allocation happens (the Python line); it is called on tracked
- * allocations only, with no lock of the core held, and may return 0.
+ * Sites: a tracked request stores the calling thread's allocation site
+ * (zk_site_now, zk_caller.c) in its region; a snapshot copies the number,
+ * and only a reader outside the allocator turns it into a name.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -38,17 +38,8 @@ struct zk_peak {
     uint64_t snapshots, snapshot_ns;   /* what the snapshots cost, all of them */
 };
 
-static _Atomic(zk_site_fn) site_fn;
 static _Atomic int process_tracked;
 static zk_peak process_peak = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-void zk_site_source(zk_site_fn fn) { atomic_store(&site_fn, fn); }
-
-uint32_t zk_site_now(void)
-{
-    zk_site_fn fn = atomic_load_explicit(&site_fn, memory_order_relaxed);
-    return fn != NULL ? fn() : 0;
-}
 
 zk_peak *zk_peak_create(void)
 {
@@ -97,12 +88,22 @@ static void list_in_use(zk_region *r, void *arg)
 
 /* Walk the descriptors into p's entries (p->lock held).  The array grows
  * outside the descriptor lock: one walk to find that it is too small, one
- * more with room to spare; what a third would find is counted unlisted. */
+ * more with room to spare; what a third would find is counted unlisted.
+ *
+ * Under the heap lock: an in-use region's bytes and class change only under
+ * it (a resize by mremap: grow_by_move, zk_heap_adopt), and so does every
+ * descriptor that stops being in use and is merged or reused meanwhile
+ * (absorb_next, zk_heap_split): the entries are exact, and no plain field is
+ * read while another thread writes it.  The lock order is peak -> heap; a
+ * snapshot is taken at most ~11 times per doubling of the peak, so the
+ * misses it holds up are few. */
 static void walk_into(zk_peak *p)
 {
     for (int attempt = 0;; attempt++) {
         walk w = {p->entries, p->capacity, 0, 0};
+        zk_heap_lock();
         zk_region_foreach(list_in_use, &w);
+        zk_heap_unlock();
         if (w.unlisted == 0 || attempt == 1) {
             p->count = w.found;
             p->unlisted_bytes = w.unlisted;

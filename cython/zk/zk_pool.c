@@ -188,13 +188,16 @@ const char *zk_pool_check(const char *(*check_idle)(zk_region *r), uint64_t *cou
     uint64_t listed = 0, lru_count = 0;
     const char *err = NULL;
     for (zk_region *r = lru_newest; r != NULL && err == NULL; r = r->lru_next) {
-        err = check_idle(r);
+        if (r->lru_next != NULL && r->lru_next->lru_prev != r)
+            err = "the LRU list is not linked both ways";
+        else
+            err = check_idle(r);
         lru_count++;
     }
     for (int cls = 0; cls < ZK_NCLASSES && err == NULL; cls++)
         for (zk_region *r = pool_classes[cls].head; r != NULL; r = r->cls_next) {
             listed++;
-            if (r->cls != cls || !(r->flags & ZK_RF_MARK))
+            if (r->cls != cls || !zk_pool_contains(r))
                 err = "class lists and the LRU list disagree";
         }
     if (err == NULL && listed != lru_count)

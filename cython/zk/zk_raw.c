@@ -7,7 +7,9 @@
  * domain: ndarray.tobytes(), bytes, bytearray, b"".join(), hashlib's inputs
  * and outputs.  Routing is the NEP 49 handler's (zk_handler.c):
  *  - requests of min_bytes and more come from the cache while the hook is
- *    active, tagged with this thread's phase if one is open;
+ *    active, tagged with the phase of the calling context if one is open
+ *    (zk_raw_scope_now: the probe reads the context numpy's handler lives
+ *    in, so concurrent asyncio tasks and threads each see their own phase);
  *  - smaller (or larger than the largest class) ones go to the wrapped
  *    allocator, as does every free and realloc of a pointer the cache does
  *    not own.  Ownership comes from the pointer (page aligned, then the
@@ -20,8 +22,9 @@
  * and still sends the cache's own blocks home.
  *
  * CPython calls this domain without the GIL: every function is thread-safe
- * on its own (the cache's paths are; the state here is atomics and a
- * thread-local).  No Python.h: the struct shape is zk_raw_allocator.
+ * on its own (the cache's paths are; the state here is atomics).  No
+ * Python.h: the struct shape is zk_raw_allocator, and the phase comes from
+ * the caller probe, which answers "none" to a thread without the GIL.
  */
 #include <string.h>
 
@@ -30,8 +33,6 @@
 static zk_raw_allocator wrapped;     /* written once, before the hook is set */
 static _Atomic int wrapped_set;
 static _Atomic int active;
-/* The phase this thread's raw requests are tagged with; holds a pin. */
-static _Thread_local struct zk_scope *thread_scope;
 
 int zk_raw_wrap(const zk_raw_allocator *current, zk_raw_allocator *ours)
 {
@@ -63,26 +64,6 @@ void zk_raw_set_active(int on)
 
 int zk_raw_active(void) { return atomic_load_explicit(&active, memory_order_acquire); }
 
-struct zk_scope *zk_raw_scope_enter(struct zk_scope *s)
-{
-    struct zk_scope *previous = thread_scope;
-    if (s != NULL)
-        zk_scope_pin(s);
-    thread_scope = s;
-    return previous;
-}
-
-/* Whatever this thread's raw scope is now (nested phases crossed, or a
- * phase left on another thread) gives its pin back; `previous` brings its
- * own, taken by the zk_raw_scope_enter that returned it. */
-void zk_raw_scope_leave(struct zk_scope *previous)
-{
-    struct zk_scope *current = thread_scope;
-    thread_scope = previous;
-    if (current != NULL)
-        zk_scope_unpin(current);
-}
-
 /* ---- allocation ------------------------------------------------------------ */
 
 static bool for_cache(size_t size)
@@ -91,14 +72,20 @@ static bool for_cache(size_t size)
            atomic_load_explicit(&active, memory_order_relaxed);
 }
 
-/* The cache's block for a raw request (tagged with this thread's phase),
- * NULL when the wrapped allocator must serve it (too small, inactive, or
- * the kernel refused a mapping), ZK_REFUSED over a budget. */
+/* The cache's block for a raw request (tagged with the calling context's
+ * phase), NULL when the wrapped allocator must serve it (too small,
+ * inactive, or the kernel refused a mapping), ZK_REFUSED over a budget.
+ * The phase comes pinned and stays pinned for the request, so the scope's
+ * lifetime does not rest on the GIL staying held until it returns. */
 static void *from_cache(size_t size, bool zeroed)
 {
     if (!for_cache(size))
         return NULL;
-    void *p = zk_route_serve(thread_scope, size, zeroed);
+    /* No phase open anywhere (the usual case): no context can name one. */
+    struct zk_scope *scope = zk_scope_any_open() ? zk_raw_scope_now() : NULL;
+    void *p = zk_route_serve(scope, size, zeroed);
+    if (scope != NULL)
+        zk_scope_unpin(scope);
     if (p != NULL && p != ZK_REFUSED) {
         zk_count(&zk_stats.raw_allocs, 1);
         zk_count(&zk_stats.raw_bytes, size);

@@ -6,7 +6,6 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "zk_internal.h"
 
@@ -25,9 +24,8 @@ static zk_region *free_descs;
 
 static bool grow_descriptors(void)
 {
-    zk_slab *s = mmap(NULL, sizeof(zk_slab), PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (s == MAP_FAILED)
+    zk_slab *s = zk_os_map_zeroed(sizeof(zk_slab));
+    if (s == NULL)
         return false;
     for (int i = 0; i < SLAB_REGIONS; i++) {
         s->regions[i].free_next = free_descs;

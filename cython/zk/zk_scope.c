@@ -40,10 +40,11 @@ struct zk_scope {
     _Atomic uint64_t escaped_arrays, escaped_bytes;
     _Atomic uint64_t region_bytes, peak_region_bytes;   /* live regions' class bytes */
     _Atomic int closed;
+    _Atomic bool counted_open;      /* in open_scopes: from creation to close (or destroy) */
     _Atomic int64_t class_live[ZK_NCLASSES];   /* may dip below 0 transiently: signed */
     _Atomic uint64_t class_peak[ZK_NCLASSES];
-    /* The capsule, every tagged region and every thread whose raw requests
-     * it tags (zk_raw.c) hold a pin; the last unpin frees the scope. */
+    /* The capsule, every tagged region and every raw request being served
+     * in it (zk_raw.c) hold a pin; the last unpin frees the scope. */
     _Atomic int64_t pins;
 };
 
@@ -52,6 +53,18 @@ static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memor
 char zk_refused_marker;   /* ZK_REFUSED points here: a budget's answer (zk_internal.h) */
 
 static _Atomic uint64_t last_serial;
+/* Scopes created and not yet closed, in any thread: while there are none,
+ * no context can name an open phase, and a raw request skips asking the
+ * caller probe for one (zk_raw.c). */
+static _Atomic int64_t open_scopes;
+
+bool zk_scope_any_open(void) { return atomic_load_explicit(&open_scopes, memory_order_relaxed) > 0; }
+
+static void stop_counting_open(zk_scope *s)
+{
+    if (atomic_exchange_explicit(&s->counted_open, false, memory_order_relaxed))
+        atomic_fetch_sub_explicit(&open_scopes, 1, memory_order_relaxed);
+}
 
 zk_scope *zk_scope_create(void)
 {
@@ -68,6 +81,8 @@ zk_scope *zk_scope_create(void)
     s->route.kind = ZK_ROUTE_SCOPE;
     s->route.scope = s;
     s->serial = atomic_fetch_add_explicit(&last_serial, 1, memory_order_relaxed) + 1;
+    atomic_store_explicit(&s->counted_open, true, memory_order_relaxed);
+    atomic_fetch_add_explicit(&open_scopes, 1, memory_order_relaxed);
     return s;
 }
 
@@ -83,7 +98,11 @@ zk_peak *zk_scope_peak(zk_scope *s) { return s->peak; }
 zk_peak *zk_scope_refusal(zk_scope *s) { return s->refusal; }
 
 /* The capsule is gone; raw blocks tagged with the scope may outlive it. */
-void zk_scope_destroy(zk_scope *s) { zk_scope_unpin(s); }
+void zk_scope_destroy(zk_scope *s)
+{
+    stop_counting_open(s);
+    zk_scope_unpin(s);
+}
 
 void zk_scope_pin(zk_scope *s)
 {
@@ -267,6 +286,7 @@ void zk_scope_retag(zk_scope_tag old, void *p, size_t bytes, zk_retag_how how)
 void zk_scope_close(zk_scope *s)
 {
     atomic_store_explicit(&s->closed, 1, memory_order_relaxed);
+    stop_counting_open(s);
     atomic_store_explicit(&s->escaped_arrays, load(&s->live_arrays), memory_order_relaxed);
     atomic_store_explicit(&s->escaped_bytes, load(&s->live_bytes), memory_order_relaxed);
 }
@@ -335,7 +355,12 @@ static void collect_live(zk_region *r, void *arg)
 size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *bytes, size_t max)
 {
     live_walk w = {s, addresses, bytes, max, 0};
+    /* Under the heap lock: a region's base changes only under it (a realloc
+     * grown by mremap), and its owner may untag it and grow it right after
+     * the walk saw its tag (as in zk_peak.c's walk). */
+    zk_heap_lock();
     zk_region_foreach(collect_live, &w);
+    zk_heap_unlock();
     return w.found;
 }
 

@@ -26,16 +26,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "zk_internal.h"
 
 #define DATA_ALIGN 16
 #define BUCKETS 4096
-
-#ifndef MADV_WIPEONFORK
-#define MADV_WIPEONFORK 18   /* Linux 4.14; older headers lack the name */
-#endif
 
 typedef struct secret_block {
     uintptr_t data;
@@ -139,17 +134,17 @@ static void note_failure(unsigned protection)
 static unsigned protect(void *pages, size_t bytes, void *map, size_t map_bytes)
 {
     unsigned ok = ZK_SECRET_GUARDED;
-    if (madvise(map, map_bytes, MADV_DONTDUMP) == 0)
+    if (zk_os_dont_dump(map, map_bytes) == 0)
         ok |= ZK_SECRET_NODUMP;
     else
         note_failure(ZK_SECRET_NODUMP);
-    if (madvise(pages, bytes, MADV_WIPEONFORK) == 0)
+    if (zk_os_wipe_on_fork(pages, bytes) == 0)
         ok |= ZK_SECRET_WIPEONFORK;
     else
         note_failure(ZK_SECRET_WIPEONFORK);
     /* Last: mlock also faults the pages in, so the earlier advice is in place
      * before any byte exists. */
-    if (mlock(pages, bytes) == 0)
+    if (zk_os_lock(pages, bytes) == 0)
         ok |= ZK_SECRET_LOCKED;
     else
         note_failure(ZK_SECRET_LOCKED);
@@ -158,17 +153,6 @@ static unsigned protect(void *pages, size_t bytes, void *map, size_t map_bytes)
 
 /* The mapping with its guards: everything PROT_NONE, then the data pages
  * opened.  NULL when the kernel refuses. */
-static void *map_guarded(size_t map_bytes, size_t page)
-{
-    void *map = mmap(NULL, map_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (map == MAP_FAILED)
-        return NULL;
-    if (mprotect((char *)map + page, map_bytes - 2 * page, PROT_READ | PROT_WRITE) != 0) {
-        munmap(map, map_bytes);
-        return NULL;
-    }
-    return map;
-}
 
 static size_t data_pages_bytes(const secret_block *b);
 
@@ -204,7 +188,7 @@ static secret_block *secret_map(size_t bytes, bool strict)
     size_t pages_bytes = zk_round_up(padded, page);
     size_t map_bytes = pages_bytes + 2 * page;
     secret_block *b = calloc(1, sizeof *b);
-    void *map = b != NULL ? map_guarded(map_bytes, page) : NULL;
+    void *map = b != NULL ? zk_os_map_guarded(map_bytes) : NULL;
     if (map == NULL) {
         note_failure(ZK_SECRET_GUARDED);
         free(b);
@@ -214,8 +198,8 @@ static secret_block *secret_map(size_t bytes, bool strict)
     unsigned ok = protect(pages, pages_bytes, map, map_bytes);
     if (strict && ok != ZK_SECRET_ALL) {
         if (ok & ZK_SECRET_LOCKED)
-            munlock(pages, pages_bytes);
-        munmap(map, map_bytes);
+            zk_os_unlock(pages, pages_bytes);
+        (void)zk_os_unmap(map, map_bytes);   /* a failure leaves it mapped: counted, nothing in it */
         free(b);
         return NULL;
     }
@@ -235,8 +219,8 @@ static void secret_unmap(secret_block *b)
     void *pages = (char *)b->map + zk_os_page_size();
     zk_secure_wipe(pages, data_pages_bytes(b));
     if (b->protections & ZK_SECRET_LOCKED)
-        munlock(pages, data_pages_bytes(b));
-    munmap((void *)b->map, b->map_bytes);
+        zk_os_unlock(pages, data_pages_bytes(b));
+    (void)zk_os_unmap((void *)b->map, b->map_bytes);   /* a failure leaves it mapped, wiped: counted */
     free(b);
 }
 
@@ -289,12 +273,6 @@ void zk_secret_block_reset(void)
     block_failed = 0;
     block_errno = 0;
     block_count = 0;
-}
-
-unsigned zk_secret_last_failure(int *err)
-{
-    *err = last_errno;
-    return last_failed;
 }
 
 unsigned zk_secret_probe(int *err)

@@ -6,7 +6,6 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <sys/mman.h>
 
 #include "zk_internal.h"
 
@@ -16,6 +15,7 @@ struct zk_tcache {
     _Atomic(zk_region *) slots[ZK_NCLASSES][TCACHE_SLOTS];
     _Atomic uint64_t bytes;
     struct zk_tcache *prev, *next;   /* registry, under registry_lock */
+    _Alignas(64) zk_traffic_counts traffic;   /* its owner's requests (zk_check.c) */
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -93,19 +93,22 @@ static void tcache_close(void *arg)
     drain_locked(tc);
     zk_pool_unlock();
     registry_unlink(tc);
+    /* Its requests' counts (all ended) go on being summed there. */
+    atomic_fetch_add(&zk_traffic_shared.begun, atomic_load(&tc->traffic.begun));
+    atomic_fetch_add(&zk_traffic_shared.ended, atomic_load(&tc->traffic.ended));
     pthread_mutex_unlock(&registry_lock);
-    munmap(tc, sizeof *tc);
+    (void)zk_os_unmap(tc, sizeof *tc);   /* a failure leaves it mapped, unused: counted */
     my_tcache = NULL;
     my_tcache_closed = true;   /* frees after this point use the pool only */
 }
 
 static zk_tcache *tcache_open(void)
 {
-    zk_tcache *tc = mmap(NULL, sizeof *tc, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (tc == MAP_FAILED)
+    zk_tcache *tc = zk_os_map_zeroed(sizeof *tc);
+    if (tc == NULL)
         return NULL;
     if (pthread_setspecific(tcache_key, tc) != 0) {
-        munmap(tc, sizeof *tc);
+        (void)zk_os_unmap(tc, sizeof *tc);
         return NULL;
     }
     pthread_mutex_lock(&registry_lock);
@@ -139,6 +142,29 @@ zk_tcache *zk_tcache_mine(void)
     my_tcache = tcache_open();
     my_tcache_closed = my_tcache == NULL;
     return my_tcache;
+}
+
+zk_traffic_counts *zk_tcache_traffic_mine(void)
+{
+    return my_tcache != NULL ? &my_tcache->traffic : NULL;
+}
+
+/* begun is read with a read-modify-write: the latest count, and no load
+ * of the caller's walk before it moves after it. */
+void zk_tcache_traffic_sums(uint64_t *begun, uint64_t *ended, bool read_begun)
+{
+    for (zk_tcache *tc = registry; tc != NULL; tc = tc->next) {
+        if (read_begun)
+            *begun += atomic_fetch_add_explicit(&tc->traffic.begun, 0, memory_order_seq_cst);
+        else
+            *ended += atomic_load_explicit(&tc->traffic.ended, memory_order_acquire);
+    }
+}
+
+void zk_tcache_traffic_balance(void)
+{
+    for (zk_tcache *tc = registry; tc != NULL; tc = tc->next)
+        atomic_store(&tc->traffic.ended, atomic_load(&tc->traffic.begun));
 }
 
 void zk_tcache_drain_older(uint64_t cutoff)
@@ -215,7 +241,7 @@ void zk_tcache_fork_child(void)
         if (tc != my_tcache) {
             drain_locked(tc);
             registry_unlink(tc);
-            munmap(tc, sizeof *tc);
+            (void)zk_os_unmap(tc, sizeof *tc);
         }
         tc = next;
     }

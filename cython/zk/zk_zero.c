@@ -230,6 +230,11 @@ bool zk_touch_dense(int cls)
            atomic_load_explicit(&z->touched, memory_order_relaxed) >= DENSE;
 }
 
+bool zk_touch_unknown(int cls)
+{
+    return cls >= 0 && cls < ZK_NCLASSES && atomic_load_explicit(&classes[cls].samples, memory_order_relaxed) == 0;
+}
+
 void zk_touch_watch(zk_region *r, size_t bytes)
 {
     if (bytes < MIN_ADAPTIVE_BYTES)

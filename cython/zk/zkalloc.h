@@ -18,6 +18,7 @@ enum {
     ZK_ENOMEM = -2,     /* the kernel refused memory */
     ZK_ECORRUPT = -3,   /* zk_check() found a broken invariant */
     ZK_ECAP = -4,       /* reserve(): more than the cache's cap could ever keep */
+    ZK_EBUSY = -5,      /* zk_check(): other threads kept changing what it compares */
 };
 
 /* ---- settings (zk_options.c) ------------------------------------------ */
@@ -50,16 +51,6 @@ int zk_class_of(size_t bytes);          /* -1 when larger than the largest class
 size_t zk_class_bytes(int cls);         /* page-rounded size of a class */
 
 /* ---- the cache (zk_cache.c) ------------------------------------------- */
-void zk_cache_init(void);   /* registers fork handlers; idempotent */
-void *zk_cache_alloc(size_t bytes);
-void *zk_cache_calloc(size_t bytes);
-/* Grow or shrink a region this cache owns; NULL (old region untouched) on failure. */
-void *zk_cache_realloc(void *ptr, size_t bytes);
-/* 1 if ptr was a region of this cache (now freed), 0 if the pointer is foreign. */
-int zk_cache_free(void *ptr);
-/* What the cache knows of a pointer. */
-enum { ZK_PTR_FOREIGN = 0, ZK_PTR_IN_USE = 1, ZK_PTR_IDLE = 2 };
-int zk_cache_state(const void *ptr);
 /* Usable bytes of an in-use region this cache owns, 0 if foreign or idle. */
 size_t zk_cache_usable(const void *ptr);
 
@@ -68,15 +59,15 @@ size_t zk_cache_soften(void);                   /* MADV_FREE idle regions; bytes
 size_t zk_cache_idle_resident(void);
 size_t zk_cache_release(void);                  /* unmap idle regions; bytes unmapped */
 int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENOMEM / ZK_ECAP */
-void zk_cache_trim(void);                       /* evict until idle bytes <= cap */
 size_t zk_cache_trim_to(size_t bytes);          /* evict oldest until idle bytes <= bytes; bytes unmapped */
 void zk_zero_reset(void);                       /* forget what calloc's policy learned */
-/* Walks every structure; ZK_OK or ZK_ECORRUPT (with *what set to a reason). */
+/* Walks every structure (zk_check.c): ZK_OK, ZK_ECORRUPT (with *what set
+ * to a reason), or ZK_EBUSY when other threads' requests kept changing the
+ * totals it compares (what it could see held; *what says what it skipped). */
 int zk_check(const char **what);
-/* Every segment the cache holds is mapped, per /proc/self/maps. */
+/* Every segment the cache holds is mapped, per /proc/self/maps (ZK_OK,
+ * ZK_ECORRUPT, or ZK_EBUSY: segments kept appearing while it read). */
 int zk_heap_check_maps(const char **what);
-/* Tests: the next n munmap calls fail with ENOMEM, as at the map-count limit. */
-void zk_os_fail_unmaps(unsigned n);
 
 /* ---- first-touch policy (zk_thp.c) ------------------------------------- */
 #define ZK_THP_RANGES 3          /* fresh mappings of 2-16 MiB, 16-128 MiB, >= 128 MiB */
@@ -96,22 +87,6 @@ typedef struct {
     int discard;                  /* 1: its next np.zeros is discarded, not memset */
 } zk_zero_policy;
 void zk_zero_read(int cls, zk_zero_policy *out);
-/* Tests: decide with these costs (memset ns per MiB, ns per page fault, ns
- * per discard of any class) instead of measured ones, until zk_zero_reset. */
-void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns);
-
-/* ---- decay's inputs, injected (zk_decay.c; tests) ----------------------
- * Any setter puts decay in manual mode: it reads the injected clock
- * (monotonic ns: regions freed from then on are stamped with it), the
- * process's CPU time (ns, user + sys) and the pressure reading (0/1) instead
- * of the machine's, and its thread exits: passes run only when
- * zk_decay_pass_now() asks, on the caller's thread.  zk_decay_use_real()
- * goes back to the machine's inputs (and forgets what the passes saw). */
-void zk_decay_set_clock(uint64_t ns);
-void zk_decay_set_cpu(uint64_t ns);
-void zk_decay_set_pressure(int on);
-void zk_decay_use_real(void);
-size_t zk_decay_pass_now(void);   /* one decay pass now; bytes given back */
 
 /* ---- NEP 49 shaped entry points (zk_handler.c) ------------------------- */
 /* The allocator functions requests fall back to: numpy's original default. */
@@ -200,7 +175,7 @@ size_t zk_scope_live(zk_scope *s, uintptr_t *addresses, uint64_t *bytes, size_t 
 uint64_t zk_scope_warm(const uint64_t need[ZK_NCLASSES], uint64_t peak_bytes);
 
 /* Phases' budgets and peaks, set before the phase's first request: with
- * track, its allocations record their site (zk_site_source); a request
+ * track, its allocations record their site (zk_caller_probe); a request
  * that would take its live (requested) bytes over budget (0: none) fails. */
 void zk_scope_configure(zk_scope *s, int track, uint64_t budget);
 /* A number no other scope of this process has had: what a peak's entries
@@ -211,7 +186,7 @@ uint64_t zk_scope_serial(zk_scope *s);
 typedef struct {
     uint64_t scope;     /* serial of the phase that allocated it (zk_scope_serial), 0: none */
     uint64_t bytes;     /* a phase's requested bytes, else the region's */
-    uint32_t site;      /* its allocation site (zk_site_source), 0: not recorded */
+    uint32_t site;      /* its allocation site (zk_caller_probe), 0: not recorded or unknown */
     int32_t cls;        /* its region's class */
 } zk_live_entry;
 typedef struct {
@@ -223,11 +198,6 @@ typedef struct {
     uint64_t snapshot_ns;     /* the time they took, all together */
 } zk_peak_info;
 typedef struct zk_peak zk_peak;
-/* Where the current allocation happens (0: unknown), for tracked
- * allocations.  Called with no lock of the core held, after the region is
- * obtained and before the request returns. */
-typedef uint32_t (*zk_site_fn)(void);
-void zk_site_source(zk_site_fn fn);
 /* Copies up to max entries of p's snapshot; returns how many it has. */
 size_t zk_peak_read(zk_peak *p, zk_live_entry *out, size_t max, zk_peak_info *info);
 /* A phase's peak snapshot, and the snapshot its last refused request took. */
@@ -255,9 +225,6 @@ typedef struct {
 
 /* 1 and *out filled when ptr is the data of a live secret allocation. */
 int zk_secret_lookup(const void *ptr, zk_secret_info *out);
-/* The protections this thread's last secret allocation failed to apply, and
- * the errno of the first failure (0 when nothing failed). */
-unsigned zk_secret_last_failure(int *err);
 /* Every protection that failed on this thread since the last reset, the
  * errno of the first, and how many allocations got less than all of them. */
 unsigned zk_secret_block_failures(int *err, uint64_t *count);
@@ -298,8 +265,9 @@ void zk_stats_reset_counters(void);  /* hits/misses/events; not the byte gauges 
 
 /* ==== every large buffer, not only numpy's array data ====================
  * Python's raw domain (zk_raw.c) and glibc's big blocks (zk_libc.c).  The
- * rest of the core knows nothing of either, except the two calls to
- * zk_libc_trim() (release, decay) and the scope pins (zk_scope.c). */
+ * rest of the core knows nothing of either, except decay's call to
+ * zk_libc_trim() and the scope pins (zk_scope.c); release() trims in the
+ * Cython layer, after zk_cache_release. */
 
 /* ---- Python's raw domain (zk_raw.c) -------------------------------------
  * The shape of CPython's PyMemAllocatorEx, without Python.h: the Cython
@@ -322,11 +290,6 @@ int zk_raw_is_hook(const zk_raw_allocator *a);
  * (the cache's own blocks still go home). */
 void zk_raw_set_active(int on);
 int zk_raw_active(void);
-/* The phase this thread's raw requests are tagged with (NULL: none).
- * Returns the previous one; the pin it held moves to the caller, who hands
- * it back to zk_raw_scope_leave. */
-struct zk_scope *zk_raw_scope_enter(struct zk_scope *s);
-void zk_raw_scope_leave(struct zk_scope *previous);
 void *zk_raw_malloc(void *ctx, size_t size);
 void *zk_raw_calloc(void *ctx, size_t nelem, size_t elsize);
 void *zk_raw_realloc(void *ctx, void *ptr, size_t new_size);
@@ -334,10 +297,23 @@ void zk_raw_free(void *ctx, void *ptr);
 
 /* ---- scope pins (zk_scope.c) ---------------------------------------------
  * A scope is freed when its capsule is gone AND no raw block tagged with it
- * (nor a thread's raw scope) remains: a bytes object can outlive every
- * array of the phase. */
+ * (nor a raw request under way in it) remains: a bytes object can outlive
+ * every array of the phase. */
 void zk_scope_pin(struct zk_scope *s);
 void zk_scope_unpin(struct zk_scope *s);
+
+/* ---- what the calling thread is doing (zk_caller.c) -----------------------
+ * Asked inside allocations, with no lock of the core held: so each function
+ * must run no interpreter code, take no lock an allocation can wait on, and
+ * allocate nothing through the hooked domains.  site: the allocation site of
+ * a tracked request (0: unknown); raw_scope: the phase a raw-domain request
+ * belongs to, pinned (zk_scope_unpin when done), NULL for none.  Python's is
+ * zk_py.c's; registered once, before the hooks are set. */
+typedef struct {
+    uint32_t (*site)(void);
+    struct zk_scope *(*raw_scope)(void);
+} zk_caller_probe;
+void zk_set_caller_probe(const zk_caller_probe *p);
 
 /* ---- glibc's big blocks (zk_libc.c) ---------------------------------------
  * While installed with libc=keep: mallopt(M_MMAP_MAX, 0) and a huge

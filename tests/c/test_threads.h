@@ -21,14 +21,14 @@ typedef struct {
 
 static mailbox *boxes;
 
-static void open_mailboxes(int n)
+static inline void open_mailboxes(int n)
 {
     boxes = calloc((size_t)n, sizeof *boxes);
     for (int i = 0; i < n; i++)
         pthread_mutex_init(&boxes[i].lock, NULL);
 }
 
-static void close_mailboxes(int n)
+static inline void close_mailboxes(int n)
 {
     for (int i = 0; i < n; i++)
         pthread_mutex_destroy(&boxes[i].lock);
@@ -37,7 +37,7 @@ static void close_mailboxes(int n)
 }
 
 /* Leave b for thread `to`; 0 when its mailbox is full. */
-static int post(int to, block b)
+static inline int post(int to, block b)
 {
     mailbox *m = &boxes[to];
     pthread_mutex_lock(&m->lock);
@@ -49,7 +49,7 @@ static int post(int to, block b)
 }
 
 /* A block another thread left for thread `me`; 0 when there is none. */
-static int take(int me, block *out)
+static inline int take(int me, block *out)
 {
     mailbox *m = &boxes[me];
     pthread_mutex_lock(&m->lock);
@@ -60,7 +60,7 @@ static int take(int me, block *out)
     return ok;
 }
 
-static unsigned next_rand(unsigned *s)
+static inline unsigned next_rand(unsigned *s)
 {
     *s ^= *s << 13;
     *s ^= *s >> 17;

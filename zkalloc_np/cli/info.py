@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from . import _core, _raw, _settings, _system
-from ._format import fmt_bytes
-from ._stats import thp_policy
+from .. import _core, _raw, _settings, _system
+from .._format import fmt_bytes
+from .._stats import thp_policy
 
 #: what install() puts through the cache, or keeps resident, and what it does not.
 COVERED = (
@@ -45,8 +45,18 @@ def _limit(value: int) -> str:
 def _container_limit() -> dict[str, Any]:
     from dataclasses import asdict
 
-    from ._container import memory_limit
+    from .._container import memory_limit
     return asdict(memory_limit())
+
+
+def subprocess_hook() -> str | None:
+    """Where the ZKALLOC_SUBPROCESS start-up hook (zkalloc_np_subprocess.pth) is
+    installed, or None (a checkout never installed: Python children are then
+    not covered)."""
+    import site
+    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    return next((os.path.join(d, "zkalloc_np_subprocess.pth") for d in folders
+                 if os.path.exists(os.path.join(d, "zkalloc_np_subprocess.pth"))), None)
 
 
 def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -54,7 +64,7 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     import numpy as np
     from numpy._core.multiarray import get_handler_name
 
-    from . import __version__
+    from .. import __version__
     env = os.environ if environ is None else environ
     soft, hard = _system.memlock_limit()
     sources = _settings.sources()
@@ -80,6 +90,8 @@ def info(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "env_problems": _settings.environment_problems(env),
         "raw_domain": _raw.raw_status(),
         "libc": _raw.libc_status(),
+        "subprocess_hook": subprocess_hook(),
+        "subprocess_switch": env.get("ZKALLOC_SUBPROCESS"),
         "covered": list(COVERED),
         "not_covered": list(NOT_COVERED),
     }
@@ -113,6 +125,11 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
         else:
             shown = f"{value} ({fmt_bytes(value)})"
         lines.append(f"  {name} = {shown}  [{d['setting_sources'][name]}]")
+    hook = d["subprocess_hook"]
+    switch = d["subprocess_switch"]
+    lines.append("Python children (ZKALLOC_SUBPROCESS, set by run and compare): "
+                 + (f"start-up hook {hook}" if hook else "start-up hook NOT installed (pip install the package)")
+                 + (f"; the switch is set here: {switch}" if switch else "; the switch is not set here"))
     lines.append(f"Python raw domain: {d['raw_domain']}")
     lines.append(f"libc malloc: {d['libc']}")
     lines.append("covered by install():")

@@ -7,7 +7,7 @@ round) so that all of them see the same machine:
 - ``default``: numpy's default allocator, the program as it is;
 - ``zkalloc``: the process-wide install, as ``python -m zkalloc_np run``;
 - ``glibc-tuned``, ``tcmalloc``, ``jemalloc``, ``mimalloc``: the peers of
-  zkalloc_np._peers (environment variables or LD_PRELOAD), where installed.
+  zkalloc_np.cli.peers (environment variables or LD_PRELOAD), where installed.
 
 Each child is timed from outside: wall time around it, and its user and
 system time, minor and major faults and peak RSS from os.wait4().  A run
@@ -22,7 +22,10 @@ and the same last line of stderr), compare stops there, since there is
 nothing to compare against.  Another allocator that fails the same way twice
 is not run again; the others carry on.
 
-The verdict against numpy's default comes from the spreads (see verdict()).
+The verdict against numpy's default is zkalloc_np._verdict.judge: wall
+time, CPU time and faults, and the machine's load sampled around each run
+(`process.supervise`).  The program's output is not shown unless asked
+(``--show-output``); the table fits 100 columns.
 """
 from __future__ import annotations
 
@@ -31,52 +34,36 @@ import dataclasses
 import json
 import os
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from . import _peers, _sanitizer
+from .. import _verdict
+from .._verdict import FASTER, SAME, SLOWER, TOO_FEW, WITHHELD, Load, Samples, judge  # noqa: F401  (verdict words)
+from . import peers, sanitizer
+from .children import SWITCH
+from .process import Ended, Resources, supervise
 
 BASELINE = "default"
 ZKALLOC = "zkalloc"
 #: Every allocator compare knows, in the order it runs them.
-ALLOCATORS: tuple[str, ...] = (BASELINE, ZKALLOC, *_peers.PEERS)
-#: A verdict needs at least this many good runs on each side.
-MIN_RUNS_FOR_VERDICT = 3
+ALLOCATORS: tuple[str, ...] = (BASELINE, ZKALLOC, *peers.PEERS)
 
-FASTER = "faster"
-SLOWER = "slower"
-SAME = "no difference within the noise"
-TOO_FEW = "too few runs to tell"
 FAILED = "failed"
 NOT_RUN = "not run"
-
-
-def verdict(baseline: Sequence[float], other: Sequence[float], min_runs: int = MIN_RUNS_FOR_VERDICT) -> str:
-    """Faster, slower, or no difference, from the min-max spreads of wall times.
-
-    "faster" when every run of `other` took less time than every run of
-    `baseline` (their ranges do not overlap), "slower" the other way round,
-    otherwise "no difference within the noise".  With fewer than `min_runs`
-    runs on either side: "too few runs to tell".  Two equally fast programs
-    look separated by chance with probability 2 / C(2n, n) for n runs each:
-    1 in 10 at n = 3, 1 in 35 at 4, 1 in 126 at 5.
-    """
-    if len(baseline) < min_runs or len(other) < min_runs:
-        return TOO_FEW
-    if max(other) < min(baseline):
-        return FASTER
-    if min(other) > max(baseline):
-        return SLOWER
-    return SAME
+#: The lines of a run's stderr kept (shown when it fails, the last one in the report).
+TAIL_LINES = 4
+#: The verdict rule in words (the table's footnote and the JSON).
+VERDICT_RULE = (f"faster/slower when the min-max ranges of wall time do not overlap (at least {_verdict.MIN_RUNS} "
+                f"good runs each); when other processes kept >= {_verdict.LOADED_OTHERS_CORES} core busy or "
+                f">= {_verdict.LOADED_STEAL_SHARE:.0%} of CPU time was stolen, CPU time (user+sys) decides instead, "
+                f"apart by a {_verdict.LOADED_CPU_MARGIN:.0%} margin, and the verdict is withheld when it is not")
 
 
 @dataclass(frozen=True)
@@ -102,14 +89,10 @@ class RunRecord:
     exit_code: int | None          # None when killed by a signal
     signal: int | None
     timed_out: bool
-    wall_s: float
-    user_s: float
-    system_s: float
-    minor_faults: int
-    major_faults: int
-    peak_rss_bytes: int
+    resources: Resources
     zkalloc: dict[str, Any] | None = None   # hits, misses, hit_rate, bytes_served_from_cache (zkalloc runs)
     stderr_tail: str = ""                   # the last non-empty line the run wrote to stderr
+    load: Load | None = None                # how busy the rest of the machine was during the run
 
     @property
     def failure_key(self) -> tuple[str, str]:
@@ -119,13 +102,7 @@ class RunRecord:
     @property
     def failure(self) -> str:
         """Why the run failed ('' when it did not)."""
-        if self.timed_out:
-            return "timed out"
-        if self.signal is not None:
-            return f"killed by signal {self.signal} ({signal.Signals(self.signal).name})"
-        if self.exit_code:
-            return f"exit {self.exit_code}"
-        return ""
+        return Ended(self.exit_code, self.signal, self.timed_out, self.resources).failure
 
 
 @dataclass(frozen=True)
@@ -159,39 +136,61 @@ class Summary:
     verdict: str                   # against numpy's default
     hit_rate: Spread | None = None
     bytes_served_from_cache: Spread | None = None
+    cpu_s: Spread | None = None    # user + system
+    reason: str = ""               # why the verdict (measures, ranges, the machine's load)
+    processes: int = 1             # zkalloc: the processes covered (the program's and its Python children)
+
+
+def samples(records: Sequence[RunRecord]) -> Samples:
+    """The verdict's samples of some runs: wall, CPU (user+sys) and minor faults."""
+    return Samples([r.resources.wall_s for r in records], [r.resources.cpu_s for r in records],
+                   [r.resources.minor_faults for r in records])
+
+
+def machine_load(records: Sequence[RunRecord]) -> Load | None:
+    """The busiest the machine was during any of the runs (None: not measured)."""
+    return Load.worst([r.load for r in records if r.load is not None])
 
 
 def summarize(records: Sequence[RunRecord], allocators: Sequence[str]) -> dict[str, Summary]:
-    """Per allocator: spreads of the good runs, and the verdict against the baseline (pure)."""
+    """Per allocator: spreads of the good runs, and the verdict against the
+    baseline (zkalloc_np._verdict.judge: wall, CPU and faults, and the
+    machine's load during the runs) (pure)."""
     good = {a: [r for r in records if r.allocator == a and r.ok] for a in allocators}
-    base_walls = [r.wall_s for r in good.get(BASELINE, [])]
+    base_runs = good.get(BASELINE, [])
+    load = machine_load(records)
     out: dict[str, Summary] = {}
     for name in allocators:
         ok = good[name]
         bad = [r for r in records if r.allocator == name and not r.ok]
-        walls = [r.wall_s for r in ok]
-        wall = Spread.of(walls)
-        base = Spread.of(base_walls)
+        wall = Spread.of([r.resources.wall_s for r in ok])
+        base = Spread.of([r.resources.wall_s for r in base_runs])
+        reason = ""
         if not ok and not bad:
             decided = NOT_RUN
         elif not ok:
             decided = FAILED
         elif name == BASELINE:
             decided = "(baseline)"
-        elif not base_walls:
+        elif not base_runs:
             decided = "no baseline: every default run failed"
         else:
-            decided = verdict(base_walls, walls)
+            judged = judge(samples(base_runs), samples(ok), load)
+            decided, reason = judged.word, judged.reason
         zk = [r.zkalloc for r in ok if r.zkalloc is not None]
         out[name] = Summary(
             allocator=name, runs_ok=len(ok), runs_failed=len(bad), failures=[r.failure for r in bad],
-            wall_s=wall, user_s=Spread.of([r.user_s for r in ok]), system_s=Spread.of([r.system_s for r in ok]),
-            minor_faults=Spread.of([r.minor_faults for r in ok]), major_faults=Spread.of([r.major_faults for r in ok]),
-            peak_rss_bytes=Spread.of([r.peak_rss_bytes for r in ok]),
+            wall_s=wall, user_s=Spread.of([r.resources.user_s for r in ok]),
+            system_s=Spread.of([r.resources.system_s for r in ok]),
+            minor_faults=Spread.of([r.resources.minor_faults for r in ok]),
+            major_faults=Spread.of([r.resources.major_faults for r in ok]),
+            peak_rss_bytes=Spread.of([r.resources.peak_rss_bytes for r in ok]),
             speedup=base.median / wall.median if base and wall and wall.median > 0 else None,
             verdict=decided,
             hit_rate=Spread.of([z["hit_rate"] for z in zk]) if zk else None,
             bytes_served_from_cache=Spread.of([z["bytes_served_from_cache"] for z in zk]) if zk else None,
+            cpu_s=Spread.of([r.resources.cpu_s for r in ok]), reason=reason,
+            processes=max((z.get("processes", 1) for z in zk), default=1),
         )
     return out
 
@@ -208,7 +207,7 @@ def plan(allocators: Sequence[str], runs: int) -> list[tuple[int, str]]:
 def resolve(names: Sequence[str], cache: dict[str, str] | None = None) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """The environment each allocator's child needs, and the ones skipped
     (a missing library, with the apt-get line that installs it)."""
-    found, skipped = _peers.environments({n: _peers.PEERS[n] for n in names if n in _peers.PEERS}, cache)
+    found, skipped = peers.environments({n: peers.PEERS[n] for n in names if n in peers.PEERS}, cache)
     return {n: found.get(n, {}) for n in names if n not in skipped}, skipped
 
 
@@ -219,74 +218,54 @@ def child_command(program: Program, allocator: str, stats_json: str) -> list[str
     return [sys.executable, *program.argv()]
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def _relay(source: Any, sink: Any, tail: deque[bytes]) -> None:
-    """Copy the child's stderr to ours as it comes, keeping its last lines."""
+    """Read the child's stderr as it comes, keeping its last lines, and copy
+    it to `sink` (None: shown nowhere)."""
     for line in iter(source.readline, b""):
-        with contextlib.suppress(OSError, ValueError):
-            sink.write(line)
-            sink.flush()
+        if sink is not None:
+            with contextlib.suppress(OSError, ValueError):
+                sink.write(line)
+                sink.flush()
         if line.strip():
             tail.append(line)
     source.close()
 
 
 def run_once(program: Program, allocator: str, env: dict[str, str], round_: int, *,
-             timeout: float | None, discard_output: bool, workdir: str) -> RunRecord:
+             timeout: float | None, show_output: bool, workdir: str) -> RunRecord:
     """Run the program once in a fresh process (its own process group),
-    measured with os.wait4; killed with its children after `timeout` s.
-    Its stderr is passed on as it comes, and its last line kept."""
+    measured by `process.supervise`; killed with its children after `timeout` s.
+    Its output is shown only with `show_output` (stderr as it comes); the
+    last line of its stderr is kept either way."""
     stats_json = os.path.join(workdir, f"zkalloc-{allocator}-{round_}.json")
-    full_env = _sanitizer.child_environment(env)   # the parent's preload goes, a sanitizer runtime stays first
-    cmd = child_command(program, allocator, stats_json)
-    timed_out = threading.Event()
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=full_env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL if discard_output else None, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    tail: deque[bytes] = deque(maxlen=4)
-    sink = getattr(sys.stderr, "buffer", None)
-    relay = threading.Thread(target=_relay, args=(proc.stderr, sink if sink is not None else _TextSink(sys.stderr),
-                                                  tail), daemon=True)
-    relay.start()
+    full_env = sanitizer.child_environment(env)   # the parent's preload goes, a sanitizer runtime stays first
+    full_env.pop(SWITCH, None)   # a switch set here must not reach the baseline or a peer (run sets its own)
+    tail: deque[bytes] = deque(maxlen=TAIL_LINES)
+    sink = (getattr(sys.stderr, "buffer", None) or _TextSink(sys.stderr)) if show_output else None
+    relays: list[threading.Thread] = []
 
-    def expire() -> None:
-        timed_out.set()
-        _kill_group(proc)
+    def relay(proc: subprocess.Popen[bytes]) -> None:
+        relays.append(threading.Thread(target=_relay, args=(proc.stderr, sink, tail), daemon=True))
+        relays[0].start()
 
-    timer = threading.Timer(timeout, expire) if timeout else None
-    if timer is not None:
-        timer.start()
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except BaseException:   # Ctrl-C: take the child down with us
-        _kill_group(proc)
-        proc.wait()
-        raise
-    finally:
-        if timer is not None:
-            timer.cancel()
-    wall = time.perf_counter() - start
-    relay.join(timeout=5)   # a grandchild may hold the pipe open; its lines then come later
-    proc.returncode = code = os.waitstatus_to_exitcode(status)
-    sig = -code if code < 0 else None
-    ok = code == 0 and not timed_out.is_set()
+    run = supervise(child_command(program, allocator, stats_json), timeout=timeout, started=relay, env=full_env,
+                    stdin=subprocess.DEVNULL, stdout=None if show_output else subprocess.DEVNULL,
+                    stderr=subprocess.PIPE)
+    ended = run.ended
+    relays[0].join(timeout=5)   # a grandchild may hold the pipe open; its lines then come later
     zk = None
     if allocator == ZKALLOC and os.path.exists(stats_json):
         with open(stats_json) as f:
             report = json.load(f)
-        if "hits" in report:   # not after a death by signal: the cache's counters died with the child
-            zk = {k: report[k] for k in ("hits", "misses", "hit_rate", "bytes_served_from_cache",
-                                         "bytes_mapped_by_misses")}
+        if report.get("cache"):   # not after a death by signal: the cache's counters died with the child
+            zk = {k: report["cache"][k] for k in ("hits", "misses", "hit_rate", "bytes_served_from_cache",
+                                                  "bytes_newly_mapped")}
+            zk["processes"] = report["processes"]["covered"]
     last = tail[-1].decode(errors="replace").strip() if tail else ""
-    return RunRecord(allocator=allocator, round=round_, ok=ok, exit_code=None if sig else code, signal=sig,
-                     timed_out=timed_out.is_set(), wall_s=wall, user_s=usage.ru_utime, system_s=usage.ru_stime,
-                     minor_faults=usage.ru_minflt, major_faults=usage.ru_majflt,
-                     peak_rss_bytes=usage.ru_maxrss * 1024, zkalloc=zk, stderr_tail=last)
+    if not show_output and not ended.ok and tail:   # a failure's own words, though its output is not shown
+        print("".join(line.decode(errors="replace") for line in tail), end="", file=sys.stderr, flush=True)
+    return RunRecord(allocator=allocator, round=round_, ok=ended.ok, exit_code=ended.exit_code, signal=ended.signal,
+                     timed_out=ended.timed_out, resources=ended.resources, zkalloc=zk, stderr_tail=last, load=run.load)
 
 
 class _TextSink:
@@ -325,8 +304,8 @@ class Comparison:
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["verdict_rule"] = (f"faster/slower: the min-max ranges of wall time do not overlap, with at least "
-                             f"{MIN_RUNS_FOR_VERDICT} good runs each; otherwise no difference within the noise")
+        d["verdict_rule"] = VERDICT_RULE
+        d["load"] = dataclasses.asdict(load) if (load := machine_load(self.records)) is not None else None
         return d
 
     def exit_code(self) -> int:
@@ -343,7 +322,7 @@ def _failure_text(record: RunRecord) -> str:
 
 
 def compare(program: Program, allocators: Sequence[str], runs: int, *, timeout: float | None = None,
-            discard_output: bool = False, progress: Callable[[str], None] = lambda line: None,
+            show_output: bool = False, progress: Callable[[str], None] = lambda line: None,
             cache: dict[str, str] | None = None,
             resolved: tuple[dict[str, dict[str, str]], dict[str, str]] | None = None) -> Comparison:
     """Run the program `runs` times under each allocator (skipping missing
@@ -353,7 +332,7 @@ def compare(program: Program, allocators: Sequence[str], runs: int, *, timeout: 
     Stops when the baseline's first run fails, or the baseline fails the same
     way twice (`RunRecord.failure_key`); another allocator that fails the same
     way twice is not run again."""
-    from ._system import machine
+    from .._system import machine
     envs, skipped = resolved if resolved is not None else resolve(allocators, cache)
     active = [a for a in allocators if a in envs]
     order = plan(active, runs)
@@ -365,11 +344,11 @@ def compare(program: Program, allocators: Sequence[str], runs: int, *, timeout: 
             if name in dropped:
                 continue
             record = run_once(program, name, envs[name], round_, timeout=timeout,
-                              discard_output=discard_output, workdir=workdir)
+                              show_output=show_output, workdir=workdir)
             earlier = [r for r in records if r.allocator == name]
             records.append(record)
-            what = f"{record.wall_s:.2f} s" if record.ok else f"FAILED ({record.failure})"
-            progress(f"run {n}/{len(order)}: {name}, round {round_ + 1}/{runs}: {what}")
+            what = f"{record.resources.wall_s:.2f} s" if record.ok else f"FAILED ({record.failure})"
+            progress(f"run {n}/{len(order)}: {name} ({round_ + 1} of {runs}): {what}")
             if record.ok:
                 continue
             twice = any(not r.ok and r.failure_key == record.failure_key for r in earlier)
@@ -387,8 +366,12 @@ def compare(program: Program, allocators: Sequence[str], runs: int, *, timeout: 
 
 # ---- output ------------------------------------------------------------------
 
-COLUMNS = ("allocator", "runs ok", "wall s", "user s", "sys s", "minor faults", "major faults", "peak RSS MiB",
-           "vs default", "verdict", "zkalloc hit rate, served")
+#: The table's width at most (it fits a 100-column terminal).
+WIDTH = 100
+COLUMNS = ("allocator", "runs", "wall s", "CPU s (user+sys)", "minor faults", "RSS MiB", "speedup", "verdict")
+#: The verdict's word in the table (the reason follows below it).
+SHORT = {SAME: "same", TOO_FEW: "too few", WITHHELD: "withheld", "(baseline)": "baseline",
+         "no baseline: every default run failed": "no baseline"}
 
 
 def _spread(s: Spread | None, fmt: Callable[[float], str]) -> str:
@@ -398,7 +381,7 @@ def _spread(s: Spread | None, fmt: Callable[[float], str]) -> str:
 
 
 def _count(v: float) -> str:
-    return f"{v / 1000:.1f}k" if v >= 10_000 else f"{v:.0f}"
+    return f"{v / 1000:.0f}k" if v >= 10_000 else f"{v:.0f}"
 
 
 def _mib(n: float) -> str:
@@ -410,57 +393,57 @@ def rows(c: Comparison) -> list[list[str]]:
     out = []
     for name in c.allocators:
         s = c.summary[name]
-        runs = f"{s.runs_ok}/{s.runs_ok + s.runs_failed}"
-        zk = ""
-        if s.hit_rate is not None and s.bytes_served_from_cache is not None:
-            zk = f"{s.hit_rate.median:.1%}, {_mib(s.bytes_served_from_cache.median)} MiB"
-        out.append([name, runs, _spread(s.wall_s, lambda v: f"{v:.2f}"), _spread(s.user_s, lambda v: f"{v:.2f}"),
-                    _spread(s.system_s, lambda v: f"{v:.2f}"), _spread(s.minor_faults, _count),
-                    _spread(s.major_faults, _count), _spread(s.peak_rss_bytes, _mib),
+        out.append([name, f"{s.runs_ok}/{s.runs_ok + s.runs_failed}", _spread(s.wall_s, lambda v: f"{v:.2f}"),
+                    _spread(s.cpu_s, lambda v: f"{v:.2f}"), _spread(s.minor_faults, _count),
+                    _mib(s.peak_rss_bytes.median) if s.peak_rss_bytes else "-",
                     f"{s.speedup:.2f}x" if s.speedup is not None and name != BASELINE else "",
-                    s.verdict, zk])
+                    SHORT.get(s.verdict, s.verdict)])
     return out
 
 
+def table(cells: Sequence[Sequence[str]]) -> list[str]:
+    """Plain columns, numbers right-aligned."""
+    grid = [list(COLUMNS), *cells]
+    widths = [max(len(r[i]) for r in grid) for i in range(len(COLUMNS))]
+    left = (0, len(COLUMNS) - 1)
+    return ["  ".join(v.ljust(w) if i in left else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+            for r in grid]
+
+
+def _wrapped(text: str, indent: str = "  ") -> list[str]:
+    import textwrap
+    return textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_on_hyphens=False)
+
+
 def render(c: Comparison, out: TextIO) -> None:
-    """The table (rich where installed, plain columns otherwise), the
+    """The table (at most WIDTH columns), each verdict's reason, the
     failures and the machine; when compare stopped early, only why."""
-    from ._system import describe
+    from .._system import describe
     if c.stopped is not None:
         print(f"{' '.join(c.command)}: {c.stopped}.", file=out)
         print(f"Its output is above. Check that the command runs as it is (python {shlex.join(c.command)}), "
               "then compare again.", file=out)
         return
-    print(f"{' '.join(c.command)}: {c.runs_per_allocator} run(s) per allocator, alternating; "
-          "median (min-max) over the good runs of each allocator", file=out)
-    cells = rows(c)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(r[i]) for r in [list(COLUMNS), *cells]) for i in range(len(COLUMNS))]
-        for r in [list(COLUMNS), *cells]:
-            print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip(), file=out)
-    else:
-        table = Table()
-        for col in COLUMNS:
-            table.add_column(col, justify="left" if col in (COLUMNS[0], COLUMNS[-2], COLUMNS[-1]) else "right",
-                             no_wrap=col != COLUMNS[-2])
-        for r in cells:
-            table.add_row(*r)
-        console = Console(file=out, width=None if out.isatty() else 240)
-        console.print(table)
+    lines = _wrapped(f"{' '.join(c.command)}: {c.runs_per_allocator} run(s) per allocator, alternating; "
+                     "median (min-max) over the good runs of each", "")
+    lines += table(rows(c))
     for name in c.allocators:
         s = c.summary[name]
+        if s.hit_rate is not None and s.bytes_served_from_cache is not None:
+            covered = f", over {s.processes} processes" if s.processes > 1 else ""
+            lines += _wrapped(f"{name}: hit rate {s.hit_rate.median:.1%}, "
+                              f"{_mib(s.bytes_served_from_cache.median)} MiB served from the cache{covered}")
+        if s.reason:
+            lines += _wrapped(f"{name}: {s.verdict}: {s.reason}")
         if s.failures:
             last = next((r.stderr_tail for r in reversed(c.records) if r.allocator == name and not r.ok
                          and r.stderr_tail), "")
-            print(f"{name}: {s.runs_failed} failed run(s), not timed: {', '.join(s.failures)}"
-                  + (f"; last line of stderr: {last}" if last else ""), file=out)
+            lines += _wrapped(f"{name}: {s.runs_failed} failed run(s), not timed: {', '.join(s.failures)}"
+                              + (f"; last line of stderr: {last}" if last else ""))
         if name in c.dropped:
-            print(f"{name}: {c.dropped[name]}", file=out)
+            lines += _wrapped(f"{name}: {c.dropped[name]}")
     for name, why in c.skipped.items():
-        print(f"{name}: skipped, {why}", file=out)
-    print(f"verdict: against numpy's default; faster/slower only when the min-max ranges of wall time do not "
-          f"overlap (at least {MIN_RUNS_FOR_VERDICT} good runs each)", file=out)
-    print(f"machine: {describe(c.machine)}", file=out)
+        lines += _wrapped(f"{name}: skipped, {why}")
+    lines += _wrapped(f"verdict: against numpy's default; {VERDICT_RULE}")
+    lines += _wrapped(f"machine: {describe(c.machine)}")
+    print("\n".join(lines), file=out)

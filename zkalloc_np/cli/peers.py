@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _sanitizer
+from . import sanitizer
 
 #: Where system allocators live when ldconfig does not list them.
 LIBRARY_DIRS: tuple[str, ...] = (
@@ -87,15 +87,15 @@ def environment(env: dict[str, str], libraries: tuple[str, ...], install_hint: s
     the missing library and the command that installs it, or, for a library
     that is there, a sanitizer runtime in the LD_PRELOAD of `environ`,
     default this process's, that would replace its malloc:
-    _sanitizer.preload_conflict).  The
+    sanitizer.preload_conflict).  The
     sanitizer runtime is added in front when the child starts
-    (_sanitizer.child_environment), not here."""
+    (sanitizer.child_environment), not here."""
     out = dict(env)
     if libraries:
         path = find_library(libraries, cache)
         if path is None:
             return None, f"{libraries[0]} not found ({install_hint})"
-        conflict = _sanitizer.preload_conflict(environ)
+        conflict = sanitizer.preload_conflict(environ)
         if conflict is not None:
             return None, conflict
         out["LD_PRELOAD"] = path
