@@ -4,6 +4,10 @@ nothing changes; install()/uninstall()/installed() misuse has the behaviour
 the README documents, and never crashes."""
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -12,7 +16,7 @@ from numpy._core.multiarray import get_handler_name
 
 import zkalloc_np as zk
 from zkalloc_np._settings import ENV_VARS, load_environment
-from conftest import MiB
+from conftest import ASAN_SLOWDOWN, UNDER_ASAN, MiB
 
 SIZE_SETTINGS = ["cache_bytes", "min_bytes", "lazy_zero_bytes", "thread_cache_bytes"]
 GARBAGE = ["", "   ", "lots", "12Q", "1.5G", "1e9", "0x10", "--1", "nan", None, [1], {}, 1.5, float("nan"),
@@ -184,3 +188,88 @@ def test_install_and_uninstall_racing_threads(fresh):
     zk.uninstall()
     assert not zk.is_installed() and get_handler_name() == "default_allocator"
     assert zk.stats().bytes_in_use == 0
+
+
+# ---- sizes across the public API (issue 30.5) ----------------------------------
+# Each size a function takes: a bad one is a ValueError naming the function
+# and the argument, never a bare OverflowError from the C layer, a
+# SecretMemoryError or a TypeError from deep inside; nothing is mapped.
+
+BAD_SIZES = [-1, -(2**70), 2**64, 2**200, "99999999999999999999999T", 1.5, float("nan"), float("inf"),
+             "x", "1e9", True, object(), [1.5]]   # None: no budget/capacity, so per argument
+SIZE_ARGUMENTS = {
+    "reserve(nbytes)": (lambda v: zk.reserve(v), [None, 0, 2**36 + 1, 2**63, b"64K"]),
+    "reserve(count)": (lambda v: zk.reserve(MiB, v), [None, 2**31, np.float64(1.0), b"1"]),
+    "phase(budget)": (lambda v: zk.phase(budget=v), [0, 2**47 + 1, b"64K"]),
+    "phase(capacity)": (lambda v: zk.phase(capacity=v), [0, 2**36 + 1, b"64K"]),
+    "secret_empty(shape)": (lambda v: zk.secret_empty(v, np.uint8), [None, (2, -1), (2**20, 2**20), (2, 1.5), (True,)]),
+    "secret_zeros(shape)": (lambda v: zk.secret_zeros(v, np.uint64), [None, 2**34, (2, "x"), np.float64(1.0)]),
+}
+SIZE_CASES = [(name, value) for name, (_, more) in SIZE_ARGUMENTS.items() for value in BAD_SIZES + more]
+
+
+@pytest.mark.parametrize("name,value", SIZE_CASES, ids=[f"{n}={v!r}"[:50] for n, v in SIZE_CASES])
+def test_bad_sizes_are_value_errors_naming_the_argument(fresh, name, value):
+    before = zk.stats()
+    with pytest.raises(ValueError, match=re.escape(name)):
+        SIZE_ARGUMENTS[name][0](value)
+    after = zk.stats()
+    assert (after.bytes_mapped, after.secret_bytes) == (before.bytes_mapped, before.secret_bytes)
+
+
+def test_reserve_2_to_the_64_names_nbytes_not_a_c_type(fresh):
+    """It was a bare OverflowError ('int too large to convert to C unsigned long')."""
+    with pytest.raises(ValueError, match=r"reserve\(nbytes\): must be between 1 and 68719476736 bytes"):
+        zk.reserve(2**64)
+
+
+def test_sizes_accept_numpy_integers(fresh):
+    """A size computed with numpy (np.prod, an int64 column) is a size: it
+    was refused as 'expected a byte count, got np.int64(...)'."""
+    assert zk.reserve(np.int64(MiB), np.int32(2)) == 2
+    assert zk.configure(cache_bytes=np.uint64(64 * MiB), decay_ms=np.int64(500))["cache_bytes"] == 64 * MiB
+    assert zk.settings()["decay_ms"] == 500
+    with zk.phase(budget=np.int64(8 * MiB), capacity=np.uint32(MiB)) as ph:
+        a = np.ones(MiB // 8)
+    assert ph.stats.budget == 8 * MiB and ph.capacity == MiB
+    assert zk.secret_zeros(np.int64(3), np.uint8).shape == (3,)
+    assert zk.secret_empty((np.int16(2), 3), np.uint8).shape == (2, 3)
+    del a
+    with pytest.raises(ValueError, match="cache_bytes"):
+        zk.configure(cache_bytes=np.True_)
+
+
+def test_bad_secret_shape_maps_nothing_and_the_next_works(fresh):
+    before = zk.stats().secret_bytes
+    with pytest.raises(ValueError, match=r"secret_empty\(shape\).*more than the largest secret block"):
+        zk.secret_empty((1 << 30, 1 << 30), np.uint8)
+    assert zk.stats().secret_bytes == before
+    ok = zk.secret_zeros(5, np.uint64)
+    assert zk.is_secret(ok) and not ok.any()
+
+
+def test_install_under_a_budget_that_refuses_everything(fresh):
+    """install() allocates nothing through its own raw hook (found by
+    tests/fuzz/fuzz_api.py): it read /proc/self/environ with the hook
+    active, so a second install() under a tight budget, or inside a
+    budgeted phase, raised MemoryError half done."""
+    zk.configure(min_bytes=4096, budget=zk.stats().bytes_in_use + 1)
+    zk.install()
+    zk.install()
+    with zk.phase(budget=1):
+        zk.install()
+    zk.uninstall()
+    assert get_handler_name() == "default_allocator"
+
+
+FUZZ_TARGET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz", "fuzz_api.py")
+
+
+def test_the_fuzz_target_finds_nothing_in_random_programs():
+    """tests/fuzz/fuzz_api.py (atheris in .ci/run) on random programs for a
+    few seconds, in a subprocess: API and entry-point calls with bad and edge
+    values, check() and the bytes in use after each program."""
+    result = subprocess.run([sys.executable, FUZZ_TARGET, "--random", "8", "--seed", "30"], capture_output=True,
+                            text=True, timeout=300 * (ASAN_SLOWDOWN if UNDER_ASAN else 1))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no finding" in result.stdout

@@ -13,6 +13,7 @@ size class (8 per power of two) and served from idle resident regions when
 one is cached, so a loop that allocates and frees the same sizes stops
 page-faulting.  Smaller requests go to numpy's own allocator.
 """
+import numbers
 import warnings
 from typing import Any as _Any
 
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 HANDLER_NAME: str = _core.HANDLER_NAME
+_MAX_CLASS_BYTES: int = _core.class_bytes(_core.NCLASSES - 1)
 
 
 class InvariantError(RuntimeError):
@@ -79,11 +81,12 @@ def reserve(nbytes: int, count: int = 1) -> int:
     More than the cap can hold at all returns 0 at once with a
     ResourceWarning, having faulted nothing."""
     nbytes = _settings.parse_size(nbytes, "reserve(nbytes)")
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**31:
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 0 <= count < 2**31:
         raise ValueError(f"reserve(count): expected a non-negative int, got {count!r}")
-    if nbytes == 0:
-        raise ValueError("reserve(nbytes): must be positive")
-    rc = _core.reserve_raw(nbytes, count)
+    if not 1 <= nbytes <= _MAX_CLASS_BYTES:
+        raise ValueError(f"reserve(nbytes): must be between 1 and {_MAX_CLASS_BYTES} bytes (the largest size "
+                         f"class), got {nbytes}")
+    rc = _core.reserve_raw(nbytes, int(count))
     if rc == _core.RESERVE_OVER_CAP:
         # Faulting it in would only have the cap unmap it again.
         cap = settings()["cache_bytes"]

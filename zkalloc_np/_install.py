@@ -25,7 +25,6 @@ process-wide by nature, so ``installed()`` (scoped) stays numpy-only.
 from __future__ import annotations
 
 import contextlib
-import threading
 from types import TracebackType
 from typing import Any
 
@@ -34,10 +33,11 @@ from numpy._core.multiarray import get_handler_name
 
 from . import _core, _handler_stack, _raw
 from ._arrays import block_address
+from ._forksafe import fork_safe_lock
 from ._log import log_activity
 from ._settings import configure_from
 
-_install_lock = threading.Lock()
+_install_lock = fork_safe_lock()
 
 
 class Installed(contextlib.AbstractContextManager[None]):
@@ -110,8 +110,8 @@ def install(**settings: Any) -> None:
         configure_from(settings, stacklevel=3)
     with _install_lock:
         _core.point_default_at_zkalloc(True)
+        _raw.libc_enable()   # before the raw hook: it reads /proc, which a budget must not refuse
         _raw.enable()
-        _raw.libc_enable()
 
 
 def uninstall() -> None:

@@ -18,9 +18,9 @@ import atexit
 import logging
 import os
 import sys
-import threading
 from collections.abc import Mapping
 
+from ._forksafe import fork_safe_lock
 from ._format import fmt_bytes, size_range
 from ._settings import parse_bool
 from ._stats import Stats, snapshot
@@ -28,7 +28,7 @@ from ._stats import Stats, snapshot
 logger = logging.getLogger(__package__)   # "zkalloc_np"
 ENV_VAR = "ZKALLOC_LOG"
 
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 _last: Stats | None = None
 
 

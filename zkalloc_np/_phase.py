@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import os
 import sys
-import threading
 import tracemalloc
 import warnings
 from collections.abc import Callable
@@ -43,6 +41,7 @@ import numpy as np
 
 from . import _core, _handler_stack, _peak
 from ._arrays import block_address, data_owner
+from ._forksafe import fork_safe_lock
 from ._format import fmt_bytes
 from ._peak import PeakReport
 from ._secret import secret_active
@@ -228,17 +227,7 @@ class PhaseTotals:
 
 
 _totals: dict[str, PhaseTotals] = {}
-_totals_lock = threading.Lock()
-
-
-def _new_totals_lock() -> None:
-    """A fork child's copy of the lock may be held by a thread that does not
-    exist there: a fresh one (CPython's logging does the same)."""
-    global _totals_lock
-    _totals_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_totals_lock)
+_totals_lock = fork_safe_lock()   # re-made unlocked in a fork child (_forksafe)
 
 
 def phase_totals() -> dict[str, PhaseTotals]:

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import tracemalloc
 from collections.abc import Mapping
 
 from . import _core
+from ._forksafe import fork_safe_lock
 
 logger = logging.getLogger(__package__)   # _log's: the package's logger
 
@@ -38,13 +38,14 @@ logger = logging.getLogger(__package__)   # _log's: the package's logger
 #: leaves glibc as the user tuned it.
 GLIBC_MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 # The raw allocator when zkalloc_np was imported; None when tracemalloc
 # traced then (python -X tracemalloc): its hook is not the base.
 _at_import: tuple[int, ...] | None = None if tracemalloc.is_tracing() else _core.raw_allocator_id()
 _hooked = False
 _declined: str | None = None
 _libc_env: str | None = None
+_libc_env_read = False
 
 
 def _decline_reason() -> str | None:
@@ -106,8 +107,9 @@ def glibc_env(environ: Mapping[str, str] | None = None) -> str | None:
 
 def libc_enable() -> None:
     """install(): glibc's tuning per the libc setting, unless the environment tunes glibc."""
-    global _libc_env
-    _libc_env = glibc_env()
+    global _libc_env, _libc_env_read
+    if not _libc_env_read:   # the start environment never changes: a later install() allocates nothing here
+        _libc_env, _libc_env_read = glibc_env(), True
     _core.libc_install(_libc_env is None)
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
+import math
+import operator
 import os
 import warnings
 from collections.abc import Iterator
@@ -144,14 +146,45 @@ def _warn_block_failures() -> None:
                       f"protection. " + _explain(failed, err, False), SecretWarning, stacklevel=3)
 
 
+#: The largest secret block the core maps (its largest size class).
+_MAX_SECRET_BYTES = _core.class_bytes(_core.NCLASSES - 1)
+
+
+def _check_shape(shape: Any, dtype: Any, caller: str) -> None:
+    """ValueError naming `caller`'s shape when it is no shape (a float, a
+    str), has a negative dimension, or is more than secret memory maps."""
+    def dim(d: Any) -> int:
+        if isinstance(d, bool):
+            raise TypeError
+        return operator.index(d)
+
+    dims: tuple[int, ...]
+    try:
+        dims = (dim(shape),)
+    except TypeError:
+        try:
+            dims = tuple(dim(d) for d in shape)
+        except TypeError:
+            raise ValueError(f"{caller}(shape): expected an int or a sequence of ints, got {shape!r}") from None
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{caller}(shape): a dimension is negative in {shape!r}")
+    nbytes = math.prod(dims) * np.dtype(dtype).itemsize
+    if nbytes > _MAX_SECRET_BYTES:
+        raise ValueError(f"{caller}(shape): {shape!r} of {np.dtype(dtype)} is {nbytes} bytes, more than the "
+                         f"largest secret block ({_MAX_SECRET_BYTES} bytes)")
+
+
 def secret_empty(shape: Any, dtype: Any = float, *, strict: bool = True) -> np.ndarray:
-    """np.empty in secret memory (the contents are zeros: a fresh mapping)."""
+    """np.empty in secret memory (the contents are zeros: a fresh mapping).
+    A bad shape (negative, too big, not ints) is a ValueError naming it."""
+    _check_shape(shape, dtype, "secret_empty")
     with secret(strict=strict):
         return np.empty(shape, dtype)
 
 
 def secret_zeros(shape: Any, dtype: Any = float, *, strict: bool = True) -> np.ndarray:
-    """np.zeros in secret memory."""
+    """np.zeros in secret memory.  A bad shape is a ValueError naming it."""
+    _check_shape(shape, dtype, "secret_zeros")
     with secret(strict=strict):
         return np.zeros(shape, dtype)
 

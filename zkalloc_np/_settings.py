@@ -7,14 +7,15 @@ the environment variable), and by the C core for range.
 from __future__ import annotations
 
 import difflib
+import numbers
 import os
 import re
-import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict, cast
 
 from . import _core
+from ._forksafe import fork_safe_lock
 
 #: setting name -> environment variable read at import.  The names are the
 #: core's (zk_options.c); each variable is ZKALLOC_ and the name upper-cased.
@@ -77,15 +78,16 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 _sources: dict[str, str] = {name: "default" for name in ENV_VARS}
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 
 
 def parse_size(value: Any, what: str) -> int:
     """Bytes from an int or a string such as ``"512M"``, ``"2G"``, ``"64KiB"``
     (binary units).  Raises ValueError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
+        if (isinstance(value, float) and value.is_integer()
+                or isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+            value = int(value)   # 1048576.0, np.int64(1048576); np.bool_ is no Integral
         else:
             raise ValueError(f"{what}: expected a byte count such as 1048576 or '512M', got {value!r}")
     if isinstance(value, str):
@@ -124,7 +126,7 @@ def parse_choice(name: str, value: Any, what: str) -> int:
 
 def parse_ms(value: Any, what: str) -> int:
     """Milliseconds from an int or a string such as ``"500"``, ``"500ms"``, ``"10s"``."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
+    if isinstance(value, bool) or not isinstance(value, (int, str, numbers.Integral)):
         raise ValueError(f"{what}: expected milliseconds such as 10000, '500ms' or '10s', got {value!r}")
     if isinstance(value, str):
         match = _MS_RE.match(value)
