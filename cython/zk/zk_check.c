@@ -414,15 +414,22 @@ static void check_segment_mapped(zk_region *r, void *arg)
 /* The file is read with no lock held (it takes the kernel's mmap lock and
  * can be slow).  Segments that existed before it was read and still do
  * were mapped throughout; one made since may be missing from it: then the
- * comparison is made again. */
+ * comparison is made again.  So is one where a request was in flight: a
+ * segment being given back (zk_heap_give_back unmaps it before its
+ * descriptor leaves the heap, outside the heap lock) is still listed while
+ * the kernel no longer maps it. */
 int zk_heap_check_maps(const char **what)
 {
     maps_view v = {NULL, NULL, 0, 0, false};
     const char *err = "other threads kept mapping segments while /proc/self/maps was read";
     int rc = ZK_EBUSY;
     for (int i = 0; i < ATTEMPTS && rc == ZK_EBUSY; i++) {
+        if (i > 0)
+            zk_os_pause_us(PAUSE_US);
         zk_heap_lock();
-        uint64_t made = zk_heap_segments_made();
+        zk_tcache_lock_for_fork();
+        uint64_t made = zk_heap_segments_made(), ended = traffic_ended();
+        zk_tcache_unlock_after_fork();
         zk_heap_unlock();
         v.n = 0;
         if (zk_os_each_area(0, 0, add_area, &v) != 0 || v.failed) {
@@ -432,11 +439,14 @@ int zk_heap_check_maps(const char **what)
         }
         segment_check c = {&v, NULL};
         zk_heap_lock();
+        zk_tcache_lock_for_fork();
         bool same = zk_heap_segments_made() == made;
         if (same)
             zk_region_foreach(check_segment_mapped, &c);
+        bool quiet = traffic_begun() == ended;
+        zk_tcache_unlock_after_fork();
         zk_heap_unlock();
-        if (same) {
+        if (same && (c.error == NULL || quiet)) {
             rc = c.error == NULL ? ZK_OK : ZK_ECORRUPT;
             err = c.error;
         }

@@ -272,7 +272,7 @@ void zk_heap_vacate(zk_region *r)
     settle_vacant(r);
 }
 
-void zk_heap_give_back(zk_region *r)
+static void give_back(zk_region *r)
 {
     /* Read under the lock (neighbours' links are rewritten under it), then
      * stable without it: only r's owner (us) could split r, and a neighbour
@@ -295,6 +295,15 @@ void zk_heap_give_back(zk_region *r)
     else
         settle_vacant(r);
     zk_heap_unlock();
+}
+
+/* In flight for zk_check() (zk_heap_check_maps): a whole segment is
+ * unmapped here before its descriptor leaves the heap. */
+void zk_heap_give_back(zk_region *r)
+{
+    zk_traffic_counts *traffic = zk_traffic_begin();
+    give_back(r);
+    zk_traffic_end(traffic);
 }
 
 /* A region a dead thread was giving back when the parent forked.  Its

@@ -293,6 +293,25 @@ static void test_check_busy_or_exact(void)
     CHECK_INVARIANTS();
 }
 
+/* A segment the cache holds that is really unmapped (here behind its back)
+ * is reported, however many reads the check makes; mapped again, all is
+ * well. */
+static void test_unmapped_segment_is_reported(void)
+{
+    void *p = zk_cache_alloc(5 * MiB);   /* a segment of its own */
+    CHECK(p != NULL);
+    if (p == NULL)
+        return;
+    size_t bytes = zk_cache_usable(p);
+    CHECK(munmap(p, bytes) == 0);
+    const char *what = NULL;
+    CHECK(zk_heap_check_maps(&what) == ZK_ECORRUPT && what != NULL && strstr(what, "not mapped") != NULL);
+    CHECK(mmap(p, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == p);
+    CHECK(zk_heap_check_maps(&what) == ZK_OK && what == NULL);
+    zk_cache_free(p);
+    CHECK_INVARIANTS();
+}
+
 static void test_failed_unmaps(void)
 {
     zk_stats_snapshot s;
@@ -1036,6 +1055,7 @@ int main(int argc, char **argv)
     test_cache_api();
     test_check_busy_or_exact();
     test_failed_unmaps();
+    test_unmapped_segment_is_reported();
     test_handler_routing();
     test_scope();
     test_scope_nesting();
