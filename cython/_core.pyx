@@ -23,17 +23,40 @@ cnp.import_array()
 HANDLER_NAME = "zkalloc"
 NCLASSES = ZK_NCLASSES
 
-#: Setting name -> zk_option id, from the core's own table (zk_options.c).
-OPTIONS = {zk_option_name(i).decode(): i for i in range(ZK_OPT_COUNT)}
+cdef tuple OPTION_KINDS = ("bytes", "duration", "bool", "choice")
 
-#: hugepages values as the core stores them.
-HUGEPAGES = {"off": ZK_HUGEPAGES_OFF, "on": ZK_HUGEPAGES_ON, "auto": ZK_HUGEPAGES_AUTO}
+
+cdef dict describe_option(const zk_option_info *o):
+    words = [tuple(w.split("|")) for w in o.words.decode().split(",")] if o.words != NULL else None
+    return {"kind": OPTION_KINDS[o.kind], "min": o.min, "max": o.max, "words": words}
+
+
+#: Every setting, from the core's one table (zk_options.c): name ->
+#: {kind: bytes/duration/bool/choice, min, max, words}, words (choices only)
+#: the aliases of the values min, min+1, ..., the first how it reads back.
+OPTIONS = {zk_options_info[i].name.decode(): describe_option(&zk_options_info[i]) for i in range(ZK_OPT_COUNT)}
+cdef dict OPTION_IDS = {name: i for i, name in enumerate(OPTIONS)}
+
+cdef tuple STAT_KINDS = ("counter", "gauge", "peak", "record")
+
+
+cdef tuple describe_stats(const zk_stat_info *info, size_t count):
+    return tuple((info[i].name.decode(), STAT_KINDS[info[i].kind], info[i].doc.decode()) for i in range(count))
+
+
+cdef dict read_stats(const zk_stat_info *info, size_t count, const void *snapshot):
+    """{name: value} of every listed uint64_t of a snapshot struct."""
+    cdef const char *base = <const char *>snapshot
+    return {info[i].name.decode(): (<const uint64_t *>(base + info[i].offset))[0] for i in range(count)}
+
 
 #: Every scalar statistic, in the core's order (cython/zk/zk_stats_list.h):
 #: (name, kind, doc), kind one of "counter", "gauge", "peak".
-STATS = tuple((zk_stats_info[i].name.decode(),
-               ("counter", "gauge", "peak")[zk_stats_info[i].kind],
-               zk_stats_info[i].doc.decode()) for i in range(zk_stats_count))
+STATS = describe_stats(zk_stats_info, zk_stats_count)
+
+#: Every statistic of a phase, the same way (cython/zk/zk_scope_stats_list.h);
+#: kind "record" too: a value stored at one moment.
+SCOPE_STATS = describe_stats(zk_scope_stats_info, zk_scope_stats_count)
 
 #: Secret protections, as bits of secret_info()["protections"].
 SECRET_PROTECTIONS = {
@@ -212,8 +235,8 @@ def scope_owns(capsule, uintptr_t address):
 
 
 def scope_stats(capsule):
-    """The phase's counters as a dict; class_live / class_peak as
-    {class bytes: count} of the classes that have any."""
+    """The phase's statistics as a dict (the names of SCOPE_STATS), with
+    class_live / class_peak as {class bytes: count} of the classes that have any."""
     cdef zk_scope_stats st
     zk_scope_stats_read(scope_of(capsule), &st)
     cdef dict live = {}, peak = {}
@@ -223,15 +246,9 @@ def scope_stats(capsule):
             live[zk_class_bytes(c)] = st.class_live[c]
         if st.class_peak[c]:
             peak[zk_class_bytes(c)] = st.class_peak[c]
-    return {"arrays": st.arrays, "bytes_allocated": st.bytes_allocated, "live_arrays": st.live_arrays,
-            "live_bytes": st.live_bytes, "peak_bytes": st.peak_bytes, "small_arrays": st.small_arrays,
-            "hits": st.hits, "misses": st.misses, "repurposed": st.repurposed, "fresh_bytes": st.fresh_bytes,
-            "alloc_ns": st.alloc_ns, "realloc_in_place": st.realloc_in_place, "realloc_moved": st.realloc_moved,
-            "invalid_frees": st.invalid_frees, "escaped_arrays": st.escaped_arrays,
-            "escaped_bytes": st.escaped_bytes, "peak_region_bytes": st.peak_region_bytes,
-            "budget": st.budget, "budget_refusals": st.budget_refusals, "refused_bytes": st.refused_bytes,
-            "refused_live_bytes": st.refused_live_bytes,
-            "closed": st.closed, "class_live": live, "class_peak": peak}
+    out = read_stats(zk_scope_stats_info, zk_scope_stats_count, &st)
+    out["class_live"], out["class_peak"] = live, peak
+    return out
 
 
 def scope_live(capsule):
@@ -362,21 +379,23 @@ def usable_bytes(uintptr_t address):
 
 
 cdef zk_option option_id(str name) except *:
-    return <zk_option>OPTIONS[name]
+    return <zk_option>OPTION_IDS[name]
 
 
-def option_set(str name, uint64_t value):
+def option_store(str name, uint64_t value):
+    """Store a setting's value, validated by the caller (zkalloc_np._settings);
+    it takes effect with option_apply."""
     if zk_option_set(option_id(name), value) != ZK_OK:
-        raise ValueError(f"{name}={value} is out of range "
-                         f"[{zk_option_min(option_id(name))}, {zk_option_max(option_id(name))}]")
+        raise ValueError(f"{name}={value} is out of range")
+
+
+def option_apply(str name):
+    """What a stored change does now (evict to a lower cap, reschedule decay, glibc's tuning)."""
+    zk_option_apply(option_id(name))
 
 
 def option_get(str name):
     return zk_option_get(option_id(name))
-
-
-def option_range(str name):
-    return zk_option_min(option_id(name)), zk_option_max(option_id(name))
 
 
 def class_of(size_t nbytes):
@@ -470,11 +489,8 @@ def stats_snapshot():
     "classes": [(class bytes, hits, misses, in use, cached)] and
     "small_by_log2": the small requests by bit length."""
     cdef zk_stats_snapshot s
-    cdef size_t i
     zk_stats_read(&s)
-    cdef char *base = <char *>&s
-    out = {zk_stats_info[i].name.decode(): (<uint64_t *>(base + zk_stats_info[i].offset))[0]
-           for i in range(zk_stats_count)}
+    out = read_stats(zk_stats_info, zk_stats_count, &s)
     out["classes"] = [
         (zk_class_bytes(c), s.class_hits[c], s.class_misses[c], s.class_in_use[c], s.class_cached[c])
         for c in range(ZK_NCLASSES)

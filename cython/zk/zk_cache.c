@@ -472,6 +472,16 @@ void zk_cache_trim(void)
     zk_vacate_chain(chain, &zk_stats.evictions, &zk_stats.evicted_bytes, false);
 }
 
+void zk_option_apply(zk_option opt)
+{
+    if (opt == ZK_OPT_CACHE_BYTES)
+        zk_cache_trim();   /* a lower cap applies now, not at the next free */
+    if (opt == ZK_OPT_DECAY_MS)
+        zk_decay_reschedule();   /* a shorter period applies from now */
+    if (opt == ZK_OPT_LIBC)
+        zk_libc_setting_changed();   /* while installed, applies now */
+}
+
 /* Fault `count` regions of a class in now and keep them idle.  Asking for
  * more than the cap can hold would fault memory in only to unmap it again:
  * only what fits is faulted, and a region larger than the whole cap is
