@@ -73,7 +73,6 @@ cdef PyDataMem_Handler zk_handler          # name "zkalloc", routes to the cache
 cdef PyDataMem_Handler passthrough_handler # numpy's name, frees still checked
 cdef PyDataMem_Handler secret_strict_handler
 cdef PyDataMem_Handler secret_lenient_handler
-cdef zk_fallback fallback
 
 
 cdef void fill_handler(PyDataMem_Handler *h, const char *name, void *ctx) noexcept:
@@ -87,16 +86,19 @@ cdef void fill_handler(PyDataMem_Handler *h, const char *name, void *ctx) noexce
     h.allocator.free = zk_h_free
 
 
+# The core's allocator structs have the shapes of numpy's and CPython's
+# (zkalloc.h: zk_fallback is a PyDataMemAllocator, zk_raw_allocator a
+# PyMemAllocatorEx: ctx, malloc, calloc, realloc, free), so they are passed
+# as they are; checked once here.
+if sizeof(zk_fallback) != sizeof(PyDataMemAllocator) or sizeof(zk_raw_allocator) != sizeof(PyMemAllocatorEx):
+    raise ImportError("zkalloc: the core's allocator structs do not match numpy's and CPython's")
+
+
 cdef void setup() except *:
     global original_default_ptr
     original_default_ptr = <PyDataMem_Handler *>PyCapsule_GetPointer(<object>PyDataMem_DefaultHandler, "mem_handler")
     memcpy(&original_default, original_default_ptr, sizeof(PyDataMem_Handler))
-    fallback.ctx = original_default.allocator.ctx
-    fallback.malloc = original_default.allocator.malloc
-    fallback.calloc = original_default.allocator.calloc
-    fallback.realloc = original_default.allocator.realloc
-    fallback.free = original_default.allocator.free
-    zk_handler_set_fallback(&fallback)
+    zk_handler_set_fallback(<zk_fallback *>&original_default.allocator)
     fill_handler(&zk_handler, b"zkalloc", &zk_route_cache)
     fill_handler(&passthrough_handler, original_default.name, &zk_route_passthrough)
     fill_handler(&secret_strict_handler, b"zkalloc-secret", &zk_route_secret_strict)
@@ -156,23 +158,48 @@ def scope_serial(capsule):
     return zk_scope_serial(scope_of(capsule))
 
 
-cdef tuple read_peak(zk_peak *p):
-    cdef zk_peak_info info
-    cdef size_t n = zk_peak_read(p, NULL, 0, &info)
-    cdef size_t got
-    cdef zk_live_entry *entries
+# The core copies out lists that other threads may grow meanwhile (a peak
+# snapshot, a phase's live regions): it returns how many there are, which
+# may exceed the room it was given.  One loop copies them all.
+ctypedef size_t (*copy_fn)(void *source, void *out, size_t max, void *extra) noexcept nogil
+
+
+cdef void *copy_all(copy_fn copy, void *source, size_t item, void *extra, size_t *count,
+                    size_t *room) except NULL:
+    """A malloc'd array (the caller frees it) of every item: *count of them,
+    in room for *room."""
+    cdef size_t n = copy(source, NULL, 0, extra)
+    cdef void *out
     while True:
         n += 16   # it may grow before the copy
-        entries = <zk_live_entry *>malloc(n * sizeof(zk_live_entry))
-        if entries == NULL:
-            raise MemoryError("peak: no memory to copy the snapshot")
-        got = zk_peak_read(p, entries, n, &info)
-        if got <= n:
-            out = [(entries[i].scope, entries[i].bytes, entries[i].site, entries[i].cls) for i in range(got)]
-            free(entries)
-            return info, out
-        free(entries)
-        n = got
+        out = malloc(n * item)
+        if out == NULL:
+            raise MemoryError("zkalloc: no memory to copy a list out of the core")
+        count[0] = copy(source, out, n, extra)
+        if count[0] <= n:
+            room[0] = n
+            return out
+        free(out)
+        n = count[0]
+
+
+cdef size_t copy_peak(void *peak, void *out, size_t max, void *info) noexcept nogil:
+    return zk_peak_read(<zk_peak *>peak, <zk_live_entry *>out, max, <zk_peak_info *>info)
+
+
+cdef size_t copy_scope_live(void *scope, void *out, size_t max, void *unused) noexcept nogil:
+    # out holds max addresses, then max byte counts
+    cdef uint64_t *nbytes = <uint64_t *>(<uintptr_t *>out + max) if out != NULL else NULL
+    return zk_scope_live(<zk_scope *>scope, <uintptr_t *>out, nbytes, max)
+
+
+cdef tuple read_peak(zk_peak *p):
+    cdef zk_peak_info info
+    cdef size_t got, room
+    cdef zk_live_entry *entries = <zk_live_entry *>copy_all(copy_peak, p, sizeof(zk_live_entry), &info, &got, &room)
+    out = [(entries[i].scope, entries[i].bytes, entries[i].site, entries[i].cls) for i in range(got)]
+    free(entries)
+    return info, out
 
 
 def scope_peak(capsule):
@@ -253,28 +280,13 @@ def scope_stats(capsule):
 
 def scope_live(capsule):
     """[(address, requested bytes)] of the phase's live regions (walks every descriptor)."""
-    cdef zk_scope *s = scope_of(capsule)
-    cdef size_t n = zk_scope_live(s, NULL, NULL, 0)
-    cdef size_t got
-    cdef uintptr_t *addresses
-    cdef uint64_t *nbytes
-    while True:
-        n += 16   # more may have appeared since the count
-        addresses = <uintptr_t *>malloc(n * sizeof(uintptr_t))
-        nbytes = <uint64_t *>malloc(n * sizeof(uint64_t))
-        if addresses == NULL or nbytes == NULL:
-            free(addresses)
-            free(nbytes)
-            raise MemoryError("phase: no memory to list its live arrays")
-        got = zk_scope_live(s, addresses, nbytes, n)
-        if got <= n:
-            out = [(addresses[i], nbytes[i]) for i in range(got)]
-            free(addresses)
-            free(nbytes)
-            return out
-        free(addresses)
-        free(nbytes)
-        n = got
+    cdef size_t got, room
+    cdef uintptr_t *addresses = <uintptr_t *>copy_all(copy_scope_live, scope_of(capsule),
+                                                     sizeof(uintptr_t) + sizeof(uint64_t), NULL, &got, &room)
+    cdef uint64_t *nbytes = <uint64_t *>(addresses + room)   # as copy_scope_live laid them out
+    out = [(addresses[i], nbytes[i]) for i in range(got)]
+    free(addresses)
+    return out
 
 
 def warm(dict need, uint64_t peak_bytes):
@@ -551,16 +563,6 @@ NUMPY_BUILD_VERSION = (<bytes>ZKALLOC_NUMPY_BUILD_VERSION).decode("ascii")
 # cython/zk/zk_libc.c.  Decisions (when to hook, when to decline) are made in
 # zkalloc_np/_raw.py.
 
-cdef zk_raw_allocator raw_of(PyMemAllocatorEx *a) noexcept:
-    cdef zk_raw_allocator r
-    r.ctx = a.ctx
-    r.malloc = a.malloc
-    r.calloc = a.calloc
-    r.realloc = a.realloc
-    r.free = a.free
-    return r
-
-
 def raw_allocator_id():
     """The raw domain's current allocator as (ctx, malloc, calloc, realloc,
     free) addresses: what changed it since is told by comparing two."""
@@ -574,25 +576,17 @@ def raw_current_is_hook():
     (False when another hook, tracemalloc's, wraps it)."""
     cdef PyMemAllocatorEx a
     PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &a)
-    cdef zk_raw_allocator r = raw_of(&a)
-    return bool(zk_raw_is_hook(&r))
+    return bool(zk_raw_is_hook(<zk_raw_allocator *>&a))
 
 
 def raw_hook():
     """Wrap the raw domain's current allocator with zkalloc's hook (once;
     the hook is never removed).  False when it was set before."""
-    cdef PyMemAllocatorEx a
-    cdef zk_raw_allocator current, ours
-    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &a)
-    current = raw_of(&a)
-    if zk_raw_wrap(&current, &ours) != ZK_OK:
+    cdef PyMemAllocatorEx current, ours
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &current)
+    if zk_raw_wrap(<zk_raw_allocator *>&current, <zk_raw_allocator *>&ours) != ZK_OK:
         return False
-    a.ctx = ours.ctx
-    a.malloc = ours.malloc
-    a.calloc = ours.calloc
-    a.realloc = ours.realloc
-    a.free = ours.free
-    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &a)
+    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &ours)
     return True
 
 

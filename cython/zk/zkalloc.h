@@ -118,7 +118,9 @@ void zk_zero_read(int cls, zk_zero_policy *out);
 void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns);
 
 /* ---- NEP 49 shaped entry points (zk_handler.c) ------------------------- */
-/* The allocator functions requests fall back to: numpy's original default. */
+/* The allocator functions requests fall back to: numpy's original default.
+ * The shape of numpy's PyDataMemAllocator (the Cython layer passes numpy's
+ * struct as it is, after checking the sizes match). */
 typedef struct {
     void *ctx;
     void *(*malloc)(void *ctx, size_t size);
@@ -298,7 +300,7 @@ void zk_stats_reset_counters(void);  /* hits/misses/events; not the byte gauges 
 
 /* ---- Python's raw domain (zk_raw.c) -------------------------------------
  * The shape of CPython's PyMemAllocatorEx, without Python.h: the Cython
- * layer copies field by field between the two. */
+ * layer passes CPython's struct as it is, after checking the sizes match. */
 typedef struct {
     void *ctx;
     void *(*malloc)(void *ctx, size_t size);
