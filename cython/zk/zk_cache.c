@@ -2,7 +2,7 @@
  * The cache: what a request goes through.
  *
  *   hit:    this thread's cache, the pool, other threads' caches, then a
- *           region one or two classes larger (no lock on the first);
+ *           region one class larger (no lock on the first);
  *   miss:   idle memory of other classes reshaped (zk_repurpose.c), then
  *           fresh memory from the heap (zk_heap.c), both under the heap
  *           lock; a fresh np.empty of >= 2 MiB is faulted in at once and
@@ -20,7 +20,7 @@
 #include "zk_internal.h"
 
 #define REMAP_MIN_BYTES ((size_t)1 << 20)   /* below this memcpy beats mremap */
-/* A hit may take a region one class larger (at most 1.25x) whole; beyond
+/* A hit may take a region one class larger (at most 1.125x) whole; beyond
  * that a miss carves exactly what it needs out of a larger idle region
  * (zk_repurpose.c), so idle memory is not handed out as slack. */
 #define LARGER_CLASSES 1
@@ -51,7 +51,7 @@ static zk_region *take_cached(int cls)
     return r;
 }
 
-/* A region one class larger (at most 1.25x the bytes), handed out whole:
+/* A region one class larger (at most 1.125x the bytes), handed out whole:
  * sizes that change a little every round find each other's regions without
  * reshaping anything. */
 static zk_region *take_larger(int cls)

@@ -17,7 +17,7 @@
 
 static uint64_t default_min_bytes(void) { return 64 * KiB; }
 static uint64_t default_hugepages(void) { return ZK_HUGEPAGES_AUTO; }   /* measured: zk_thp.c */
-/* never: memset of a resident region beats faulting it back (how-it-works.md) */
+/* 0: no size forces a discard; adaptive_zero chooses per class (zk_zero.c) */
 static uint64_t default_lazy_zero_bytes(void) { return 0; }
 static uint64_t default_adaptive_zero(void) { return 1; }
 static uint64_t default_thread_cache_bytes(void) { return 256 * MiB; }
