@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-KINDS = {"counter": "counter", "gauge": "gauge", "peak": "peak of a gauge", "record": "recorded once"}
+KINDS = {"counter": "counter", "gauge": "gauge", "peak": "peak of a gauge", "record": "recorded"}
 
 
 class Table(NamedTuple):
