@@ -44,7 +44,7 @@ from ._arrays import block_address, data_owner
 from ._format import fmt_bytes
 from ._peak import PeakReport
 from ._secret import secret_active
-from ._settings import parse_setting, parse_size
+from ._settings import SettingsWarning, implausible, parse_setting, parse_size
 
 _MAX_BYTES = _core.class_bytes(_core.NCLASSES - 1)
 UNNAMED = "(unnamed)"
@@ -294,6 +294,9 @@ class Phase:
             raise ValueError(f"phase(capacity): must be between 1 and {_MAX_BYTES} bytes, got {self.capacity}")
         # The budget setting's kind and bounds; 0 (or None) is none, as for the setting.
         self.budget = 0 if budget is None else parse_setting("budget", budget, "phase(budget)")
+        doubt = implausible("budget", self.budget, "phase(budget)")
+        if doubt:
+            warnings.warn(doubt, SettingsWarning, stacklevel=2)
         self.escapes: tuple[EscapedArray, ...] = ()   # filled at exit when on_escape != "ignore"
         self._capsule: Any = None
         self._entry: Any = None
