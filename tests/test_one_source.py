@@ -1,6 +1,7 @@
 """Every constant and counter has one source, the C core: the Python layer
-reads the option names, the hugepages words, the class count and the list of
-statistics from it, and the docs table and the Stats fields follow that list."""
+reads the settings (name, kind, bounds, words), the class count and the
+lists of statistics (the process's and a phase's) from it, and the docs
+tables and the Stats and PhaseStats fields follow those lists."""
 from __future__ import annotations
 
 import dataclasses
