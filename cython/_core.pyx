@@ -23,17 +23,40 @@ cnp.import_array()
 HANDLER_NAME = "zkalloc"
 NCLASSES = ZK_NCLASSES
 
-#: Setting name -> zk_option id, from the core's own table (zk_options.c).
-OPTIONS = {zk_option_name(i).decode(): i for i in range(ZK_OPT_COUNT)}
+cdef tuple OPTION_KINDS = ("bytes", "duration", "bool", "choice")
 
-#: hugepages values as the core stores them.
-HUGEPAGES = {"off": ZK_HUGEPAGES_OFF, "on": ZK_HUGEPAGES_ON, "auto": ZK_HUGEPAGES_AUTO}
+
+cdef dict describe_option(const zk_option_info *o):
+    words = [tuple(w.split("|")) for w in o.words.decode().split(",")] if o.words != NULL else None
+    return {"kind": OPTION_KINDS[o.kind], "min": o.min, "max": o.max, "words": words}
+
+
+#: Every setting, from the core's one table (zk_options.c): name ->
+#: {kind: bytes/duration/bool/choice, min, max, words}, words (choices only)
+#: the aliases of the values min, min+1, ..., the first how it reads back.
+OPTIONS = {zk_options_info[i].name.decode(): describe_option(&zk_options_info[i]) for i in range(ZK_OPT_COUNT)}
+cdef dict OPTION_IDS = {name: i for i, name in enumerate(OPTIONS)}
+
+cdef tuple STAT_KINDS = ("counter", "gauge", "peak", "record")
+
+
+cdef tuple describe_stats(const zk_stat_info *info, size_t count):
+    return tuple((info[i].name.decode(), STAT_KINDS[info[i].kind], info[i].doc.decode()) for i in range(count))
+
+
+cdef dict read_stats(const zk_stat_info *info, size_t count, const void *snapshot):
+    """{name: value} of every listed uint64_t of a snapshot struct."""
+    cdef const char *base = <const char *>snapshot
+    return {info[i].name.decode(): (<const uint64_t *>(base + info[i].offset))[0] for i in range(count)}
+
 
 #: Every scalar statistic, in the core's order (cython/zk/zk_stats_list.h):
 #: (name, kind, doc), kind one of "counter", "gauge", "peak".
-STATS = tuple((zk_stats_info[i].name.decode(),
-               ("counter", "gauge", "peak")[zk_stats_info[i].kind],
-               zk_stats_info[i].doc.decode()) for i in range(zk_stats_count))
+STATS = describe_stats(zk_stats_info, zk_stats_count)
+
+#: Every statistic of a phase, the same way (cython/zk/zk_scope_stats_list.h);
+#: kind "record" too: a value stored at one moment.
+SCOPE_STATS = describe_stats(zk_scope_stats_info, zk_scope_stats_count)
 
 #: Secret protections, as bits of secret_info()["protections"].
 SECRET_PROTECTIONS = {
@@ -50,7 +73,6 @@ cdef PyDataMem_Handler zk_handler          # name "zkalloc", routes to the cache
 cdef PyDataMem_Handler passthrough_handler # numpy's name, frees still checked
 cdef PyDataMem_Handler secret_strict_handler
 cdef PyDataMem_Handler secret_lenient_handler
-cdef zk_fallback fallback
 
 
 cdef void fill_handler(PyDataMem_Handler *h, const char *name, void *ctx) noexcept:
@@ -64,16 +86,19 @@ cdef void fill_handler(PyDataMem_Handler *h, const char *name, void *ctx) noexce
     h.allocator.free = zk_h_free
 
 
+# The core's allocator structs have the shapes of numpy's and CPython's
+# (zkalloc.h: zk_fallback is a PyDataMemAllocator, zk_raw_allocator a
+# PyMemAllocatorEx: ctx, malloc, calloc, realloc, free), so they are passed
+# as they are; checked once here.
+if sizeof(zk_fallback) != sizeof(PyDataMemAllocator) or sizeof(zk_raw_allocator) != sizeof(PyMemAllocatorEx):
+    raise ImportError("zkalloc: the core's allocator structs do not match numpy's and CPython's")
+
+
 cdef void setup() except *:
     global original_default_ptr
     original_default_ptr = <PyDataMem_Handler *>PyCapsule_GetPointer(<object>PyDataMem_DefaultHandler, "mem_handler")
     memcpy(&original_default, original_default_ptr, sizeof(PyDataMem_Handler))
-    fallback.ctx = original_default.allocator.ctx
-    fallback.malloc = original_default.allocator.malloc
-    fallback.calloc = original_default.allocator.calloc
-    fallback.realloc = original_default.allocator.realloc
-    fallback.free = original_default.allocator.free
-    zk_handler_set_fallback(&fallback)
+    zk_handler_set_fallback(<zk_fallback *>&original_default.allocator)
     fill_handler(&zk_handler, b"zkalloc", &zk_route_cache)
     fill_handler(&passthrough_handler, original_default.name, &zk_route_passthrough)
     fill_handler(&secret_strict_handler, b"zkalloc-secret", &zk_route_secret_strict)
@@ -135,24 +160,49 @@ def scope_serial(capsule):
     return zk_scope_serial(scope_of(capsule))
 
 
-cdef tuple read_peak(zk_peak *p):
-    cdef zk_peak_info info
-    cdef size_t n = zk_peak_read(p, NULL, 0, &info)
-    cdef size_t got
-    cdef zk_live_entry *entries
+# The core copies out lists that other threads may grow meanwhile (a peak
+# snapshot, a phase's live regions): it returns how many there are, which
+# may exceed the room it was given.  One loop copies them all.
+ctypedef size_t (*copy_fn)(void *source, void *out, size_t max, void *extra) noexcept nogil
+
+
+cdef void *copy_all(copy_fn copy, void *source, size_t item, void *extra, size_t *count,
+                    size_t *room) except NULL:
+    """A malloc'd array (the caller frees it) of every item: *count of them,
+    in room for *room."""
+    cdef size_t n = copy(source, NULL, 0, extra)
+    cdef void *out
     while True:
         n += 16   # it may grow before the copy
-        entries = <zk_live_entry *>malloc(n * sizeof(zk_live_entry))
-        if entries == NULL:
-            raise MemoryError("peak: no memory to copy the snapshot")
-        got = zk_peak_read(p, entries, n, &info)
-        if got <= n:
-            out = [(entries[i].scope, entries[i].bytes, entries[i].site, entries[i].cls, entries[i].origin)
-                   for i in range(got)]
-            free(entries)
-            return info, out
-        free(entries)
-        n = got
+        out = malloc(n * item)
+        if out == NULL:
+            raise MemoryError("zkalloc: no memory to copy a list out of the core")
+        count[0] = copy(source, out, n, extra)
+        if count[0] <= n:
+            room[0] = n
+            return out
+        free(out)
+        n = count[0]
+
+
+cdef size_t copy_peak(void *peak, void *out, size_t max, void *info) noexcept nogil:
+    return zk_peak_read(<zk_peak *>peak, <zk_live_entry *>out, max, <zk_peak_info *>info)
+
+
+cdef size_t copy_scope_live(void *scope, void *out, size_t max, void *unused) noexcept nogil:
+    # out holds max addresses, then max byte counts
+    cdef uint64_t *nbytes = <uint64_t *>(<uintptr_t *>out + max) if out != NULL else NULL
+    return zk_scope_live(<zk_scope *>scope, <uintptr_t *>out, nbytes, max)
+
+
+cdef tuple read_peak(zk_peak *p):
+    cdef zk_peak_info info
+    cdef size_t got, room
+    cdef zk_live_entry *entries = <zk_live_entry *>copy_all(copy_peak, p, sizeof(zk_live_entry), &info, &got, &room)
+    out = [(entries[i].scope, entries[i].bytes, entries[i].site, entries[i].cls, entries[i].origin)
+           for i in range(got)]
+    free(entries)
+    return info, out
 
 
 def scope_peak(capsule):
@@ -227,8 +277,8 @@ def scope_owns(capsule, uintptr_t address):
 
 
 def scope_stats(capsule):
-    """The phase's counters as a dict; class_live / class_peak as
-    {class bytes: count} of the classes that have any."""
+    """The phase's statistics as a dict (the names of SCOPE_STATS), with
+    class_live / class_peak as {class bytes: count} of the classes that have any."""
     cdef zk_scope_stats st
     zk_scope_stats_read(scope_of(capsule), &st)
     cdef dict live = {}, peak = {}
@@ -238,41 +288,20 @@ def scope_stats(capsule):
             live[zk_class_bytes(c)] = st.class_live[c]
         if st.class_peak[c]:
             peak[zk_class_bytes(c)] = st.class_peak[c]
-    return {"arrays": st.arrays, "bytes_allocated": st.bytes_allocated, "live_arrays": st.live_arrays,
-            "live_bytes": st.live_bytes, "peak_bytes": st.peak_bytes, "small_arrays": st.small_arrays,
-            "hits": st.hits, "misses": st.misses, "repurposed": st.repurposed, "fresh_bytes": st.fresh_bytes,
-            "alloc_ns": st.alloc_ns, "realloc_in_place": st.realloc_in_place, "realloc_moved": st.realloc_moved,
-            "invalid_frees": st.invalid_frees, "escaped_arrays": st.escaped_arrays,
-            "escaped_bytes": st.escaped_bytes, "peak_region_bytes": st.peak_region_bytes,
-            "budget": st.budget, "budget_refusals": st.budget_refusals, "refused_bytes": st.refused_bytes,
-            "refused_live_bytes": st.refused_live_bytes,
-            "closed": st.closed, "class_live": live, "class_peak": peak}
+    out = read_stats(zk_scope_stats_info, zk_scope_stats_count, &st)
+    out["class_live"], out["class_peak"] = live, peak
+    return out
 
 
 def scope_live(capsule):
     """[(address, requested bytes)] of the phase's live regions (walks every descriptor)."""
-    cdef zk_scope *s = scope_of(capsule)
-    cdef size_t n = zk_scope_live(s, NULL, NULL, 0)
-    cdef size_t got
-    cdef uintptr_t *addresses
-    cdef uint64_t *nbytes
-    while True:
-        n += 16   # more may have appeared since the count
-        addresses = <uintptr_t *>malloc(n * sizeof(uintptr_t))
-        nbytes = <uint64_t *>malloc(n * sizeof(uint64_t))
-        if addresses == NULL or nbytes == NULL:
-            free(addresses)
-            free(nbytes)
-            raise MemoryError("phase: no memory to list its live arrays")
-        got = zk_scope_live(s, addresses, nbytes, n)
-        if got <= n:
-            out = [(addresses[i], nbytes[i]) for i in range(got)]
-            free(addresses)
-            free(nbytes)
-            return out
-        free(addresses)
-        free(nbytes)
-        n = got
+    cdef size_t got, room
+    cdef uintptr_t *addresses = <uintptr_t *>copy_all(copy_scope_live, scope_of(capsule),
+                                                     sizeof(uintptr_t) + sizeof(uint64_t), NULL, &got, &room)
+    cdef uint64_t *nbytes = <uint64_t *>(addresses + room)   # as copy_scope_live laid them out
+    out = [(addresses[i], nbytes[i]) for i in range(got)]
+    free(addresses)
+    return out
 
 
 def warm(dict need, uint64_t peak_bytes):
@@ -370,21 +399,23 @@ def usable_bytes(uintptr_t address):
 
 
 cdef zk_option option_id(str name) except *:
-    return <zk_option>OPTIONS[name]
+    return <zk_option>OPTION_IDS[name]
 
 
-def option_set(str name, uint64_t value):
+def option_store(str name, uint64_t value):
+    """Store a setting's value, validated by the caller (zkalloc_np._settings);
+    it takes effect with option_apply."""
     if zk_option_set(option_id(name), value) != ZK_OK:
-        raise ValueError(f"{name}={value} is out of range "
-                         f"[{zk_option_min(option_id(name))}, {zk_option_max(option_id(name))}]")
+        raise ValueError(f"{name}={value} is out of range")
+
+
+def option_apply(str name):
+    """What a stored change does now (evict to a lower cap, reschedule decay, glibc's tuning)."""
+    zk_option_apply(option_id(name))
 
 
 def option_get(str name):
     return zk_option_get(option_id(name))
-
-
-def option_range(str name):
-    return zk_option_min(option_id(name)), zk_option_max(option_id(name))
 
 
 def class_of(size_t nbytes):
@@ -488,11 +519,8 @@ def stats_snapshot():
     "classes": [(class bytes, hits, misses, in use, cached)] and
     "small_by_log2": the small requests by bit length."""
     cdef zk_stats_snapshot s
-    cdef size_t i
     zk_stats_read(&s)
-    cdef char *base = <char *>&s
-    out = {zk_stats_info[i].name.decode(): (<uint64_t *>(base + zk_stats_info[i].offset))[0]
-           for i in range(zk_stats_count)}
+    out = read_stats(zk_stats_info, zk_stats_count, &s)
     out["classes"] = [
         (zk_class_bytes(c), s.class_hits[c], s.class_misses[c], s.class_in_use[c], s.class_cached[c])
         for c in range(ZK_NCLASSES)
@@ -553,16 +581,6 @@ NUMPY_BUILD_VERSION = (<bytes>ZKALLOC_NUMPY_BUILD_VERSION).decode("ascii")
 # cython/zk/zk_libc.c.  Decisions (when to hook, when to decline) are made in
 # zkalloc_np/_raw.py.
 
-cdef zk_raw_allocator raw_of(PyMemAllocatorEx *a) noexcept:
-    cdef zk_raw_allocator r
-    r.ctx = a.ctx
-    r.malloc = a.malloc
-    r.calloc = a.calloc
-    r.realloc = a.realloc
-    r.free = a.free
-    return r
-
-
 def raw_allocator_id():
     """The raw domain's current allocator as (ctx, malloc, calloc, realloc,
     free) addresses: what changed it since is told by comparing two."""
@@ -576,25 +594,17 @@ def raw_current_is_hook():
     (False when another hook, tracemalloc's, wraps it)."""
     cdef PyMemAllocatorEx a
     PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &a)
-    cdef zk_raw_allocator r = raw_of(&a)
-    return bool(zk_raw_is_hook(&r))
+    return bool(zk_raw_is_hook(<zk_raw_allocator *>&a))
 
 
 def raw_hook():
     """Wrap the raw domain's current allocator with zkalloc's hook (once;
     the hook is never removed).  False when it was set before."""
-    cdef PyMemAllocatorEx a
-    cdef zk_raw_allocator current, ours
-    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &a)
-    current = raw_of(&a)
-    if zk_raw_wrap(&current, &ours) != ZK_OK:
+    cdef PyMemAllocatorEx current, ours
+    PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &current)
+    if zk_raw_wrap(<zk_raw_allocator *>&current, <zk_raw_allocator *>&ours) != ZK_OK:
         return False
-    a.ctx = ours.ctx
-    a.malloc = ours.malloc
-    a.calloc = ours.calloc
-    a.realloc = ours.realloc
-    a.free = ours.free
-    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &a)
+    PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &ours)
     return True
 
 

@@ -2,8 +2,9 @@
 # core's public header (cython/zk/zkalloc.h).  Names only: every number
 # (ZK_NCLASSES, option ids, counter names) and every struct layout comes from
 # the C headers at compile time, so nothing here can drift from them.
-# The stats snapshot's counters are read through zk_stats_info (one entry per
-# line of zk_stats_list.h), so this file names none of them.
+# The stats snapshots' counters are read through zk_stats_info and
+# zk_scope_stats_info (one entry per line of zk_stats_list.h and
+# zk_scope_stats_list.h), so this file names none of them.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from cpython.ref cimport PyObject
 
@@ -58,15 +59,16 @@ cdef extern from "zkalloc.h" nogil:
         ZK_THP_RANGES
         ZK_SIZE_BUCKETS
         ZK_OPT_COUNT
-        ZK_HUGEPAGES_OFF
-        ZK_HUGEPAGES_ON
-        ZK_HUGEPAGES_AUTO
     ctypedef int zk_option
+    ctypedef struct zk_option_info:
+        const char *name
+        int kind
+        uint64_t min, max
+        const char *words
+    const zk_option_info zk_options_info[]
     int zk_option_set(zk_option opt, uint64_t value)
     uint64_t zk_option_get(zk_option opt)
-    const char *zk_option_name(zk_option opt)
-    uint64_t zk_option_min(zk_option opt)
-    uint64_t zk_option_max(zk_option opt)
+    void zk_option_apply(zk_option opt)
 
     int zk_class_of(size_t nbytes)
     size_t zk_class_bytes(int cls)
@@ -127,19 +129,15 @@ cdef extern from "zkalloc.h" nogil:
         ZK_STAT_COUNTER
         ZK_STAT_GAUGE
         ZK_STAT_PEAK
+        ZK_STAT_RECORD
     void zk_stats_read(zk_stats_snapshot *out)
     void zk_stats_reset_counters()
 
     ctypedef struct zk_scope_stats:
-        uint64_t arrays, bytes_allocated, live_arrays, live_bytes, peak_bytes, small_arrays
-        uint64_t hits, misses, repurposed, fresh_bytes, alloc_ns
-        uint64_t realloc_in_place, realloc_moved, invalid_frees
-        uint64_t escaped_arrays, escaped_bytes
-        uint64_t peak_region_bytes
-        uint64_t budget, budget_refusals, refused_bytes, refused_live_bytes
-        int closed
         uint64_t class_live[ZK_NCLASSES]
         uint64_t class_peak[ZK_NCLASSES]
+    const zk_stat_info zk_scope_stats_info[]
+    const size_t zk_scope_stats_count
     zk_scope *zk_scope_create()
     zk_route *zk_scope_route(zk_scope *s)
     void zk_scope_close(zk_scope *s)

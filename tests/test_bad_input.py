@@ -19,7 +19,7 @@ from zkalloc_np._settings import ENV_VARS, load_environment
 from conftest import ASAN_SLOWDOWN, UNDER_ASAN, MiB
 
 SIZE_SETTINGS = ["cache_bytes", "min_bytes", "lazy_zero_bytes", "thread_cache_bytes"]
-GARBAGE = ["", "   ", "lots", "12Q", "1.5G", "1e9", "0x10", "--1", "nan", None, [1], {}, 1.5, float("nan"),
+GARBAGE = ["", "   ", "lots", "12Q", "1.3", "1.5.G", "1e9", "0x10", "--1", "nan", None, [1], {}, 1.5, float("nan"),
            float("inf"), b"64K", object()]
 NEGATIVE = [-1, "-1", "-64K", -(2**70)]
 HUGE = [2**64, 2**200, "999999999999999999999", "1000000T"]

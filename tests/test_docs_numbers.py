@@ -266,3 +266,47 @@ def test_the_whole_programs_prose_matches_its_results():
     page = _flat(_text("docs/benchmarks.md"))
     missing = [c for c in claims if _flat(c) not in page]
     assert not missing, f"docs/benchmarks.md no longer says what {path} measured: {missing}"
+
+# ---- numbers the prose takes from the code ----------------------------------
+
+CORE = ROOT / "cython" / "zk"
+
+
+def _define(file: str, name: str) -> int:
+    """The value of `#define name <integer expression>` in a core file."""
+    match = re.search(rf"^#define {name} (.+?)(?:\s*/\*.*)?$", (CORE / file).read_text(), re.M)
+    assert match, f"{file} has no #define {name}"
+    expression = re.sub(r"\((?:size_t|uint64_t)\)|(?<=\d)u\b", "", match.group(1))
+    assert re.fullmatch(r"[\d\s()<+*-]+", expression), expression
+    return int(eval(expression))
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} B"
+
+
+def test_the_how_it_works_numbers_come_from_the_code():
+    from zkalloc_np import _core
+    page = _flat(_text("docs/how-it-works.md"))
+    sizes = [_core.class_bytes(c) for c in range(_core.NCLASSES)]
+    per_octave = sum(1 << 30 <= b < 1 << 31 for b in sizes)
+    step = max(b / a for a, b in zip(sizes[per_octave:], sizes[per_octave + 1:]))   # past the page-step classes
+    larger = _define("zk_cache.c", "LARGER_CLASSES")
+    assert f"There are {per_octave} classes per power of two" in page
+    assert f"rounding wastes at most {100 * (step - 1):g}%" in page
+    assert f"run from {_size(sizes[0])} to {_size(sizes[-1])}" in page
+    assert larger == 1 and f"class up (at most {step ** larger:g}x the bytes) whole" in page
+    for comment in re.findall(r"at most ([\d.]+)x", (CORE / "zk_cache.c").read_text()):
+        assert float(comment) == step ** larger, "zk_cache.c's comments"
+    assert f"(of {_size(_define('zk_repurpose.c', 'PIECE_MIN_BYTES'))} and more, the largest first, " \
+           f"at most {_define('zk_repurpose.c', 'MAX_PIECES')})" in page
+    assert f"share {_size(_define('zk_heap.c', 'SHARED_SEGMENT_BYTES'))} segments" in page
+
+
+def test_the_how_it_works_layout_names_every_core_file():
+    layout = _text("docs/how-it-works.md").partition("Layout:")[2]
+    missing = [path.name for path in sorted(CORE.glob("*.c")) if f"`{path.name}`" not in layout]
+    assert not missing, f"docs/how-it-works.md's layout does not name {missing}"

@@ -174,7 +174,19 @@ def test_budget_validation():
     with pytest.raises(ValueError, match="phase\\(budget\\)"):
         zk.phase(budget="lots")
     with pytest.raises(ValueError, match="phase\\(budget\\)"):
-        zk.phase(budget=0)
+        zk.phase(budget=-1)
+    with pytest.raises(ValueError, match="phase\\(budget\\)"):
+        zk.phase(budget=zk._settings.OPTIONS["budget"].max + 1)
+
+
+def test_a_phase_budget_of_0_is_none_as_for_the_setting(fresh):
+    """budget=0 means "no budget" for the setting; phase(budget=0) too (it was refused)."""
+    with zk.phase(budget=0) as ph:
+        a = np.ones(4 * MiB)
+    assert ph.stats.budget == 0 and ph.stats.budget_refusals == 0 and a.sum() == 4 * MiB
+    assert zk.phase(budget=None).budget == 0
+    with pytest.warns(zk.SettingsWarning, match=r"phase\(budget\): .* more than this machine's memory"):
+        zk.phase(budget="100T")
 
 
 def test_the_process_budget_from_the_environment():

@@ -1,4 +1,7 @@
 """Settings and environment variables: bad values are clear ValueErrors."""
+import re
+import warnings
+
 import pytest
 
 import zkalloc_np as zk
@@ -10,12 +13,13 @@ from conftest import MiB, run_python
 @pytest.mark.parametrize("text,expected", [
     ("1048576", MiB), ("64K", 64 << 10), ("512M", 512 * MiB), ("2G", 2 << 30),
     ("64KiB", 64 << 10), ("1 gb", 1 << 30), ("0", 0), (4096, 4096), (1e9, 10**9), (2.0, 2),
+    ("1.5G", 3 << 29), ("0.5K", 512), ("2.25M", 9 << 18),
 ])
 def test_parse_size(text, expected):
     assert parse_size(text, "x") == expected
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "-1", "1.5G", "12Q", True, None, [1], -5, 1.5])
+@pytest.mark.parametrize("bad", ["", "abc", "-1", "1.5", "1.0001K", "12Q", "1.5.G", True, None, [1], -5, 1.5])
 def test_parse_size_rejects(bad):
     with pytest.raises(ValueError, match="cache_bytes"):
         parse_size(bad, "cache_bytes")
@@ -93,6 +97,97 @@ def test_settings_in_a_mapping_name_an_unknown_one():
     with pytest.raises(ValueError, match="unknown setting.*no_such_setting"):
         zk.install(lazy_zero_bytes=8192, no_such_setting=1)
     assert zk.settings() == before
+
+
+SUGGESTION = re.escape("unknown setting 'cache_byte' (did you mean cache_bytes?)")
+
+
+@pytest.mark.parametrize("call", [
+    lambda: zk.configure(cache_byte="1G"),   # type: ignore[call-arg]
+    lambda: zk.install(cache_byte="1G"),
+    lambda: zk._settings.configure_from({"cache_byte": "1G"}),
+    lambda: zk._settings.validate({"cache_byte": "1G"}),
+])
+def test_a_misspelt_setting_is_one_error_with_a_suggestion_everywhere(call):
+    """configure() raised a TypeError with no suggestion and install() a
+    ValueError; the environment variable form suggested the right name.  Now
+    every API form is the ValueError the docs promise, with the suggestion."""
+    before = zk.settings()
+    with pytest.raises(ValueError, match=SUGGESTION):
+        call()
+    assert zk.settings() == before and not zk.is_installed()
+
+
+def test_the_settings_page_names_the_error_the_api_raises():
+    import os
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "settings.md")) as f:
+        text = " ".join(f.read().split())
+    assert "unknown name) given to `configure()` or `install()` raises a `ValueError`" in text
+    assert "did you mean" in text and "TypeError" not in text
+
+
+def test_a_size_over_the_machines_memory_is_taken_with_a_warning():
+    """cache_bytes="100T" on a 24 GiB machine was accepted silently."""
+    from zkalloc_np._container import ram_bytes
+    saved = zk.settings()
+    try:
+        with pytest.warns(SettingsWarning, match="cache_bytes: .* is more than this machine's memory"):
+            assert zk.configure(cache_bytes="100T")["cache_bytes"] == 100 << 40
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            zk.configure(cache_bytes=ram_bytes() // 2, budget="1.5G")   # plausible: no warning
+        problems = environment_problems({"ZKALLOC_BUDGET": "100T"})
+        assert len(problems) == 1 and "ZKALLOC_BUDGET='100T'" in problems[0] and "memory" in problems[0]
+    finally:
+        zk.configure(**saved)
+
+
+def test_a_fractional_size_with_a_unit_is_accepted():
+    """"1.5G" was rejected while "100T" was taken."""
+    saved = zk.settings()
+    try:
+        assert zk.configure(cache_bytes="1.5G")["cache_bytes"] == 1536 * MiB
+        assert environment_problems({"ZKALLOC_CACHE_BYTES": "1.5G"}) == []
+    finally:
+        zk.configure(**saved)
+
+
+def test_every_setting_is_parsed_by_the_kind_the_core_gives_it():
+    from zkalloc_np._settings import OPTIONS, parse_setting
+    assert {o.kind for o in OPTIONS.values()} == {"bytes", "duration", "bool", "choice"}
+    samples = {"bytes": ("2M", 2 * MiB), "duration": ("2s", 2000), "bool": ("on", 1)}
+    for name, option in OPTIONS.items():
+        if option.kind == "choice":
+            for number, aliases in enumerate(option.words, start=option.min):
+                assert all(parse_setting(name, word, name) == number for word in aliases)
+            with pytest.raises(ValueError, match=name):
+                parse_setting(name, "nonsense", name)
+        else:
+            text, number = samples[option.kind]
+            assert parse_setting(name, text, name) == number or option.max < number
+        bounds = re.escape(f"[{option.min}, {option.max}]") if option.kind in ("bytes", "duration") else name
+        with pytest.raises(ValueError, match=bounds):
+            parse_setting(name, option.max + 1, name)
+
+
+def test_setting_a_value_only_stores_it_and_the_caller_applies_the_change(fresh):
+    """zk_option_set only stores; configure() applies the change (here: a
+    lower cap evicts at once)."""
+    import numpy as np
+    from zkalloc_np import _core
+    saved = zk.settings()
+    try:
+        zk.configure(cache_bytes="64M", thread_cache_bytes=0)
+        with zk.installed():
+            a = [np.ones(MiB) for _ in range(4)]
+            del a
+        assert zk.stats().bytes_cached >= 4 * 8 * MiB
+        _core.option_store("cache_bytes", MiB)
+        assert zk.stats().bytes_cached >= 4 * 8 * MiB     # stored, not applied
+        _core.option_apply("cache_bytes")
+        assert zk.stats().bytes_cached <= MiB
+    finally:
+        zk.configure(**saved)
 
 
 def test_unknown_environment_name_warns_with_a_suggestion():

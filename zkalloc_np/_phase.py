@@ -45,7 +45,7 @@ from ._forksafe import fork_safe_lock
 from ._format import fmt_bytes
 from ._peak import PeakReport
 from ._secret import secret_active
-from ._settings import parse_size
+from ._settings import SettingsWarning, implausible, parse_setting, parse_size
 
 #: Called as hook(event, name), event "enter" or "exit", in the thread that
 #: enters or leaves a phase, from Python, never from inside an allocation
@@ -61,10 +61,6 @@ def _notify(event: str, name: str) -> None:
 _MAX_BYTES = _core.class_bytes(_core.NCLASSES - 1)
 UNNAMED = "(unnamed)"
 ON_ESCAPE = ("ignore", "warn", "raise")
-_REMOVED = {
-    "min_bytes": "a phase serves exactly what the cache serves (the min_bytes setting)",
-    "chunk_bytes": "a phase has no arena chunks any more; capacity= reserves regions up front",
-}
 
 
 class PhaseBudgetError(MemoryError):
@@ -119,47 +115,50 @@ class EscapedArray:
 class PhaseStats:
     """What one phase did.
 
-    arrays / bytes_allocated: requests the cache served in the phase (bytes as
-    requested); live_arrays / live_bytes: those still alive now, peak_bytes:
-    the most alive at once; small_arrays: requests below min_bytes left to
-    numpy.  hits / misses: how the cache served them; repurposed: misses
-    served from idle memory of other sizes; fresh_bytes: bytes the misses
-    mapped fresh (the page faults the phase caused); alloc_seconds: time in
-    the cache's allocations.  hot_start_bytes: regions the hot start (or
-    capacity=) had to add at entry, 0 when the cache held them already;
-    released_bytes: idle bytes release_after gave back at exit.
-    escaped_arrays / escaped_bytes: alive when the phase ended.
-    realloc_in_place / realloc_moved: resizes that kept / changed the address;
-    invalid_frees: frees through the phase of memory not in use.
-    budget: the phase's budget (None: none); budget_refusals: requests it
-    refused.  peak: what was live at the peak (see PeakReport), None before
-    the first request.
+    name and capacity: the phase's.  The fields from arrays to closed are
+    the core's statistics of the phase, in its order
+    (cython/zk/zk_scope_stats_list.h, which also says what each one means;
+    docs/phases.md has the same table, and a test holds both to it).  Then
+    what the Python layer adds: hot_start_bytes, the regions the hot start
+    (or capacity=) had to add at entry, 0 when the cache held them already;
+    released_bytes, the idle bytes release_after gave back at exit; peak,
+    what was live at the peak (see PeakReport), None before the first
+    request.  alloc_seconds is alloc_ns in seconds.
     """
 
     name: str
     capacity: int | None
     arrays: int
     bytes_allocated: int
-    peak_bytes: int
     live_arrays: int
     live_bytes: int
+    peak_bytes: int
     small_arrays: int
     hits: int
     misses: int
     repurposed: int
     fresh_bytes: int
-    alloc_seconds: float
-    hot_start_bytes: int
-    released_bytes: int
+    alloc_ns: int
     realloc_in_place: int
     realloc_moved: int
     invalid_frees: int
     escaped_arrays: int
     escaped_bytes: int
-    closed: bool
-    budget: int | None = None
-    budget_refusals: int = 0
+    region_bytes: int
+    peak_region_bytes: int
+    budget: int
+    budget_refusals: int
+    refused_bytes: int
+    refused_live_bytes: int
+    closed: int
+    hot_start_bytes: int = 0
+    released_bytes: int = 0
     peak: PeakReport | None = None
+
+    @property
+    def alloc_seconds(self) -> float:
+        """Time inside the cache's allocations, in seconds."""
+        return self.alloc_ns / 1e9
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict, ready for json.dumps."""
@@ -259,16 +258,52 @@ def _check_bool(value: Any, what: str) -> bool:
 
 
 class Phase:
-    """A context manager scoping one phase; see phase()."""
+    """``phase(...)``, a context manager: scope a proof phase.  numpy arrays
+    of at least ``min_bytes`` created in the block (this thread/context) come
+    from the cache, as under ``installed()``, each tagged with the phase,
+    which accounts for them.
+
+    name: the phase's label in ``zkalloc.stats().phases``.  A named phase
+        remembers its last run's working set (per size class, the most
+        regions live at once) and makes it resident on entry (hot start,
+        best effort, within the cache's cap).
+    on_escape: what to do when arrays made in the block are still alive at
+        its end: "ignore" (default), "warn" (PhaseEscapeWarning listing each:
+        shape, dtype, bytes) or "raise" (PhaseEscapeError, after the handler
+        is restored).  Escaped arrays stay valid either way.  Not checked
+        when the block raised.
+    track: record where each array was created (tracemalloc, started for the
+        phase if it is not running) and name it in the escape report, the
+        peak report (stats.peak.by_site) and a budget error.
+    budget: bytes (int or '2G') the phase's live arrays may take at most: a
+        request that would go over fails (numpy's MemoryError, turned into
+        PhaseBudgetError at the phase's exit, naming the phase, the numbers
+        and, with track, the top sites).  Counts the requests the cache
+        serves (min_bytes and up), as requested.  0 or None (default): no
+        budget, as for the budget setting, whose bounds it has.
+    release_after: at exit, give the kernel back the idle bytes the cache
+        holds beyond what it held at entry (oldest first).
+    capacity: bytes (int or '512M') to make resident at entry as one region
+        of the class that fits, best effort (for an unnamed phase, which
+        learns nothing).
+
+    Every phase records what was live at its peak (stats.peak): cheap
+    enough to leave on, see PeakReport for its precision.
+
+    Under ``install()``, Python's raw-domain blocks (``bytes``,
+    ``tobytes()``) made in the block's context are the phase's too, exactly
+    as numpy's arrays are: another asyncio task or thread is not in it.
+
+    Phases nest (the innermost tags; an outer phase does not count the inner
+    one's arrays), phases in different threads or tasks are independent, inside
+    ``secret()`` secret memory wins, and an exception still ends the phase.
+    A context copied inside the block keeps working after it: its requests
+    then go to the cache untagged.
+    """
 
     def __init__(self, name: str | None = None, *, on_escape: str = "ignore", track: bool = False,
                  release_after: bool = False, capacity: int | str | None = None,
-                 budget: int | str | None = None, **removed: Any):
-        for key in removed:
-            if key in _REMOVED:
-                raise TypeError(f"phase({key}=...) was removed: {_REMOVED[key]}")
-            raise TypeError(f"phase() got an unexpected keyword argument {key!r}; known: "
-                            "name, on_escape, track, release_after, capacity, budget")
+                 budget: int | str | None = None):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"phase(name): expected a str, got {type(name).__name__}")
         if on_escape not in ON_ESCAPE:
@@ -281,9 +316,11 @@ class Phase:
         self.capacity = None if capacity is None else parse_size(capacity, "phase(capacity)")
         if self.capacity is not None and not 1 <= self.capacity <= _MAX_BYTES:
             raise ValueError(f"phase(capacity): must be between 1 and {_MAX_BYTES} bytes, got {self.capacity}")
-        self.budget = None if budget is None else parse_size(budget, "phase(budget)")
-        if self.budget is not None and not 1 <= self.budget <= _MAX_BUDGET:
-            raise ValueError(f"phase(budget): must be between 1 and {_MAX_BUDGET} bytes, got {self.budget}")
+        # The budget setting's kind and bounds; 0 (or None) is none, as for the setting.
+        self.budget = 0 if budget is None else parse_setting("budget", budget, "phase(budget)")
+        doubt = implausible("budget", self.budget, "phase(budget)")
+        if doubt:
+            warnings.warn(doubt, SettingsWarning, stacklevel=2)
         self.escapes: tuple[EscapedArray, ...] = ()   # filled at exit when on_escape != "ignore"
         self._capsule: Any = None
         self._entry: Any = None
@@ -310,7 +347,7 @@ class Phase:
         if self.release_after:
             self._cached_at_entry = _core.stats_snapshot()["bytes_cached"]
         self._hot_start()
-        self._capsule = _core.scope_capsule(self.track, self.budget or 0)
+        self._capsule = _core.scope_capsule(self.track, self.budget)
         _name_serial(_core.scope_serial(self._capsule), self.name)
         # Raw-domain blocks (bytes, tobytes()) made in this context are the
         # phase's too: the core reads the same contextvar (cython/zkpy/zk_py.c).
@@ -396,21 +433,10 @@ class Phase:
         return self._stats_from(raw)
 
     def _stats_from(self, raw: dict[str, Any] | None) -> PhaseStats:
-        raw = raw if raw is not None else _EMPTY
-        return PhaseStats(
-            name=self.name, capacity=self.capacity,
-            arrays=raw["arrays"], bytes_allocated=raw["bytes_allocated"], peak_bytes=raw["peak_bytes"],
-            live_arrays=raw["live_arrays"], live_bytes=raw["live_bytes"], small_arrays=raw["small_arrays"],
-            hits=raw["hits"], misses=raw["misses"], repurposed=raw["repurposed"], fresh_bytes=raw["fresh_bytes"],
-            alloc_seconds=raw["alloc_ns"] / 1e9, hot_start_bytes=self._hot_start_bytes,
-            released_bytes=self._released_bytes,
-            realloc_in_place=raw["realloc_in_place"], realloc_moved=raw["realloc_moved"],
-            invalid_frees=raw["invalid_frees"], escaped_arrays=raw["escaped_arrays"],
-            escaped_bytes=raw["escaped_bytes"],
-            closed=bool(raw["closed"]) or self._state == "closed",
-            budget=self.budget, budget_refusals=raw["budget_refusals"],
-            peak=self._peak(raw),
-        )
+        core = {name: (raw or _EMPTY)[name] for name in SCOPE_STAT_NAMES}
+        core["closed"] = int(core["closed"] or self._state == "closed")
+        return PhaseStats(name=self.name, capacity=self.capacity, **core, hot_start_bytes=self._hot_start_bytes,
+                          released_bytes=self._released_bytes, peak=self._peak(core))
 
     def _peak(self, raw: dict[str, Any]) -> PeakReport | None:
         if self._capsule is None or not raw["arrays"]:
@@ -437,13 +463,10 @@ class Phase:
         return _core.scope_owns(self._capsule, address)
 
 
-_EMPTY: dict[str, int] = dict.fromkeys(
-    ("arrays", "bytes_allocated", "peak_bytes", "live_arrays", "live_bytes", "small_arrays", "hits", "misses",
-     "repurposed", "fresh_bytes", "alloc_ns", "realloc_in_place", "realloc_moved", "invalid_frees",
-     "escaped_arrays", "escaped_bytes", "closed", "budget_refusals"), 0)
+#: The core's statistics of a phase, in its order (zk_scope_stats_list.h).
+SCOPE_STAT_NAMES = tuple(name for name, _, _ in _core.SCOPE_STATS)
+_EMPTY: dict[str, int] = dict.fromkeys(SCOPE_STAT_NAMES, 0)
 
-#: A budget as large as the address space the core accepts.
-_MAX_BUDGET = 1 << 47
 
 # Phase names by scope serial, for peak reports that list other phases'
 # arrays; the newest _MAX_NAMES (a name only matters while its arrays live).
@@ -517,48 +540,5 @@ def _describe(live: list[tuple[int, int]], frame: FrameType | None, track: bool)
     return tuple(out)
 
 
-def phase(name: str | None = None, *, on_escape: str = "ignore", track: bool = False,
-          release_after: bool = False, capacity: int | str | None = None, budget: int | str | None = None,
-          **removed: Any) -> Phase:
-    """Scope a proof phase: numpy arrays of at least ``min_bytes`` created in
-    the block (this thread/context) come from the cache, as under
-    ``installed()``, each tagged with the phase, which accounts for them.
-
-    name: the phase's label in ``zkalloc.stats().phases``.  A named phase
-        remembers its last run's working set (per size class, the most
-        regions live at once) and makes it resident on entry (hot start,
-        best effort, within the cache's cap).
-    on_escape: what to do when arrays made in the block are still alive at
-        its end: "ignore" (default), "warn" (PhaseEscapeWarning listing each:
-        shape, dtype, bytes) or "raise" (PhaseEscapeError, after the handler
-        is restored).  Escaped arrays stay valid either way.  Not checked
-        when the block raised.
-    track: record where each array was created (tracemalloc, started for the
-        phase if it is not running) and name it in the escape report, the
-        peak report (stats.peak.by_site) and a budget error.
-    budget: bytes (int or '2G') the phase's live arrays may take at most: a
-        request that would go over fails (numpy's MemoryError, turned into
-        PhaseBudgetError at the phase's exit, naming the phase, the numbers
-        and, with track, the top sites).  Counts the requests the cache
-        serves (min_bytes and up), as requested.
-    release_after: at exit, give the kernel back the idle bytes the cache
-        holds beyond what it held at entry (oldest first).
-    capacity: bytes (int or '512M') to make resident at entry as one region
-        of the class that fits, best effort (for an unnamed phase, which
-        learns nothing).
-
-    Every phase records what was live at its peak (stats.peak): cheap
-    enough to leave on, see PeakReport for its precision.
-
-    Under ``install()``, Python's raw-domain blocks (``bytes``,
-    ``tobytes()``) made in the block's context are the phase's too, exactly
-    as numpy's arrays are: another asyncio task or thread is not in it.
-
-    Phases nest (the innermost tags; an outer phase does not count the inner
-    one's arrays), phases in different threads or tasks are independent, inside
-    ``secret()`` secret memory wins, and an exception still ends the phase.
-    A context copied inside the block keeps working after it: its requests
-    then go to the cache untagged.
-    """
-    return Phase(name, on_escape=on_escape, track=track, release_after=release_after, capacity=capacity,
-                 budget=budget, **removed)
+#: phase(...) is Phase(...): the class is the context manager, documented above.
+phase = Phase

@@ -1,8 +1,11 @@
 """Settings of the cache: parsing, validation, environment variables.
 
-Every setting is process-wide (the cache is one per process).  Values are
-validated twice: here for type and syntax (so the error names the setting or
-the environment variable), and by the C core for range.
+Every setting is process-wide (the cache is one per process).  The core's
+one table (cython/zk/zk_options.c, read as _core.OPTIONS) gives each
+setting its kind (bytes, duration, bool, choice), its bounds and its words;
+this module parses and validates a value by its kind, once (parse_setting),
+naming the setting or the environment variable in the error, and then
+stores every value and applies what the changes do, in one place (_apply).
 """
 from __future__ import annotations
 
@@ -11,37 +14,52 @@ import numbers
 import os
 import re
 import warnings
-from collections.abc import Mapping
-from typing import Any, Literal, TypedDict, cast
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from . import _core
 from ._forksafe import fork_safe_lock
 
-#: setting name -> environment variable read at import.  The names are the
-#: core's (zk_options.c); each variable is ZKALLOC_ and the name upper-cased.
-ENV_VARS: dict[str, str] = {name: f"ZKALLOC_{name.upper()}" for name in _core.OPTIONS}
-#: settings that are durations in milliseconds, not byte counts
-DURATION_SETTINGS = frozenset({"decay_ms"})
-_MS_RE = re.compile(r"^\s*(\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
-BOOLEAN_SETTINGS = frozenset({"adaptive_zero"})
-#: settings that take a word as well as a number: name -> {word: core value};
-#: the first word of each value is how it reads back.
-CHOICE_SETTINGS: dict[str, dict[str, int]] = {
-    "hugepages": {**_core.HUGEPAGES, "0": 0, "false": 0, "no": 0, "1": 1, "true": 1, "yes": 1},
-    "libc": {"keep": 1, "leave": 0},
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting, as the core's table describes it: kind one of bytes,
+    duration (milliseconds), bool, choice; the values the core accepts,
+    min to max; for a choice, the words of the values min, min+1, ...,
+    each with its aliases, the first how it reads back."""
+
+    name: str
+    kind: str
+    min: int
+    max: int
+    words: tuple[tuple[str, ...], ...] | None
+
+    @property
+    def env_var(self) -> str:
+        return f"ZKALLOC_{self.name.upper()}"
+
+
+#: Every setting, in the core's order.
+OPTIONS: dict[str, Option] = {
+    name: Option(name, info["kind"], info["min"], info["max"],
+                 tuple(info["words"]) if info["words"] is not None else None)
+    for name, info in _core.OPTIONS.items()
 }
-#: settings that no longer exist: name -> why, warned about instead of failing
-REMOVED_SETTINGS: dict[str, str] = {
-    "background": "the background worker was removed (it did not pay for itself: see the CHANGELOG); "
-                  "the setting has no effect",
-}
+#: setting name -> environment variable read at import.
+ENV_VARS: dict[str, str] = {name: option.env_var for name, option in OPTIONS.items()}
 
 HugePages = Literal["off", "on", "auto"]
 
 
 class Settings(TypedDict):
     """Every setting's value, as settings() reads them back: sizes in bytes,
-    decay_ms in milliseconds, hugepages as its word, adaptive_zero a bool."""
+    decay_ms in milliseconds, hugepages and libc as their words,
+    adaptive_zero a bool."""
 
     min_bytes: int
     cache_bytes: int
@@ -52,6 +70,21 @@ class Settings(TypedDict):
     decay_ms: int
     budget: int
     libc: Literal["keep", "leave"]
+
+
+class SettingsArgs(TypedDict, total=False):
+    """What configure() and install() accept for each setting."""
+
+    min_bytes: int | str
+    cache_bytes: int | str
+    hugepages: HugePages | bool | int
+    lazy_zero_bytes: int | str
+    thread_cache_bytes: int | str
+    adaptive_zero: bool | int | str
+    decay_ms: int | str
+    budget: int | str
+    libc: Literal["keep", "leave"] | bool | int
+
 
 #: Every other ZKALLOC_* variable this project reads (not a setting), and
 #: who reads it.  Any ZKALLOC_* name in neither list is reported as unknown.
@@ -69,11 +102,14 @@ OTHER_ENV_VARS: dict[str, str] = {
 
 
 class SettingsWarning(UserWarning):
-    """A ZKALLOC_* environment variable was ignored at import: a bad value
-    (the setting keeps its default) or a name that is not a setting."""
+    """A setting was accepted or ignored with a doubt: a ZKALLOC_* variable
+    ignored at import (a bad value, the setting keeps its default, or a name
+    that is not a setting), or a size larger than the machine's memory."""
+
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+_MS_RE = re.compile(r"^\s*(\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -82,8 +118,9 @@ _lock = fork_safe_lock()
 
 
 def parse_size(value: Any, what: str) -> int:
-    """Bytes from an int or a string such as ``"512M"``, ``"2G"``, ``"64KiB"``
-    (binary units).  Raises ValueError naming ``what``."""
+    """Bytes from an int or a string such as ``"512M"``, ``"1.5G"``,
+    ``"64KiB"`` (binary units; a fraction must come to whole bytes).
+    Raises ValueError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         if (isinstance(value, float) and value.is_integer()
                 or isinstance(value, numbers.Integral) and not isinstance(value, bool)):
@@ -93,8 +130,11 @@ def parse_size(value: Any, what: str) -> int:
     if isinstance(value, str):
         match = _SIZE_RE.match(value)
         if not match:
-            raise ValueError(f"{what}: {value!r} is not a size (examples: 1048576, 64K, 512M, 2G)")
-        value = int(match.group(1)) * _UNITS[match.group(2).upper()]
+            raise ValueError(f"{what}: {value!r} is not a size (examples: 1048576, 64K, 512M, 1.5G)")
+        exact = Fraction(match.group(1)) * _UNITS[match.group(2).upper()]
+        if exact.denominator != 1:
+            raise ValueError(f"{what}: {value!r} is not a whole number of bytes")
+        value = int(exact)
     if value < 0:
         raise ValueError(f"{what}: must not be negative, got {value}")
     return int(value)
@@ -109,19 +149,6 @@ def parse_bool(value: Any, what: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError(f"{what}: expected a boolean (1/0, on/off, true/false), got {value!r}")
-
-
-def parse_choice(name: str, value: Any, what: str) -> int:
-    """A CHOICE_SETTINGS value from a bool, an int the core accepts, or a word."""
-    choices = CHOICE_SETTINGS[name]
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int) and value in set(choices.values()):
-        return value
-    if isinstance(value, str) and value.strip().lower() in choices:
-        return choices[value.strip().lower()]
-    words = "/".join(w for w in choices if not w.isdigit())
-    raise ValueError(f"{what}: expected one of {words} (or {sorted(set(choices.values()))}), got {value!r}")
 
 
 def parse_ms(value: Any, what: str) -> int:
@@ -139,43 +166,83 @@ def parse_ms(value: Any, what: str) -> int:
     return ms
 
 
-def _to_core_value(name: str, value: Any, what: str) -> int:
-    if name in DURATION_SETTINGS:
-        return parse_ms(value, what)
-    if name in CHOICE_SETTINGS:
-        return parse_choice(name, value, what)
-    if name in BOOLEAN_SETTINGS:
-        return int(parse_bool(value, what))
-    return parse_size(value, what)
+def _parse_choice(option: Option, value: Any, what: str) -> int:
+    """A choice from one of its words (or an alias), a bool, or the core's number."""
+    words = option.words or ()
+    if isinstance(value, bool) or (isinstance(value, int) and option.min <= value <= option.max):
+        return int(value)
+    if isinstance(value, str):
+        for number, aliases in enumerate(words, start=option.min):
+            if value.strip().lower() in aliases:
+                return number
+    raise ValueError(f"{what}: expected one of {'/'.join(w[0] for w in words)}, got {value!r}")
 
 
-def _apply(values: dict[str, int], source: dict[str, str], what: dict[str, str]) -> None:
-    """Range-check every value first, then set them all: a bad one changes nothing."""
+_PARSERS: dict[str, Callable[[Option, Any, str], int]] = {
+    "bytes": lambda option, value, what: parse_size(value, what),
+    "duration": lambda option, value, what: parse_ms(value, what),
+    "bool": lambda option, value, what: int(parse_bool(value, what)),
+    "choice": _parse_choice,
+}
+
+
+def parse_setting(name: str, value: Any, what: str) -> int:
+    """The core's number for `value` of setting `name`, parsed by the
+    setting's kind and checked against its bounds: the one place every
+    value is validated.  ValueError naming `what` (the setting, the
+    variable, or a phase's argument)."""
+    option = OPTIONS[name]
+    number = _PARSERS[option.kind](option, value, what)
+    if not option.min <= number <= option.max:
+        raise ValueError(f"{what}: {number} is out of range [{option.min}, {option.max}]")
+    return number
+
+
+def implausible(name: str, number: int, what: str) -> str | None:
+    """Why a size is doubtful: more than this machine's memory (a typo such
+    as 100T for 100G is taken as it is written).  None when it is plausible."""
+    ram = _ram_bytes()
+    if OPTIONS[name].kind != "bytes" or not ram or number <= ram:
+        return None
+    from ._format import fmt_bytes
+    return f"{what}: {fmt_bytes(number)} is more than this machine's memory ({fmt_bytes(ram)}); taken as given"
+
+
+def _ram_bytes() -> int:
+    from ._container import ram_bytes
+    return ram_bytes()
+
+
+def unknown_setting(name: str) -> str:
+    """The message for a name that is not a setting, with the closest one."""
+    close = difflib.get_close_matches(name, list(OPTIONS), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown setting {name!r}{hint}; known: {', '.join(sorted(OPTIONS))}"
+
+
+def _apply(values: dict[str, int], source: dict[str, str]) -> None:
+    """Store every (validated) value, then apply what each change does now."""
     for name, number in values.items():
-        low, high = _core.option_range(name)
-        if not low <= number <= high:
-            raise ValueError(f"{what[name]}: {number} is out of range [{low}, {high}]")
-    for name, number in values.items():
-        _core.option_set(name, number)
+        _core.option_store(name, number)
         _sources[name] = source[name]
+    for name in values:
+        _core.option_apply(name)
 
 
 def validate(settings: Mapping[str, Any], stacklevel: int = 2) -> dict[str, int]:
     """Check names, syntax and range of settings without applying them;
-    returns them as the core's numbers.  ValueError naming the bad one.
-    A removed setting (REMOVED_SETTINGS) is warned about (stacklevel: of the
-    warning, counted from validate's caller) and left out."""
-    for name in sorted(set(settings) & set(REMOVED_SETTINGS)):
-        warnings.warn(f"{name}: {REMOVED_SETTINGS[name]}", FutureWarning, stacklevel=stacklevel + 1)
-    settings = {k: v for k, v in settings.items() if k not in REMOVED_SETTINGS}
-    unknown = sorted(set(settings) - set(ENV_VARS))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(ENV_VARS))}")
-    values = {name: _to_core_value(name, v, name) for name, v in settings.items()}
+    returns them as the core's numbers.  ValueError naming the bad one (a
+    misspelt name with the closest setting); a size larger than the
+    machine's memory gives a SettingsWarning (stacklevel: of the warning,
+    counted from validate's caller)."""
+    for name in settings:
+        if name not in OPTIONS:
+            raise ValueError(unknown_setting(name))
+    values = {name: parse_setting(name, v, name) for name, v in settings.items()}
     for name, number in values.items():
-        low, high = _core.option_range(name)
-        if not low <= number <= high:
-            raise ValueError(f"{name}: {number} is out of range [{low}, {high}]")
+        doubt = implausible(name, number, name)
+        if doubt:
+            warnings.warn(doubt, SettingsWarning, stacklevel=stacklevel + 1)
     return values
 
 
@@ -191,18 +258,11 @@ def _warn_useless(values: Mapping[str, int], stacklevel: int) -> None:
                       stacklevel=stacklevel + 1)
 
 
-_UNSET: Any = object()
-
-
-def configure(*, min_bytes: int | str = _UNSET, cache_bytes: int | str = _UNSET,
-              hugepages: HugePages | bool | int = _UNSET, lazy_zero_bytes: int | str = _UNSET,
-              thread_cache_bytes: int | str = _UNSET, adaptive_zero: bool | int | str = _UNSET,
-              decay_ms: int | str = _UNSET, budget: int | str = _UNSET,
-              libc: Literal["keep", "leave"] | bool | int = _UNSET, background: Any = _UNSET) -> Settings:
+def configure(**settings: Unpack[SettingsArgs]) -> Settings:
     """Change settings at run time; returns all settings after the change.
 
-    cache_bytes: cap on idle bytes the cache holds (int or '512M'); lowering
-        it evicts least recently used regions at once.
+    cache_bytes: cap on idle bytes the cache holds (int or '512M', '1.5G');
+        lowering it evicts idle regions at once, oldest first.
     min_bytes: smallest request the cache serves; smaller ones go to numpy's
         own allocator.
     hugepages: huge pages for fresh regions of 2 MiB and more: "auto"
@@ -230,30 +290,31 @@ def configure(*, min_bytes: int | str = _UNSET, cache_bytes: int | str = _UNSET,
         release() and decay; glibc's defaults back at uninstall()), or leave
         glibc alone.  A no-op where the C library is not glibc, and where the
         environment already tunes glibc (MALLOC_MMAP_MAX_ and friends).
-    background: removed (a FutureWarning, no effect).
 
-    A misspelt name is a TypeError (and a type checker's error); a bad value
-    is a ValueError naming the setting, and nothing is changed then.
+    A misspelt name is a ValueError naming the closest setting (and a type
+    checker's error), a bad value a ValueError naming the setting; nothing
+    is changed then.  A size larger than the machine's memory is taken, with
+    a SettingsWarning.
     """
-    given = {name: value for name, value in locals().items() if value is not _UNSET}
-    return configure_from(given, stacklevel=3)
+    return configure_from(settings, stacklevel=3)
 
 
 def configure_from(settings: Mapping[str, Any], stacklevel: int = 2) -> Settings:
     """configure() with the settings in a mapping (install(**settings), the
-    Dask plugin, saved settings()); an unknown name is a ValueError.
+    Dask plugin, saved settings()), with the same errors.
     stacklevel: of its warnings, counted from configure_from's caller."""
     values = validate(settings, stacklevel + 1)
     with _lock:
-        _apply(values, dict.fromkeys(values, "configure()"), {name: name for name in values})
+        _apply(values, dict.fromkeys(values, "configure()"))
     _warn_useless(values, stacklevel + 1)
     return current()
 
 
 def _read_back(name: str, number: int) -> Any:
-    if name in CHOICE_SETTINGS:
-        return next(word for word, v in CHOICE_SETTINGS[name].items() if v == number)
-    if name in BOOLEAN_SETTINGS:
+    option = OPTIONS[name]
+    if option.kind == "choice" and option.words is not None:
+        return option.words[number - option.min][0]
+    if option.kind == "bool":
         return bool(number)
     return number
 
@@ -271,9 +332,8 @@ def sources() -> dict[str, str]:
 
 
 def known_env_vars() -> frozenset[str]:
-    """Every ZKALLOC_* name zkalloc reads or knows: settings, the project's
-    other variables, and removed settings (warned about as removed)."""
-    return frozenset(ENV_VARS.values()) | frozenset(OTHER_ENV_VARS) | {f"ZKALLOC_{n.upper()}" for n in REMOVED_SETTINGS}
+    """Every ZKALLOC_* name zkalloc reads or knows: settings and the project's other variables."""
+    return frozenset(ENV_VARS.values()) | frozenset(OTHER_ENV_VARS)
 
 
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -298,27 +358,24 @@ def _parse_environment(env: Mapping[str, str]) -> tuple[dict[str, int], dict[str
     for name, var in ENV_VARS.items():
         if var not in env:
             continue
-        what = f"{var}={env[var]!r}"
         try:
-            number = _to_core_value(name, env[var], what)
-            low, high = _core.option_range(name)
-            if not low <= number <= high:
-                raise ValueError(f"{what}: {number} is out of range [{low}, {high}]")
+            values[name] = parse_setting(name, env[var], f"{var}={env[var]!r}")
         except ValueError as exc:
             problems[name] = str(exc)
             continue
-        values[name], variables[name] = number, var
+        variables[name] = var
     return values, variables, problems
 
 
 def environment_problems(environ: Mapping[str, str] | None = None) -> list[str]:
     """Every problem with the ZKALLOC_* environment, one message each: bad
-    values of settings, and names that are not settings.  Never raises."""
+    values of settings, sizes larger than the machine's memory, and names
+    that are not settings.  Never raises."""
     env: Mapping[str, str] = os.environ if environ is None else environ
-    _, _, bad = _parse_environment(env)
+    good, variables, bad = _parse_environment(env)
     problems = [f"{msg}; ignored, {name} keeps its default" for name, msg in bad.items()]
-    problems += [f"ZKALLOC_{name.upper()}: {why}" for name, why in REMOVED_SETTINGS.items()
-                 if f"ZKALLOC_{name.upper()}" in env]
+    problems += [doubt for name, number in good.items()
+                 if (doubt := implausible(name, number, f"{variables[name]}={env[variables[name]]!r}"))]
     log = env.get("ZKALLOC_LOG")
     if log is not None and log.strip().lower() not in _TRUE | _FALSE:
         problems.append(f"ZKALLOC_LOG={log!r}: expected 1/0, on/off, true/false; ignored, logging stays off")
@@ -338,8 +395,7 @@ def load_environment(environ: Mapping[str, str] | None = None, *, strict: bool =
     if strict and bad:
         raise ValueError(next(iter(bad.values())))
     with _lock:
-        _apply(values, {name: f"env {var}" for name, var in variables.items()},
-               {name: f"{var}={env[var]!r}" for name, var in variables.items()})
+        _apply(values, {name: f"env {var}" for name, var in variables.items()})
     problems = environment_problems(env)
     if not strict:
         for problem in problems:
@@ -358,4 +414,4 @@ def apply_container_default(limit: Any = None) -> None:
                       stacklevel=2)
     with _lock:
         if _sources["cache_bytes"] == "default":
-            _core.option_set("cache_bytes", _container.default_cap(_container.ram_bytes(), found))
+            _apply({"cache_bytes": _container.default_cap(_container.ram_bytes(), found)}, {"cache_bytes": "default"})

@@ -2,7 +2,7 @@
  * The cache: what a request goes through.
  *
  *   hit:    this thread's cache, the pool, other threads' caches, then a
- *           region one or two classes larger (no lock on the first);
+ *           region one class larger (no lock on the first);
  *   miss:   idle memory of other classes reshaped (zk_repurpose.c), then
  *           fresh memory from the heap (zk_heap.c), both under the heap
  *           lock; a fresh region is left lazy and measured at free, and
@@ -21,7 +21,7 @@
 #include "zk_internal.h"
 
 #define REMAP_MIN_BYTES ((size_t)1 << 20)   /* below this memcpy beats mremap */
-/* A hit may take a region one class larger (at most 1.25x) whole; beyond
+/* A hit may take a region one class larger (at most 1.125x) whole; beyond
  * that a miss carves exactly what it needs out of a larger idle region
  * (zk_repurpose.c), so idle memory is not handed out as slack. */
 #define LARGER_CLASSES 1
@@ -52,7 +52,7 @@ static zk_region *take_cached(int cls)
     return r;
 }
 
-/* A region one class larger (at most 1.25x the bytes), handed out whole:
+/* A region one class larger (at most 1.125x the bytes), handed out whole:
  * sizes that change a little every round find each other's regions without
  * reshaping anything. */
 static zk_region *take_larger(int cls)
@@ -566,6 +566,16 @@ void zk_cache_trim(void)
     zk_region *chain = zk_pool_evict(zk_opt_cache_bytes(), &total);
     zk_vacate_chain(chain, &zk_stats.evictions, &zk_stats.evicted_bytes, false);
     zk_traffic_end(traffic);
+}
+
+void zk_option_apply(zk_option opt)
+{
+    if (opt == ZK_OPT_CACHE_BYTES)
+        zk_cache_trim();   /* a lower cap applies now, not at the next free */
+    if (opt == ZK_OPT_DECAY_MS)
+        zk_decay_reschedule();   /* a shorter period applies from now */
+    if (opt == ZK_OPT_LIBC)
+        zk_libc_setting_changed();   /* while installed, applies now */
 }
 
 /* Fault `count` regions of a class in now and keep them idle.  Asking for

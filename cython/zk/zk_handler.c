@@ -96,7 +96,7 @@ static void *from_fallback(size_t size, bool zeroed)
 static void *from_scope(struct zk_scope *scope, size_t size, bool zeroed)
 {
     if (!cache_serves(size)) {
-        zk_count(&zk_stats.small_allocs, 1);
+        zk_count_small(size);   /* by size too, as from_cache does */
         zk_scope_count_small(scope);
         return NULL;
     }

@@ -21,25 +21,22 @@
  * reference to it in every array allocated through it): a tag never points
  * at a freed scope.  No lock: fork needs nothing here.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "zk_internal.h"
 
+#define SCOPE_STAT_ATOMIC(name, ...) _Atomic uint64_t name;
 struct zk_scope {
     zk_route route;
     uint64_t serial;                /* zk_scope_serial */
     bool track;                     /* record allocation sites (set before the first request) */
-    uint64_t budget;                /* live bytes it may not exceed, 0: none */
     zk_peak *peak;                  /* what was live at its peak */
     zk_peak *refusal;               /* what was live when the budget last refused */
-    _Atomic uint64_t budget_refusals, refused_bytes, refused_live_bytes;
-    _Atomic uint64_t arrays, bytes_allocated, live_arrays, live_bytes, peak_bytes, small_arrays;
-    _Atomic uint64_t hits, misses, repurposed, fresh_bytes, alloc_ns;
-    _Atomic uint64_t realloc_in_place, realloc_moved, invalid_frees;
-    _Atomic uint64_t escaped_arrays, escaped_bytes;
-    _Atomic uint64_t region_bytes, peak_region_bytes;   /* live regions' class bytes */
-    _Atomic int closed;
+    /* Every statistic of zk_scope_stats_list.h; region_bytes is the live
+     * regions' class bytes, budget 0: none, closed 1 once ended. */
+    ZK_SCOPE_STATS_LIST(SCOPE_STAT_ATOMIC, SCOPE_STAT_ATOMIC, SCOPE_STAT_ATOMIC, SCOPE_STAT_ATOMIC)
     _Atomic bool counted_open;      /* in open_scopes: from creation to close (or destroy) */
     _Atomic int64_t class_live[ZK_NCLASSES];   /* may dip below 0 transiently: signed */
     _Atomic uint64_t class_peak[ZK_NCLASSES];
@@ -47,6 +44,7 @@ struct zk_scope {
      * in it (zk_raw.c) hold a pin; the last unpin frees the scope. */
     _Atomic int64_t pins;
 };
+#undef SCOPE_STAT_ATOMIC
 
 static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
 
@@ -89,7 +87,7 @@ zk_scope *zk_scope_create(void)
 void zk_scope_configure(zk_scope *s, int track, uint64_t budget)
 {
     s->track = track != 0;
-    s->budget = budget;
+    atomic_store_explicit(&s->budget, budget, memory_order_relaxed);
 }
 
 uint64_t zk_scope_serial(zk_scope *s) { return s->serial; }
@@ -124,13 +122,14 @@ void zk_scope_unpin(zk_scope *s)
  * the peak is raised only once the request is served (live_add). */
 static bool live_reserve(zk_scope *s, uint64_t bytes)
 {
-    if (s->budget == 0) {
+    uint64_t budget = load(&s->budget);
+    if (budget == 0) {
         atomic_fetch_add_explicit(&s->live_bytes, bytes, memory_order_relaxed);
         return true;
     }
     uint64_t seen = atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
     do {
-        if (seen > s->budget || bytes > s->budget - seen)
+        if (seen > budget || bytes > budget - seen)
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&s->live_bytes, &seen, seen + bytes, memory_order_relaxed,
                                                     memory_order_relaxed));
@@ -233,10 +232,11 @@ void *zk_scope_alloc(zk_scope *s, size_t bytes, bool zeroed, int origin)
 
 bool zk_scope_may_grow(zk_scope *s, uint64_t from, uint64_t to)
 {
-    if (s->budget == 0 || to <= from)
+    uint64_t budget = load(&s->budget);
+    if (budget == 0 || to <= from)
         return true;
     uint64_t live = atomic_load_explicit(&s->live_bytes, memory_order_relaxed);
-    if (live - from + to <= s->budget)   /* live includes `from`: the region is still tagged as it was */
+    if (live - from + to <= budget)   /* live includes `from`: the region is still tagged as it was */
         return true;
     refuse(s, to);
     return false;
@@ -292,31 +292,20 @@ void zk_scope_close(zk_scope *s)
     atomic_store_explicit(&s->escaped_bytes, load(&s->live_bytes), memory_order_relaxed);
 }
 
+#define SCOPE_STAT_INFO(name, kind, doc) {#name, kind, doc, offsetof(zk_scope_stats, name)},
+#define COUNTER_INFO(name, doc) SCOPE_STAT_INFO(name, ZK_STAT_COUNTER, doc)
+#define GAUGE_INFO(name, doc) SCOPE_STAT_INFO(name, ZK_STAT_GAUGE, doc)
+#define PEAK_INFO(name, gauge, doc) SCOPE_STAT_INFO(name, ZK_STAT_PEAK, doc)
+#define RECORD_INFO(name, doc) SCOPE_STAT_INFO(name, ZK_STAT_RECORD, doc)
+const zk_stat_info zk_scope_stats_info[] = {ZK_SCOPE_STATS_LIST(COUNTER_INFO, GAUGE_INFO, PEAK_INFO, RECORD_INFO)};
+const size_t zk_scope_stats_count = sizeof zk_scope_stats_info / sizeof zk_scope_stats_info[0];
+
 void zk_scope_stats_read(zk_scope *s, zk_scope_stats *out)
 {
     memset(out, 0, sizeof *out);
-    out->arrays = load(&s->arrays);
-    out->bytes_allocated = load(&s->bytes_allocated);
-    out->live_arrays = load(&s->live_arrays);
-    out->live_bytes = load(&s->live_bytes);
-    out->peak_bytes = load(&s->peak_bytes);
-    out->small_arrays = load(&s->small_arrays);
-    out->hits = load(&s->hits);
-    out->misses = load(&s->misses);
-    out->repurposed = load(&s->repurposed);
-    out->fresh_bytes = load(&s->fresh_bytes);
-    out->alloc_ns = load(&s->alloc_ns);
-    out->realloc_in_place = load(&s->realloc_in_place);
-    out->realloc_moved = load(&s->realloc_moved);
-    out->invalid_frees = load(&s->invalid_frees);
-    out->escaped_arrays = load(&s->escaped_arrays);
-    out->escaped_bytes = load(&s->escaped_bytes);
-    out->peak_region_bytes = load(&s->peak_region_bytes);
-    out->budget = s->budget;
-    out->budget_refusals = load(&s->budget_refusals);
-    out->refused_bytes = load(&s->refused_bytes);
-    out->refused_live_bytes = load(&s->refused_live_bytes);
-    out->closed = atomic_load_explicit(&s->closed, memory_order_relaxed);
+#define READ(name, ...) out->name = load(&s->name);
+    ZK_SCOPE_STATS_LIST(READ, READ, READ, READ)
+#undef READ
     for (int c = 0; c < ZK_NCLASSES; c++) {
         int64_t live = atomic_load_explicit(&s->class_live[c], memory_order_relaxed);
         out->class_live[c] = live > 0 ? (uint64_t)live : 0;

@@ -37,11 +37,28 @@ typedef enum {
 
 enum { ZK_HUGEPAGES_OFF = 0, ZK_HUGEPAGES_ON = 1, ZK_HUGEPAGES_AUTO = 2 };
 
-int zk_option_set(zk_option opt, uint64_t value);   /* ZK_OK or ZK_EINVAL */
+/* How a setting is written (the Python layer parses by kind). */
+enum { ZK_KIND_BYTES = 0, ZK_KIND_DURATION_MS = 1, ZK_KIND_BOOL = 2, ZK_KIND_CHOICE = 3 };
+typedef struct {
+    const char *name;     /* the Python setting and, upper-cased, its ZKALLOC_ variable */
+    int kind;             /* ZK_KIND_* */
+    uint64_t min, max;    /* the values zk_option_set accepts */
+    /* CHOICE: the words of the values min, min+1, ..., comma-separated, each
+     * with its aliases after '|'; the first word is how it reads back. */
+    const char *words;
+    uint64_t (*default_value)(void);
+} zk_option_info;
+extern const zk_option_info zk_options_info[ZK_OPT_COUNT];
+
+/* Only stores (ZK_OK), or ZK_EINVAL out of range; zk_option_apply then
+ * makes the change take effect now. */
+int zk_option_set(zk_option opt, uint64_t value);
 uint64_t zk_option_get(zk_option opt);
-const char *zk_option_name(zk_option opt);   /* NULL out of range */
-uint64_t zk_option_min(zk_option opt);
-uint64_t zk_option_max(zk_option opt);
+/* What a stored change does at once (zk_cache.c): a lower cache_bytes
+ * evicts to it, a new decay_ms reschedules the decay pass, libc applies or
+ * restores glibc's tuning while installed.  Call it once per changed option,
+ * after storing all of them. */
+void zk_option_apply(zk_option opt);
 
 /* ---- size classes (zk_sizeclass.c) ------------------------------------ */
 #define ZK_NCLASSES 176         /* 4 KiB .. 64 GiB, 8 classes per power of two (zk_sizeclass.c) */
@@ -89,7 +106,9 @@ typedef struct {
 void zk_zero_read(int cls, zk_zero_policy *out);
 
 /* ---- NEP 49 shaped entry points (zk_handler.c) ------------------------- */
-/* The allocator functions requests fall back to: numpy's original default. */
+/* The allocator functions requests fall back to: numpy's original default.
+ * The shape of numpy's PyDataMemAllocator (the Cython layer passes numpy's
+ * struct as it is, after checking the sizes match). */
 typedef struct {
     void *ctx;
     void *(*malloc)(void *ctx, size_t size);
@@ -132,27 +151,14 @@ void zk_h_free(void *ctx, void *ptr, size_t size);
  * is exact, a read while other threads allocate is not a consistent cut. */
 typedef struct zk_scope zk_scope;
 
+#include "zk_scope_stats_list.h"
+#define ZK_SCOPE_STAT_FIELD(name, ...) uint64_t name;
 typedef struct {
-    uint64_t arrays;            /* requests the cache served, tagged */
-    uint64_t bytes_allocated;   /* their requested bytes, summed */
-    uint64_t live_arrays, live_bytes, peak_bytes;
-    uint64_t small_arrays;      /* below min_bytes (or above the largest class): numpy's allocator */
-    uint64_t hits, misses;      /* of the tagged requests */
-    uint64_t repurposed;        /* misses served from idle memory of other classes */
-    uint64_t fresh_bytes;       /* bytes the misses mapped fresh: the faults the phase caused */
-    uint64_t alloc_ns;          /* time inside the cache's allocations */
-    uint64_t realloc_in_place, realloc_moved;
-    uint64_t invalid_frees;     /* frees through the phase's handler of regions not in use */
-    uint64_t escaped_arrays, escaped_bytes;   /* live when the scope was closed */
-    uint64_t peak_region_bytes; /* the most bytes of regions (class sizes) live at once */
-    uint64_t budget;            /* zk_scope_configure's, 0: none */
-    uint64_t budget_refusals;   /* requests the budget refused */
-    uint64_t refused_bytes;     /* the last one's bytes */
-    uint64_t refused_live_bytes;   /* the phase's live bytes when it was refused */
-    int closed;
+    ZK_SCOPE_STATS_LIST(ZK_SCOPE_STAT_FIELD, ZK_SCOPE_STAT_FIELD, ZK_SCOPE_STAT_FIELD, ZK_SCOPE_STAT_FIELD)
     uint64_t class_live[ZK_NCLASSES];   /* live tagged regions per region class */
     uint64_t class_peak[ZK_NCLASSES];   /* the most of them live at once */
 } zk_scope_stats;
+#undef ZK_SCOPE_STAT_FIELD
 
 zk_scope *zk_scope_create(void);             /* NULL: no memory */
 zk_route *zk_scope_route(zk_scope *s);
@@ -255,15 +261,19 @@ typedef struct {
 
 /* One entry per line of ZK_STATS_LIST, in its order: what the Cython layer
  * reads a snapshot with, so no field name is restated outside the list. */
-enum { ZK_STAT_COUNTER = 0, ZK_STAT_GAUGE = 1, ZK_STAT_PEAK = 2 };
+enum { ZK_STAT_COUNTER = 0, ZK_STAT_GAUGE = 1, ZK_STAT_PEAK = 2, ZK_STAT_RECORD = 3 };
 typedef struct {
     const char *name;
-    int kind;            /* ZK_STAT_* */
+    int kind;            /* ZK_STAT_* (RECORD: phases only, a value stored at one moment) */
     const char *doc;
-    size_t offset;       /* of its uint64_t in zk_stats_snapshot */
+    size_t offset;       /* of its uint64_t in zk_stats_snapshot (zk_scope_stats) */
 } zk_stat_info;
 extern const zk_stat_info zk_stats_info[];
 extern const size_t zk_stats_count;
+/* The same for a phase: one entry per line of ZK_SCOPE_STATS_LIST (offsets
+ * into zk_scope_stats, zk_scope.c). */
+extern const zk_stat_info zk_scope_stats_info[];
+extern const size_t zk_scope_stats_count;
 
 void zk_stats_read(zk_stats_snapshot *out);
 void zk_stats_reset_counters(void);  /* hits/misses/events; not the byte gauges */
@@ -276,7 +286,7 @@ void zk_stats_reset_counters(void);  /* hits/misses/events; not the byte gauges 
 
 /* ---- Python's raw domain (zk_raw.c) -------------------------------------
  * The shape of CPython's PyMemAllocatorEx, without Python.h: the Cython
- * layer copies field by field between the two. */
+ * layer passes CPython's struct as it is, after checking the sizes match. */
 typedef struct {
     void *ctx;
     void *(*malloc)(void *ctx, size_t size);

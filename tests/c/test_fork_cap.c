@@ -3,8 +3,8 @@
  * must pass zk_check().
  *
  * Two core bugs this caught, both fixed in fork_child():
- *  - zk_option_set(ZK_OPT_CACHE_BYTES, lower) stores the new cap and only
- *    then calls zk_cache_trim(); a fork in between left the child over its
+ *  - a lower cap is stored (zk_option_set) and only then applied
+ *    (zk_option_apply trims); a fork in between left the child over its
  *    cap, with no thread left to trim.  The child now trims.
  *  - a thread creating (or growing, or unmapping) a region at the fork left
  *    the child a descriptor with no ownership-map entry.  The child's census
@@ -48,8 +48,10 @@ static void *churn(void *arg)
 static void *toggle_cap(void *arg)
 {
     (void)arg;
-    for (unsigned i = 0; !atomic_load(&stop); i++)
+    for (unsigned i = 0; !atomic_load(&stop); i++) {
         zk_option_set(ZK_OPT_CACHE_BYTES, i % 2 ? 0 : (uint64_t)1 << 30);
+        zk_option_apply(ZK_OPT_CACHE_BYTES);
+    }
     return NULL;
 }
 

@@ -120,7 +120,7 @@ def info_lines(environ: Mapping[str, str] | None = None) -> list[str]:
     for name, value in d["settings"].items():
         if isinstance(value, (bool, str)):
             shown = str(value)
-        elif name in _settings.DURATION_SETTINGS:
+        elif _settings.OPTIONS[name].kind == "duration":
             shown = f"{value} ms" + (" (off)" if value == 0 else "")
         else:
             shown = f"{value} ({fmt_bytes(value)})"
