@@ -200,7 +200,7 @@ BAD_SIZES = [-1, -(2**70), 2**64, 2**200, "99999999999999999999999T", 1.5, float
 SIZE_ARGUMENTS = {
     "reserve(nbytes)": (lambda v: zk.reserve(v), [None, 0, 2**36 + 1, 2**63, b"64K"]),
     "reserve(count)": (lambda v: zk.reserve(MiB, v), [None, 2**31, np.float64(1.0), b"1"]),
-    "phase(budget)": (lambda v: zk.phase(budget=v), [0, 2**47 + 1, b"64K"]),
+    "phase(budget)": (lambda v: zk.phase(budget=v), [2**47 + 1, b"64K"]),
     "phase(capacity)": (lambda v: zk.phase(capacity=v), [0, 2**36 + 1, b"64K"]),
     "secret_empty(shape)": (lambda v: zk.secret_empty(v, np.uint8), [None, (2, -1), (2**20, 2**20), (2, 1.5), (True,)]),
     "secret_zeros(shape)": (lambda v: zk.secret_zeros(v, np.uint64), [None, 2**34, (2, "x"), np.float64(1.0)]),
