@@ -31,6 +31,7 @@ import ctypes
 import gc
 import os
 import signal
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,7 +147,9 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.open: list[PhaseModel] = []
         self.closed: list[PhaseModel] = []
         # Decay reads an injected clock and CPU time, and runs only when the decay rule says.
-        AllocatorMachine.clock += 1000 * S
+        # Ahead of the real monotonic clock: regions other tests freed were
+        # stamped with it, and decay must find them as old as the model says.
+        AllocatorMachine.clock = max(AllocatorMachine.clock, time.monotonic_ns()) + 1000 * S
         self.cpu = 0
         _core.decay_set_clock(self.clock)
         _core.decay_set_cpu_ns(self.cpu)
