@@ -246,7 +246,9 @@ static void *decay_thread(void *arg)
             continue;   /* a test drives the passes now: exit */
         uint64_t now = zk_decay_now(), due = atomic_load_explicit(&next_pass_ns, memory_order_relaxed);
         if (now >= due) {
-            atomic_store_explicit(&next_pass_ns, now + ms * NS_PER_MS / 4, memory_order_relaxed);
+            /* decay_ms read again: a change during the nap rescheduled the
+             * pass (zk_decay_reschedule) and must set its spacing too. */
+            atomic_store_explicit(&next_pass_ns, now + zk_opt_decay_ms() * NS_PER_MS / 4, memory_order_relaxed);
             (void)try_pass(now);
         }
     }
