@@ -37,6 +37,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # The suite's own settings must not warn: a test that means to see a SettingsWarning
     # says so (pytest.warns, or catch_warnings with its own filter).
     config.addinivalue_line("filterwarnings", "error::zkalloc_np.SettingsWarning")
+    # Python 3.12+ warns at every os.fork() in a process with more than one thread, and the
+    # fork tests fork on purpose while other threads run (the decay thread, numpy's, their
+    # own) to show that fork is safe then.
+    config.addinivalue_line("filterwarnings",
+                            r"ignore:This process \(pid=\d+\) is multi-threaded, use of fork\(\):DeprecationWarning")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -741,8 +741,14 @@ static void *maintenance(void *arg)
         case 0: zk_cache_soften(); break;
         case 1: zk_cache_release(); break;
         case 2: zk_cache_trim(); break;
-        case 3: zk_option_set(ZK_OPT_CACHE_BYTES, caps[next_rand(&seed) % 4]); break;
-        default: zk_option_set(ZK_OPT_THREAD_CACHE_BYTES, tcaps[next_rand(&seed) % 3]); break;
+        case 3:   /* a setting is stored, then applied (a lower cap evicts), as configure() does */
+            zk_option_set(ZK_OPT_CACHE_BYTES, caps[next_rand(&seed) % 4]);
+            zk_option_apply(ZK_OPT_CACHE_BYTES);
+            break;
+        default:
+            zk_option_set(ZK_OPT_THREAD_CACHE_BYTES, tcaps[next_rand(&seed) % 3]);
+            zk_option_apply(ZK_OPT_THREAD_CACHE_BYTES);
+            break;
         }
         usleep(500);
     }
