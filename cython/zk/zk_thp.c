@@ -148,6 +148,7 @@ void zk_thp_read(zk_thp_snapshot *out)
 
 void zk_thp_reset(void)
 {
+    atomic_store_explicit(&dense_mappings, 0, memory_order_relaxed);   /* the next lazy re-measure: 16 on */
     for (int i = 0; i < ZK_THP_RANGES; i++)
         for (int h = 0; h < 2; h++) {
             atomic_store_explicit(&ranges[i].ns_per_mib[h], 0, memory_order_relaxed);
