@@ -568,10 +568,23 @@ void zk_cache_trim(void)
     zk_traffic_end(traffic);
 }
 
+/* The cap the cache has been trimmed to, as applied last (0: none yet).
+ * Between zk_option_set lowering the cap and zk_option_apply trimming to
+ * it, the idle regions may exceed the new cap, never this one. */
+static _Atomic uint64_t applied_cap;
+
+uint64_t zk_cache_cap_in_force(void)
+{
+    uint64_t now = zk_opt_cache_bytes(), applied = atomic_load_explicit(&applied_cap, memory_order_acquire);
+    return applied > now ? applied : now;
+}
+
 void zk_option_apply(zk_option opt)
 {
-    if (opt == ZK_OPT_CACHE_BYTES)
+    if (opt == ZK_OPT_CACHE_BYTES) {
         zk_cache_trim();   /* a lower cap applies now, not at the next free */
+        atomic_store_explicit(&applied_cap, zk_opt_cache_bytes(), memory_order_release);
+    }
     if (opt == ZK_OPT_DECAY_MS)
         zk_decay_reschedule();   /* a shorter period applies from now */
     if (opt == ZK_OPT_LIBC)

@@ -285,7 +285,7 @@ static const char *check_totals_now(listed_set *set)
         return "bytes_cached does not match the idle regions";
     if (t.mapped != gauge(&zk_stats.bytes_mapped))
         return "bytes_mapped does not match the mapped regions";
-    if (t.idle_listed > zk_opt_cache_bytes())
+    if (t.idle_listed > zk_cache_cap_in_force())
         return "idle bytes exceed the cap";
     return check_heap();
 }

@@ -352,6 +352,9 @@ void zk_zero_timed_discard(int cls, uint64_t ns);
  * the C tests (which also have zk_testing.h's zk_cache_realloc and
  * zk_cache_state). */
 void zk_cache_init(void);   /* registers fork handlers; idempotent */
+/* The cap idle regions must keep to now: the larger of the setting and the
+ * cap last applied (zk_check.c). */
+uint64_t zk_cache_cap_in_force(void);
 void *zk_cache_alloc(size_t bytes);
 void *zk_cache_calloc(size_t bytes);
 /* 1 if ptr was a region of this cache (now freed), 0 if the pointer is foreign. */

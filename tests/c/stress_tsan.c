@@ -363,7 +363,10 @@ static void *maintenance(void *arg)
         case 7: (void)zk_cache_idle_resident(); break;
         case 8: read_phase(&seed); break;
         case 9: read_peak(zk_process_peak()); break;
-        case 10: zk_option_set(ZK_OPT_CACHE_BYTES, caps[next_rand(&seed) % 3]); break;
+        case 10:   /* stored, then applied (a lower cap evicts), as configure() does */
+            zk_option_set(ZK_OPT_CACHE_BYTES, caps[next_rand(&seed) % 3]);
+            zk_option_apply(ZK_OPT_CACHE_BYTES);
+            break;
         default: zk_option_set(ZK_OPT_DECAY_MS, decays[next_rand(&seed) % 3]); break;
         }
         usleep(500 + next_rand(&seed) % 1500);
