@@ -252,7 +252,7 @@ def _programs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if bad:
         parser.error(f"unknown program(s) {', '.join(bad)}; known: {', '.join(PROGRAMS)}")
     names = [a.strip() for a in (args.allocators or "").split(",") if a.strip()] or list(wholeprog.ALLOCATORS)
-    known = (*wholeprog.ALLOCATORS, *wholeprog.OPTIONAL)
+    known = wholeprog.ALLOCATORS
     bad = [a for a in names if a not in known]
     if bad:
         parser.error(f"unknown allocator(s) for whole programs {', '.join(bad)}; known: {', '.join(known)}")

@@ -35,9 +35,7 @@ ZKALLOC = "zkalloc-global"
 #: install() inside the program's own process, before it runs (no supervising parent).
 IN_PROCESS = "zkalloc-install"
 #: The allocators a whole program runs under by default: numpy's default, the peers, and install().
-ALLOCATORS = ("default", "glibc-tuned", "jemalloc", "mimalloc", "tcmalloc", ZKALLOC)
-#: Also known, run only when named with --allocators.
-OPTIONAL = (IN_PROCESS,)
+ALLOCATORS = ("default", "glibc-tuned", "jemalloc", "mimalloc", "tcmalloc", IN_PROCESS, ZKALLOC)
 #: Runs `python SCRIPT ARGS` or `python -m MODULE ARGS` (after the -c) as python would, after install().
 _INSTALL_THEN_RUN = (
     "import os, runpy, sys, zkalloc_np\n"
@@ -209,7 +207,7 @@ def markdown(records: Sequence[dict[str, Any]]) -> str:
             first = False
     lines += ["", "| program | install() target | verdict | measured |", "|---|---|---|---|"]
     for program, rows in grouped.items():
-        for zk in (ZKALLOC, *OPTIONAL):
+        for zk in (IN_PROCESS, ZKALLOC):
             for what, v, ratio in targets(rows, zk):
                 lines.append(f"| {program} | {zk}: {what} | {v.word} | {ratio}: {v.reason} |")
     return "\n".join(lines)
@@ -234,11 +232,13 @@ def summary(records: Sequence[dict[str, Any]], before: Sequence[dict[str, Any]] 
                          f"{_spread(r['pass_wall_s'], _secs)} | {_spread(r['pass_minflt'], _count)} | "
                          f"{_spread(r['pass_peak_rss_bytes'], _mib)} |")
             first = False
-    lines += ["", f"| program | peak RSS <= {RSS_GOAL:.2f}x numpy default's | minor faults <= glibc-tuned's + "
-              f"{FAULT_SHARE:.0%} of numpy default's | CPU <= {CPU_GOAL:.2f}x the best of "
-              f"{', '.join(CPU_BASES)} |", "|---|---|---|---|"]
+    lines += ["", f"| program | zkalloc | peak RSS <= {RSS_GOAL:.2f}x numpy default's | minor faults <= "
+              f"glibc-tuned's + {FAULT_SHARE:.0%} of numpy default's | CPU <= {CPU_GOAL:.2f}x the best of "
+              f"{', '.join(CPU_BASES)} |", "|---|---|---|---|---|"]
     for program, rows in grouped.items():
-        found = targets(rows)
-        if found:
-            lines.append(f"| {program} | " + " | ".join(f"{v.word}, {ratio}" for _, v, ratio in found) + " |")
+        for zk in (IN_PROCESS, ZKALLOC):
+            found = targets(rows, zk)
+            if found:
+                lines.append(f"| {program} | {zk} | " + " | ".join(f"{v.word}, {ratio}" for _, v, ratio in found)
+                             + " |")
     return "\n".join(lines)

@@ -68,6 +68,7 @@ static zk_region *take_larger(int cls)
 /* ---- misses ---------------------------------------------------------------------- */
 
 typedef struct {
+    bool zeroed;          /* asked for by np.zeros (calloc): the first-touch policy's hint */
     bool hit;
     bool fresh;           /* a miss that mapped fresh memory */
     bool repurposed;      /* a miss served from idle memory of other classes */
@@ -82,7 +83,7 @@ static zk_region *miss(int cls, obtain_info *info)
     zk_region *r = zk_repurpose(cls, &info->fresh_tail);
     info->repurposed = r != NULL;
     if (r == NULL) {
-        r = zk_heap_fresh(cls, zk_class_bytes(cls), &info->sample, &info->huge);
+        r = zk_heap_fresh(cls, zk_class_bytes(cls), info->zeroed, &info->sample, &info->huge);
         info->fresh = r != NULL;
     }
     zk_heap_unlock();
@@ -152,9 +153,10 @@ static zk_region *obtain_counted(int cls, size_t bytes, obtain_info *info)
 
 /* From the first list a region leaves to the gauge that counts it in use,
  * the request is in flight for zk_check(). */
-static zk_region *obtain(size_t bytes, obtain_info *info)
+static zk_region *obtain(size_t bytes, bool zeroed, obtain_info *info)
 {
     memset(info, 0, sizeof *info);
+    info->zeroed = zeroed;
     int cls = zk_class_of(bytes != 0 ? bytes : 1);
     if (cls < 0)
         return NULL;
@@ -211,7 +213,7 @@ static void populate_fresh(zk_region *r, obtain_info *info, size_t bytes)
 
 static zk_region *cache_alloc(size_t bytes, obtain_info *info)
 {
-    zk_region *r = obtain(bytes, info);
+    zk_region *r = obtain(bytes, false, info);
     if (r == NULL)
         return NULL;
     zk_zero_for_write(r);   /* its user will write it */
@@ -229,7 +231,7 @@ void *zk_cache_alloc(size_t bytes)
 
 static zk_region *cache_calloc(size_t bytes, obtain_info *info)
 {
-    zk_region *r = obtain(bytes, info);
+    zk_region *r = obtain(bytes, true, info);
     if (r == NULL)
         return NULL;
     zk_zero_for_calloc(r, bytes);
@@ -435,7 +437,7 @@ static int grow_by_move(zk_region *r, int ncls)
     r->cls = ncls;
     zk_pagemap_set(target, r);    /* leaf prepared above: cannot fail */
     bool sample;
-    if (zk_thp_choose(nbytes, &sample))
+    if (zk_thp_choose(nbytes, false, &sample))
         zk_os_advise_huge(target, nbytes);
     zk_stats_gauge_add(&zk_stats.bytes_mapped, &zk_stats.peak_bytes_mapped, nbytes - old_bytes);
     zk_heap_unlock();
@@ -609,7 +611,7 @@ int zk_cache_reserve(size_t bytes, int count)
     int got = 0;
     for (; got < count; got++) {
         obtain_info info;
-        zk_region *r = obtain(bytes, &info);
+        zk_region *r = obtain(bytes, false, &info);
         if (r == NULL)
             break;
         (void)zk_os_populate((void *)r->base, r->bytes);

@@ -364,7 +364,7 @@ static zk_region *take_vacant(zk_region *v, size_t bytes)
     return v;
 }
 
-zk_region *zk_heap_fresh(int cls, size_t bytes, bool *sample, bool *huge)
+zk_region *zk_heap_fresh(int cls, size_t bytes, bool zeroed, bool *sample, bool *huge)
 {
     *sample = *huge = false;
     bool shared = bytes < ZK_SHARED_MAX_BYTES;
@@ -388,7 +388,7 @@ zk_region *zk_heap_fresh(int cls, size_t bytes, bool *sample, bool *huge)
             unmap_segment(r);
             return NULL;
         }
-        *huge = zk_thp_choose(bytes, sample);
+        *huge = zk_thp_choose(bytes, zeroed, sample);
         if (*huge)
             zk_os_advise_huge((void *)r->base, bytes);
         add_vacant(-(int64_t)bytes);

@@ -99,7 +99,7 @@ void zk_heap_unlock(void);
 /* A fresh span of `bytes` for class cls, in use and registered; NULL when the
  * kernel refuses.  *sample: a new segment of >= 2 MiB whose first touch the
  * caller may time (zk_thp.c); its huge-page choice in *huge. */
-zk_region *zk_heap_fresh(int cls, size_t bytes, bool *sample, bool *huge);
+zk_region *zk_heap_fresh(int cls, size_t bytes, bool zeroed, bool *sample, bool *huge);
 /* Split r (any state, in no list) at `front` bytes: r keeps the front, the
  * returned descriptor (same state and flags) the back; NULL: no descriptor. */
 zk_region *zk_heap_split(zk_region *r, size_t front);
@@ -156,7 +156,7 @@ void zk_traffic_fork_child(void);   /* the threads in flight are gone */
  * huge pages?  *sample: its class has shown that it writes its regions
  * whole, so np.empty may fault it in at once (the requested bytes only),
  * timed and reported with zk_thp_record. */
-bool zk_thp_choose(size_t bytes, bool *sample);
+bool zk_thp_choose(size_t bytes, bool zeroed, bool *sample);
 void zk_thp_record(size_t bytes, bool huge, uint64_t ns);
 uint64_t zk_thp_now_ns(void);   /* CLOCK_MONOTONIC */
 uint64_t zk_thp_cpu_ns(void);   /* this thread's CPU time: what a preemption does not inflate */

@@ -25,8 +25,8 @@
  *    MIN_SAMPLES in a range the choices alternate; then the cheaper one is
  *    taken, and every EXPLORE-th mapping tries the other, so a change in
  *    the machine's state is noticed.
- * A class not measured yet gets huge pages only from UNKNOWN_HUGE_MIN_BYTES
- * on, as numpy's default would give them.
+ * A class not measured yet gets huge pages as numpy's default would give
+ * them (below).
  * Every EXPLORE-th fresh region of a dense class is left lazy and measured
  * again, so a class that turns sparse is noticed too.  hugepages=1 and 0
  * force the huge-page choice for every region of 2 MiB and more (and still
@@ -37,14 +37,19 @@
 
 #include "zk_internal.h"
 
-/* A class not measured yet gets huge pages from this size on, as numpy's
- * default gives them (it advises arrays of 4 MiB and more): a big array
- * written once would otherwise fault 512 times per 2 MiB (a 4 GiB one in
- * numpy's own tests: 1.5M faults against numpy's 48k), while a sparse
- * user of it is no fatter than under numpy's default.  Below it, sparse
- * arrays (MSM windows and buckets) follow their touched pages from the
- * first round on. */
-#define UNKNOWN_HUGE_MIN_BYTES ((size_t)16 << 20)
+/* A class not measured yet gets huge pages from these sizes on.  numpy's
+ * default advises every array of 4 MiB and more: a big array written once
+ * would otherwise fault 512 times per 2 MiB (a 4 GiB one in numpy's own
+ * tests: 1.5M faults against numpy's 48k; the test subset as a whole: 91k
+ * faults with 16 MiB for np.empty too, 88k with 4 MiB, tuned glibc 78k),
+ * while a sparse user of it is no fatter than under numpy's default.
+ * np.empty follows numpy: its caller writes it before reading it.
+ * np.zeros is how sparse structures are made (MSM windows and buckets,
+ * histograms): below 16 MiB they follow their touched pages from the first
+ * round on, fatter than numpy's default by nothing (a 6 MiB window touched
+ * at both ends would hold two huge pages). */
+#define UNKNOWN_HUGE_MIN_BYTES ((size_t)4 << 20)
+#define UNKNOWN_ZEROED_HUGE_MIN_BYTES ((size_t)16 << 20)
 #define MIN_SAMPLES 2u
 #define EXPLORE 16u
 
@@ -91,7 +96,7 @@ static bool dense_now(size_t bytes)
     return atomic_fetch_add_explicit(&dense_mappings, 1, memory_order_relaxed) % EXPLORE != EXPLORE - 1;
 }
 
-bool zk_thp_choose(size_t bytes, bool *sample)
+bool zk_thp_choose(size_t bytes, bool zeroed, bool *sample)
 {
     *sample = false;
     if (bytes < ZK_HUGE_BYTES)
@@ -104,7 +109,8 @@ bool zk_thp_choose(size_t bytes, bool *sample)
     if (mode == ZK_HUGEPAGES_ON)
         return true;
     if (!dense)   /* sparse or not yet known: 4 KiB pages, RSS follows the touches */
-        return bytes >= UNKNOWN_HUGE_MIN_BYTES && zk_touch_unknown(zk_class_of(bytes));
+        return bytes >= (zeroed ? UNKNOWN_ZEROED_HUGE_MIN_BYTES : UNKNOWN_HUGE_MIN_BYTES) &&
+               zk_touch_unknown(zk_class_of(bytes));
     thp_range *r = &ranges[range_of(bytes)];
     uint64_t small = load(&r->samples[0]), huge = load(&r->samples[1]);
     if (small < MIN_SAMPLES || huge < MIN_SAMPLES)
