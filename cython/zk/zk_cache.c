@@ -379,20 +379,20 @@ static bool move_onto(void *old, size_t old_bytes, void *target, size_t nbytes, 
     if (whole) {
         if (zk_os_move(old, old_bytes, target, nbytes) == 0)
             return true;
-        zk_os_drop_failed_target(target, nbytes);
+        zk_heap_drop_failed_target(target, nbytes);
         return false;
     }
     char *tail = (char *)target + old_bytes;
     size_t tail_bytes = nbytes - old_bytes;
     if (zk_os_map_fixed(tail, tail_bytes) != 0) {
         (void)zk_os_unmap(target, old_bytes);          /* still our reservation */
-        zk_os_drop_failed_target(tail, tail_bytes);    /* a failed MAP_FIXED may have unmapped it */
+        zk_heap_drop_failed_target(tail, tail_bytes);    /* a failed MAP_FIXED may have unmapped it */
         return false;
     }
     if (zk_os_move_keep(old, old_bytes, target) == 0)
         return true;
     (void)zk_os_unmap(tail, tail_bytes);
-    zk_os_drop_failed_target(target, old_bytes);
+    zk_heap_drop_failed_target(target, old_bytes);
     return false;
 }
 

@@ -39,8 +39,49 @@ static vacant_bin bins[ZK_NCLASSES];
 static uint64_t bins_nonempty[(ZK_NCLASSES + 63) / 64];
 static zk_region *unmap_pending;   /* whole vacant segments whose munmap failed (lru_next) */
 
+/* Failed moves' targets to look up in /proc/self/maps, which is never read
+ * under the heap lock: zk_heap_unlock does it once the lock is released.
+ * Filled and emptied under the lock, so empty whenever it is free (a fork
+ * child finds it empty).  A move fails at most once per hold of the lock;
+ * past UNCLAIMED_MAX a target is left mapped: address space, no memory. */
+#define UNCLAIMED_MAX 4
+typedef struct {
+    void *p;
+    size_t bytes;
+} unclaimed_range;
+static unclaimed_range unclaimed[UNCLAIMED_MAX];
+static int unclaimed_count;
+
 void zk_heap_lock(void) { pthread_mutex_lock(&heap_lock); }
-void zk_heap_unlock(void) { pthread_mutex_unlock(&heap_lock); }
+
+void zk_heap_unlock(void)
+{
+    if (unclaimed_count == 0) {
+        pthread_mutex_unlock(&heap_lock);
+        return;
+    }
+    unclaimed_range drop[UNCLAIMED_MAX];
+    int n = unclaimed_count;
+    memcpy(drop, unclaimed, (size_t)n * sizeof *drop);
+    unclaimed_count = 0;
+    pthread_mutex_unlock(&heap_lock);
+    for (int i = 0; i < n; i++)
+        zk_os_drop_own_reservation(drop[i].p, drop[i].bytes);
+}
+
+void zk_heap_drop_after_unlock(void *p, size_t bytes)
+{
+    if (unclaimed_count < UNCLAIMED_MAX)
+        unclaimed[unclaimed_count++] = (unclaimed_range){p, bytes};
+}
+
+void zk_heap_drop_failed_target(void *p, size_t bytes)
+{
+    if (zk_os_retake_target(p, bytes))
+        (void)zk_os_unmap(p, bytes);
+    else
+        zk_heap_drop_after_unlock(p, bytes);
+}
 
 static bool whole_segment(const zk_region *r) { return r->addr_prev == NULL && r->addr_next == NULL; }
 

@@ -95,7 +95,12 @@ void zk_region_unlock_after_fork(void);
  * the heap lock, which is taken before the pool lock. */
 #define ZK_SHARED_MAX_BYTES ZK_HUGE_BYTES   /* requests below this share segments */
 void zk_heap_lock(void);
-void zk_heap_unlock(void);
+void zk_heap_unlock(void);   /* then drops what zk_heap_drop_after_unlock named */
+/* Heap lock held: a failed move's target that zk_os_retake_target could not
+ * take back; unmapped after the lock is released if it is still ours. */
+void zk_heap_drop_after_unlock(void *p, size_t bytes);
+/* Heap lock held: give back a failed move's target, now or after the lock. */
+void zk_heap_drop_failed_target(void *p, size_t bytes);
 /* A fresh span of `bytes` for class cls, in use and registered; NULL when the
  * kernel refuses.  *sample: a new segment of >= 2 MiB whose first touch the
  * caller may time (zk_thp.c); its huge-page choice in *huge. */
@@ -114,7 +119,7 @@ void zk_heap_fork_adopt_leaving(zk_region *r);
 void zk_heap_fork_recount(void);   /* fork child: segment gauges from the spans */
 /* r's pages were just moved away by mremap (its entry already cleared):
  * with zk_os_move (kept false: r must be a whole segment, now gone), or
- * with zk_os_move_keep / zk_os_move_areas (kept true: r's range is still
+ * with zk_os_move_keep (kept true: r's range is still
  * mapped, empty, and `spare`, a descriptor from zk_region_descriptor,
  * becomes the vacant span there; a whole segment is then unmapped).  Else
  * spare is released.  r then stands alone; returns the memory areas its
@@ -274,6 +279,8 @@ void zk_os_advise_small_pages(void *p, size_t bytes);
 size_t zk_os_resident_pages(void *p, size_t bytes);
 int zk_os_discard(void *p, size_t bytes);
 int zk_os_soften(void *p, size_t bytes);
+/* Fault [p, p+bytes) in; 0, or -1 where the kernel lacks MADV_POPULATE_WRITE
+ * (then it was written a byte a page). */
 int zk_os_populate(void *p, size_t bytes);
 /* What decay reads (zk_decay.c), never under a lock of the core. */
 uint64_t zk_os_process_cpu_ns(void);   /* user + sys of every thread (getrusage) */
@@ -285,14 +292,14 @@ size_t zk_libc_free_bytes(void);
 #endif
 int zk_os_move(void *old, size_t old_bytes, void *target, size_t new_bytes);   /* whole segments only */
 int zk_os_move_keep(void *old, size_t bytes, void *target);   /* the old range stays mapped, empty */
-int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved);   /* as zk_os_move_keep */
-/* Fault [p, p+bytes) in; 0, or -1 where the kernel lacks MADV_POPULATE_WRITE
- * (then it was written a byte a page). */
-void zk_os_drop_failed_target(void *target, size_t bytes);
-/* After a failed zk_os_move(): true when [target, target+bytes) is again our
- * PROT_NONE reservation (kernels unmap a MREMAP_FIXED target before some
- * checks, and another thread's mmap may have taken it since). */
-bool zk_os_reclaim_failed_target(void *target, size_t bytes);
+/* After a failed move: true when [target, target+bytes) was free and is our
+ * PROT_NONE reservation again (kernels unmap a MREMAP_FIXED target before
+ * some checks).  False: something is mapped there, our reservation still or
+ * another thread's mmap since: zk_heap_drop_after_unlock finds out which. */
+bool zk_os_retake_target(void *target, size_t bytes);
+/* Unmap [p, p+bytes) if /proc/self/maps shows it as exactly one PROT_NONE
+ * private area, the reservation we made; never under the heap lock. */
+void zk_os_drop_own_reservation(void *p, size_t bytes);
 
 /* ---- statistics (zk_stats.c) -------------------------------------------- */
 #define ZK_STAT_ATOMIC(name, ...) _Atomic uint64_t name;

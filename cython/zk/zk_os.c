@@ -5,9 +5,9 @@
  *
  * Errors come back as NULL or a nonzero return; errno is left to the caller
  * to ignore.  Nothing here locks.  Callers hold the heap lock across the
- * region syscalls (zk_heap.c says why); /proc/self/maps is read under it
- * only where a region's own memory areas must be known (moving a gathered
- * region, and after a failed move): the check reads it unlocked.
+ * region syscalls (zk_heap.c says why), never across a read of
+ * /proc/self/maps: the check reads it unlocked, and a failed move's target
+ * is looked up once the heap lock is released (zk_heap_unlock).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -328,43 +328,6 @@ int zk_os_each_area(uintptr_t lo, uintptr_t hi, bool (*fn)(const zk_os_area *a, 
 }
 
 typedef struct {
-    uintptr_t start, end;
-    char *target;
-    size_t moved;
-    int rc;
-} area_move;
-
-static bool move_one_area(const zk_os_area *a, void *arg)
-{
-    area_move *m = arg;
-    if (a->lo > m->start + m->moved) {   /* a hole: the range is not ours whole */
-        m->rc = -1;
-        return false;
-    }
-    size_t len = (a->hi < m->end ? a->hi : m->end) - (m->start + m->moved);
-    if (zk_os_move_keep((void *)(m->start + m->moved), len, m->target + m->moved) != 0) {
-        m->rc = -1;
-        return false;
-    }
-    m->moved += len;
-    return m->moved < m->end - m->start;
-}
-
-/* Move [old, old+bytes), which may span several memory areas (a region
- * gathered earlier: its pieces' areas do not merge), to target, one
- * mremap per area as /proc/self/maps draws them, each leaving its old range
- * mapped (zk_os_move_keep).  0 on success; on failure, -1 and *moved says
- * how many bytes from the start did move (the caller keeps those, the rest
- * stays where it was). */
-int zk_os_move_areas(void *old, size_t bytes, void *target, size_t *moved)
-{
-    area_move m = {(uintptr_t)old, (uintptr_t)old + bytes, target, 0, 0};
-    int rc = zk_os_each_area(m.start, m.end, move_one_area, &m);
-    *moved = m.moved;
-    return rc == 0 && m.rc == 0 && m.moved == bytes ? 0 : -1;
-}
-
-typedef struct {
     uintptr_t lo, hi;
     bool found;
 } reservation_query;
@@ -384,7 +347,7 @@ static bool is_own_reservation(void *p, size_t bytes)
     return zk_os_each_area(q.lo, q.hi, match_reservation, &q) == 0 && q.found;
 }
 
-bool zk_os_reclaim_failed_target(void *target, size_t bytes)
+bool zk_os_retake_target(void *target, size_t bytes)
 {
     void *again = mmap(target, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
                        -1, 0);
@@ -392,15 +355,14 @@ bool zk_os_reclaim_failed_target(void *target, size_t bytes)
         return true;   /* it was free: ours again */
     if (again != MAP_FAILED)
         (void)zk_os_unmap(again, bytes);   /* a kernel before 4.17 took the flag as a hint */
-    return is_own_reservation(target, bytes);
+    return false;
 }
 
-/* After a failed zk_os_move(): give back the target reservation if it is
- * still ours; if something else is there now, leave it alone. */
-void zk_os_drop_failed_target(void *target, size_t bytes)
+/* Reads /proc/self/maps: never under the heap lock (zk_heap_unlock). */
+void zk_os_drop_own_reservation(void *p, size_t bytes)
 {
-    if (zk_os_reclaim_failed_target(target, bytes))
-        (void)zk_os_unmap(target, bytes);
+    if (is_own_reservation(p, bytes))
+        (void)zk_os_unmap(p, bytes);
 }
 
 /* Sleep a while (zk_check, between attempts). */

@@ -125,7 +125,7 @@ static int collect(size_t need, zk_region **pieces, size_t *total)
 {
     int n = 0, steps = 0;
     for (zk_region *r = zk_pool_oldest(); r != NULL && steps < COALESCE_WALK; r = zk_pool_newer(r), steps++)
-        if (r->bytes >= PIECE_MIN_BYTES)
+        if (r->bytes >= PIECE_MIN_BYTES && !(r->flags & ZK_RF_MULTI))   /* see move_piece */
             keep_largest(pieces, &n, r);
     int used = 0;
     *total = 0;
@@ -188,38 +188,16 @@ static int take_pieces(zk_region **pieces, int n, size_t need, zk_region **spill
     return n;
 }
 
-/* Move one idle piece's pages to dest.  A piece gathered earlier spans
- * several memory areas (its own pieces' areas do not merge), which one
- * mremap cannot move: it goes area by area.  *moved: bytes from its start
- * that did move.  *kept: its old range is still mapped (empty), which is
- * how any piece but a whole segment must move: a hole in the middle of a
- * segment could be taken by another thread's mmap before it is mapped
- * again (zk_os_move_keep). */
-static int move_piece(zk_region *p, char *dest, size_t *moved, bool *kept)
+/* Move one idle piece's pages to dest.  *kept: its old range is still
+ * mapped (empty), which is how any piece but a whole segment must move: a
+ * hole in the middle of a segment could be taken by another thread's mmap
+ * before it is mapped again (zk_os_move_keep).  Never a region of several
+ * memory areas (collect() leaves those out): one mremap moves one area. */
+static int move_piece(zk_region *p, char *dest, bool *kept)
 {
-    *kept = true;
-    if (p->flags & ZK_RF_MULTI)
-        return zk_os_move_areas((void *)p->base, p->bytes, dest, moved);
     *kept = !zk_heap_whole_segment(p);
-    int rc = *kept ? zk_os_move_keep((void *)p->base, p->bytes, dest)
-                   : zk_os_move((void *)p->base, p->bytes, dest, p->bytes);
-    *moved = rc == 0 ? p->bytes : 0;
-    return rc;
-}
-
-/* After a partial move of p: it stays a whole idle region (the move left
- * its range mapped, zeros where the moved pages were), and the `moved`
- * bytes now in the target are the region's (spare becomes the region's
- * descriptor when it has none yet).  Returns the bytes the region gained. */
-static size_t took_part(size_t moved, zk_region *spare, zk_region **region, uint32_t *areas)
-{
-    zk_stats_gauge_add(&zk_stats.bytes_mapped, &zk_stats.peak_bytes_mapped, moved);
-    *areas += 1;
-    if (*region == NULL)
-        *region = spare;
-    else
-        zk_region_release_descriptor(spare);
-    return moved;
+    return *kept ? zk_os_move_keep((void *)p->base, p->bytes, dest)
+                 : zk_os_move((void *)p->base, p->bytes, dest, p->bytes);
 }
 
 /* Move pieces[0..n) side by side to the start of target; stops at the first
@@ -236,24 +214,17 @@ static size_t move_pieces(zk_region **pieces, zk_region **spares, int n, char *t
     *lost = 0;
     for (int i = 0; i < n; i++) {
         zk_region *p = pieces[i];
-        size_t moved = 0;
         bool kept;
         zk_pagemap_clear((void *)p->base);
-        if (move_piece(p, target + off, &moved, &kept) != 0) {
-            if (moved > 0) {
-                /* A piece of several areas moved in part: what moved is the
-                 * region's now (old bytes, like the rest), and the piece
-                 * stays whole, zeros where those were. */
-                off += took_part(moved, spares[i], region, areas);
-                spares[i] = NULL;
-            }
+        if (move_piece(p, target + off, &kept) != 0) {
             zk_pagemap_set((void *)p->base, p);   /* its leaf exists: cannot fail */
-            if (!zk_os_reclaim_failed_target(target + off, p->bytes - moved))
-                *lost = p->bytes - moved;
+            if (!zk_os_retake_target(target + off, p->bytes)) {
+                *lost = p->bytes;
+                zk_heap_drop_after_unlock(target + off, p->bytes);
+            }
             for (int j = i; j < n; j++) {
                 put_back(pieces[j]);
-                if (spares[j] != NULL)
-                    zk_region_release_descriptor(spares[j]);
+                zk_region_release_descriptor(spares[j]);
             }
             break;
         }

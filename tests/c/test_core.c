@@ -314,6 +314,42 @@ static void test_unmapped_segment_is_reported(void)
     CHECK_INVARIANTS();
 }
 
+static bool mapped(void *p, size_t bytes)
+{
+    unsigned char vec[4];
+    return mincore(p, bytes < 4 * 4096 ? bytes : 4 * 4096, vec) == 0;
+}
+
+/* A failed move's target that could not be taken back is looked up in
+ * /proc/self/maps only once the heap lock is released: our untouched
+ * reservation is unmapped then, anything else there is left alone. */
+static void test_failed_move_targets_are_dropped_after_the_lock(void)
+{
+    size_t bytes = 4 * MiB;
+    void *ours = zk_os_reserve(bytes, 2 * MiB);
+    void *theirs = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(ours != NULL && theirs != MAP_FAILED);
+    if (ours == NULL || theirs == MAP_FAILED)
+        return;
+    zk_heap_lock();
+    zk_heap_drop_failed_target(ours, bytes);     /* occupied (by our reservation): deferred */
+    zk_heap_drop_failed_target(theirs, bytes);   /* occupied by another mapping: deferred */
+    CHECK(mapped(ours, bytes) && mapped(theirs, bytes));   /* nothing read or unmapped under the lock */
+    zk_heap_unlock();
+    CHECK(!mapped(ours, bytes));
+    CHECK(mapped(theirs, bytes));
+    munmap(theirs, bytes);
+    void *freed = zk_os_reserve(bytes, 2 * MiB);  /* a target the failed move left free: taken back, unmapped */
+    CHECK(freed != NULL);
+    if (freed != NULL) {
+        munmap(freed, bytes);
+        zk_heap_lock();
+        zk_heap_drop_failed_target(freed, bytes);
+        zk_heap_unlock();
+        CHECK(!mapped(freed, bytes));
+    }
+}
+
 static void test_failed_unmaps(void)
 {
     zk_stats_snapshot s;
@@ -1063,6 +1099,7 @@ int main(int argc, char **argv)
     test_cache_api();
     test_check_busy_or_exact();
     test_failed_unmaps();
+    test_failed_move_targets_are_dropped_after_the_lock();
     test_unmapped_segment_is_reported();
     test_handler_routing();
     test_scope();
