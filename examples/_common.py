@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import zkalloc_np as zkalloc
+from zkalloc_np.cli.main import positive_int  # noqa: F401 (the examples take it from here)
 
 
 def parse_size(text: str) -> int:
@@ -42,17 +43,6 @@ def parse_size(text: str) -> int:
     if n < 2 or n & (n - 1):
         raise argparse.ArgumentTypeError(f"size must be a power of two >= 2, got {text!r} = {n}")
     return n
-
-
-def positive_int(text: str) -> int:
-    """A whole number > 0 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def size_label(n: int) -> str:

@@ -64,7 +64,8 @@ run gets the same input.
 """
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """A whole number > 0 (an argparse type; the examples use it too)."""
     try:
         value = int(text)
     except ValueError:
@@ -233,7 +234,7 @@ def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
                           description="A numpy NTT prover loop, numpy's default allocator against zkalloc, "
                                       "alternating rounds in this process.")
     demo.add_argument("--log-sizes", type=_log_sizes, default=(20, 22), help="log2 of NTT sizes (default 20,22)")
-    demo.add_argument("--rounds", type=_positive_int, default=5, help="timed rounds per allocator (default 5)")
+    demo.add_argument("--rounds", type=positive_int, default=5, help="timed rounds per allocator (default 5)")
     demo.set_defaults(func=_cmd_demo, parser=demo)
     info = sub.add_parser("info", help=COMMAND_HELP["info"],
                           description="What numpy, the kernel and zkalloc's settings look like here, "
@@ -262,7 +263,7 @@ def build_parser(prog: str = "python -m zkalloc_np") -> argparse.ArgumentParser:
                              description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
                              usage=f"{prog} compare [options] (script.py | -m MODULE) [args ...]")
     from .compare import ALLOCATORS
-    compare.add_argument("--runs", type=_positive_int, default=3, help="runs per allocator (default 3)")
+    compare.add_argument("--runs", type=positive_int, default=3, help="runs per allocator (default 3)")
     compare.add_argument("--allocators", type=_allocator_list, metavar="A,B",
                          help=f"comma-separated subset of {','.join(ALLOCATORS)} (default: all; default is "
                               "always run, as the baseline; peers that are not installed are skipped)")
