@@ -18,7 +18,7 @@
 
 static void fork_prepare(void)
 {
-    zk_heap_lock();
+    zk_heap_lock_for_fork();
     zk_tcache_lock_for_fork();
     zk_pool_lock();
     zk_region_lock_for_fork();

@@ -75,6 +75,35 @@ void zk_heap_drop_after_unlock(void *p, size_t bytes)
         unclaimed[unclaimed_count++] = (unclaimed_range){p, bytes};
 }
 
+/* Threads between zk_heap_unlock_to_read and zk_heap_relock_after_read:
+ * they hold pieces of a gather outside every list, which a fork child
+ * would lose, so a fork waits for them. */
+static _Atomic int readers_unlocked;
+
+void zk_heap_unlock_to_read(void)
+{
+    atomic_fetch_add_explicit(&readers_unlocked, 1, memory_order_relaxed);
+    zk_heap_unlock();
+}
+
+void zk_heap_relock_after_read(void)
+{
+    zk_heap_lock();
+    atomic_fetch_sub_explicit(&readers_unlocked, 1, memory_order_relaxed);
+}
+
+void zk_heap_lock_for_fork(void)
+{
+    enum { PAUSE_US = 50 };
+    for (;;) {
+        zk_heap_lock();
+        if (atomic_load_explicit(&readers_unlocked, memory_order_relaxed) == 0)
+            return;
+        zk_heap_unlock();
+        zk_os_pause_us(PAUSE_US);
+    }
+}
+
 void zk_heap_drop_failed_target(void *p, size_t bytes)
 {
     if (zk_os_retake_target(p, bytes))

@@ -101,6 +101,11 @@ void zk_heap_unlock(void);   /* then drops what zk_heap_drop_after_unlock named 
 void zk_heap_drop_after_unlock(void *p, size_t bytes);
 /* Heap lock held: give back a failed move's target, now or after the lock. */
 void zk_heap_drop_failed_target(void *p, size_t bytes);
+/* Release the heap lock to read /proc/self/maps, and take it again; a fork
+ * waits until every such reader has it again (zk_heap_lock_for_fork). */
+void zk_heap_unlock_to_read(void);
+void zk_heap_relock_after_read(void);
+void zk_heap_lock_for_fork(void);
 /* A fresh span of `bytes` for class cls, in use and registered; NULL when the
  * kernel refuses.  *sample: a new segment of >= 2 MiB whose first touch the
  * caller may time (zk_thp.c); its huge-page choice in *huge. */

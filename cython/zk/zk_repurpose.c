@@ -18,7 +18,11 @@
  * largest idle regions (of the oldest COALESCE_WALK).  Moves at 2 MiB-aligned
  * offsets keep huge pages, so 2 MiB multiples are placed first.
  *
- * Runs under the heap lock (zk_heap.c), on the miss path only.
+ * Runs under the heap lock (zk_heap.c), on the miss path only, but for one
+ * step: where a piece spans several memory areas (a region gathered
+ * earlier: its pieces' areas do not merge, and one mremap moves one area),
+ * its areas are read from /proc/self/maps with the heap lock released,
+ * while the pieces are this thread's alone (learn_cuts).
  */
 #define _GNU_SOURCE
 #include "zk_internal.h"
@@ -28,6 +32,17 @@
 #define PIECE_MIN_BYTES ((size_t)256 << 10)   /* smaller pieces cost more areas than they save */
 #define MAX_PIECES 32
 #define COALESCE_WALK 4096                    /* idle regions a coalescing pass looks at */
+#define MAX_CUTS 256                          /* area ends inside one gather's pieces */
+
+/* Where a gather's pieces are cut into memory areas: piece i's area ends
+ * (strictly inside it, in address order) are at[first[i] .. first[i+1]). */
+typedef struct {
+    uintptr_t at[MAX_CUTS];
+    int first[MAX_PIECES + 1];
+    int n;
+    uintptr_t hi, reached;   /* the end of the piece being read, and where its areas reached */
+    bool ok;
+} area_cuts;
 
 
 /* Put a region taken out of the pool back (it was uncounted), or give it to
@@ -125,7 +140,7 @@ static int collect(size_t need, zk_region **pieces, size_t *total)
 {
     int n = 0, steps = 0;
     for (zk_region *r = zk_pool_oldest(); r != NULL && steps < COALESCE_WALK; r = zk_pool_newer(r), steps++)
-        if (r->bytes >= PIECE_MIN_BYTES && !(r->flags & ZK_RF_MULTI))   /* see move_piece */
+        if (r->bytes >= PIECE_MIN_BYTES)
             keep_largest(pieces, &n, r);
     int used = 0;
     *total = 0;
@@ -188,16 +203,102 @@ static int take_pieces(zk_region **pieces, int n, size_t need, zk_region **spill
     return n;
 }
 
-/* Move one idle piece's pages to dest.  *kept: its old range is still
- * mapped (empty), which is how any piece but a whole segment must move: a
- * hole in the middle of a segment could be taken by another thread's mmap
- * before it is mapped again (zk_os_move_keep).  Never a region of several
- * memory areas (collect() leaves those out): one mremap moves one area. */
-static int move_piece(zk_region *p, char *dest, bool *kept)
+static bool add_cut(const zk_os_area *a, void *arg)
 {
+    area_cuts *c = arg;
+    if (a->lo > c->reached) {   /* a hole: the range is not ours whole */
+        c->ok = false;
+        return false;
+    }
+    c->reached = a->hi;
+    if (a->hi >= c->hi)
+        return false;
+    if (c->n == MAX_CUTS) {
+        c->ok = false;
+        return false;
+    }
+    c->at[c->n++] = a->hi;
+    return true;
+}
+
+/* Read the area ends inside every piece of several memory areas, with the
+ * heap lock released: /proc/self/maps is never read under it.  The pieces
+ * are out of the pool and not in use meanwhile, so no other thread moves,
+ * joins or splits them, and their areas stay as read (zk_heap_unlock_to_read
+ * holds a fork off until the lock is taken again).  False where an area
+ * could not be read, a piece has a hole, or there are more than MAX_CUTS. */
+static bool learn_cuts(zk_region **pieces, int n, area_cuts *c)
+{
+    c->n = 0;
+    bool multi = false;
+    for (int i = 0; i < n; i++)
+        multi |= (pieces[i]->flags & ZK_RF_MULTI) != 0;
+    c->ok = true;
+    if (multi)
+        zk_heap_unlock_to_read();
+    for (int i = 0; i < n && c->ok; i++) {
+        c->first[i] = c->n;
+        if (!(pieces[i]->flags & ZK_RF_MULTI))
+            continue;
+        c->reached = pieces[i]->base;
+        c->hi = pieces[i]->base + pieces[i]->bytes;
+        if (zk_os_each_area(c->reached, c->hi, add_cut, c) != 0 || c->reached < c->hi)
+            c->ok = false;
+    }
+    c->first[n] = c->n;
+    if (multi)
+        zk_heap_relock_after_read();
+    return c->ok;
+}
+
+/* Move piece i, area by area (cut where learn_cuts found its areas end),
+ * each leaving its old range mapped (zk_os_move_keep).  *moved: the bytes
+ * from its start that did move. */
+static int move_areas(zk_region *p, char *dest, const area_cuts *c, int i, size_t *moved)
+{
+    uintptr_t from = p->base, end = p->base + p->bytes;
+    *moved = 0;
+    for (int k = c->first[i]; k <= c->first[i + 1]; k++) {
+        uintptr_t to = k < c->first[i + 1] ? c->at[k] : end;
+        if (zk_os_move_keep((void *)from, to - from, dest + (from - p->base)) != 0)
+            return -1;
+        *moved += to - from;
+        from = to;
+    }
+    return 0;
+}
+
+/* Move one idle piece's pages to dest: one mremap, or one per memory area
+ * where it spans several (move_areas).  *moved: bytes from its start that
+ * did move.  *kept: its old range is still mapped (empty), which is how any
+ * piece but a whole segment must move: a hole in the middle of a segment
+ * could be taken by another thread's mmap before it is mapped again
+ * (zk_os_move_keep). */
+static int move_piece(zk_region *p, char *dest, const area_cuts *c, int i, size_t *moved, bool *kept)
+{
+    *kept = true;
+    if (p->flags & ZK_RF_MULTI)
+        return move_areas(p, dest, c, i, moved);
     *kept = !zk_heap_whole_segment(p);
-    return *kept ? zk_os_move_keep((void *)p->base, p->bytes, dest)
-                 : zk_os_move((void *)p->base, p->bytes, dest, p->bytes);
+    int rc = *kept ? zk_os_move_keep((void *)p->base, p->bytes, dest)
+                   : zk_os_move((void *)p->base, p->bytes, dest, p->bytes);
+    *moved = rc == 0 ? p->bytes : 0;
+    return rc;
+}
+
+/* After a partial move of p: it stays a whole idle region (the move left
+ * its range mapped, zeros where the moved pages were), and the `moved`
+ * bytes now in the target are the region's (spare becomes the region's
+ * descriptor when it has none yet).  Returns the bytes the region gained. */
+static size_t took_part(size_t moved, zk_region *spare, zk_region **region, uint32_t *areas)
+{
+    zk_stats_gauge_add(&zk_stats.bytes_mapped, &zk_stats.peak_bytes_mapped, moved);
+    *areas += 1;
+    if (*region == NULL)
+        *region = spare;
+    else
+        zk_region_release_descriptor(spare);
+    return moved;
 }
 
 /* Move pieces[0..n) side by side to the start of target; stops at the first
@@ -205,7 +306,7 @@ static int move_piece(zk_region *p, char *dest, bool *kept)
  * bytes moved; *region: the first piece's descriptor, now the region's;
  * *lost: the size of a hole a refused move left in the target at `off`,
  * which another thread's mmap may already hold (0 if none). */
-static size_t move_pieces(zk_region **pieces, zk_region **spares, int n, char *target,
+static size_t move_pieces(zk_region **pieces, zk_region **spares, int n, const area_cuts *cuts, char *target,
                           zk_region **region, uint32_t *areas, size_t *lost)
 {
     size_t off = 0;
@@ -214,17 +315,26 @@ static size_t move_pieces(zk_region **pieces, zk_region **spares, int n, char *t
     *lost = 0;
     for (int i = 0; i < n; i++) {
         zk_region *p = pieces[i];
+        size_t moved = 0;
         bool kept;
         zk_pagemap_clear((void *)p->base);
-        if (move_piece(p, target + off, &kept) != 0) {
+        if (move_piece(p, target + off, cuts, i, &moved, &kept) != 0) {
+            if (moved > 0) {
+                /* A piece of several areas moved in part: what moved is the
+                 * region's now (old bytes, like the rest), and the piece
+                 * stays whole, zeros where those were. */
+                off += took_part(moved, spares[i], region, areas);
+                spares[i] = NULL;
+            }
             zk_pagemap_set((void *)p->base, p);   /* its leaf exists: cannot fail */
-            if (!zk_os_retake_target(target + off, p->bytes)) {
-                *lost = p->bytes;
-                zk_heap_drop_after_unlock(target + off, p->bytes);
+            if (!zk_os_retake_target(target + off, p->bytes - moved)) {
+                *lost = p->bytes - moved;
+                zk_heap_drop_after_unlock(target + off, p->bytes - moved);
             }
             for (int j = i; j < n; j++) {
                 put_back(pieces[j]);
-                zk_region_release_descriptor(spares[j]);
+                if (spares[j] != NULL)
+                    zk_region_release_descriptor(spares[j]);
             }
             break;
         }
@@ -281,6 +391,12 @@ static void keep_as_idle(zk_region *r, char *target, size_t off, uint32_t areas)
 static zk_region *gather(zk_region **pieces, int n, size_t need, int cls, size_t *fresh_tail)
 {
     zk_region *spares[MAX_PIECES];
+    area_cuts cuts;
+    if (!learn_cuts(pieces, n, &cuts)) {
+        for (int i = 0; i < n; i++)
+            put_back(pieces[i]);
+        return NULL;
+    }
     char *target = zk_os_reserve(need, zk_region_alignment(need));
     if (target == NULL || zk_pagemap_prepare(target) != ZK_OK || !get_spares(spares, n)) {
         if (target != NULL)
@@ -292,7 +408,7 @@ static zk_region *gather(zk_region **pieces, int n, size_t need, int cls, size_t
     zk_region *r;
     uint32_t areas;
     size_t lost;
-    size_t off = move_pieces(pieces, spares, n, target, &r, &areas, &lost);
+    size_t off = move_pieces(pieces, spares, n, &cuts, target, &r, &areas, &lost);
     if (lost != 0) {   /* never touch [off, off + lost) of the target again */
         if (off + lost < need)
             (void)zk_os_unmap(target + off + lost, need - off - lost);

@@ -159,8 +159,14 @@ static void *maintenance(void *arg)
         case 0: zk_cache_soften(); break;
         case 1: zk_cache_release(); break;
         case 2: zk_cache_trim(); break;
-        case 3: zk_option_set(ZK_OPT_CACHE_BYTES, caps[next_rand(&seed) % 4]); break;
-        case 4: zk_option_set(ZK_OPT_THREAD_CACHE_BYTES, tcaps[next_rand(&seed) % 3]); break;
+        case 3:   /* zk_option_set only stores: the caller applies, as zkalloc_np's settings do */
+            zk_option_set(ZK_OPT_CACHE_BYTES, caps[next_rand(&seed) % 4]);
+            zk_option_apply(ZK_OPT_CACHE_BYTES);
+            break;
+        case 4:
+            zk_option_set(ZK_OPT_THREAD_CACHE_BYTES, tcaps[next_rand(&seed) % 3]);
+            zk_option_apply(ZK_OPT_THREAD_CACHE_BYTES);
+            break;
         case 5: zk_cache_trim_to(next_rand(&seed) % (32 * MiB)); break;
         default: (void)zk_cache_reserve(pick_size(&seed), 2); break;
         }
