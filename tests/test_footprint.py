@@ -268,3 +268,28 @@ def test_v1_ancestor_and_hybrid_v2_mount(tmp_path):
         "unified/memory.max": str(2 << 30)})
     found = _container.memory_limit(proc, root)
     assert found.bytes == 2 << 30 and "unified" in found.source
+
+
+def test_memory_pressure_makes_slack_that_came_back_go_again(manual_decay):
+    """A class whose dropped slack kept coming back keeps it (zk_cache.c,
+    drop_slack); once memory is wanted, it is dropped again."""
+    def written(size: int) -> None:
+        a = np.empty(size, np.uint8)
+        a.fill(1)
+
+    small = 36 * MiB // 10                                  # the 4 MiB class, 0.4 MiB short
+    with zk.installed():
+        for _ in range(4):                                  # dropped, then wanted back: learned
+            written(4 * MiB)
+            written(small)
+        written(4 * MiB)
+        before = zk.stats().slack_dropped_bytes
+        written(small)
+        assert zk.stats().slack_dropped_bytes == before    # kept
+        manual_decay.decay_set_pressure(True)
+        manual_decay.decay_pass()
+        manual_decay.decay_set_pressure(False)
+        written(4 * MiB)
+        written(small)
+        assert zk.stats().slack_dropped_bytes > before     # given back
+    zk.check()

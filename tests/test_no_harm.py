@@ -132,3 +132,33 @@ def test_giving_slack_back_never_touches_a_neighbour(fresh):
             if i % 3 == 2:
                 live[0] = np.full(1, 1, np.uint8)        # the oldest freed: its region goes idle
     zk.check()
+
+
+def _rounds(sizes: list[int], times: int) -> int:
+    """Allocate, write and free each size in turn, `times` times; the slack bytes given back meanwhile."""
+    before = zk.stats().slack_dropped_bytes
+    for _ in range(times):
+        for size in sizes:
+            a = np.empty(size, np.uint8)
+            a.fill(1)
+            del a
+    return zk.stats().slack_dropped_bytes - before
+
+
+def test_slack_that_comes_back_every_round_stays_resident(fresh):
+    """One region (the 4 MiB class) handed out for 4 MiB and 3.6 MiB in turn:
+    its slack, dropped, is wanted back the next round, which the class
+    learns; then it stays (a drop is tried again only now and then), so
+    the round no longer faults it back every time."""
+    with zk.installed():
+        learning = _rounds([4 * MiB, 36 * MiB // 10], 4)
+        assert learning > 0                               # dropped at first
+        assert _rounds([4 * MiB, 36 * MiB // 10], 30) <= 2 * (4 * MiB - 36 * MiB // 10)
+
+
+def test_slack_that_stops_coming_back_goes(fresh):
+    """After the class learned that its slack comes back, a program that
+    stops growing back gets the slack dropped again (RSS follows)."""
+    with zk.installed():
+        _rounds([4 * MiB, 36 * MiB // 10], 8)
+        assert _rounds([36 * MiB // 10], 300) > 0

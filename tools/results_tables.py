@@ -25,6 +25,9 @@ suite).  Kinds:
 - ``libc``: peak RSS of every pattern in the file under numpy's default and
   install() with libc=keep and libc=leave, each pass's, and keep/leave
   (what chose libc's default), with the idle pattern's RSS while idle;
+- ``beforeafter``: every pattern's zkalloc rows before issues 29 and 32
+  (PATTERNS_BEFORE) and after, time and peak RSS relative to numpy's
+  default of the same run;
 - ``wholeprog``: the whole programs (bench/results/wholeprog.json) under every
   allocator, CPU, wall, faults and peak RSS with their spread over the passes,
   install()'s row before the do-no-harm policies beneath (WHOLEPROG_BEFORE),
@@ -200,9 +203,42 @@ def wholeprog(records: list[dict[str, Any]]) -> str:
     return programs.summary(records, before)
 
 
+#: The patterns run on the code before issues 29 and 32 (047312e), on the machine of the run after them.
+PATTERNS_BEFORE = "bench/results/patterns-before.json"
+BEFORE_AFTER_ALLOCATORS = ("zkalloc", "zkalloc-global")
+
+
+def _spread_ratio(passes: list[float], base: float) -> str:
+    """The median's ratio to `base`, with the passes' range."""
+    ratios = sorted(v / base for v in passes)
+    mid = ratios[len(ratios) // 2]
+    return f"{mid:.2f}x" if len(ratios) < 2 else f"{mid:.2f}x ({ratios[0]:.2f}–{ratios[-1]:.2f})"
+
+
+def beforeafter(records: list[dict[str, Any]]) -> str:
+    """Each pattern's zkalloc rows before (PATTERNS_BEFORE) and after: warm
+    time and peak RSS as ratios to numpy's default of the same run (so
+    the two runs' machine states cancel), with the passes' range."""
+    before = {(p, s): rows for p, s, rows in report.groups(load(PATTERNS_BEFORE))}
+    lines = ["| pattern | size | allocator | time / default's, before | after | peak RSS / default's, before | "
+             "after |", "|---|---|---|---|---|---|---|"]
+    for pattern, size, rows in report.groups(records):
+        old = before.get((pattern, size), {})
+        for name in BEFORE_AFTER_ALLOCATORS:
+            if name not in rows or name not in old or "default" not in rows or "default" not in old:
+                continue
+            new_r, old_r, new_d, old_d = rows[name], old[name], rows["default"], old["default"]
+            lines.append(f"| {pattern} | {report.size_label(pattern, size)} | {name} | "
+                         f"{_spread_ratio(old_r['pass_median_s'], old_d['median_s'])} | "
+                         f"{_spread_ratio(new_r['pass_median_s'], new_d['median_s'])} | "
+                         f"{_spread_ratio(old_r['pass_peak_rss_bytes'], old_d['peak_rss_bytes'])} | "
+                         f"{_spread_ratio(new_r['pass_peak_rss_bytes'], new_d['peak_rss_bytes'])} |")
+    return "\n".join(lines)
+
+
 KINDS: dict[str, Callable[[list[dict[str, Any]]], str]] = {"front": front, "warm": warm, "cold": cold,
                                                            "coverage": coverage, "peak": peak, "libc": libc,
-                                                           "wholeprog": wholeprog}
+                                                           "wholeprog": wholeprog, "beforeafter": beforeafter}
 
 
 def render(text: str) -> str:

@@ -194,8 +194,10 @@ static size_t pass(uint64_t now)
     if (idle_for >= period)
         soften_before = now;
     size_t released = release_before != 0 || soften_before != 0 ? decay_regions(release_before, soften_before) : 0;
-    if (pressure)
+    if (pressure) {
         zk_count(&zk_stats.decay_pressure_passes, 1);
+        zk_cache_forget_slack_returns();
+    }
     if (idle_for >= period || pressure)
         trim_libc();
     zk_count(&zk_stats.decay_passes, 1);

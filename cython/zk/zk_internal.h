@@ -38,6 +38,7 @@ enum {
     ZK_RF_BINNED = 64u,      /* VACANT, in a vacant bin (zk_heap.c) */
     ZK_RF_MULTI = 128u,      /* may span several memory areas: mremap cannot move it */
     ZK_RF_SOFT = 1024u,      /* idle and MADV_FREE'd by decay (zk_decay.c) */
+    ZK_RF_SLACK_GONE = 2048u,   /* its pages past `extent` were given back (zk_cache.c, drop_slack) */
     ZK_RF_DISCARDED = 16384u,   /* its last np.zeros was a discard: few of its pages are present */
     ZK_RF_PENDING = 512u,    /* a whole vacant segment whose munmap failed: on the retry list */
     ZK_RF_LEAVING = 256u,    /* being given back outside the heap lock (fork: see zk_fork.c) */
@@ -382,6 +383,8 @@ typedef struct {
 } zk_obtained;
 /* zk_cache_alloc (zeroed: zk_cache_calloc) that also says how it was served. */
 void *zk_cache_obtain(size_t bytes, bool zeroed, zk_obtained *out);
+/* Memory is wanted: every class drops its slack again (drop_slack, zk_cache.c). */
+void zk_cache_forget_slack_returns(void);
 /* Free r, found in the ownership map; false (counted in invalid_frees) when
  * it was not in use. */
 bool zk_cache_free_region(zk_region *r);
