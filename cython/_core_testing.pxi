@@ -30,6 +30,11 @@ def reset_zero_policy():
     zk_zero_reset()
 
 
+def forget_slack_returns():
+    """Forget that dropped slack came back: it is dropped again (tests)."""
+    zk_cache_forget_slack_returns()
+
+
 def pin_zero_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns):
     """Tests: the zeroing policy decides with these costs, not measured ones,
     until reset_zero_policy()."""

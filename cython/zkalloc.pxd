@@ -82,6 +82,7 @@ cdef extern from "zkalloc.h" nogil:
     int zk_check(const char **what)
     int zk_heap_check_maps(const char **what)
     void zk_zero_reset()
+    void zk_cache_forget_slack_returns()
     ctypedef struct zk_thp_snapshot:
         uint64_t ns_per_mib[ZK_THP_RANGES][2]
         uint64_t samples[ZK_THP_RANGES][2]

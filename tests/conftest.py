@@ -131,12 +131,13 @@ def wait_for(condition, seconds: float = 5.0) -> bool:
 
 @pytest.fixture
 def fresh():
-    """An empty cache with zeroed counters, whose zeroing policy has learned
-    nothing yet (so tests do not depend on the order they run in)."""
+    """An empty cache with zeroed counters, whose zeroing and slack policies
+    have learned nothing yet (so tests do not depend on the order they run in)."""
     gc.collect()
     zk.release()
     zk.reset_stats()
     zk._core.reset_zero_policy()
+    zk._core.forget_slack_returns()
     return zk
 
 

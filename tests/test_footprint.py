@@ -271,8 +271,8 @@ def test_v1_ancestor_and_hybrid_v2_mount(tmp_path):
 
 
 def test_memory_pressure_makes_slack_that_came_back_go_again(manual_decay):
-    """A class whose dropped slack kept coming back keeps it (zk_cache.c,
-    drop_slack); once memory is wanted, it is dropped again."""
+    """Slack that kept coming back is kept (zk_cache.c, drop_slack); once
+    memory is wanted, it is dropped again."""
     def written(size: int) -> None:
         a = np.empty(size, np.uint8)
         a.fill(1)

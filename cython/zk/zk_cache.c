@@ -107,26 +107,30 @@ static size_t page_rounded(const zk_region *r, size_t bytes)
  * But a program whose sizes go up and down round to round (a phase's
  * scratch of random sizes, a working set drawn anew each round) wants the
  * pages back: dropped every round, they fault back every round (phase_burst:
- * 1,036 faults a round, 1.7x the time, for 7% of RSS).  So it is learned per
- * class: a region whose slack was dropped and that is next handed out for
- * more than it kept counts as the pages coming back (+RETURN_WEIGHT), and
- * while a class's count is above zero its slack stays, each kept drop
- * counting it down by one, so every RETURN_WEIGHT-th or so is tried again:
- * a program that stopped growing back gets its RSS back, and memory
- * pressure (zk_decay.c) makes every class drop its slack again. */
+ * 1,036 faults a round, 1.7x the time, for 7% of RSS).  So it is learned
+ * from the program: a region whose slack was dropped and that is next
+ * handed out for more than it kept counts as the pages coming back
+ * (+RETURN_WEIGHT), and while the count is above zero slack stays, each
+ * kept drop counting it down by one, so a drop is tried again now and then
+ * (phase_burst: 64 faults a round) and a program that stopped growing back
+ * gets its RSS back within RETURN_MAX handouts; memory pressure
+ * (zk_decay.c) makes slack go again at once.  One count for the process,
+ * not per class: sizes that move move across classes, and a class learns
+ * too slowly (16 buffers a round over ~10 classes: 584 faults a round in
+ * phase_burst's first 20 rounds, against 212 with one count). */
 #define SLACK_SHARE 32u
 #define SLACK_MIN_BYTES ((size_t)64 << 10)
-#define RETURN_WEIGHT 32u
-#define RETURN_MAX 256u
+#define RETURN_WEIGHT 128u
+#define RETURN_MAX 1024u
 
-static _Atomic uint32_t slack_returns[ZK_NCLASSES];
+static _Atomic uint32_t slack_returns;   /* the process's count (above) */
 
 /* r, reused (not fresh, not repurposed: their extent is not r's own), is
  * handed out for `want`: was its dropped slack wanted back? */
 static void learn_slack_return(zk_region *r, size_t want)
 {
     if ((r->flags & ZK_RF_SLACK_GONE) && want > r->extent) {
-        _Atomic uint32_t *returns = &slack_returns[r->cls];
+        _Atomic uint32_t *returns = &slack_returns;
         uint32_t n = atomic_load_explicit(returns, memory_order_relaxed) + RETURN_WEIGHT;
         atomic_store_explicit(returns, n < RETURN_MAX ? n : RETURN_MAX, memory_order_relaxed);
     }
@@ -135,15 +139,14 @@ static void learn_slack_return(zk_region *r, size_t want)
 /* Memory is wanted (zk_decay.c): slack goes again, whatever came back. */
 void zk_cache_forget_slack_returns(void)
 {
-    for (int c = 0; c < ZK_NCLASSES; c++)
-        atomic_store_explicit(&slack_returns[c], 0, memory_order_relaxed);
+    atomic_store_explicit(&slack_returns, 0, memory_order_relaxed);
 }
 
-/* Whether a class's slack may go now: not while its dropped pages have
- * been coming back (each kept drop counts that down). */
-static bool slack_may_go(int cls)
+/* Whether slack may go now: not while dropped pages have been coming back
+ * (each kept drop counts that down). */
+static bool slack_may_go(void)
 {
-    _Atomic uint32_t *returns = &slack_returns[cls];
+    _Atomic uint32_t *returns = &slack_returns;
     uint32_t n = atomic_load_explicit(returns, memory_order_relaxed);
     if (n == 0)
         return true;
@@ -163,7 +166,7 @@ static void drop_slack(zk_region *r, size_t bytes, const obtain_info *info)
     size_t extent = info->fresh ? 0 : info->repurposed || r->extent == 0 || r->extent > r->bytes ? r->bytes
                                                                                                : r->extent;
     size_t min = r->bytes / SLACK_SHARE > SLACK_MIN_BYTES ? r->bytes / SLACK_SHARE : SLACK_MIN_BYTES;
-    if (extent > want && extent - want >= min && slack_may_go(r->cls) &&
+    if (extent > want && extent - want >= min && slack_may_go() &&
         zk_os_discard((void *)(r->base + want), extent - want) == 0) {
         zk_count(&zk_stats.slack_dropped_bytes, extent - want);
         extent = want;

@@ -383,8 +383,6 @@ typedef struct {
 } zk_obtained;
 /* zk_cache_alloc (zeroed: zk_cache_calloc) that also says how it was served. */
 void *zk_cache_obtain(size_t bytes, bool zeroed, zk_obtained *out);
-/* Memory is wanted: every class drops its slack again (drop_slack, zk_cache.c). */
-void zk_cache_forget_slack_returns(void);
 /* Free r, found in the ownership map; false (counted in invalid_frees) when
  * it was not in use. */
 bool zk_cache_free_region(zk_region *r);

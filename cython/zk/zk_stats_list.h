@@ -48,7 +48,7 @@
     COUNTER(gathered, "repurposed misses moved together (mremap) from several idle regions") \
     COUNTER(gathered_pieces, "idle regions moved into gathered ones") \
     COUNTER(fresh_tail_bytes, "bytes of gathered regions that idle memory could not cover, mapped fresh") \
-    COUNTER(slack_dropped_bytes, "bytes past a request that earlier users of its region wrote, given back (MADV_DONTNEED) when the region was handed out for less (unless its class's dropped slack keeps being wanted back)") \
+    COUNTER(slack_dropped_bytes, "bytes past a request that earlier users of its region wrote, given back (MADV_DONTNEED) when the region was handed out for less (unless dropped slack keeps being wanted back)") \
     COUNTER(populated_bytes, "bytes of fresh np.empty regions faulted in at once (classes shown to write their arrays whole; timed by the first-touch policy)") \
     GAUGE(segments, "mappings (segments) that hold the regions") \
     GAUGE(bytes_reserved, "their bytes (address space)") \

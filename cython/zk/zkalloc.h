@@ -78,6 +78,7 @@ size_t zk_cache_release(void);                  /* unmap idle regions; bytes unm
 int zk_cache_reserve(size_t bytes, int count);  /* regions now cached, or ZK_ENOMEM / ZK_ECAP */
 size_t zk_cache_trim_to(size_t bytes);          /* evict oldest until idle bytes <= bytes; bytes unmapped */
 void zk_zero_reset(void);                       /* forget what calloc's policy learned */
+void zk_cache_forget_slack_returns(void);       /* slack is dropped again (memory is wanted) */
 /* Walks every structure (zk_check.c): ZK_OK, ZK_ECORRUPT (with *what set
  * to a reason), or ZK_EBUSY when other threads' requests kept changing the
  * totals it compares (what it could see held; *what says what it skipped). */
