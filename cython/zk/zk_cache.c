@@ -659,6 +659,11 @@ int zk_cache_reserve(size_t bytes, int count)
         return ZK_ECAP;
     if ((uint64_t)count > fit)
         count = (int)fit;   /* the rest would be faulted in only to be evicted */
+    /* What it faults in joins the idle regions under the cap: room is made
+     * first (the oldest idle regions go), or the process would hold the cap
+     * twice over while reserving (the fuzzer's RSS reached 2.4 GB). */
+    uint64_t want = (uint64_t)count * zk_class_bytes(cls), cap = zk_opt_cache_bytes();
+    (void)zk_cache_trim_to(cap > want ? cap - want : 0);
     zk_region *held = NULL;
     int got = 0;
     for (; got < count; got++) {
