@@ -163,3 +163,24 @@ def test_slack_that_stops_coming_back_goes(fresh):
     with zk.installed():
         _rounds([4 * MiB, 36 * MiB // 10], 8)
         assert _rounds([36 * MiB // 10], 1100) > 0
+
+
+def test_reserve_makes_room_under_the_cap_first(fresh):
+    """reserve() faults regions in that join the idle ones under the cap: the
+    idle regions it cannot use (128 KiB ones, apart: no gather, no carve)
+    go first, so the cache never maps its cap twice over meanwhile."""
+    before = zk.settings()["cache_bytes"]
+    zk.configure(cache_bytes="64M")
+    try:
+        with zk.installed():
+            arrays = [np.ones(128 * 1024, np.uint8) for _ in range(800)]
+            del arrays[::2]                              # 50 MiB idle, no two side by side
+            assert zk.stats().bytes_cached >= 48 * MiB
+            live = zk.stats().bytes_in_use
+            zk.reset_stats()                             # peaks restart from the gauges
+            zk.reserve(8 * MiB, 100)                     # 8 fit under the cap
+            assert zk.stats().peak_bytes_mapped <= live + 64 * MiB
+            del arrays
+    finally:
+        zk.configure(cache_bytes=before)
+    zk.check()

@@ -130,9 +130,8 @@ static _Atomic uint32_t slack_returns;   /* the process's count (above) */
 static void learn_slack_return(zk_region *r, size_t want)
 {
     if ((r->flags & ZK_RF_SLACK_GONE) && want > r->extent) {
-        _Atomic uint32_t *returns = &slack_returns;
-        uint32_t n = atomic_load_explicit(returns, memory_order_relaxed) + RETURN_WEIGHT;
-        atomic_store_explicit(returns, n < RETURN_MAX ? n : RETURN_MAX, memory_order_relaxed);
+        uint32_t n = atomic_load_explicit(&slack_returns, memory_order_relaxed) + RETURN_WEIGHT;
+        atomic_store_explicit(&slack_returns, n < RETURN_MAX ? n : RETURN_MAX, memory_order_relaxed);
     }
 }
 
@@ -146,11 +145,10 @@ void zk_cache_forget_slack_returns(void)
  * (each kept drop counts that down). */
 static bool slack_may_go(void)
 {
-    _Atomic uint32_t *returns = &slack_returns;
-    uint32_t n = atomic_load_explicit(returns, memory_order_relaxed);
+    uint32_t n = atomic_load_explicit(&slack_returns, memory_order_relaxed);
     if (n == 0)
         return true;
-    atomic_store_explicit(returns, n - 1, memory_order_relaxed);
+    atomic_store_explicit(&slack_returns, n - 1, memory_order_relaxed);
     return false;
 }
 
@@ -654,7 +652,7 @@ int zk_cache_reserve(size_t bytes, int count)
     int cls = zk_class_of(bytes != 0 ? bytes : 1);
     if (cls < 0 || count < 0)
         return ZK_EINVAL;
-    uint64_t fit = zk_opt_cache_bytes() / zk_class_bytes(cls);
+    uint64_t cap = zk_opt_cache_bytes(), fit = cap / zk_class_bytes(cls);
     if (count > 0 && fit == 0)
         return ZK_ECAP;
     if ((uint64_t)count > fit)
@@ -662,8 +660,7 @@ int zk_cache_reserve(size_t bytes, int count)
     /* What it faults in joins the idle regions under the cap: room is made
      * first (the oldest idle regions go), or the process would hold the cap
      * twice over while reserving (the fuzzer's RSS reached 2.4 GB). */
-    uint64_t want = (uint64_t)count * zk_class_bytes(cls), cap = zk_opt_cache_bytes();
-    (void)zk_cache_trim_to(cap > want ? cap - want : 0);
+    (void)zk_cache_trim_to(cap - (uint64_t)count * zk_class_bytes(cls));
     zk_region *held = NULL;
     int got = 0;
     for (; got < count; got++) {
