@@ -45,17 +45,23 @@ def test_140k_live_64k_arrays_keep_the_map_count_low_and_unmap_on_release():
         zk.release()
         zk.check()
         s = zk.stats()
-        print(limit, start_areas, peak, vm_size() - start_vm, s.bytes_mapped, s.segments, s.unmap_failures)
+        print(limit, start_areas, peak, vm_size() - start_vm, s.bytes_mapped, s.bytes_in_use,
+              s.bytes_reserved, s.segments, s.unmap_failures)
     """, timeout=300)
     assert out.returncode == 0, out.stderr
-    limit, start, peak, vm_growth, mapped, segments, failures = map(int, out.stdout.split())
+    limit, start, peak, vm_growth, mapped, in_use, reserved, segments, failures = map(int, out.stdout.split())
     assert peak - start < 2000 and peak < limit // 10     # was 65,531 with a mapping per region
-    # VmSize back to its start but for the core's metadata, which stays mapped:
-    # descriptors (~128 bytes a region: 18 MiB for 140k) and ownership-map
-    # leaves (2 MiB per GiB of address space used).  numpy's default grows
-    # VmSize by about 5.6 GiB here (glibc's fragmented heap).
-    assert vm_growth < 64 * MiB
-    assert mapped == 0 and segments == 0 and failures == 0
+    # What stays mapped is what is still in use: the interpreter may keep a
+    # raw block it made meanwhile for good (pymalloc's arena map takes a
+    # 128 KiB node from PyMem_RawCalloc when a new arena lands in a range it
+    # does not cover yet), and its segment stays with it.
+    assert mapped == in_use and (segments == 0) == (in_use == 0) and failures == 0
+    # VmSize back to its start but for those segments and the core's
+    # metadata, which stays mapped: descriptors (~128 bytes a region: 18 MiB
+    # for 140k) and ownership-map leaves (2 MiB per GiB of address space
+    # used).  numpy's default grows VmSize by about 5.6 GiB here (glibc's
+    # fragmented heap).
+    assert vm_growth < 64 * MiB + reserved
 
 
 def vm_size() -> int:
