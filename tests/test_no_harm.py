@@ -5,6 +5,7 @@ sparse MSM window pattern keeps RSS at its touched pages.  Each case runs in
 fresh processes, with and without install(), measuring RSS (VmRSS)."""
 from __future__ import annotations
 
+import os
 import textwrap
 
 import numpy as np
@@ -184,3 +185,35 @@ def test_reserve_makes_room_under_the_cap_first(fresh):
     finally:
         zk.configure(cache_bytes=before)
     zk.check()
+
+
+def _advised_huge(address: int) -> bool:
+    """Whether the memory area holding `address` carries MADV_HUGEPAGE (the
+    kernel's VmFlags "hg"), whatever the machine's THP mode."""
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                return "hg" in line.split()[1:]
+    raise AssertionError(f"no memory area holds {address:#x}")
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/mm/transparent_hugepage"),
+                    reason="no transparent huge pages in this kernel: no advice to read back")
+@pytest.mark.parametrize("make,mib,huge", [
+    (np.empty, 3, False),   # below numpy's own 4 MiB threshold
+    (np.empty, 4, True),    # numpy advises from 4 MiB on: its caller writes it whole
+    (np.zeros, 8, False),   # zeros are how sparse structures are made: RSS follows the touches
+    (np.zeros, 16, True),
+])
+def test_a_class_not_measured_yet_gets_huge_pages_as_numpy_would(fresh, make, mib, huge):
+    """hugepages=auto, a size class with no first-touch measurement yet: a
+    fresh np.empty is advised huge from 4 MiB, an np.zeros from 16 MiB."""
+    with zk.installed():
+        a = make(mib * MiB, np.uint8)
+        assert zk.owns(a) and zk.stats().misses == 1
+        assert _advised_huge(a.ctypes.data) is huge
