@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 
+WORKERS = 2
 POOL = """
 import json, os, subprocess, sys
 import multiprocessing as mp
@@ -26,8 +27,8 @@ def work(i):
     return os.getpid(), zkalloc_np.stats().hits - before, zkalloc_np.is_installed()
 
 if __name__ == "__main__":
-    method = sys.argv[1]
-    with mp.get_context(method).Pool(2) as pool:
+    method, WORKERS = sys.argv[1], int(sys.argv[3])
+    with mp.get_context(method).Pool(WORKERS) as pool:
         results = pool.map(work, range(6), chunksize=1)
     own = {}
     for pid, hits, installed in results:
@@ -48,15 +49,19 @@ def zk_cli(*args: str, cwd, env=None) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_run_covers_pool_workers_under_every_start_method(tmp_path, method):
     (tmp_path / "pool.py").write_text(textwrap.dedent(POOL))
-    done = zk_cli("run", "--json", "r.json", "pool.py", method, "own.json", cwd=tmp_path)
+    done = zk_cli("run", "--json", "r.json", "pool.py", method, "own.json", str(WORKERS), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     own = json.loads((tmp_path / "own.json").read_text())   # each worker's own count of its hits
     report = json.loads((tmp_path / "r.json").read_text())
     # the program's process allocates nothing of the cache's size: every hit is a worker's
     assert report["cache"]["hits"] == sum(own.values()) > 0
-    assert report["processes"]["covered"] == 1 + len(own)
+    # The program and every worker that ran a task are covered.  A worker
+    # that got none (a loaded machine can leave all six to one) may be
+    # terminated by the pool's exit before it writes its data: counted or not.
+    covered = report["processes"]["covered"]
+    assert 1 <= len(own) <= WORKERS and 1 + len(own) <= covered <= 1 + WORKERS
     assert report["processes"]["not_covered"] == 0
-    assert f"processes: {1 + len(own)} covered" in done.stderr
+    assert f"processes: {covered} covered" in done.stderr
 
 
 CHILD = """
