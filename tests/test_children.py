@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import site
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from conftest import run_python
 
 WORKERS = 2
 POOL = """
@@ -27,6 +30,8 @@ def work(i):
     return os.getpid(), zkalloc_np.stats().hits - before, zkalloc_np.is_installed()
 
 if __name__ == "__main__":
+    import faulthandler
+    faulthandler.dump_traceback_later(120, exit=True)   # a hang shows where, well before the test's timeout
     method, WORKERS = sys.argv[1], int(sys.argv[3])
     with mp.get_context(method).Pool(WORKERS) as pool:
         results = pool.map(work, range(6), chunksize=1)
@@ -125,6 +130,31 @@ def test_the_switch_installs_zkalloc_in_a_spawned_child_and_nothing_without_it(t
     assert written == [".json", ".started"]
     from zkalloc_np.cli.children import collect
     assert collect(str(reports)).covered == 1
+
+
+def test_sigterm_writes_the_report_and_ends_a_worker_that_holds_a_lock(tmp_path):
+    """Pool.terminate() sends SIGTERM to workers that may be anywhere: inside
+    a phase's exit, holding the phase totals' lock.  The handler writes the
+    report without taking any lock of the package, then dies by SIGTERM: a
+    handler that waited for the lock would hang the worker, and
+    Pool.terminate() with it."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    code = f"""
+        import os, signal, time
+        import numpy as np
+        from zkalloc_np import _phase
+        from zkalloc_np.cli import children
+        children.start({str(reports)!r})
+        signal.signal(signal.SIGTERM, children._write_then_die)   # what a multiprocessing worker gets
+        with _phase._totals_lock:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        print("survived")
+    """
+    out = run_python(code, unset=["ZKALLOC_SUBPROCESS"], timeout=60)
+    assert out.returncode == -signal.SIGTERM, (out.returncode, out.stdout, out.stderr)
+    assert [p.suffix for p in sorted(reports.iterdir())] == [".json", ".started"]
 
 
 def test_a_child_that_never_reports_is_counted_as_not_covered(tmp_path):

@@ -203,7 +203,10 @@ class Stats:
         return "\n".join(lines)
 
 
-def snapshot() -> Stats:
+def snapshot(*, phases: bool = True) -> Stats:
+    """The Stats of now.  phases=False leaves `phases` empty and takes no
+    lock of this package: what a signal handler may call (the thread it
+    interrupted may hold one)."""
     raw = _core.stats_snapshot()
     classes = tuple(ClassStats(*row) for row in raw.pop("classes") if any(row[1:]))
     by_log2 = raw.pop("small_by_log2")
@@ -221,7 +224,7 @@ def snapshot() -> Stats:
         idle_resident_bytes=_core.idle_resident(),
         installed=_core.default_points_at_zkalloc(),
         classes=classes,
-        phases=phase_totals(),
+        phases=phase_totals() if phases else {},
         small_allocs_by_size=small_by_size,
         raw_domain=_raw.raw_status(),
         libc=_raw.libc_status(),

@@ -184,15 +184,18 @@ def _die(sig: int) -> None:
 def _write() -> None:
     """This process's report, once (atomically: a reader never sees half).
     SIGTERM waits until it is written (Pool.terminate() may send it while a
-    worker writes on its way out)."""
+    worker writes on its way out).  It runs from the SIGTERM handler too, so
+    it takes no lock: the code it interrupted may hold one (a phase's exit
+    holds the phase totals' lock), and a worker waiting for it would never
+    die, and Pool.terminate() never return."""
     if _state.folder is None or _state.pid != os.getpid() or _state.written or _state.before is None:
         return
     _state.written = _state.writing = True
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
-        import zkalloc_np
         from .._settings import current
-        activity = cache_activity(_state.before, zkalloc_np.stats(), current()["budget"])
+        from .._stats import snapshot
+        activity = cache_activity(_state.before, snapshot(phases=False), current()["budget"])
         now, _ = read_own()
         assert _state.resources is not None
         data = {"pid": _state.pid, "ppid": os.getppid(), "argv": list(getattr(sys, "orig_argv", sys.argv)),
