@@ -35,6 +35,12 @@ def forget_slack_returns():
     zk_cache_forget_slack_returns()
 
 
+def pin_thp_costs(uint64_t small_ns_per_mib, uint64_t huge_ns_per_mib):
+    """Tests: the first-touch policy chooses huge pages or not with these
+    costs (ns per MiB faulted in), not measured ones, until reset_thp_policy()."""
+    zk_thp_pin_costs(small_ns_per_mib, huge_ns_per_mib)
+
+
 def pin_zero_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns):
     """Tests: the zeroing policy decides with these costs, not measured ones,
     until reset_zero_policy()."""

@@ -203,10 +203,11 @@ cdef extern from "zkalloc.h" nogil:
     int zk_libc_trim()
 
 # Test hooks (cython/zk/zk_testing.h: not part of the public header), for
-# _core's test helpers (fail_unmaps, pin_zero_costs, decay's injected inputs).
+# _core's test helpers (fail_unmaps, pin_zero_costs, pin_thp_costs, decay's injected inputs).
 cdef extern from "zk_testing.h" nogil:
     void zk_os_fail_unmaps(unsigned n)
     void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns)
+    void zk_thp_pin_costs(uint64_t small_ns_per_mib, uint64_t huge_ns_per_mib)
     void zk_decay_set_clock(uint64_t ns)
     void zk_decay_set_cpu(uint64_t ns)
     void zk_decay_set_pressure(int on)

@@ -72,7 +72,7 @@ typedef struct {
     bool hit;
     bool fresh;           /* a miss that mapped fresh memory */
     bool repurposed;      /* a miss served from idle memory of other classes */
-    bool sample;          /* a fresh mapping whose first touch may be timed */
+    zk_first_touch touch; /* a fresh mapping's first touch (zk_thp.c) */
     bool huge;            /* its huge-page choice */
     size_t fresh_tail;    /* a gathered region's fresh end */
 } obtain_info;
@@ -83,7 +83,7 @@ static zk_region *miss(int cls, obtain_info *info)
     zk_region *r = zk_repurpose(cls, &info->fresh_tail);
     info->repurposed = r != NULL;
     if (r == NULL) {
-        r = zk_heap_fresh(cls, zk_class_bytes(cls), info->zeroed, &info->sample, &info->huge);
+        r = zk_heap_fresh(cls, zk_class_bytes(cls), info->zeroed, &info->touch, &info->huge);
         info->fresh = r != NULL;
     }
     zk_heap_unlock();
@@ -233,24 +233,27 @@ static void fit_huge_pages(zk_region *r, obtain_info *info, size_t want)
         return;   /* the mapping ends first (no huge page there), or little slack */
     zk_os_advise_small_pages((void *)r->base, r->bytes);
     info->huge = false;
+    if (info->touch == ZK_TOUCH_LAZY)
+        info->touch = ZK_TOUCH_TIMED;   /* 4 KiB pages now: a fault each, unless populated */
 }
 
 /* A fresh region for np.empty: faulted in at once (one syscall instead of a
  * fault per page) only where its class has shown that it writes its regions
  * whole (zk_thp.c), and then only the requested bytes, timed for the
- * first-touch policy; otherwise left lazy and measured at free.  Outside
- * every lock: it can take milliseconds. */
+ * first-touch policy; left lazy on the huge pages of such a class, and
+ * otherwise left lazy and measured at free.  Outside every lock: it can
+ * take milliseconds. */
 static void populate_fresh(zk_region *r, obtain_info *info, size_t bytes)
 {
     size_t want = page_rounded(r, bytes);
     if (info->fresh)
         fit_huge_pages(r, info, want);
-    if (info->sample) {
+    if (info->touch == ZK_TOUCH_TIMED) {
         uint64_t t0 = zk_thp_now_ns();
         if (zk_os_populate((void *)r->base, want) == 0)
             zk_thp_record(want, info->huge, zk_thp_now_ns() - t0);
         zk_count(&zk_stats.populated_bytes, want);
-    } else if (info->fresh) {
+    } else if (info->fresh && info->touch == ZK_TOUCH_WATCH) {
         zk_touch_watch(r, bytes);
     } else if (info->fresh_tail >= ZK_HUGE_BYTES && zk_touch_dense(r->cls)) {
         size_t from = r->bytes - info->fresh_tail;   /* a gathered region's fresh end */
@@ -486,8 +489,8 @@ static int grow_by_move(zk_region *r, int ncls)
     zk_heap_adopt(r, nbytes, areas);
     r->cls = ncls;
     zk_pagemap_set(target, r);    /* leaf prepared above: cannot fail */
-    bool sample;
-    if (zk_thp_choose(nbytes, false, &sample))
+    zk_first_touch touch;   /* its user writes the grown part: not populated here */
+    if (zk_thp_choose(nbytes, false, &touch))
         zk_os_advise_huge(target, nbytes);
     zk_stats_gauge_add(&zk_stats.bytes_mapped, &zk_stats.peak_bytes_mapped, nbytes - old_bytes);
     zk_heap_unlock();

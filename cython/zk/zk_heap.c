@@ -434,9 +434,10 @@ static zk_region *take_vacant(zk_region *v, size_t bytes)
     return v;
 }
 
-zk_region *zk_heap_fresh(int cls, size_t bytes, bool zeroed, bool *sample, bool *huge)
+zk_region *zk_heap_fresh(int cls, size_t bytes, bool zeroed, zk_first_touch *touch, bool *huge)
 {
-    *sample = *huge = false;
+    *touch = ZK_TOUCH_WATCH;
+    *huge = false;
     bool shared = bytes < ZK_SHARED_MAX_BYTES;
     zk_region *r;
     if (shared) {
@@ -458,7 +459,7 @@ zk_region *zk_heap_fresh(int cls, size_t bytes, bool zeroed, bool *sample, bool 
             unmap_segment(r);
             return NULL;
         }
-        *huge = zk_thp_choose(bytes, zeroed, sample);
+        *huge = zk_thp_choose(bytes, zeroed, touch);
         if (*huge)
             zk_os_advise_huge((void *)r->base, bytes);
         add_vacant(-(int64_t)bytes);

@@ -107,10 +107,18 @@ void zk_heap_drop_failed_target(void *p, size_t bytes);
 void zk_heap_unlock_to_read(void);
 void zk_heap_relock_after_read(void);
 void zk_heap_lock_for_fork(void);
+/* How a fresh np.empty region is first touched: zk_thp_choose's answer. */
+typedef enum {
+    ZK_TOUCH_WATCH,   /* left lazy; what its user touched is measured at free */
+    ZK_TOUCH_TIMED,   /* its class writes its regions whole: faulted in at once
+                       * (the requested bytes only), timed, zk_thp_record */
+    ZK_TOUCH_LAZY,    /* its class writes its regions whole, on huge pages: left
+                       * lazy (below) */
+} zk_first_touch;
 /* A fresh span of `bytes` for class cls, in use and registered; NULL when the
- * kernel refuses.  *sample: a new segment of >= 2 MiB whose first touch the
- * caller may time (zk_thp.c); its huge-page choice in *huge. */
-zk_region *zk_heap_fresh(int cls, size_t bytes, bool zeroed, bool *sample, bool *huge);
+ * kernel refuses.  *touch: how np.empty's first touch of it goes (zk_thp.c);
+ * its huge-page choice in *huge. */
+zk_region *zk_heap_fresh(int cls, size_t bytes, bool zeroed, zk_first_touch *touch, bool *huge);
 /* Split r (any state, in no list) at `front` bytes: r keeps the front, the
  * returned descriptor (same state and flags) the back; NULL: no descriptor. */
 zk_region *zk_heap_split(zk_region *r, size_t front);
@@ -164,10 +172,9 @@ void zk_traffic_fork_child(void);   /* the threads in flight are gone */
 
 /* ---- first-touch policy: huge pages or not, measured (zk_thp.c) --------- */
 /* For a fresh mapping of `bytes` (of the class zk_class_of(bytes)): advise
- * huge pages?  *sample: its class has shown that it writes its regions
- * whole, so np.empty may fault it in at once (the requested bytes only),
- * timed and reported with zk_thp_record. */
-bool zk_thp_choose(size_t bytes, bool zeroed, bool *sample);
+ * huge pages?  *touch: how np.empty's first touch goes (the caller of a
+ * zeroed or unknown request may ignore it). */
+bool zk_thp_choose(size_t bytes, bool zeroed, zk_first_touch *touch);
 void zk_thp_record(size_t bytes, bool huge, uint64_t ns);
 uint64_t zk_thp_now_ns(void);   /* CLOCK_MONOTONIC */
 uint64_t zk_thp_cpu_ns(void);   /* this thread's CPU time: what a preemption does not inflate */

@@ -368,8 +368,8 @@ static bool fill_tail(char *target, size_t off, size_t need, uint32_t *areas)
         return true;
     if (zk_os_map_fixed(target + off, need - off) != 0)
         return false;
-    bool sample;   /* np.empty or np.zeros: not known here; np.zeros' rule, the stricter */
-    if (zk_thp_choose(need - off, true, &sample))
+    zk_first_touch touch;   /* np.empty or np.zeros: not known here; np.zeros' rule, the stricter */
+    if (zk_thp_choose(need - off, true, &touch))
         zk_os_advise_huge(target + off, need - off);
     *areas += 1;
     zk_stats_gauge_add(&zk_stats.bytes_mapped, &zk_stats.peak_bytes_mapped, need - off);

@@ -30,6 +30,10 @@ void zk_os_set_move_hook(void (*hook)(void *old, size_t bytes));
 /* Decide with these costs (memset ns per MiB, ns per page fault, ns per
  * discard of any class) instead of measured ones, until zk_zero_reset. */
 void zk_zero_pin_costs(uint64_t memset_ns_per_mib, uint64_t fault_ns, uint64_t discard_ns);
+/* Choose huge pages or not with these costs of faulting fresh memory in
+ * (ns per MiB, every size range) as if sampled enough, instead of measured
+ * ones, until zk_thp_reset; the decisions' count starts again from 0. */
+void zk_thp_pin_costs(uint64_t small_ns_per_mib, uint64_t huge_ns_per_mib);
 
 /* ---- decay's inputs, injected (zk_decay.c) ------------------------------
  * Any setter puts decay in manual mode: it reads the injected clock

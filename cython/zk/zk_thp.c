@@ -24,7 +24,14 @@
  *  - huge pages or not, from those timings: until each choice has
  *    MIN_SAMPLES in a range the choices alternate; then the cheaper one is
  *    taken, and every EXPLORE-th mapping tries the other, so a change in
- *    the machine's state is noticed.
+ *    the machine's state is noticed;
+ *  - where huge pages are the cheaper, the region is left lazy instead
+ *    (ZK_TOUCH_LAZY) but every EXPLORE-th, which is timed: a fault maps
+ *    2 MiB, so there is no per-page cost to save, and populating first
+ *    costs a pass over memory: the kernel zeroes the whole region, out of
+ *    the CPU's caches by the time its user writes it, where faults on touch
+ *    zero each 2 MiB just before it is written (a 32 MiB np.empty filled:
+ *    2.5 ms populated against 1.9 ms lazy, numpy's default's time).
  * A class not measured yet gets huge pages as numpy's default would give
  * them (below).
  * Every EXPLORE-th fresh region of a dense class is left lazy and measured
@@ -60,6 +67,7 @@ typedef struct {
 
 static thp_range ranges[ZK_THP_RANGES];
 static _Atomic uint64_t decisions;
+static _Atomic bool pinned;   /* zk_thp_pin_costs: samples count, costs stay */
 
 /* 2-16 MiB, 16-128 MiB, 128 MiB and up: the kernel's cost per byte differs
  * mostly with how much contiguous memory it must find. */
@@ -96,13 +104,14 @@ static bool dense_now(size_t bytes)
     return atomic_fetch_add_explicit(&dense_mappings, 1, memory_order_relaxed) % EXPLORE != EXPLORE - 1;
 }
 
-bool zk_thp_choose(size_t bytes, bool zeroed, bool *sample)
+bool zk_thp_choose(size_t bytes, bool zeroed, zk_first_touch *touch)
 {
-    *sample = false;
+    *touch = ZK_TOUCH_WATCH;
     if (bytes < ZK_HUGE_BYTES)
         return false;
     bool dense = dense_now(bytes);
-    *sample = dense;
+    if (dense)
+        *touch = ZK_TOUCH_TIMED;
     uint64_t mode = zk_opt(ZK_OPT_HUGEPAGES);
     if (mode == ZK_HUGEPAGES_OFF)
         return false;
@@ -116,8 +125,12 @@ bool zk_thp_choose(size_t bytes, bool zeroed, bool *sample)
     if (small < MIN_SAMPLES || huge < MIN_SAMPLES)
         return huge <= small;   /* alternate, huge pages first */
     bool huge_cheaper = load(&r->ns_per_mib[1]) <= load(&r->ns_per_mib[0]);
-    uint64_t n = atomic_fetch_add_explicit(&decisions, 1, memory_order_relaxed);
-    return (n % EXPLORE == EXPLORE - 1) ? !huge_cheaper : huge_cheaper;
+    uint64_t n = atomic_fetch_add_explicit(&decisions, 1, memory_order_relaxed) % EXPLORE;
+    if (n == EXPLORE - 1)
+        return !huge_cheaper;   /* the other choice, timed */
+    if (huge_cheaper && n != EXPLORE / 2 - 1)
+        *touch = ZK_TOUCH_LAZY;   /* the EXPLORE/2-1-th is timed, to follow the machine */
+    return huge_cheaper;
 }
 
 void zk_thp_record(size_t bytes, bool huge, uint64_t ns)
@@ -131,7 +144,8 @@ void zk_thp_record(size_t bytes, bool huge, uint64_t ns)
     /* Half the weight on the newest sample: the machine's state changes
      * within seconds, and one slow outlier must not stick for long. */
     uint64_t avg = before == 0 ? per : (before + per) / 2;
-    atomic_store_explicit(&r->ns_per_mib[huge], avg, memory_order_relaxed);
+    if (!atomic_load_explicit(&pinned, memory_order_relaxed))
+        atomic_store_explicit(&r->ns_per_mib[huge], avg, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->samples[huge], 1, memory_order_relaxed);
 }
 
@@ -152,8 +166,22 @@ void zk_thp_read(zk_thp_snapshot *out)
         }
 }
 
+void zk_thp_pin_costs(uint64_t small_ns_per_mib, uint64_t huge_ns_per_mib)
+{
+    for (int i = 0; i < ZK_THP_RANGES; i++) {
+        atomic_store_explicit(&ranges[i].ns_per_mib[0], small_ns_per_mib, memory_order_relaxed);
+        atomic_store_explicit(&ranges[i].ns_per_mib[1], huge_ns_per_mib, memory_order_relaxed);
+        for (int h = 0; h < 2; h++)
+            atomic_store_explicit(&ranges[i].samples[h], MIN_SAMPLES, memory_order_relaxed);
+    }
+    atomic_store_explicit(&decisions, 0, memory_order_relaxed);
+    atomic_store_explicit(&pinned, true, memory_order_relaxed);
+}
+
 void zk_thp_reset(void)
 {
+    atomic_store_explicit(&pinned, false, memory_order_relaxed);
+    atomic_store_explicit(&decisions, 0, memory_order_relaxed);
     atomic_store_explicit(&dense_mappings, 0, memory_order_relaxed);   /* the next lazy re-measure: 16 on */
     for (int i = 0; i < ZK_THP_RANGES; i++)
         for (int h = 0; h < 2; h++) {
