@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -160,3 +161,16 @@ def run_python(code: str, *, env: dict[str, str] | None = None, unset: list[str]
 
 
 MiB = 1 << 20
+
+
+def smaps_entry(addr: int) -> dict[str, str]:
+    """The /proc/self/smaps block of the mapping that contains addr."""
+    with open("/proc/self/smaps") as f:
+        text = f.read()
+    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", text):
+        start, end = (int(x, 16) for x in block.split()[0].split("-"))
+        if start <= addr < end:
+            fields = dict(line.split(":", 1) for line in block.splitlines()[1:] if ":" in line)
+            return {k.strip(): v.strip() for k, v in fields.items()}
+    raise LookupError(hex(addr))
+

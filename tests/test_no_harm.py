@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import zkalloc_np as zk
-from conftest import MiB, run_python
+from conftest import MiB, run_python, smaps_entry
 
 BIG = (1 << 30) + 1          # 1 GiB + 1 byte: the class above 1 GiB has 256 MiB of slack
 WRITTEN = 1 << 20
@@ -187,21 +187,6 @@ def test_reserve_makes_room_under_the_cap_first(fresh):
     zk.check()
 
 
-def _advised_huge(address: int) -> bool:
-    """Whether the memory area holding `address` carries MADV_HUGEPAGE (the
-    kernel's VmFlags "hg"), whatever the machine's THP mode."""
-    with open("/proc/self/smaps") as f:
-        inside = False
-        for line in f:
-            head = line.split()[0]
-            if "-" in head and not head.endswith(":"):
-                lo, hi = (int(x, 16) for x in head.split("-"))
-                inside = lo <= address < hi
-            elif inside and head == "VmFlags:":
-                return "hg" in line.split()[1:]
-    raise AssertionError(f"no memory area holds {address:#x}")
-
-
 @pytest.mark.skipif(not os.path.exists("/sys/kernel/mm/transparent_hugepage"),
                     reason="no transparent huge pages in this kernel: no advice to read back")
 @pytest.mark.parametrize("make,mib,huge", [
@@ -216,4 +201,5 @@ def test_a_class_not_measured_yet_gets_huge_pages_as_numpy_would(fresh, make, mi
     with zk.installed():
         a = make(mib * MiB, np.uint8)
         assert zk.owns(a) and zk.stats().misses == 1
-        assert _advised_huge(a.ctypes.data) is huge
+        # VmFlags "hg": MADV_HUGEPAGE, whatever the machine's THP mode
+        assert ("hg" in smaps_entry(a.ctypes.data)["VmFlags"].split()) is huge

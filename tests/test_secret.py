@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 
 import zkalloc_np as zk
 from zkalloc_np import _core
-from conftest import MiB, run_python
+from conftest import MiB, run_python, smaps_entry
 
 LOCK_WORKS = bool(_core.secret_probe()[0] & _core.SECRET_PROTECTIONS["locked"])
 needs_mlock = pytest.mark.skipif(not LOCK_WORKS, reason="mlock is not allowed here (RLIMIT_MEMLOCK)")
@@ -27,18 +26,6 @@ not_under_asan = pytest.mark.no_asan(reason="ASan fakes mlock and catches SIGSEG
 
 def address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
-
-
-def smaps_entry(addr: int) -> dict[str, str]:
-    """The /proc/self/smaps block of the mapping that contains addr."""
-    with open("/proc/self/smaps") as f:
-        text = f.read()
-    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", text):
-        start, end = (int(x, 16) for x in block.split()[0].split("-"))
-        if start <= addr < end:
-            fields = dict(line.split(":", 1) for line in block.splitlines()[1:] if ":" in line)
-            return {k.strip(): v.strip() for k, v in fields.items()}
-    raise LookupError(hex(addr))
 
 
 def mapped(addr: int) -> bool:

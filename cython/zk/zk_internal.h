@@ -113,7 +113,7 @@ typedef enum {
     ZK_TOUCH_TIMED,   /* its class writes its regions whole: faulted in at once
                        * (the requested bytes only), timed, zk_thp_record */
     ZK_TOUCH_LAZY,    /* its class writes its regions whole, on huge pages: left
-                       * lazy (below) */
+                       * lazy, a fault mapping 2 MiB (zk_thp.c says why) */
 } zk_first_touch;
 /* A fresh span of `bytes` for class cls, in use and registered; NULL when the
  * kernel refuses.  *touch: how np.empty's first touch of it goes (zk_thp.c);
