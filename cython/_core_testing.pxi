@@ -74,7 +74,7 @@ def raw_current_is_hook():
 
 
 # Any setter puts decay in manual mode: it reads these instead of the
-# machine's clock, CPU time and memory-pressure signals, and runs a pass only
+# machine's clock, CPU time, memory-pressure signals and RSS, and runs a pass only
 # when decay_pass() asks.  decay_use_real() ends it.
 
 def decay_set_clock(uint64_t ns):
@@ -91,6 +91,12 @@ def decay_set_cpu_ns(uint64_t ns):
 def decay_set_pressure(bint on):
     """Tests: the memory-pressure reading (MemAvailable, PSI, cgroup events)."""
     zk_decay_set_pressure(on)
+
+
+def decay_set_rss(uint64_t nbytes):
+    """Tests: the process's RSS reads `nbytes` (0, the default: unknown, and
+    the high-water rule is off)."""
+    zk_decay_set_rss(nbytes)
 
 
 def decay_pass():

@@ -211,5 +211,6 @@ cdef extern from "zk_testing.h" nogil:
     void zk_decay_set_clock(uint64_t ns)
     void zk_decay_set_cpu(uint64_t ns)
     void zk_decay_set_pressure(int on)
+    void zk_decay_set_rss(uint64_t bytes)
     void zk_decay_use_real()
     size_t zk_decay_pass_now()

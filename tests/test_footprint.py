@@ -115,6 +115,75 @@ def test_memory_pressure_gives_idle_regions_back_while_busy(manual_decay):
     zk.check()
 
 
+# ---- the idle cache never holds the process above its high-water mark ------------
+# The RSS is injected too: OTHER stands for the program's memory outside the cache.
+
+OTHER = 100 * MiB
+
+
+def test_a_working_set_reused_every_round_stays_while_the_rss_is_below_its_peak(manual_decay):
+    """A prover repeating its proof: between proofs its RSS (working set idle)
+    is what it was at the proof's peak, so nothing goes, however long."""
+    program = Program(manual_decay)
+    manual_decay.decay_set_rss(OTHER)
+    with zk.installed():
+        for _ in range(3):
+            arrays = [np.ones(MiB) for _ in range(8)]      # 64 MiB in use, written
+            manual_decay.decay_set_rss(OTHER + 64 * MiB)
+            del arrays
+            program.spend(5, busy=True)                   # the idle working set: same RSS
+    s = zk.stats()
+    assert s.decayed_released_bytes == 0 and s.decay_high_water_passes == 0
+    assert s.hits == 16 and s.misses == 8 and s.bytes_cached == 64 * MiB
+
+
+def test_a_burst_between_two_looks_counts_in_the_high_water_mark(manual_decay):
+    """The arrays come and go between two passes: the mark still counts them
+    (the peak of bytes in use since the last look), so their idle regions
+    are not taken for memory the process never held."""
+    program = Program(manual_decay)
+    manual_decay.decay_set_rss(OTHER)
+    program.spend(0.25, busy=True)
+    with zk.installed():
+        arrays = [np.ones(MiB) for _ in range(8)]
+        del arrays
+    manual_decay.decay_set_rss(OTHER + 64 * MiB)
+    program.spend(5, busy=True)
+    s = zk.stats()
+    assert s.decayed_released_bytes == 0 and s.bytes_cached == 64 * MiB
+
+
+def test_idle_regions_that_hold_the_rss_above_its_peak_go_oldest_first(manual_decay):
+    """After a burst of arrays the program's other memory grows by 32 MiB:
+    idle regions would hold the RSS 32 MiB above its high-water mark (plus
+    1/32), so the oldest go until they no longer do, busy or not."""
+    program = Program(manual_decay)
+    manual_decay.decay_set_rss(OTHER)
+    with zk.installed():
+        arrays = [np.ones(MiB) for _ in range(8)]
+        manual_decay.decay_set_rss(OTHER + 64 * MiB)
+        program.spend(0.25, busy=True)                    # the mark: 164 MiB
+        order = [a.ctypes.data for a in arrays]
+        for i in range(8):                                # freed in order: the first is the oldest
+            arrays[i] = None
+            program.spend(0.25, busy=True)
+        assert zk.stats().bytes_cached == 64 * MiB
+        manual_decay.decay_set_rss(OTHER + 32 * MiB + 64 * MiB)
+        program.spend(0.25, busy=True)
+        s = zk.stats()
+        # 196 MiB against at most 164 + 164/32 = 169.1: 26.9 MiB go, four whole regions
+        assert s.decay_high_water_passes == 1
+        assert s.decayed_released_bytes == 32 * MiB and s.bytes_cached == 32 * MiB
+        assert s.decayed_softened_bytes == 0              # busy: nothing else decayed
+        manual_decay.decay_set_rss(OTHER + 32 * MiB + 32 * MiB)
+        program.spend(5, busy=True)                       # under the mark now: kept
+        assert zk.stats().bytes_cached == 32 * MiB
+        again = [np.ones(MiB) for _ in range(4)]          # the four kept are the newest
+        assert sorted(a.ctypes.data for a in again) == sorted(order[4:])
+        del again
+    zk.check()
+
+
 def test_decay_off_keeps_idle_memory(manual_decay):
     zk.configure(decay_ms=0)
     with zk.installed():

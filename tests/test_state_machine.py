@@ -287,7 +287,9 @@ class AllocatorMachine(RuleBasedStateMachine):
         kept = min(block.size, size)
         assert uniform(block.obj[:kept], block.stamp), "resize lost bytes"
         self._forget(key)
-        cached = block.region > 0 and self.serves(size)
+        # numpy calls realloc only when the byte count changes: an array resized
+        # to its own size keeps its memory, whatever min_bytes says now.
+        cached = block.region > 0 and (size == block.size or self.serves(size))
         # The tag follows the data (not a new array of the phase); to the fallback, it is the phase's no more.
         return self._add(Block("array", size, 0, 0, obj=block.obj), cached, ph if cached else None, new=False)
 

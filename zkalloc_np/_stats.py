@@ -122,6 +122,7 @@ class Stats:
     decayed_released_bytes: int
     decay_passes: int
     decay_pressure_passes: int
+    decay_high_water_passes: int
     decay_thread: int
     secret_arrays: int
     secret_bytes: int

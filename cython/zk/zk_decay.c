@@ -19,23 +19,35 @@
  *    reaching memory.high / memory.max (zk_os.c reads them).  Then every
  *    region idle for a pass interval (decay_ms / 4) goes back, busy or not,
  *    and glibc is trimmed;
+ *  - the idle regions hold the process's RSS above the most it has reached
+ *    without them (its high-water mark, plus 1/32): the oldest go, until
+ *    they no longer do.  A busy program's sizes from an earlier stage stay
+ *    cached as long as they cost nothing the program had not already
+ *    used: a prover that repeats its proof finds its working set warm (its
+ *    RSS between proofs is below its peak), while a program whose other
+ *    memory grows after a burst of arrays (a test suite: scipy.fft's tests
+ *    held 50 MiB of one test's sizes to their end, 1.07x numpy default's
+ *    peak RSS) gets it back.  Telling an earlier stage's region from a
+ *    round's that is merely not due yet by age would need a bet on the
+ *    round's length; this needs none.  The high-water mark is sampled at
+ *    each pass (RSS less the idle regions' resident pages, mincore) and
+ *    raised by the exact peak of bytes in use between passes, so a burst
+ *    between two passes counts;
  *  - the cap says so (zk_pool.c evicts the least recently used).
- * A busy program's sizes from an earlier stage stay cached until one of
- * these: telling them from a round's region that is merely not due yet
- * needs a bet on the round's length, which is what this replaces.  The cap
- * bounds them, pressure takes them when the machine needs the memory.
  *
  * Who decays: one background thread, started when a region goes idle (and,
  * with libc=keep, by a request after the last idle trim).  It naps up to
  * 100 ms at a time, runs a pass every decay_ms / 4, reading the process's
  * CPU time, the cache's request count and the pressure signals outside
- * every lock, and exits once nothing is left to give back.  The request
+ * every lock, reads the RSS after every nap (one small file read; mincore
+ * only when the RSS is above the mark), and exits once nothing is left to
+ * give back.  The request
  * paths never run a pass: they only start the thread when it is not running.
  * A pass holds the heap lock while it walks (check() and fork see no
  * region half decayed) and walks only the oldest idle regions: the pool's
  * LRU order is the order they went idle.
  *
- * Tests inject the clock, the CPU time and the pressure reading
+ * Tests inject the clock, the CPU time, the pressure reading and the RSS
  * (zk_decay_set_*) and run passes themselves (zk_decay_pass_now): the
  * thread stays out of it from then on, until zk_decay_use_real().
  */
@@ -51,6 +63,12 @@
 #define IDLE_CPU_SHARE 10u
 /* glibc is trimmed when it holds at least this much free memory. */
 #define LIBC_TRIM_MIN_BYTES ((size_t)1 << 20)
+/* The idle cache may hold the process's RSS up to its high-water mark
+ * plus 1/RSS_MARGIN_SHARE of it (half the 5% the whole-programs bench
+ * allows against numpy's default, and more than a few regions of noise). */
+#define RSS_MARGIN_SHARE 32u
+
+_Atomic uint64_t zk_decay_in_use_peak;
 
 static _Atomic uint64_t next_pass_ns;
 static _Atomic int thread_running;
@@ -59,7 +77,7 @@ static _Atomic bool pass_running;   /* one pass at a time; a second one skips */
 /* Injected inputs (tests); `manual` set: these are read, not the machine. */
 static struct {
     _Atomic bool manual;
-    _Atomic uint64_t clock_ns, cpu_ns;
+    _Atomic uint64_t clock_ns, cpu_ns, rss;
     _Atomic bool pressure;
 } injected;
 
@@ -68,6 +86,7 @@ static struct {
     bool primed;
     uint64_t at_ns, cpu_ns, own_cpu_ns, requests;
     uint64_t active_ns;         /* when the process was last seen busy */
+    uint64_t high_water;        /* the most RSS seen without the idle regions */
     _Atomic bool libc_trimmed;  /* glibc trimmed since then */
 } seen;
 
@@ -92,6 +111,12 @@ static uint64_t cpu_now(void)
 static bool pressure_now(void)
 {
     return manual() ? atomic_load_explicit(&injected.pressure, memory_order_relaxed) : zk_os_memory_pressure();
+}
+
+/* 0: unknown (not injected, or /proc unreadable): no high-water rule. */
+static uint64_t rss_now(void)
+{
+    return manual() ? atomic_load_explicit(&injected.rss, memory_order_relaxed) : zk_os_process_rss_bytes();
 }
 
 /* Requests the cache served (hits and misses alike): any is activity. */
@@ -166,6 +191,75 @@ static size_t decay_regions(uint64_t release_before, uint64_t soften_before)
     return (size_t)(atomic_load(&zk_stats.decayed_released_bytes) - released);
 }
 
+/* Raise the high-water mark with what the process holds now without its
+ * idle regions (idle_resident bytes of them resident), its in-use part
+ * raised to its peak since the last look: a burst of arrays between two
+ * looks counts, at the price of counting the program's other memory at
+ * its size now rather than then (looks are 100 ms apart). */
+static void raise_high_water(uint64_t rss, uint64_t idle_resident)
+{
+    uint64_t in_use = atomic_load_explicit(&zk_stats.bytes_in_use, memory_order_relaxed);
+    uint64_t window = atomic_exchange_explicit(&zk_decay_in_use_peak, in_use, memory_order_relaxed);
+    uint64_t without = rss > idle_resident ? rss - idle_resident : 0;
+    uint64_t other = without > in_use ? without - in_use : 0;
+    uint64_t reached = other + (window > in_use ? window : in_use);   /* >= without */
+    if (reached > seen.high_water)
+        seen.high_water = reached;
+}
+
+static uint64_t high_water_allowed(void) { return seen.high_water + seen.high_water / RSS_MARGIN_SHARE; }
+
+/* The oldest pool regions idle since idle_before or earlier, out of the
+ * pool (chained) until their resident bytes reach `bytes` (heap lock held). */
+static zk_region *take_oldest_resident(size_t bytes, uint64_t idle_before)
+{
+    zk_region *chain = NULL;
+    size_t taken = 0, page = zk_os_page_size();
+    zk_pool_lock();
+    zk_region *r = zk_pool_oldest();
+    while (r != NULL && taken < bytes && r->idle_ns <= idle_before) {
+        zk_region *newer = zk_pool_newer(r);
+        size_t pages = zk_os_resident_pages((void *)r->base, r->bytes);
+        taken += pages == SIZE_MAX ? r->bytes : pages * page;
+        zk_pool_unlink(r);
+        zk_idle_uncount(r);
+        r->free_next = chain;
+        chain = r;
+        r = newer;
+    }
+    zk_pool_unlock();
+    return chain;
+}
+
+/* The idle regions never hold the process above its high-water mark: the
+ * oldest (idle for a pass interval at least, not a round's just freed) go
+ * until they no longer do.  Bytes given back. */
+static size_t keep_under_high_water(uint64_t now, uint64_t period)
+{
+    uint64_t rss = rss_now();   /* a file read: outside every lock */
+    if (rss == 0)
+        return 0;
+    /* Cheap first: the idle bytes stand for their resident pages (at least
+     * as many), so the mark is never raised above what the process held.
+     * mincore over every idle region only once the RSS is above the mark. */
+    raise_high_water(rss, atomic_load_explicit(&zk_stats.bytes_cached, memory_order_relaxed));
+    if (rss <= high_water_allowed())
+        return 0;
+    raise_high_water(rss, zk_cache_idle_resident());
+    if (rss <= high_water_allowed() || now <= period / 4)
+        return 0;
+    size_t excess = rss - high_water_allowed();   /* at most the idle resident bytes */
+    uint64_t idle_before = now - period / 4;
+    zk_tcache_drain_older(idle_before + 1);
+    uint64_t released = atomic_load(&zk_stats.decayed_released_bytes);
+    zk_heap_lock();
+    zk_region *chain = take_oldest_resident(excess, idle_before);
+    zk_vacate_chain(chain, NULL, &zk_stats.decayed_released_bytes, true);
+    zk_heap_unlock();
+    zk_count(&zk_stats.decay_high_water_passes, 1);
+    return (size_t)(atomic_load(&zk_stats.decayed_released_bytes) - released);
+}
+
 /* glibc's free memory back (libc=keep), once per idle spell. */
 static void trim_libc(void)
 {
@@ -176,11 +270,17 @@ static void trim_libc(void)
         (void)zk_libc_trim();
 }
 
-static size_t pass(uint64_t now)
+/* A pass: decay by the program's activity and the pressure, and keep the
+ * process under its high-water mark.  The thread checks the mark more
+ * often (`full` false: between passes), since a program's other memory can
+ * grow fast. */
+static size_t pass(uint64_t now, bool full)
 {
     uint64_t period = zk_opt_decay_ms() * NS_PER_MS;
     if (period == 0)
         return 0;
+    if (!full)
+        return keep_under_high_water(now, period);
     observe(now);
     bool pressure = pressure_now();   /* file reads: outside every lock */
     uint64_t idle_for = now > seen.active_ns ? now - seen.active_ns : 0;
@@ -194,6 +294,7 @@ static size_t pass(uint64_t now)
     if (idle_for >= period)
         soften_before = now;
     size_t released = release_before != 0 || soften_before != 0 ? decay_regions(release_before, soften_before) : 0;
+    released += keep_under_high_water(now, period);
     if (pressure) {
         zk_count(&zk_stats.decay_pressure_passes, 1);
         zk_cache_forget_slack_returns();
@@ -205,11 +306,11 @@ static size_t pass(uint64_t now)
 }
 
 /* One pass at a time: a second caller skips it (the next one comes). */
-static size_t try_pass(uint64_t now)
+static size_t try_pass(uint64_t now, bool full)
 {
     if (atomic_exchange_explicit(&pass_running, true, memory_order_acquire))
         return 0;
-    size_t released = pass(now);
+    size_t released = pass(now, full);
     atomic_store_explicit(&pass_running, false, memory_order_release);
     return released;
 }
@@ -247,12 +348,11 @@ static void *decay_thread(void *arg)
         if (manual())
             continue;   /* a test drives the passes now: exit */
         uint64_t now = zk_decay_now(), due = atomic_load_explicit(&next_pass_ns, memory_order_relaxed);
-        if (now >= due) {
-            /* decay_ms read again: a change during the nap rescheduled the
-             * pass (zk_decay_reschedule) and must set its spacing too. */
+        bool full = now >= due;
+        if (full)   /* decay_ms read again: a change during the nap rescheduled the
+                     * pass (zk_decay_reschedule) and must set its spacing too. */
             atomic_store_explicit(&next_pass_ns, now + zk_opt_decay_ms() * NS_PER_MS / 4, memory_order_relaxed);
-            (void)try_pass(now);
-        }
+        (void)try_pass(now, full);
     }
 }
 
@@ -309,6 +409,12 @@ void zk_decay_set_cpu(uint64_t ns)
     atomic_store_explicit(&injected.manual, true, memory_order_relaxed);
 }
 
+void zk_decay_set_rss(uint64_t bytes)
+{
+    atomic_store_explicit(&injected.rss, bytes, memory_order_relaxed);
+    atomic_store_explicit(&injected.manual, true, memory_order_relaxed);
+}
+
 void zk_decay_set_pressure(int on)
 {
     atomic_store_explicit(&injected.pressure, on != 0, memory_order_relaxed);
@@ -321,9 +427,11 @@ void zk_decay_use_real(void)
     atomic_store_explicit(&injected.clock_ns, 0, memory_order_relaxed);
     atomic_store_explicit(&injected.cpu_ns, 0, memory_order_relaxed);
     atomic_store_explicit(&injected.pressure, false, memory_order_relaxed);
+    atomic_store_explicit(&injected.rss, 0, memory_order_relaxed);
     while (atomic_exchange_explicit(&pass_running, true, memory_order_acquire))
         ;   /* a pass in flight ends within milliseconds */
     seen.primed = false;
+    seen.high_water = 0;
     atomic_store_explicit(&pass_running, false, memory_order_release);
     zk_decay_reschedule();
     if (idle_left())
@@ -336,7 +444,7 @@ size_t zk_decay_pass_now(void)
 {
     while (atomic_exchange_explicit(&pass_running, true, memory_order_acquire))
         ;
-    size_t released = pass(zk_decay_now());
+    size_t released = pass(zk_decay_now(), true);
     atomic_store_explicit(&pass_running, false, memory_order_release);
     return released;
 }

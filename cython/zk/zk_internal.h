@@ -216,6 +216,9 @@ void zk_decay_wake(void);             /* request path: with libc=keep, make sure
 void zk_decay_parked(void);           /* a region went idle: make sure someone will decay it */
 void zk_decay_fork_child(void);
 void zk_decay_reschedule(void);       /* decay_ms changed: the next tick runs a pass */
+/* bytes_in_use's peak since decay's last pass (raised by zk_in_use_count): the
+ * process's high-water mark without its idle cache, between passes. */
+extern _Atomic uint64_t zk_decay_in_use_peak;
 /* Thread caches: move regions idle since before `cutoff` into the pool. */
 void zk_tcache_drain_older(uint64_t cutoff);
 
@@ -297,6 +300,7 @@ int zk_os_soften(void *p, size_t bytes);
 int zk_os_populate(void *p, size_t bytes);
 /* What decay reads (zk_decay.c), never under a lock of the core. */
 uint64_t zk_os_process_cpu_ns(void);   /* user + sys of every thread (getrusage) */
+uint64_t zk_os_process_rss_bytes(void);   /* resident now (/proc/self/statm); 0 where unknown */
 bool zk_os_memory_pressure(void);      /* MemAvailable, PSI, the cgroup's memory.events */
 /* glibc's free bytes in its arenas (mallinfo2), SIZE_MAX where unknown (zk_libc.c). */
 size_t zk_libc_free_bytes(void);

@@ -437,6 +437,18 @@ static ssize_t read_small_file(const char *path, char *buf, size_t cap)
     return (ssize_t)got;
 }
 
+/* The process's resident memory (/proc/self/statm), bytes; 0 where unknown. */
+uint64_t zk_os_process_rss_bytes(void)
+{
+    char buf[128];
+    if (read_small_file("/proc/self/statm", buf, sizeof buf) <= 0)
+        return 0;
+    char *end;
+    (void)strtoull(buf, &end, 10);              /* size */
+    unsigned long long pages = strtoull(end, NULL, 10);   /* resident */
+    return (uint64_t)pages * zk_os_page_size();
+}
+
 /* The number after `key` in text (e.g. "MemAvailable:"), or -1. */
 static long long number_after(const char *text, const char *key)
 {

@@ -54,7 +54,9 @@ void zk_idle_uncount(zk_region *r)
 
 void zk_in_use_count(zk_region *r)
 {
-    zk_stats_gauge_add(&zk_stats.bytes_in_use, &zk_stats.peak_bytes_in_use, r->bytes);
+    uint64_t now = atomic_fetch_add_explicit(&zk_stats.bytes_in_use, r->bytes, memory_order_relaxed) + r->bytes;
+    zk_stats_raise_peak(&zk_stats.peak_bytes_in_use, now);
+    zk_stats_raise_peak(&zk_decay_in_use_peak, now);
     atomic_fetch_add_explicit(&zk_stats.class_in_use[r->cls], 1, memory_order_relaxed);
 }
 

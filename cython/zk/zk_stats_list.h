@@ -57,9 +57,10 @@
     COUNTER(unmap_failures, "munmap calls the kernel refused (at the map-count limit)") \
     GAUGE(unmap_pending, "segments kept after such a failure, retried by release()") \
     COUNTER(decayed_softened_bytes, "idle bytes MADV_FREE'd after the process was idle for decay_ms") \
-    COUNTER(decayed_released_bytes, "idle bytes given back after the process was idle for twice decay_ms, or under memory pressure") \
+    COUNTER(decayed_released_bytes, "idle bytes given back after the process was idle for twice decay_ms, under memory pressure, or when they held the process's RSS above its high-water mark") \
     COUNTER(decay_passes, "decay walks of the idle regions") \
     COUNTER(decay_pressure_passes, "decay passes that found memory wanted (MemAvailable, PSI, the cgroup's memory.events) and gave idle regions back") \
+    COUNTER(decay_high_water_passes, "decay passes that found the idle regions holding the process's RSS above the most it reached without them (plus 1/32), and gave the oldest back") \
     GAUGE(decay_thread, "1 while the decay thread runs (while idle regions are left, or glibc may hold memory to trim)") \
     GAUGE(secret_arrays, "secret arrays live now") \
     GAUGE(secret_bytes, "their requested bytes") \

@@ -38,13 +38,14 @@ void zk_thp_pin_costs(uint64_t small_ns_per_mib, uint64_t huge_ns_per_mib);
 /* ---- decay's inputs, injected (zk_decay.c) ------------------------------
  * Any setter puts decay in manual mode: it reads the injected clock
  * (monotonic ns: regions freed from then on are stamped with it), the
- * process's CPU time (ns, user + sys) and the pressure reading (0/1) instead
- * of the machine's, and its thread exits: passes run only when
- * zk_decay_pass_now() asks, on the caller's thread.  zk_decay_use_real()
+ * process's CPU time (ns, user + sys), the pressure reading (0/1) and the
+ * process's RSS instead of the machine's, and its thread exits: passes run
+ * only when zk_decay_pass_now() asks, on the caller's thread.  zk_decay_use_real()
  * goes back to the machine's inputs (and forgets what the passes saw). */
 void zk_decay_set_clock(uint64_t ns);
 void zk_decay_set_cpu(uint64_t ns);
 void zk_decay_set_pressure(int on);
+void zk_decay_set_rss(uint64_t bytes);   /* the process's RSS; 0 (the default): unknown, no high-water rule */
 void zk_decay_use_real(void);
 size_t zk_decay_pass_now(void);   /* one decay pass now; bytes given back */
 
