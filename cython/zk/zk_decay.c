@@ -29,10 +29,10 @@
  *    held 50 MiB of one test's sizes to their end, 1.07x numpy default's
  *    peak RSS) gets it back.  Telling an earlier stage's region from a
  *    round's that is merely not due yet by age would need a bet on the
- *    round's length; this needs none.  The high-water mark is sampled at
- *    each pass (RSS less the idle regions' resident pages, mincore) and
- *    raised by the exact peak of bytes in use between passes, so a burst
- *    between two passes counts;
+ *    round's length; this needs none.  The high-water mark is sampled
+ *    after every nap of the thread (RSS less the idle regions' resident
+ *    pages) and raised by the exact peak of bytes in use since the last
+ *    look, so a burst of arrays between two looks counts;
  *  - the cap says so (zk_pool.c evicts the least recently used).
  *
  * Who decays: one background thread, started when a region goes idle (and,
@@ -41,8 +41,8 @@
  * CPU time, the cache's request count and the pressure signals outside
  * every lock, reads the RSS after every nap (one small file read; mincore
  * only when the RSS is above the mark), and exits once nothing is left to
- * give back.  The request
- * paths never run a pass: they only start the thread when it is not running.
+ * give back.  The request paths never run a pass: they only start the
+ * thread when it is not running.
  * A pass holds the heap lock while it walks (check() and fork see no
  * region half decayed) and walks only the oldest idle regions: the pool's
  * LRU order is the order they went idle.
