@@ -267,6 +267,28 @@ def test_the_whole_programs_prose_matches_its_results():
     missing = [c for c in claims if _flat(c) not in page]
     assert not missing, f"docs/benchmarks.md no longer says what {path} measured: {missing}"
 
+def test_the_latest_whole_programs_prose_matches_its_results():
+    from bench import wholeprog
+    rows = wholeprog.by_program(results_tables.load("bench/results/wholeprog.json"))
+
+    def peak(program: str, allocator: str) -> int:
+        return int(rows[program][allocator]["peak_rss_bytes"]) >> 20
+
+    def ratio(program: str) -> str:
+        return f"{rows[program]['zkalloc-install']['peak_rss_bytes'] / rows[program]['default']['peak_rss_bytes']:.2f}x"
+
+    claims = [
+        f"{peak('scipy_fft', 'zkalloc-install')} MiB now against the default's {peak('scipy_fft', 'default')} "
+        f"({ratio('scipy_fft')})",
+        f"numpy's core tests {peak('numpy_core', 'zkalloc-install'):,} MiB against {peak('numpy_core', 'default'):,} "
+        f"({ratio('numpy_core')},",
+        f"numpy's default on numpy_core: {rows['numpy_core']['default']['cpu_s']:.1f} s here",
+    ]
+    page = _flat(_text("docs/benchmarks.md"))
+    missing = [c for c in claims if _flat(c) not in page]
+    assert not missing, f"docs/benchmarks.md no longer says what bench/results/wholeprog.json measured: {missing}"
+
+
 # ---- numbers the prose takes from the code ----------------------------------
 
 CORE = ROOT / "cython" / "zk"
