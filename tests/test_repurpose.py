@@ -192,7 +192,8 @@ def test_a_dense_class_is_faulted_in_at_once_only_on_4k_pages(fresh, huge_cheape
     once (one syscall for 1,024 faults), timed; on huge pages, the cheaper
     here, it is left lazy (a fault maps 2 MiB: populating first only adds a
     pass over memory), but for the regions timed to follow the machine: of
-    every 16 choices one times huge pages and one tries 4 KiB pages."""
+    every 16 choices one times huge pages; 4 KiB pages, 4x the cost, are
+    tried every 256th choice only (test_the_costlier_choice_is_tried_...)."""
     zk.configure(hugepages="auto")
     zk._core.reset_thp_policy()
     teach_dense(4 * MiB)
@@ -201,13 +202,40 @@ def test_a_dense_class_is_faulted_in_at_once_only_on_4k_pages(fresh, huge_cheape
     before = zk.stats().populated_bytes
     try:
         with zk.installed():
-            live = [filled(4 * MiB, 1) for _ in range(32)]   # 30 choices, 2 lazy re-measures
+            live = [filled(4 * MiB, 1) for _ in range(32)]
         populated = (zk.stats().populated_bytes - before) // (4 * MiB)
-        assert populated == (3 if huge_cheaper else 30)      # the 8th, 16th and 24th choices are timed
+        # huge pages cheaper: 32 choices, the 8th and 24th timed; 4 KiB pages
+        # cheaper: 2 lazy re-measures (every 16th mapping), 30 choices, all timed
+        assert populated == (2 if huge_cheaper else 30)
         assert all((a == 1).all() for a in live)
     finally:
         zk._core.reset_thp_policy()
     del live
+
+
+@pytest.mark.parametrize("small_cost,mappings,tries", [(1_500_000, 64, 3), (4_000_000, 64, 0), (4_000_000, 300, 1)])
+def test_the_costlier_choice_is_tried_less_often_the_more_it_costs(fresh, small_cost, mappings, tries):
+    """Huge pages the cheaper (1 ms per MiB): 4 KiB pages are tried (timed,
+    a sample) every 16th choice while they cost under twice as much, every
+    256th at 4x (a try then costs 4x a round: every 16th made a 32 MiB first
+    touch 1.57x numpy default's time).  The lazy re-measures of the class's
+    density, on 4 KiB pages too, come as rarely: 1.5x, 64 fresh mappings: 4
+    re-measures, 60 choices, tries at the 16th, 32nd, 48th; 4x, 300
+    mappings: 1 re-measure, 299 choices, a try at the 256th."""
+    zk.configure(hugepages="auto")
+    zk._core.reset_thp_policy()
+    teach_dense(4 * MiB)
+    zk._core.pin_thp_costs(small_cost, 1_000_000)
+    before = zk.stats().thp_policy[0].samples_small
+    try:
+        with zk.installed():
+            for _ in range(mappings):
+                a = filled(4 * MiB, 1)
+                del a
+                zk.release()                         # the next mapping is fresh
+        assert zk.stats().thp_policy[0].samples_small - before == tries
+    finally:
+        zk._core.reset_thp_policy()
 
 
 def test_fresh_zeros_stay_lazy(fresh):
