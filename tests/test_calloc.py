@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import zkalloc_np as zk
-from conftest import MiB
+from conftest import MiB, smaps_entry
 from zkalloc_np import _core
 
 KiB = 1 << 10
@@ -26,10 +26,38 @@ def test_fresh_region_needs_no_zeroing(fresh):
 
 
 def test_dirty_region_is_memset(fresh):
-    z = dirty_then_zeros(4 * MiB)
+    z = dirty_then_zeros(4 * MiB)          # below 64 MiB: memset
     assert not z.any()
     s = zk.stats()
     assert s.hits == 1 and s.calloc_memset == 1
+
+
+@pytest.mark.parametrize("hugepages", ["auto", "off"])
+def test_a_dense_class_zeros_big_regions_by_huge_page_faults(fresh, hugepages):
+    """A class that writes its regions whole (the np.empty filled) gets its
+    np.zeros of 64 MiB and more zeroed by the kernel at fault, 2 MiB at a
+    time just before its user writes them (a memset is a pass over memory
+    of its own): the region dropped whole, huge pages advised.  With
+    hugepages off, and before, a memset."""
+    zk.configure(hugepages=hugepages)
+    with zk.installed():
+        a = np.empty(64 * MiB, np.uint8)
+        a.fill(0xAB)
+        del a                                     # measured at free: the class is dense
+        z = np.zeros(64 * MiB, np.uint8)
+        assert not z.any()
+        s = zk.stats()
+        assert s.hits == 1
+        if hugepages == "auto":
+            assert s.calloc_discard == 1 and s.calloc_memset == 0
+            assert "hg" in smaps_entry(z.ctypes.data)["VmFlags"].split()
+        else:
+            assert s.calloc_discard == 0 and s.calloc_memset == 1
+        z.fill(1)
+        del z
+        z = np.zeros(64 * MiB, np.uint8)          # and again, dirty: zeros
+        assert not z.any()
+    zk.configure(hugepages="auto")
 
 
 def test_lazy_zeroing_by_discard(fresh):
@@ -84,10 +112,15 @@ def policy(fresh):
     it decides from what a class touches, and a decision from timed costs
     depends on the machine's load (CI once saw 7 discards of 40, a slow
     timing having made discards look dear).  test_the_way_a_class_is_zeroed_
-    follows_its_measured_costs checks the measured side."""
+    follows_its_measured_costs checks the measured side.  Huge pages off:
+    memset against discard is the choice here (a dense class on huge pages is
+    zeroed by faulting them back in: test_a_dense_class_zeros_big_regions_by_
+    huge_page_faults)."""
+    zk.configure(hugepages="off")
     _core.pin_zero_costs(PINNED_MEMSET_NS_PER_MIB, PINNED_FAULT_NS, PINNED_DISCARD_NS)
     yield fresh
     _core.reset_zero_policy()
+    zk.configure(hugepages="auto")
 
 
 def test_pinned_costs_are_the_policys(policy):

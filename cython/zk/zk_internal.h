@@ -181,6 +181,9 @@ uint64_t zk_thp_cpu_ns(void);   /* this thread's CPU time: what a preemption doe
 /* The measured cost of faulting in one 4 KiB page (fresh regions faulted at
  * once on 4 KiB pages, 2-16 MiB); 0 before any sample. */
 uint64_t zk_thp_small_page_fault_ns(void);
+/* Whether 4 KiB pages were measured cheaper than huge pages to fault in
+ * fresh memory of `bytes` (false before both are measured). */
+bool zk_thp_small_pages_cheaper(size_t bytes);
 
 /* ---- the shared pool and idle accounting (zk_pool.c) --------------------
  * Functions named pool_* need the pool lock (zk_pool_lock). */

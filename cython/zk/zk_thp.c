@@ -174,6 +174,13 @@ void zk_thp_record(size_t bytes, bool huge, uint64_t ns)
     atomic_fetch_add_explicit(&r->samples[huge], 1, memory_order_relaxed);
 }
 
+bool zk_thp_small_pages_cheaper(size_t bytes)
+{
+    thp_range *r = &ranges[range_of(bytes)];
+    return load(&r->samples[0]) >= MIN_SAMPLES && load(&r->samples[1]) >= MIN_SAMPLES &&
+           load(&r->ns_per_mib[0]) < load(&r->ns_per_mib[1]);
+}
+
 uint64_t zk_thp_small_page_fault_ns(void)
 {
     thp_range *r = &ranges[0];   /* 2-16 MiB: the sizes a discard refaults in */

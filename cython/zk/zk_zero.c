@@ -12,6 +12,15 @@
  * switches the region to 4 KiB pages (MADV_NOHUGEPAGE), and the memset path
  * switches it back.
  *
+ * A dense class's np.zeros of 64 MiB and more on huge pages takes a third
+ * way: MADV_DONTNEED of the whole region, which its user's writes fault
+ * back in as huge pages, each 2 MiB zeroed by the kernel just before it is
+ * written.  A memset is a pass over memory of its own, out of the CPU's
+ * caches by the time the user writes the region: np.zeros of 256 MiB
+ * filled took 53 ms a round after a memset, 45 under numpy's default,
+ * which gets fresh huge pages the same way.  Not where 4 KiB pages were
+ * measured the cheaper first touch (zk_thp.c), nor with hugepages=0.
+ *
  * Which way a class goes is measured, not guessed, on both sides:
  *  - what the class's users touch: a region given lazily (a fresh one, or
  *    one calloc discarded) is flagged, and when it is freed mincore()
@@ -41,6 +50,7 @@
 
 typedef enum {
     ZK_ZERO_MEMSET,     /* memset the region (huge pages back on) */
+    ZK_ZERO_REFAULT,    /* a dense class on huge pages: MADV_DONTNEED whole, faulted back in 2 MiB at a time */
     ZK_ZERO_DISCARD,    /* lazy_zero_bytes asked for MADV_DONTNEED */
     ZK_ZERO_SAMPLE,     /* MADV_DONTNEED on 4 KiB pages, then learn from it at free */
     ZK_ZERO_SPARSE,     /* the same, not measured this time (a class shown sparse, between samples) */
@@ -70,6 +80,11 @@ typedef enum {
  * a third of its round. */
 #define MAX_SPARSE_INTERVAL 16u
 #define MAX_INTERVAL 1024u
+/* Wherever the kernel finds no free huge page a refault costs a fault per
+ * 4 KiB page: numpy's core tests under install() made 87k minor faults
+ * with memsets only, about 90k when regions from 16 MiB were refaulted
+ * (the issue's bound: 88k), 86k from 64 MiB. */
+#define REFAULT_MIN_BYTES ((size_t)64 << 20)
 
 typedef struct {
     _Atomic uint32_t touched;      /* average touched fraction, in 1/FRACTION_ONE */
@@ -203,6 +218,13 @@ static bool sample_due(zero_class *z)
     return true;
 }
 
+/* A dense class's region whose zeros may come from huge-page faults. */
+static bool refault_pays(size_t bytes)
+{
+    return bytes >= REFAULT_MIN_BYTES && zk_opt_hugepages() != ZK_HUGEPAGES_OFF &&
+           !zk_thp_small_pages_cheaper(bytes);
+}
+
 static zk_zero_way choose(int cls, size_t bytes, bool few_present)
 {
     size_t lazy = zk_opt_lazy_zero_bytes();
@@ -218,7 +240,11 @@ static zk_zero_way choose(int cls, size_t bytes, bool few_present)
      * whose class is not dense (a memset would fault in all the others). */
     if (touched < BARELY || (few_present && touched < DENSE) || discard_pays(z, bytes, touched))
         return sample_due(z) ? ZK_ZERO_SAMPLE : ZK_ZERO_SPARSE;
-    return sample_due(z) ? ZK_ZERO_SAMPLE : ZK_ZERO_MEMSET;
+    if (sample_due(z))
+        return ZK_ZERO_SAMPLE;
+    return touched >= DENSE && atomic_load_explicit(&z->samples, memory_order_relaxed) != 0 && refault_pays(bytes)
+               ? ZK_ZERO_REFAULT
+               : ZK_ZERO_MEMSET;
 }
 
 bool zk_touch_dense(int cls)
@@ -352,6 +378,23 @@ static bool discard_and_sample(zk_region *r, size_t len, bool after_discard, boo
     return true;
 }
 
+/* Huge pages on (a region this policy had put on 4 KiB pages, see
+ * discard_and_sample), and its whole 2 MiB pages up to the request's end
+ * dropped: its user's writes fault them back in 2 MiB at a time, zeroed.
+ * The request's last part short of a whole 2 MiB page is memset: dropped,
+ * it would fault back 4 KiB at a time.  Regions of 2 MiB and more start
+ * 2 MiB aligned (one that did not would only fault back on 4 KiB pages). */
+static bool refault_huge(zk_region *r, size_t bytes)
+{
+    size_t whole = bytes / ZK_HUGE_BYTES * ZK_HUGE_BYTES;
+    r->flags &= ~ZK_RF_SMALL_PAGES;
+    zk_os_advise_huge((void *)r->base, r->bytes);
+    if (zk_os_discard((void *)r->base, whole) != 0)
+        return false;
+    memset((void *)(r->base + whole), 0, bytes - whole);
+    return true;
+}
+
 /* Choose, zero, time: one call per np.zeros.  A fresh mapping already is
  * zero (and stays lazy: untouched pages never fault).  Repurposed pages
  * hold old bytes like any reused region. */
@@ -360,6 +403,7 @@ static bool zero_reused(zk_region *r, size_t bytes, bool after_discard)
     size_t len = zk_round_up(bytes, zk_os_page_size());
     zk_zero_way way = choose(r->cls, bytes, after_discard);
     if ((way == ZK_ZERO_DISCARD && zk_os_discard((void *)r->base, len) == 0) ||
+        (way == ZK_ZERO_REFAULT && refault_huge(r, bytes)) ||
         ((way == ZK_ZERO_SAMPLE || way == ZK_ZERO_SPARSE) &&
          discard_and_sample(r, len, after_discard, way == ZK_ZERO_SAMPLE)))
         return true;
