@@ -147,19 +147,31 @@ static void observe(uint64_t now)
     seen.requests = requests;
 }
 
+static size_t resident_bytes(const zk_region *r)
+{
+    size_t pages = zk_os_resident_pages((void *)r->base, r->bytes);
+    return pages == SIZE_MAX ? r->bytes : pages * zk_os_page_size();
+}
+
 /* Walk the pool's oldest idle regions (heap lock held): those idle since
- * release_before or earlier are taken out for release (returned, chained),
- * those since soften_before are softened. */
-static zk_region *walk_oldest(uint64_t release_before, uint64_t soften_before)
+ * release_before or earlier are taken out for release (returned, chained)
+ * until their resident bytes reach release_limit (SIZE_MAX: all of them,
+ * nothing counted), those since soften_before are softened. */
+static zk_region *walk_oldest(uint64_t release_before, uint64_t soften_before, size_t release_limit)
 {
     zk_region *chain = NULL;
-    size_t softened = 0;
-    uint64_t oldest_wanted = release_before > soften_before ? release_before : soften_before;
+    size_t softened = 0, released = 0;
     zk_pool_lock();
     zk_region *r = zk_pool_oldest();
-    while (r != NULL && r->idle_ns <= oldest_wanted) {
+    while (r != NULL) {
+        bool release = r->idle_ns <= release_before && released < release_limit;
+        bool soften = soften_before != 0 && r->idle_ns <= soften_before;   /* 0: none */
+        if (!release && !soften)
+            break;   /* the rest went idle later */
         zk_region *newer = zk_pool_newer(r);
-        if (r->idle_ns <= release_before) {
+        if (release) {
+            if (release_limit != SIZE_MAX)
+                released += resident_bytes(r);
             zk_pool_unlink(r);
             zk_idle_uncount(r);
             r->free_next = chain;
@@ -179,13 +191,13 @@ static zk_region *walk_oldest(uint64_t release_before, uint64_t soften_before)
 }
 
 /* Give back (and soften) what the cutoffs say; bytes given back. */
-static size_t decay_regions(uint64_t release_before, uint64_t soften_before)
+static size_t decay_regions(uint64_t release_before, uint64_t soften_before, size_t release_limit)
 {
     uint64_t drain = release_before > soften_before ? release_before : soften_before;
     zk_tcache_drain_older(drain + 1);   /* a thread that went quiet keeps none */
     uint64_t released = atomic_load(&zk_stats.decayed_released_bytes);
     zk_heap_lock();
-    zk_region *chain = walk_oldest(release_before, soften_before);
+    zk_region *chain = walk_oldest(release_before, soften_before, release_limit);
     zk_vacate_chain(chain, NULL, &zk_stats.decayed_released_bytes, true);
     zk_heap_unlock();
     return (size_t)(atomic_load(&zk_stats.decayed_released_bytes) - released);
@@ -209,28 +221,6 @@ static void raise_high_water(uint64_t rss, uint64_t idle_resident)
 
 static uint64_t high_water_allowed(void) { return seen.high_water + seen.high_water / RSS_MARGIN_SHARE; }
 
-/* The oldest pool regions idle since idle_before or earlier, out of the
- * pool (chained) until their resident bytes reach `bytes` (heap lock held). */
-static zk_region *take_oldest_resident(size_t bytes, uint64_t idle_before)
-{
-    zk_region *chain = NULL;
-    size_t taken = 0, page = zk_os_page_size();
-    zk_pool_lock();
-    zk_region *r = zk_pool_oldest();
-    while (r != NULL && taken < bytes && r->idle_ns <= idle_before) {
-        zk_region *newer = zk_pool_newer(r);
-        size_t pages = zk_os_resident_pages((void *)r->base, r->bytes);
-        taken += pages == SIZE_MAX ? r->bytes : pages * page;
-        zk_pool_unlink(r);
-        zk_idle_uncount(r);
-        r->free_next = chain;
-        chain = r;
-        r = newer;
-    }
-    zk_pool_unlock();
-    return chain;
-}
-
 /* The idle regions never hold the process above its high-water mark: the
  * oldest (idle for a pass interval at least, not a round's just freed) go
  * until they no longer do.  Bytes given back. */
@@ -248,16 +238,9 @@ static size_t keep_under_high_water(uint64_t now, uint64_t period)
     raise_high_water(rss, zk_cache_idle_resident());
     if (rss <= high_water_allowed() || now <= period / 4)
         return 0;
-    size_t excess = rss - high_water_allowed();   /* at most the idle resident bytes */
-    uint64_t idle_before = now - period / 4;
-    zk_tcache_drain_older(idle_before + 1);
-    uint64_t released = atomic_load(&zk_stats.decayed_released_bytes);
-    zk_heap_lock();
-    zk_region *chain = take_oldest_resident(excess, idle_before);
-    zk_vacate_chain(chain, NULL, &zk_stats.decayed_released_bytes, true);
-    zk_heap_unlock();
     zk_count(&zk_stats.decay_high_water_passes, 1);
-    return (size_t)(atomic_load(&zk_stats.decayed_released_bytes) - released);
+    /* the excess is at most the idle resident bytes */
+    return decay_regions(now - period / 4, 0, rss - high_water_allowed());
 }
 
 /* glibc's free memory back (libc=keep), once per idle spell. */
@@ -293,7 +276,9 @@ static size_t pass(uint64_t now, bool full)
         release_before = now - period / 4;
     if (idle_for >= period)
         soften_before = now;
-    size_t released = release_before != 0 || soften_before != 0 ? decay_regions(release_before, soften_before) : 0;
+    size_t released = 0;
+    if (release_before != 0 || soften_before != 0)
+        released = decay_regions(release_before, soften_before, SIZE_MAX);
     released += keep_under_high_water(now, period);
     if (pressure) {
         zk_count(&zk_stats.decay_pressure_passes, 1);

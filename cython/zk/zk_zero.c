@@ -13,9 +13,9 @@
  * switches it back.
  *
  * A dense class's np.zeros of 64 MiB and more on huge pages takes a third
- * way: MADV_DONTNEED of the whole region, which its user's writes fault
- * back in as huge pages, each 2 MiB zeroed by the kernel just before it is
- * written.  A memset is a pass over memory of its own, out of the CPU's
+ * way: MADV_DONTNEED of its whole 2 MiB pages, which its user's writes
+ * fault back in as huge pages, each zeroed by the kernel just before it is
+ * written (the last partial one is memset).  A memset is a pass over memory of its own, out of the CPU's
  * caches by the time the user writes the region: np.zeros of 256 MiB
  * filled took 53 ms a round after a memset, 45 under numpy's default,
  * which gets fresh huge pages the same way.  Not where 4 KiB pages were
@@ -221,8 +221,7 @@ static bool sample_due(zero_class *z)
 /* A dense class's region whose zeros may come from huge-page faults. */
 static bool refault_pays(size_t bytes)
 {
-    return bytes >= REFAULT_MIN_BYTES && zk_opt_hugepages() != ZK_HUGEPAGES_OFF &&
-           !zk_thp_small_pages_cheaper(bytes);
+    return bytes >= REFAULT_MIN_BYTES && zk_opt_hugepages() && !zk_thp_small_pages_cheaper(bytes);
 }
 
 static zk_zero_way choose(int cls, size_t bytes, bool few_present)
@@ -242,9 +241,7 @@ static zk_zero_way choose(int cls, size_t bytes, bool few_present)
         return sample_due(z) ? ZK_ZERO_SAMPLE : ZK_ZERO_SPARSE;
     if (sample_due(z))
         return ZK_ZERO_SAMPLE;
-    return touched >= DENSE && atomic_load_explicit(&z->samples, memory_order_relaxed) != 0 && refault_pays(bytes)
-               ? ZK_ZERO_REFAULT
-               : ZK_ZERO_MEMSET;
+    return zk_touch_dense(cls) && refault_pays(bytes) ? ZK_ZERO_REFAULT : ZK_ZERO_MEMSET;
 }
 
 bool zk_touch_dense(int cls)
@@ -321,6 +318,15 @@ void zk_zero_read(int cls, zk_zero_policy *out)
 
 /* ---- zeroing a reused region ---------------------------------------------- */
 
+/* Huge pages advised over r, and its first `len` bytes dropped: the next
+ * touches fault them in as huge pages, zeroed.  True when they are dropped. */
+static bool drop_onto_huge_pages(zk_region *r, size_t len)
+{
+    r->flags &= ~ZK_RF_SMALL_PAGES;
+    zk_os_advise_huge((void *)r->base, r->bytes);
+    return zk_os_discard((void *)r->base, len) == 0;
+}
+
 /* Huge pages back for a region this policy had put on 4 KiB pages (its user
  * is about to write it densely, and its class has shown it does).  MADV_HUGEPAGE alone would leave the 4 KiB
  * pages already there until khugepaged collapses them, and a dense user
@@ -333,11 +339,11 @@ static bool restore_huge_pages(zk_region *r)
      * resident 2 MiB for every page touched. */
     if (!(r->flags & ZK_RF_SMALL_PAGES) || !zk_touch_dense(r->cls))
         return false;
-    r->flags &= ~ZK_RF_SMALL_PAGES;
-    if (!zk_opt_hugepages())
+    if (!zk_opt_hugepages()) {
+        r->flags &= ~ZK_RF_SMALL_PAGES;
         return false;
-    zk_os_advise_huge((void *)r->base, r->bytes);
-    return zk_os_discard((void *)r->base, r->bytes) == 0;
+    }
+    return drop_onto_huge_pages(r, r->bytes);
 }
 
 void zk_zero_for_write(zk_region *r)
@@ -378,18 +384,16 @@ static bool discard_and_sample(zk_region *r, size_t len, bool after_discard, boo
     return true;
 }
 
-/* Huge pages on (a region this policy had put on 4 KiB pages, see
- * discard_and_sample), and its whole 2 MiB pages up to the request's end
- * dropped: its user's writes fault them back in 2 MiB at a time, zeroed.
- * The request's last part short of a whole 2 MiB page is memset: dropped,
- * it would fault back 4 KiB at a time.  Regions of 2 MiB and more start
- * 2 MiB aligned (one that did not would only fault back on 4 KiB pages). */
+/* The request's whole 2 MiB pages dropped onto huge pages (also where this
+ * policy had put the region on 4 KiB pages, see discard_and_sample): its
+ * user's writes fault them back in 2 MiB at a time, zeroed.  The last part
+ * short of a whole 2 MiB page is memset: dropped, it would fault back 4 KiB
+ * at a time.  Regions of 2 MiB and more start 2 MiB aligned (one that did
+ * not would only fault back on 4 KiB pages). */
 static bool refault_huge(zk_region *r, size_t bytes)
 {
     size_t whole = bytes / ZK_HUGE_BYTES * ZK_HUGE_BYTES;
-    r->flags &= ~ZK_RF_SMALL_PAGES;
-    zk_os_advise_huge((void *)r->base, r->bytes);
-    if (zk_os_discard((void *)r->base, whole) != 0)
+    if (!drop_onto_huge_pages(r, whole))
         return false;
     memset((void *)(r->base + whole), 0, bytes - whole);
     return true;
