@@ -267,6 +267,7 @@ def test_the_whole_programs_prose_matches_its_results():
     missing = [c for c in claims if _flat(c) not in page]
     assert not missing, f"docs/benchmarks.md no longer says what {path} measured: {missing}"
 
+
 def test_the_latest_whole_programs_prose_matches_its_results():
     from bench import wholeprog
     rows = wholeprog.by_program(results_tables.load("bench/results/wholeprog.json"))
@@ -327,6 +328,17 @@ def test_the_how_it_works_numbers_come_from_the_code():
     assert f"(of {_size(_define('zk_repurpose.c', 'PIECE_MIN_BYTES'))} and more, the largest first, " \
            f"at most {_define('zk_repurpose.c', 'MAX_PIECES')})" in page
     assert f"share {_size(_define('zk_heap.c', 'SHARED_SEGMENT_BYTES'))} segments" in page
+
+
+def test_the_do_no_harm_policies_numbers_come_from_the_code():
+    """The high-water margin, the refault threshold and the first-touch tries
+    as the docs state them are the core's constants."""
+    how, stats = _flat(_text("docs/how-it-works.md")), _flat(_text("docs/stats.md"))
+    assert f"plus 1/{_define('zk_decay.c', 'RSS_MARGIN_SHARE')}" in stats
+    assert f"`np.zeros` of {_size(_define('zk_zero.c', 'REFAULT_MIN_BYTES'))} and more" in how
+    explore, most = _define("zk_thp.c", "EXPLORE"), _define("zk_thp.c", "MAX_EXPLORE")
+    assert f"every {explore}th choice while it costs under twice as much, every {explore}·k²-th" in how
+    assert f"(at most every {most:,}th)" in how
 
 
 def test_the_how_it_works_layout_names_every_core_file():
